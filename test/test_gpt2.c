@@ -1,0 +1,183 @@
+// test/test_gpt2.c: the CPU model against PyTorch (test/reference.py -> test/vectors/gpt2_tiny.bin).
+//  - fp32 mode: logits, loss and all 16 gradient tensors vs a float64 PyTorch GPT-2.
+//    Tolerance: our fp32 arithmetic differs from the float64 reference by rounding only; over the
+//    short sums of this tiny model (C=32, T=8) that is ~1e-6 relative, so rtol 1e-4 with an absolute
+//    floor of 1e-5 x the tensor's largest value (for entries that nearly cancel) has wide margin, yet a
+//    wrong formula (a missing term, a transposed weight) is off by O(1) and fails.
+//  - bf16 mode: the same with the reference run on the bf16-rounded weights; the gradients are stored
+//    in bf16, so each is off by at most half a bf16 ulp = 2^-9 relative, hence rtol 4e-3.
+//  - f32_to_bf16 equals torch's rounding bit for bit.
+//  - bf16 training: the fp32 master moves exactly as the fp32 optimizer says, and the bf16 copy is the
+//    master rounded to nearest.
+#define TESTING
+// the trainer's CLI and loop functions are unused here
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "../train_gpt2.c"
+#include "test.h"
+#include "vectors.h"
+
+static float max_abs(const float* x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+static const char* REF_NAMES[NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb" };
+
+typedef struct { GPT2 m; Ledger led; int B, T; } Tiny;
+
+static void tiny_build(Tiny* t, const VecFile* vf, int precision, int fused) {
+    float* c = vec_get(vf, "config", NULL);
+    GPT2Config cfg = { (int)c[5], (int)c[3], (int)c[4], (int)c[0], (int)c[2], (int)c[1] };
+    t->B = (int)c[6];
+    t->T = (int)c[7];
+    ledger_init(&t->led, 0);
+    gpt2_build(&t->m, &cfg, precision, t->B, t->T, fused, &t->led);
+    for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
+        char name[64];
+        snprintf(name, sizeof(name), "param_%s", REF_NAMES[k]);
+        size_t n;
+        float* src = vec_get(vf, name, &n);
+        CHECK(n == t->m.param_sizes[k]);
+        memcpy(t->m.params_f32 + t->m.param_offsets[k], src, n * sizeof(float));
+    }
+    if (t->m.params_bf16)
+        for (size_t i = 0; i < t->m.num_params; i++) t->m.params_bf16[i] = f32_to_bf16(t->m.params_f32[i]);
+    float* in = vec_get(vf, "inputs", NULL);
+    float* tg = vec_get(vf, "targets", NULL);
+    for (int i = 0; i < t->B * t->T; i++) { t->m.inputs[i] = (int)in[i]; t->m.targets[i] = (int)tg[i]; }
+}
+
+static void tiny_free(Tiny* t) { ledger_free_all(&t->led); free(t->m.tensors); }
+
+// Gathers the gradient of tensor k (fp32 view) from the bf16 or fp32 gradient buffer.
+static float* grad_of(GPT2* m, int k) {
+    size_t n = m->param_sizes[k], off = m->param_offsets[k];
+    float* g = (float*)xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) g[i] = m->grads_f32 ? m->grads_f32[off + i] : bf16_to_f32(m->grads_bf16[off + i]);
+    return g;
+}
+
+static void check_model(const VecFile* vf, int precision) {
+    const char* pre = precision == PRECISION_BF16 ? "bf16_" : "fp32_";
+    const char* mode = precision == PRECISION_BF16 ? "bf16" : "fp32";
+    Tiny t;
+    tiny_build(&t, vf, precision, 0);
+    GPT2* m = &t.m;
+    int V = m->config.vocab_size;
+    char name[128];
+    // logits (forward without targets leaves the raw logits)
+    gpt2_forward(m, m->inputs, NULL, t.B, t.T, 0);
+    size_t n;
+    snprintf(name, sizeof(name), "%slogits", pre);
+    float* ref = vec_get(vf, name, &n);
+    CHECK(n == (size_t)t.B * t.T * V);
+    snprintf(name, sizeof(name), "gpt2 %s forward logits vs torch", mode);
+    test_allclose(name, m->acts.logits, ref, n, 1e-4f, 1e-5f * max_abs(ref, n));
+    // loss
+    gpt2_forward(m, m->inputs, m->targets, t.B, t.T, 0);
+    snprintf(name, sizeof(name), "%sloss", pre);
+    float* ref_loss = vec_get(vf, name, NULL);
+    snprintf(name, sizeof(name), "gpt2 %s loss vs torch", mode);
+    test_allclose(name, &m->mean_loss, ref_loss, 1, 1e-5f, 0.0f);
+    // gradients
+    zero_grads(m);
+    gpt2_backward(m, t.B, t.T, 1.0f, accumulate_unit_bf16, NULL);
+    float rtol = precision == PRECISION_BF16 ? 4e-3f : 1e-4f;
+    for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
+        snprintf(name, sizeof(name), "%sgrad_%s", pre, REF_NAMES[k]);
+        float* rg = vec_get(vf, name, &n);
+        CHECK(n == m->param_sizes[k]);
+        float* g = grad_of(m, k);
+        snprintf(name, sizeof(name), "gpt2 %s grad %s vs torch", mode, PARAM_NAMES[k]);
+        test_allclose(name, g, rg, n, rtol, 1e-5f * max_abs(rg, n));
+        free(g);
+    }
+    tiny_free(&t);
+}
+
+static void check_bf16_rounding(const VecFile* vf) {
+    size_t n;
+    float* in = vec_get(vf, "round_in", &n);
+    float* out = vec_get(vf, "round_out", NULL);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++) {
+        float r = bf16_to_f32(f32_to_bf16(in[i]));
+        if (memcmp(&r, &out[i], 4) != 0) { if (!bad) first = i; bad++; }
+    }
+    char why[160];
+    snprintf(why, sizeof(why), "%zu of %zu differ, first %.9g -> %.9g (torch %.9g)", bad, n, in[first],
+             bf16_to_f32(f32_to_bf16(in[first])), out[first]);
+    test_check(bad == 0, why, "f32_to_bf16 equals torch's bfloat16 rounding (%zu values)", n);
+}
+
+// One SGD step in bf16 mode: master' = master - lr * g where g is the bf16 gradient widened to fp32;
+// the bf16 copy must equal f32_to_bf16(master'). Also the ledger's bytes per parameter for this layout.
+static void check_bf16_master(const VecFile* vf) {
+    Tiny t;
+    tiny_build(&t, vf, PRECISION_BF16, 0);
+    GPT2* m = &t.m;
+    const Optimizer* sgd = optim_find("sgd");
+    CHECK(sgd);
+    OptHyper h = sgd->defaults;
+    h.lr = 0.5f;
+    h.weight_decay = 0.0f;
+    OptRun o;
+    optimizer_setup(&o, m, sgd, &h, &t.led);
+    gpt2_forward(m, m->inputs, m->targets, t.B, t.T, 0);
+    zero_grads(m);
+    gpt2_backward(m, t.B, t.T, 1.0f, accumulate_unit_bf16, NULL);
+    size_t P = m->num_params;
+    float* before = (float*)xmalloc(P * sizeof(float));
+    memcpy(before, m->params_f32, P * sizeof(float));
+    optimizer_step(m, &o, 1, 1.0f, 1.0f);
+    size_t bad_master = 0, bad_copy = 0, moved = 0;
+    for (size_t i = 0; i < P; i++) {
+        float g = bf16_to_f32(m->grads_bf16[i]);
+        float want = before[i] - 0.5f * g;
+        if (m->params_f32[i] != want) bad_master++;
+        if (m->params_bf16[i] != f32_to_bf16(m->params_f32[i])) bad_copy++;
+        if (m->params_f32[i] != before[i]) moved++;
+    }
+    test_check(bad_master == 0 && moved > P / 2, "master differs from master - lr * grad", "bf16 mode: fp32 master moves as SGD says (%zu of %zu moved)", moved, P);
+    test_check(bad_copy == 0, "bf16 copy is not the rounded master", "bf16 mode: bf16 copy is the master rounded to nearest");
+    // the ledger: 2 (params) + 4 (master) + 2 (grads) bytes per parameter
+    size_t pb = ledger_category_bytes(&t.led, MEM_PARAMS), mb = ledger_category_bytes(&t.led, MEM_MASTER),
+           gb = ledger_category_bytes(&t.led, MEM_GRADS);
+    test_check(pb == 2 * P && mb == 4 * P && gb == 2 * P, "wrong bytes", "bf16 ledger: params 2, master 4, grads 2 bytes/param");
+    free(before);
+    tiny_free(&t);
+}
+
+// Stochastic rounding: unbiased on average, and always one of the two neighbouring bf16 values.
+static void check_stochastic_rounding(void) {
+    Rng r;
+    rng_seed(&r, 7);
+    float x = 1.0f + 1.0f / 1024.0f; // 1/8 of the way between bf16 values 1.0 and 1.0078125
+    double sum = 0.0;
+    int outside = 0;
+    const int N = 200000;
+    for (int i = 0; i < N; i++) {
+        float y = bf16_to_f32(f32_to_bf16_sr(x, rng_u32(&r)));
+        if (y != 1.0f && y != 1.0078125f) outside++;
+        sum += y;
+    }
+    double mean = sum / N;
+    // the mean of N Bernoulli(1/8) draws scaled by 2^-7 has std 2^-7*sqrt(p(1-p)/N) = 5.8e-6; allow 5 sigma
+    char why[128];
+    snprintf(why, sizeof(why), "mean %.9f vs %.9f, %d outside", mean, (double)x, outside);
+    test_check(outside == 0 && fabs(mean - x) < 3e-5, why, "stochastic rounding is unbiased and stays on neighbours");
+}
+
+int main(void) {
+    VecFile vf = vec_load("test/vectors/gpt2_tiny.bin");
+    check_model(&vf, PRECISION_FP32);
+    check_model(&vf, PRECISION_BF16);
+    check_bf16_rounding(&vf);
+    check_bf16_master(&vf);
+    check_stochastic_rounding();
+    vec_free(&vf);
+    return test_finish("test_gpt2");
+}

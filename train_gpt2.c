@@ -1,0 +1,1542 @@
+// train_gpt2.c: the CPU trainer. GPT-2 forward and backward written out layer by layer in plain C
+// (+ OpenMP), mixed precision with fp32 master weights, every optimizer behind `-opt NAME`.
+//
+// Map of this file:
+//   1. configuration and parameter layout (16 tensors, one allocation per group)
+//   2. layers: encoder, layernorm, matmul (common/matmul.c), attention, gelu, residual, softmax+CE
+//   3. the model: forward, backward, with per-layer fp32 views of bf16 weights
+//   4. optimizer plumbing: state layout through the ledger, the step, LOMO's fused backward, Sophia's GNB
+//   5. checkpoints, evaluation, sampling
+//   6. the command line and the training loop (main)
+//
+// Mixed precision on the CPU (-precision bf16, the default): the working parameters and the
+// gradients are stored in bf16, the optimizer updates an fp32 master copy and writes the bf16 copy
+// back (round to nearest, or stochastic rounding with -sr 1). Arithmetic is fp32: each layer's bf16
+// weights are widened into a one-layer fp32 scratch right before that layer runs, and that layer's
+// fp32 gradients are added into the bf16 gradient buffer right after its backward. So memory is the
+// article's 2 (params) + 4 (master) + 2 (grads) + state bytes per parameter, plus one layer of scratch.
+// -precision fp32 keeps parameters and gradients in fp32 with no master copy and no scratch.
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+#include <errno.h>
+#include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "common/util.h"
+#include "common/bf16.h"
+#include "common/rng.h"
+#include "common/ledger.h"
+#include "common/matmul.h"
+#include "common/schedule.h"
+#include "common/logger.h"
+#include "common/checkpoint.h"
+#include "optim/optim.h"
+#include "data/tokenizer.h"
+#include "data/dataloader.h"
+
+// ------------------------------------------------------------------------------------------------
+// 1. configuration and parameter layout
+
+typedef struct {
+    int max_seq_len;        // maxT: positions in wpe
+    int vocab_size;         // V: real vocabulary (50257 for GPT-2)
+    int padded_vocab_size;  // Vp: V rounded up to a multiple of 128; rows V..Vp-1 of wte are never used
+    int num_layers;         // L
+    int num_heads;          // NH
+    int channels;           // C
+} GPT2Config;
+
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
+
+#define NUM_PARAM_TENSORS 16
+// Index of each tensor in the flat parameter buffer, in storage order.
+enum { P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B,
+       P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB };
+static const char* PARAM_NAMES[NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
+    "ln2.w", "ln2.b", "mlp.fc.w", "mlp.fc.b", "mlp.proj.w", "mlp.proj.b", "lnf.w", "lnf.b" };
+
+// Element counts of the 16 tensors.
+static void param_sizes(const GPT2Config* cfg, size_t sizes[NUM_PARAM_TENSORS]) {
+    size_t Vp = cfg->padded_vocab_size, C = cfg->channels, L = cfg->num_layers, maxT = cfg->max_seq_len;
+    sizes[P_WTE] = Vp * C;            // (Vp, C)
+    sizes[P_WPE] = maxT * C;          // (maxT, C)
+    sizes[P_LN1W] = L * C;            // (L, C)
+    sizes[P_LN1B] = L * C;            // (L, C)
+    sizes[P_QKVW] = L * 3 * C * C;    // (L, 3*C, C)
+    sizes[P_QKVB] = L * 3 * C;        // (L, 3*C)
+    sizes[P_ATTPROJW] = L * C * C;    // (L, C, C)
+    sizes[P_ATTPROJB] = L * C;        // (L, C)
+    sizes[P_LN2W] = L * C;            // (L, C)
+    sizes[P_LN2B] = L * C;            // (L, C)
+    sizes[P_FCW] = L * 4 * C * C;     // (L, 4*C, C)
+    sizes[P_FCB] = L * 4 * C;         // (L, 4*C)
+    sizes[P_FCPROJW] = L * C * 4 * C; // (L, C, 4*C)
+    sizes[P_FCPROJB] = L * C;         // (L, C)
+    sizes[P_LNFW] = C;                // (C)
+    sizes[P_LNFB] = C;                // (C)
+}
+
+
+// Shape (rows, cols) of one layer's slice of tensor k (vectors: rows 1).
+static void param_shape(const GPT2Config* cfg, int k, size_t* rows, size_t* cols) {
+    size_t C = cfg->channels;
+    switch (k) {
+        case P_WTE: *rows = cfg->padded_vocab_size; *cols = C; break;
+        case P_WPE: *rows = cfg->max_seq_len; *cols = C; break;
+        case P_QKVW: *rows = 3 * C; *cols = C; break;
+        case P_ATTPROJW: *rows = C; *cols = C; break;
+        case P_FCW: *rows = 4 * C; *cols = C; break;
+        case P_FCPROJW: *rows = C; *cols = 4 * C; break;
+        case P_QKVB: *rows = 1; *cols = 3 * C; break;
+        case P_FCB: *rows = 1; *cols = 4 * C; break;
+        default: *rows = 1; *cols = C; break; // layernorm weights/biases and the other biases
+    }
+}
+
+// One optimizer-visible tensor: a layer's slice of one of the 16 tensors. Units group the tensors
+// that become ready together in backward: unit 0 = wte, wpe, lnf (embedding and head), unit 1+l = block l.
+typedef struct {
+    ParamShape shape;
+    char name[32];
+    int kind;              // which of the 16 tensors
+    int layer;             // block index, -1 for unit 0 tensors
+    int unit;              // 0 or 1 + layer
+    size_t offset;         // element offset into the flat parameter buffers
+    size_t scratch_offset; // element offset inside its unit's fp32 scratch
+    void* state[OPT_MAX_STATES];
+    int nstate;
+} OptParam;
+
+// ------------------------------------------------------------------------------------------------
+// 2. layers (fp32). Shapes: B batch, T time, C channels, NH heads, V vocabulary.
+
+// out (B,T,C) = wte[tok] + wpe[t]
+static void encoder_forward(float* out, const int* inp, const float* wte, const float* wpe, int B, int T, int C) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            const float* we = wte + (size_t)inp[b * T + t] * C;
+            const float* pe = wpe + (size_t)t * C;
+            for (int c = 0; c < C; c++) o[c] = we[c] + pe[c];
+        }
+    }
+}
+
+// dwte[tok] += dout, dwpe[t] += dout. Parallel over channels so each thread owns its columns and the
+// sums run in a fixed order (deterministic).
+static void encoder_backward(float* dwte, float* dwpe, const float* dout, const int* inp, int B, int T, int C) {
+    #pragma omp parallel for
+    for (int c = 0; c < C; c++) {
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < T; t++) {
+                float d = dout[((size_t)b * T + t) * C + c];
+                dwte[(size_t)inp[b * T + t] * C + c] += d;
+                dwpe[(size_t)t * C + c] += d;
+            }
+        }
+    }
+}
+
+// out (N,C) = (x - mean) * rstd * w + b, per row; keeps mean and rstd (N) for backward.
+static void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                              int N, int C) {
+    const float eps = 1e-5f;
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float* x = inp + (size_t)i * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) { float d = x[c] - m; v += d * d; }
+        v /= C;
+        float s = 1.0f / sqrtf(v + eps);
+        float* o = out + (size_t)i * C;
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+        mean[i] = m;
+        rstd[i] = s;
+    }
+}
+
+// dinp (N,C) += ..., dw, db (C) += ... . dinp rows are independent (parallel over rows); dw and db
+// sum over rows, so they are parallel over channels with the rows in order (deterministic).
+static void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                               const float* w, const float* mean, const float* rstd, int N, int C) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float* x = inp + (size_t)i * C;
+        const float* d = dout + (size_t)i * C;
+        float m = mean[i], s = rstd[i];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * s;
+            float dnorm = w[c] * d[c];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float* dx = dinp + (size_t)i * C;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * s;
+            float dnorm = w[c] * d[c];
+            dx[c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+        }
+    }
+    #pragma omp parallel for
+    for (int c = 0; c < C; c++) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int i = 0; i < N; i++) {
+            float d = dout[(size_t)i * C + c];
+            sw += (inp[(size_t)i * C + c] - mean[i]) * rstd[i] * d;
+            sb += d;
+        }
+        dw[c] += sw;
+        db[c] += sb;
+    }
+}
+
+// Causal self-attention. qkv (B,T,3C) holds q | k | v, each split into NH heads of hs = C/NH.
+// att (B,NH,T,T): softmax probabilities (row t uses columns 0..t only); out (B,T,C).
+static void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)C * 3;
+    #pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const float* q = qkv + ((size_t)b * T + t) * C3 + h * hs;
+                float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxv = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* k = qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    float s = 0.0f;
+                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
+                    s *= scale;
+                    a[t2] = s;
+                    if (s > maxv) maxv = s;
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) { a[t2] = expf(a[t2] - maxv); sum += a[t2]; }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
+                float* o = out + ((size_t)b * T + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    float w = a[t2];
+                    for (int i = 0; i < hs; i++) o[i] += w * v[i];
+                }
+            }
+        }
+    }
+}
+
+// dqkv (B,T,3C) += gradients; datt is a (B,NH,T,T) scratch. Each (b, h) pair only touches its own
+// head's slices of dq, dk, dv, so the parallel loop over (b, h) has no races.
+static void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att,
+                               int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)C * 3;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                float* da = datt + (((size_t)b * NH + h) * T + t) * T;
+                const float* dy = dout + ((size_t)b * T + t) * C + h * hs;
+                // through out = att @ v
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    float* dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    float s = 0.0f;
+                    for (int i = 0; i < hs; i++) { s += v[i] * dy[i]; dv[i] += a[t2] * dy[i]; }
+                    da[t2] = s;
+                }
+                // through the softmax: dpre = a * (da - sum(a * da))
+                float dot = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) dot += a[t2] * da[t2];
+                const float* q = qkv + ((size_t)b * T + t) * C3 + h * hs;
+                float* dq = dqkv + ((size_t)b * T + t) * C3 + h * hs;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float dpre = a[t2] * (da[t2] - dot) * scale;
+                    const float* k = qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    float* dk = dqkv + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    for (int i = 0; i < hs; i++) { dq[i] += dpre * k[i]; dk[i] += dpre * q[i]; }
+                }
+            }
+        }
+    }
+}
+
+#define GELU_SCALING_FACTOR 0.7978845608028654f // sqrt(2 / pi)
+// tanh approximation of GELU, as GPT-2
+static void gelu_forward(float* out, const float* inp, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALING_FACTOR * (x + 0.044715f * x * x * x)));
+    }
+}
+
+// dinp = gelu'(inp) * dout (overwrites dinp; dinp may alias dout)
+static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        float u = GELU_SCALING_FACTOR * (x + 0.044715f * x * x * x);
+        float th = tanhf(u);
+        float sech2 = 1.0f - th * th;
+        float grad = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALING_FACTOR * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = grad * dout[i];
+    }
+}
+
+static void residual_forward(float* out, const float* a, const float* b, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+// In place: logits (N,V) -> probabilities; losses (N) = -log p[target]. Targets < 0 are ignored
+// (loss 0) so generation can run the same code without labels.
+static void softmax_crossentropy_forward(float* losses, float* logits, const int* targets, int N, int V) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float* x = logits + (size_t)i * V;
+        float maxv = -INFINITY;
+        for (int v = 0; v < V; v++) if (x[v] > maxv) maxv = x[v];
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) { x[v] = expf(x[v] - maxv); sum += x[v]; }
+        float inv = (float)(1.0 / sum);
+        for (int v = 0; v < V; v++) x[v] *= inv;
+        if (targets) losses[i] = targets[i] >= 0 ? -logf(fmaxf(x[targets[i]], 1e-30f)) : 0.0f;
+    }
+}
+
+// In place: probs (N,V) -> dlogits = (probs - onehot(target)) * dloss.
+static void softmax_crossentropy_backward(float* probs, const int* targets, float dloss, int N, int V) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float* p = probs + (size_t)i * V;
+        for (int v = 0; v < V; v++) p[v] *= dloss;
+        p[targets[i]] -= dloss;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 3. the model
+
+// One layer's 12 tensors, fp32 (a view into fp32 params/grads or into a unit scratch).
+typedef struct {
+    float *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
+} BlockTensors;
+// Unit 0's tensors, fp32.
+typedef struct { float *wte, *wpe, *lnfw, *lnfb; } EmbedTensors;
+
+// Activations kept for backward, for the allocated (B, T); one allocation.
+typedef struct {
+    float* encoded;   // (B,T,C)
+    float* ln1;       // (L,B,T,C)
+    float* ln1_mean;  // (L,B,T)
+    float* ln1_rstd;  // (L,B,T)
+    float* qkv;       // (L,B,T,3C)
+    float* atty;      // (L,B,T,C)
+    float* att;       // (L,B,NH,T,T)
+    float* residual2; // (L,B,T,C)
+    float* ln2;       // (L,B,T,C)
+    float* ln2_mean;  // (L,B,T)
+    float* ln2_rstd;  // (L,B,T)
+    float* fch;       // (L,B,T,4C)
+    float* fch_gelu;  // (L,B,T,4C)
+    float* residual3; // (L,B,T,C)
+    float* lnf;       // (B,T,C)
+    float* lnf_mean;  // (B,T)
+    float* lnf_rstd;  // (B,T)
+    float* logits;    // (B,T,V): logits, then probabilities, then dlogits (in place)
+    float* losses;    // (B,T)
+    float* tmp;       // (B,T,C): attention/MLP projection outputs before the residual add
+} Activations;
+
+// Backward scratch for one layer at a time (the gradient flows through them layer by layer).
+typedef struct {
+    float* dres;      // (B,T,C) gradient of the residual stream
+    float* dln;       // (B,T,C) gradient of a layernorm output
+    float* datty;     // (B,T,C)
+    float* dqkv;      // (B,T,3C)
+    float* dfch;      // (B,T,4C)
+    float* datt;      // (B,NH,T,T)
+} BackwardScratch;
+
+typedef struct {
+    GPT2Config config;
+    int precision;            // PRECISION_BF16 or PRECISION_FP32
+    size_t param_sizes[NUM_PARAM_TENSORS];
+    size_t param_offsets[NUM_PARAM_TENSORS];
+    size_t num_params;
+    // the flat parameter buffers
+    bf16* params_bf16;        // (num_params) bf16 working copy (bf16 mode)
+    float* params_f32;        // (num_params) fp32 parameters (fp32 mode) or the master (bf16 mode)
+    bf16* grads_bf16;         // (num_params) bf16 gradients (bf16 mode, not with fused-backward optimizers)
+    float* grads_f32;         // (num_params) fp32 gradients (fp32 mode, not with fused-backward optimizers)
+    // the optimizer's view: 2 + 12L + 2 tensors
+    OptParam* tensors;
+    int num_tensors;
+    size_t unit_size[2];      // elements of unit 0 and of one block
+    // fp32 scratch for one unit of weights and grads (only where needed, see header comment)
+    float* wscratch_embed;    // (unit 0) fp32 copy of wte, wpe, lnf (bf16 mode)
+    float* wscratch_block;    // (one block) fp32 copy of the current block's weights (bf16 mode)
+    float* gscratch_embed;    // (unit 0) fp32 grads of unit 0 (bf16 or fused)
+    float* gscratch_block;    // (one block) fp32 grads of the current block (bf16 or fused)
+    // activations
+    int B, T;                 // allocated batch and sequence length
+    Activations acts;
+    BackwardScratch bw;
+    float* act_memory;
+    float* bw_memory;
+    int* inputs;              // (B,T)
+    int* targets;             // (B,T)
+    float mean_loss;
+} GPT2;
+
+static size_t align64(size_t n) { return (n + 15) & ~(size_t)15; } // in floats: 64 bytes
+
+// Builds the optimizer-visible tensor list and the unit scratch offsets.
+static void build_tensor_list(GPT2* m) {
+    const GPT2Config* cfg = &m->config;
+    int L = cfg->num_layers;
+    m->num_tensors = 4 + 12 * L;
+    m->tensors = (OptParam*)xcalloc((size_t)m->num_tensors, sizeof(OptParam));
+    int n = 0;
+    size_t so0 = 0, so_block = 0;
+    // unit 0 first (embedding and final layernorm), then the blocks in order: backward finishes
+    // units in the order blocks L-1..0, then unit 0.
+    const int unit0[4] = { P_WTE, P_WPE, P_LNFW, P_LNFB };
+    for (int i = 0; i < 4; i++) {
+        OptParam* p = &m->tensors[n++];
+        int k = unit0[i];
+        p->kind = k; p->layer = -1; p->unit = 0;
+        p->offset = m->param_offsets[k];
+        p->scratch_offset = so0;
+        param_shape(cfg, k, &p->shape.rows, &p->shape.cols);
+        so0 += align64(p->shape.rows * p->shape.cols);
+        snprintf(p->name, sizeof(p->name), "%s", PARAM_NAMES[k]);
+    }
+    for (int l = 0; l < L; l++) {
+        size_t so = 0;
+        for (int k = P_LN1W; k <= P_FCPROJB; k++) {
+            OptParam* p = &m->tensors[n++];
+            p->kind = k; p->layer = l; p->unit = 1 + l;
+            param_shape(cfg, k, &p->shape.rows, &p->shape.cols);
+            size_t per_layer = m->param_sizes[k] / L;
+            p->offset = m->param_offsets[k] + (size_t)l * per_layer;
+            p->scratch_offset = so;
+            so += align64(per_layer);
+            snprintf(p->name, sizeof(p->name), "h%d.%s", l, PARAM_NAMES[k]);
+        }
+        so_block = so;
+    }
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        p->shape.name = p->name;
+        p->shape.numel = p->shape.rows * p->shape.cols;
+        p->shape.ndim = p->shape.rows > 1 ? 2 : 1;
+        p->shape.decay = p->shape.ndim == 2; // weight decay on 2-D tensors only (GPT-2 practice)
+    }
+    m->unit_size[0] = so0;
+    m->unit_size[1] = so_block;
+}
+
+// fp32 pointer to tensor p's values inside a unit: either the fp32 parameters themselves or the scratch.
+static float* unit_ptr(float* flat, float* scratch, const OptParam* p) {
+    return scratch ? scratch + p->scratch_offset : flat + p->offset;
+}
+
+// Views of block l's weights. In bf16 mode the block's bf16 weights are first widened into the scratch.
+static BlockTensors block_weights(GPT2* m, int l) {
+    float* scratch = m->precision == PRECISION_BF16 ? m->wscratch_block : NULL;
+    OptParam* ps = &m->tensors[4 + 12 * l];
+    if (scratch) {
+        for (int i = 0; i < 12; i++) {
+            const bf16* src = m->params_bf16 + ps[i].offset;
+            float* dst = scratch + ps[i].scratch_offset;
+            size_t n = ps[i].shape.numel;
+            #pragma omp parallel for if (n > 65536)
+            for (size_t j = 0; j < n; j++) dst[j] = bf16_to_f32(src[j]);
+        }
+    }
+    float* v[12];
+    for (int i = 0; i < 12; i++) v[i] = unit_ptr(m->params_f32, scratch, &ps[i]);
+    BlockTensors w = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11] };
+    return w;
+}
+
+static EmbedTensors embed_weights(GPT2* m) {
+    float* scratch = m->precision == PRECISION_BF16 ? m->wscratch_embed : NULL;
+    OptParam* ps = &m->tensors[0];
+    if (scratch) {
+        for (int i = 0; i < 4; i++) {
+            const bf16* src = m->params_bf16 + ps[i].offset;
+            float* dst = scratch + ps[i].scratch_offset;
+            size_t n = ps[i].shape.numel;
+            #pragma omp parallel for if (n > 65536)
+            for (size_t j = 0; j < n; j++) dst[j] = bf16_to_f32(src[j]);
+        }
+    }
+    EmbedTensors e = { unit_ptr(m->params_f32, scratch, &ps[0]), unit_ptr(m->params_f32, scratch, &ps[1]),
+                       unit_ptr(m->params_f32, scratch, &ps[2]), unit_ptr(m->params_f32, scratch, &ps[3]) };
+    return e;
+}
+
+// Gradient views: into the fp32 gradient buffer directly (fp32 mode), else into the unit scratch,
+// which is zeroed here and flushed by flush_unit_grads() once the unit's backward is done.
+static BlockTensors block_grads(GPT2* m, int l) {
+    OptParam* ps = &m->tensors[4 + 12 * l];
+    float* scratch = m->grads_f32 ? NULL : m->gscratch_block;
+    if (scratch) memset(scratch, 0, m->unit_size[1] * sizeof(float));
+    float* v[12];
+    for (int i = 0; i < 12; i++) v[i] = unit_ptr(m->grads_f32, scratch, &ps[i]);
+    BlockTensors g = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11] };
+    return g;
+}
+
+static EmbedTensors embed_grads(GPT2* m) {
+    OptParam* ps = &m->tensors[0];
+    float* scratch = m->grads_f32 ? NULL : m->gscratch_embed;
+    if (scratch) memset(scratch, 0, m->unit_size[0] * sizeof(float));
+    EmbedTensors e = { unit_ptr(m->grads_f32, scratch, &ps[0]), unit_ptr(m->grads_f32, scratch, &ps[1]),
+                       unit_ptr(m->grads_f32, scratch, &ps[2]), unit_ptr(m->grads_f32, scratch, &ps[3]) };
+    return e;
+}
+
+// Fixes the activation pointers for a batch of (B, T) inside the allocated memory. Layer slices are
+// laid out for the (B, T) being run, which always fits inside the allocation made for the maximum.
+static void point_activations(GPT2* m, int B, int T) {
+    const GPT2Config* cfg = &m->config;
+    size_t L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, V = cfg->vocab_size;
+    size_t BT = (size_t)B * T;
+    float* p = m->act_memory;
+    Activations* a = &m->acts;
+    a->encoded = p; p += BT * C;
+    a->ln1 = p; p += L * BT * C;
+    a->ln1_mean = p; p += L * BT;
+    a->ln1_rstd = p; p += L * BT;
+    a->qkv = p; p += L * BT * 3 * C;
+    a->atty = p; p += L * BT * C;
+    a->att = p; p += L * B * NH * T * T;
+    a->residual2 = p; p += L * BT * C;
+    a->ln2 = p; p += L * BT * C;
+    a->ln2_mean = p; p += L * BT;
+    a->ln2_rstd = p; p += L * BT;
+    a->fch = p; p += L * BT * 4 * C;
+    a->fch_gelu = p; p += L * BT * 4 * C;
+    a->residual3 = p; p += L * BT * C;
+    a->lnf = p; p += BT * C;
+    a->lnf_mean = p; p += BT;
+    a->lnf_rstd = p; p += BT;
+    a->logits = p; p += BT * V;
+    a->losses = p; p += BT;
+    a->tmp = p; p += BT * C;
+    float* q = m->bw_memory;
+    if (q) {
+        BackwardScratch* s = &m->bw;
+        s->dres = q; q += BT * C;
+        s->dln = q; q += BT * C;
+        s->datty = q; q += BT * C;
+        s->dqkv = q; q += BT * 3 * C;
+        s->dfch = q; q += BT * 4 * C;
+        s->datt = q; q += (size_t)B * NH * T * T;
+    }
+}
+
+static size_t activation_floats(const GPT2Config* cfg, int B, int T) {
+    size_t L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, V = cfg->vocab_size;
+    size_t BT = (size_t)B * T;
+    // encoded, lnf, tmp: 3 BT C; per layer ln1, atty, res2, ln2, res3 (C each), qkv (3C), fch, fch_gelu (4C
+    // each) = 16 C, plus 4 statistics; attention probabilities; logits; losses and the lnf statistics
+    return BT * C * 3 + L * BT * (16 * C + 4) + L * B * NH * T * T + BT * V + BT * 3;
+}
+
+static size_t backward_floats(const GPT2Config* cfg, int B, int T) {
+    size_t C = cfg->channels, NH = cfg->num_heads, BT = (size_t)B * T;
+    return BT * C * 10 + (size_t)B * NH * T * T;
+}
+
+// Forward pass over (B, T) tokens. With targets, fills losses and the mean loss. With last_only, the
+// LM head runs on the last position only (for sampling) and acts.logits holds that row's probabilities.
+static void gpt2_forward(GPT2* m, const int* inputs, const int* targets, int B, int T, int last_only) {
+    const GPT2Config* cfg = &m->config;
+    int L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, V = cfg->vocab_size;
+    size_t BT = (size_t)B * T;
+    CHECK(B <= m->B && T <= m->T);
+    for (size_t i = 0; i < BT; i++)
+        if (inputs[i] < 0 || inputs[i] >= V) user_error("token id %d at position %zu is outside the vocabulary (0..%d)", inputs[i], i, V - 1);
+    // backward reads the batch from the model
+    if (inputs != m->inputs) memcpy(m->inputs, inputs, BT * sizeof(int));
+    if (targets && targets != m->targets) memcpy(m->targets, targets, BT * sizeof(int));
+    point_activations(m, B, T);
+    Activations* a = &m->acts;
+    EmbedTensors e = embed_weights(m);
+    encoder_forward(a->encoded, inputs, e.wte, e.wpe, B, T, C);
+    for (int l = 0; l < L; l++) {
+        BlockTensors w = block_weights(m, l);
+        const float* x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        float* ln1 = a->ln1 + l * BT * C;
+        float* qkv = a->qkv + l * BT * 3 * C;
+        float* atty = a->atty + l * BT * C;
+        float* att = a->att + (size_t)l * B * NH * T * T;
+        float* res2 = a->residual2 + l * BT * C;
+        float* ln2 = a->ln2 + l * BT * C;
+        float* fch = a->fch + l * BT * 4 * C;
+        float* fch_gelu = a->fch_gelu + l * BT * 4 * C;
+        float* res3 = a->residual3 + l * BT * C;
+        layernorm_forward(ln1, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w.ln1w, w.ln1b, (int)BT, C);
+        matmul_forward(qkv, ln1, w.qkvw, w.qkvb, (int)BT, C, 3 * C);
+        attention_forward(atty, att, qkv, B, T, C, NH);
+        matmul_forward(a->tmp, atty, w.attprojw, w.attprojb, (int)BT, C, C);
+        residual_forward(res2, x, a->tmp, BT * C);
+        layernorm_forward(ln2, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w.ln2w, w.ln2b, (int)BT, C);
+        matmul_forward(fch, ln2, w.fcw, w.fcb, (int)BT, C, 4 * C);
+        gelu_forward(fch_gelu, fch, BT * 4 * C);
+        matmul_forward(a->tmp, fch_gelu, w.fcprojw, w.fcprojb, (int)BT, 4 * C, C);
+        residual_forward(res3, res2, a->tmp, BT * C);
+    }
+    const float* xL = a->residual3 + (size_t)(L - 1) * BT * C;
+    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, xL, e.lnfw, e.lnfb, (int)BT, C);
+    // LM head tied to wte; only the V real rows of the (Vp, C) table are used.
+    if (last_only) {
+        matmul_forward(a->logits, a->lnf + (BT - 1) * C, e.wte, NULL, 1, C, V);
+        softmax_crossentropy_forward(a->losses, a->logits, NULL, 1, V);
+        return;
+    }
+    matmul_forward(a->logits, a->lnf, e.wte, NULL, (int)BT, C, V);
+    if (!targets) return;
+    softmax_crossentropy_forward(a->losses, a->logits, targets, (int)BT, V);
+    double sum = 0.0;
+    for (size_t i = 0; i < BT; i++) sum += a->losses[i];
+    m->mean_loss = (float)(sum / BT);
+}
+
+// The hook that runs when a unit's gradients are complete (fp32, in the unit scratch or the fp32
+// gradient buffer). The trainer sets it: accumulate into bf16 grads, or LOMO's in-backward update.
+typedef void (*UnitDoneFn)(GPT2* m, int unit, void* ctx);
+
+// Backward pass for the last forward (B, T): gradients of mean loss * grad_scale.
+static void gpt2_backward(GPT2* m, int B, int T, float grad_scale, UnitDoneFn done, void* ctx) {
+    const GPT2Config* cfg = &m->config;
+    int L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, V = cfg->vocab_size;
+    size_t BT = (size_t)B * T;
+    Activations* a = &m->acts;
+    BackwardScratch* s = &m->bw;
+    EmbedTensors ew = embed_weights(m);
+    EmbedTensors eg = embed_grads(m);
+    // loss -> logits -> lnf (dlogits overwrite the probabilities in place)
+    softmax_crossentropy_backward(a->logits, m->targets, grad_scale / (float)BT, (int)BT, V);
+    memset(s->dln, 0, BT * C * sizeof(float));
+    matmul_backward(s->dln, eg.wte, NULL, a->logits, a->lnf, ew.wte, (int)BT, C, V);
+    memset(s->dres, 0, BT * C * sizeof(float));
+    const float* xL = a->residual3 + (size_t)(L - 1) * BT * C;
+    layernorm_backward(s->dres, eg.lnfw, eg.lnfb, s->dln, xL, ew.lnfw, a->lnf_mean, a->lnf_rstd, (int)BT, C);
+    for (int l = L - 1; l >= 0; l--) {
+        BlockTensors w = block_weights(m, l);
+        BlockTensors g = block_grads(m, l);
+        const float* x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        const float* ln1 = a->ln1 + l * BT * C;
+        const float* qkv = a->qkv + l * BT * 3 * C;
+        const float* atty = a->atty + l * BT * C;
+        const float* att = a->att + (size_t)l * B * NH * T * T;
+        const float* res2 = a->residual2 + l * BT * C;
+        const float* ln2 = a->ln2 + l * BT * C;
+        const float* fch = a->fch + l * BT * 4 * C;
+        const float* fch_gelu = a->fch_gelu + l * BT * 4 * C;
+        // s->dres holds d(residual3); the residual add passes it on unchanged to residual2 and x,
+        // and each branch adds its own contribution into it.
+        memset(s->dfch, 0, BT * 4 * C * sizeof(float));
+        matmul_backward(s->dfch, g.fcprojw, g.fcprojb, s->dres, fch_gelu, w.fcprojw, (int)BT, 4 * C, C);
+        gelu_backward(s->dfch, fch, s->dfch, BT * 4 * C);
+        memset(s->dln, 0, BT * C * sizeof(float));
+        matmul_backward(s->dln, g.fcw, g.fcb, s->dfch, ln2, w.fcw, (int)BT, C, 4 * C);
+        layernorm_backward(s->dres, g.ln2w, g.ln2b, s->dln, res2, w.ln2w, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, (int)BT, C);
+        // now s->dres = d(residual2)
+        memset(s->datty, 0, BT * C * sizeof(float));
+        matmul_backward(s->datty, g.attprojw, g.attprojb, s->dres, atty, w.attprojw, (int)BT, C, C);
+        memset(s->dqkv, 0, BT * 3 * C * sizeof(float));
+        attention_backward(s->dqkv, s->datt, s->datty, qkv, att, B, T, C, NH);
+        memset(s->dln, 0, BT * C * sizeof(float));
+        matmul_backward(s->dln, g.qkvw, g.qkvb, s->dqkv, ln1, w.qkvw, (int)BT, C, 3 * C);
+        layernorm_backward(s->dres, g.ln1w, g.ln1b, s->dln, x, w.ln1w, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, (int)BT, C);
+        // now s->dres = d(x), the input of block l
+        if (done) done(m, 1 + l, ctx);
+    }
+    encoder_backward(eg.wte, eg.wpe, s->dres, m->inputs, B, T, C);
+    if (done) done(m, 0, ctx);
+}
+
+// Allocates everything the model needs through the ledger (dry ledgers only record). `fused` is set
+// for optimizers that update inside backward (LOMO): they never hold the whole model's gradients.
+static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int T, int fused, Ledger* led) {
+    memset(m, 0, sizeof(*m));
+    m->config = *cfg;
+    m->precision = precision;
+    m->B = B;
+    m->T = T;
+    param_sizes(cfg, m->param_sizes);
+    size_t off = 0;
+    for (int k = 0; k < NUM_PARAM_TENSORS; k++) { m->param_offsets[k] = off; off += m->param_sizes[k]; }
+    m->num_params = off;
+    build_tensor_list(m);
+    size_t P = m->num_params;
+    int bf = precision == PRECISION_BF16;
+    if (bf) {
+        m->params_bf16 = (bf16*)ledger_alloc(led, MEM_PARAMS, "params (bf16)", P * sizeof(bf16));
+        m->params_f32 = (float*)ledger_alloc(led, MEM_MASTER, "master weights (fp32)", P * sizeof(float));
+    } else {
+        m->params_f32 = (float*)ledger_alloc(led, MEM_PARAMS, "params (fp32)", P * sizeof(float));
+    }
+    if (fused) {
+        // LOMO family: gradients exist for one unit at a time. The tied embedding's gradient collects
+        // from the LM head (first in backward) and the encoder (last), so unit 0 lives throughout.
+        m->gscratch_embed = (float*)ledger_alloc(led, MEM_GRADS, "grads: embedding unit (fp32)", m->unit_size[0] * sizeof(float));
+        m->gscratch_block = (float*)ledger_alloc(led, MEM_GRADS, "grads: one block (fp32)", m->unit_size[1] * sizeof(float));
+    } else if (bf) {
+        m->grads_bf16 = (bf16*)ledger_alloc(led, MEM_GRADS, "grads (bf16)", P * sizeof(bf16));
+        // fp32 gradients of the unit in backward, added into the bf16 grads when the unit is done;
+        // the optimizer step reuses the embedding scratch to widen one tensor's bf16 gradient.
+        m->gscratch_embed = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 grads of unit 0", m->unit_size[0] * sizeof(float));
+        m->gscratch_block = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 grads of one block", m->unit_size[1] * sizeof(float));
+    } else {
+        m->grads_f32 = (float*)ledger_alloc(led, MEM_GRADS, "grads (fp32)", P * sizeof(float));
+    }
+    if (bf) {
+        m->wscratch_embed = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 weights of unit 0", m->unit_size[0] * sizeof(float));
+        m->wscratch_block = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 weights of one block", m->unit_size[1] * sizeof(float));
+    }
+    m->act_memory = (float*)ledger_alloc(led, MEM_ACTIVATIONS, "activations (fp32)", activation_floats(cfg, B, T) * sizeof(float));
+    m->bw_memory = (float*)ledger_alloc(led, MEM_ACTIVATIONS, "backward scratch (fp32)", backward_floats(cfg, B, T) * sizeof(float));
+    m->inputs = (int*)ledger_alloc(led, MEM_DATA, "batch inputs+targets", 2 * (size_t)B * T * sizeof(int));
+    m->targets = m->inputs ? m->inputs + (size_t)B * T : NULL;
+}
+
+// GPT-2 initialisation: weights ~ N(0, 0.02), the two residual projections scaled by 1/sqrt(2L),
+// biases 0, layernorm gains 1. Padded vocabulary rows stay 0. Deterministic in the seed: tensors are
+// drawn in storage order.
+static void gpt2_init(GPT2* m, uint64_t seed) {
+    const GPT2Config* cfg = &m->config;
+    Rng rng;
+    rng_seed(&rng, seed);
+    float* w = m->params_f32;
+    float resid_std = 0.02f / sqrtf(2.0f * cfg->num_layers);
+    for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
+        float* p = w + m->param_offsets[k];
+        size_t n = m->param_sizes[k];
+        if (k == P_WTE) n = (size_t)cfg->vocab_size * cfg->channels;
+        if (k == P_LN1W || k == P_LN2W || k == P_LNFW) { for (size_t i = 0; i < n; i++) p[i] = 1.0f; continue; }
+        if (k == P_WTE || k == P_WPE || k == P_QKVW || k == P_FCW) { for (size_t i = 0; i < n; i++) p[i] = 0.02f * rng_normal(&rng); continue; }
+        if (k == P_ATTPROJW || k == P_FCPROJW) { for (size_t i = 0; i < n; i++) p[i] = resid_std * rng_normal(&rng); continue; }
+        // biases: zero (already zeroed by the ledger)
+    }
+    if (m->params_bf16) for (size_t i = 0; i < m->num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. optimizer plumbing
+
+#define MAX_STATE_BUFFERS 16
+typedef struct {
+    const Optimizer* opt;
+    OptHyper hyper;
+    int nbuf;
+    char buf_label[MAX_STATE_BUFFERS][48]; // "opt: exp_avg"
+    const char* buf_name[MAX_STATE_BUFFERS];
+    size_t buf_bytes[MAX_STATE_BUFFERS];
+    void* buf[MAX_STATE_BUFFERS];
+    size_t state_bytes;       // total optimizer state bytes
+    int stochastic_rounding;  // -sr 1: stochastic rounding of the bf16 copy
+    uint64_t seed;
+    long nonfinite;           // non-finite gradient elements reported by the optimizer
+} OptRun;
+
+// State layout for every tensor, one ledger allocation per state name, pointers handed out per tensor.
+static void optimizer_setup(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
+    memset(o, 0, sizeof(*o));
+    o->opt = opt;
+    o->hyper = *h;
+    size_t offsets[OPT_MAX_STATES];
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        StateSpec specs[OPT_MAX_STATES];
+        p->nstate = opt->layout(h, &p->shape, specs);
+        CHECK(p->nstate >= 0 && p->nstate <= OPT_MAX_STATES);
+        for (int s = 0; s < p->nstate; s++) {
+            int b = 0;
+            while (b < o->nbuf && strcmp(o->buf_name[b], specs[s].name) != 0) b++;
+            if (b == o->nbuf) {
+                CHECK(o->nbuf < MAX_STATE_BUFFERS);
+                o->buf_name[b] = specs[s].name;
+                snprintf(o->buf_label[b], sizeof(o->buf_label[b]), "opt: %s", specs[s].name);
+                o->nbuf++;
+            }
+            offsets[s] = o->buf_bytes[b];
+            size_t bytes = specs[s].count * dtype_size(specs[s].dtype);
+            o->buf_bytes[b] += (bytes + 63) & ~(size_t)63; // each tensor's state starts on a cache line
+            // remember (buffer, offset) in the pointer until the buffers exist
+            p->state[s] = (void*)(((uintptr_t)b << 56) | offsets[s]);
+        }
+    }
+    for (int b = 0; b < o->nbuf; b++) {
+        o->buf[b] = ledger_alloc(led, MEM_OPT_STATE, o->buf_label[b], o->buf_bytes[b]);
+        o->state_bytes += o->buf_bytes[b];
+    }
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        for (int s = 0; s < p->nstate; s++) {
+            uintptr_t v = (uintptr_t)p->state[s];
+            int b = (int)(v >> 56);
+            size_t off = v & (((uintptr_t)1 << 56) - 1);
+            p->state[s] = o->buf[b] ? (char*)o->buf[b] + off : NULL;
+        }
+    }
+}
+
+// Exact optimizer-state bytes as the layouts give them (no alignment padding): what the README tables.
+static size_t optimizer_layout_bytes(const GPT2* m, const Optimizer* opt, const OptHyper* h) {
+    size_t s = 0;
+    for (int i = 0; i < m->num_tensors; i++) s += optim_state_bytes(opt, h, &m->tensors[i].shape);
+    return s;
+}
+
+static void optimizer_init_state(OptRun* o, GPT2* m) {
+    if (!o->opt->init) return;
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        OptTensor ot = { &p->shape, m->params_f32 + p->offset, NULL, {0} };
+        for (int s = 0; s < p->nstate; s++) ot.state[s] = p->state[s];
+        o->opt->init(&o->hyper, &ot);
+    }
+}
+
+// Hyperparameters for one tensor: weight decay only where the tensor takes it.
+static OptHyper tensor_hyper(const OptRun* o, const OptParam* p) {
+    OptHyper h = o->hyper;
+    if (!p->shape.decay) h.weight_decay = 0.0f;
+    return h;
+}
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// bf16 mode: after the optimizer wrote the fp32 master of tensor p, refresh its bf16 working copy.
+// Stochastic rounding draws its bits from a hash of (seed, step, element), so a resumed run rounds
+// exactly as the uninterrupted one did.
+static void write_bf16_copy(GPT2* m, const OptRun* o, const OptParam* p, int step) {
+    if (!m->params_bf16) return;
+    const float* src = m->params_f32 + p->offset;
+    bf16* dst = m->params_bf16 + p->offset;
+    size_t n = p->shape.numel;
+    if (o->stochastic_rounding) {
+        uint64_t base = mix64(o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)step * 0xD1B54A32D192ED03ull + p->offset);
+        #pragma omp parallel for if (n > 65536)
+        for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16_sr(src[i], (uint32_t)mix64(base + i));
+    } else {
+        #pragma omp parallel for if (n > 65536)
+        for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+    }
+}
+
+// Runs the optimizer on tensor p with an fp32 gradient (already scaled by the clip factor).
+static void optimizer_apply(GPT2* m, OptRun* o, OptParam* p, const float* grad, int step, float lr_scale) {
+    OptHyper h = tensor_hyper(o, p);
+    OptTensor ot = { &p->shape, m->params_f32 + p->offset, grad, {0} };
+    for (int s = 0; s < p->nstate; s++) ot.state[s] = p->state[s];
+    OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0 };
+    o->opt->step(&h, &ot, &st);
+    o->nonfinite += st.nonfinite;
+    write_bf16_copy(m, o, p, step);
+}
+
+// fp32 gradient of tensor p times `scale`: a pointer into the fp32 grads (scaled in place), or the bf16
+// grads widened into the scratch.
+static const float* tensor_grad_f32(GPT2* m, const OptParam* p, float scale) {
+    size_t n = p->shape.numel;
+    if (m->grads_f32) {
+        float* g = m->grads_f32 + p->offset;
+        if (scale != 1.0f) for (size_t i = 0; i < n; i++) g[i] *= scale;
+        return g;
+    }
+    const bf16* src = m->grads_bf16 + p->offset;
+    float* dst = m->gscratch_embed; // unit 0 scratch holds the largest tensor (wte)
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]) * scale;
+    return dst;
+}
+
+// One optimizer step over every tensor (the non-fused optimizers).
+static void optimizer_step(GPT2* m, OptRun* o, int step, float lr_scale, float clip_scale) {
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        optimizer_apply(m, o, p, tensor_grad_f32(m, p, clip_scale), step, lr_scale);
+    }
+}
+
+static void zero_grads(GPT2* m) {
+    if (m->grads_bf16) memset(m->grads_bf16, 0, m->num_params * sizeof(bf16));
+    if (m->grads_f32) memset(m->grads_f32, 0, m->num_params * sizeof(float));
+}
+
+// Sum of squares of the whole model's gradient (double accumulation, fixed order).
+static double grad_sumsq(const GPT2* m) {
+    double s = 0.0;
+    size_t n = m->num_params;
+    if (m->grads_f32) {
+        #pragma omp parallel for reduction(+:s) schedule(static)
+        for (size_t i = 0; i < n; i++) s += (double)m->grads_f32[i] * m->grads_f32[i];
+    } else if (m->grads_bf16) {
+        #pragma omp parallel for reduction(+:s) schedule(static)
+        for (size_t i = 0; i < n; i++) { double g = bf16_to_f32(m->grads_bf16[i]); s += g * g; }
+    }
+    return s;
+}
+
+static double unit_grad_sumsq(GPT2* m, int unit) {
+    double s = 0.0;
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        if (p->unit != unit) continue;
+        const float* g = unit_ptr(m->grads_f32, unit == 0 ? m->gscratch_embed : m->gscratch_block, p);
+        for (size_t j = 0; j < p->shape.numel; j++) s += (double)g[j] * g[j];
+    }
+    return s;
+}
+
+// Unit-done hook of the ordinary backward in bf16 mode: add the unit's fp32 gradient into the bf16 grads.
+static void accumulate_unit_bf16(GPT2* m, int unit, void* ctx) {
+    if (!m->grads_bf16) return; // fp32 mode: backward wrote into the fp32 grads directly
+    float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        if (p->unit != unit) continue;
+        const float* g = scratch + p->scratch_offset;
+        bf16* dst = m->grads_bf16 + p->offset;
+        size_t n = p->shape.numel;
+        #pragma omp parallel for if (n > 65536)
+        for (size_t j = 0; j < n; j++) dst[j] = f32_to_bf16(bf16_to_f32(dst[j]) + g[j]);
+    }
+}
+
+// LOMO family: the update runs inside backward, unit by unit, as soon as the unit's gradient exists.
+typedef struct {
+    OptRun* o;
+    int step;
+    float lr_scale;
+    float clip_scale;
+    int norm_only;       // first pass of two-pass clipping: only measure the gradient norm
+    double sumsq;        // accumulated squared norm
+    int nonfinite_units; // units whose gradient was not finite (their update is skipped)
+} FusedCtx;
+
+static void fused_unit_done(GPT2* m, int unit, void* vctx) {
+    FusedCtx* c = (FusedCtx*)vctx;
+    double s = unit_grad_sumsq(m, unit);
+    c->sumsq += s;
+    if (c->norm_only) return;
+    if (!isfinite(s)) { c->nonfinite_units++; return; }
+    float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        if (p->unit != unit) continue;
+        float* g = scratch + p->scratch_offset;
+        if (c->clip_scale != 1.0f) for (size_t j = 0; j < p->shape.numel; j++) g[j] *= c->clip_scale;
+        optimizer_apply(m, c->o, p, g, c->step, c->lr_scale);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 5. checkpoints, evaluation, sampling
+
+// The checkpoint's blobs: fp32 weights, the bf16 copy (bf16 mode), every optimizer state buffer.
+static int checkpoint_blobs(GPT2* m, OptRun* o, CkptBlob* blobs) {
+    int n = 0;
+    blobs[n++] = (CkptBlob){ "weights fp32", m->params_f32, m->num_params * sizeof(float) };
+    if (m->params_bf16) blobs[n++] = (CkptBlob){ "weights bf16", m->params_bf16, m->num_params * sizeof(bf16) };
+    for (int b = 0; b < o->nbuf; b++) blobs[n++] = (CkptBlob){ o->buf_label[b], o->buf[b], o->buf_bytes[b] };
+    CHECK(n <= CKPT_MAX_BLOBS);
+    return n;
+}
+
+static void checkpoint_header(const GPT2* m, const OptRun* o, CkptHeader* h) {
+    memset(h, 0, sizeof(*h));
+    const GPT2Config* c = &m->config;
+    h->num_layers = c->num_layers; h->channels = c->channels; h->num_heads = c->num_heads;
+    h->vocab_size = c->vocab_size; h->padded_vocab_size = c->padded_vocab_size; h->max_seq_len = c->max_seq_len;
+    h->precision = m->precision;
+    snprintf(h->optimizer, sizeof(h->optimizer), "%s", o->opt->name);
+    h->num_params = m->num_params;
+}
+
+// Mean loss over `batches` batches of the val loader, from its start (so every eval sees the same text).
+static float evaluate(GPT2* m, DataLoader* val, int batches, int B, int T) {
+    dataloader_reset(val);
+    double sum = 0.0;
+    for (int i = 0; i < batches; i++) {
+        dataloader_next(val, m->inputs, m->targets);
+        gpt2_forward(m, m->inputs, m->targets, B, T, 0);
+        sum += m->mean_loss;
+    }
+    return (float)(sum / batches);
+}
+
+// Index drawn from probabilities p (n), with u uniform in [0, 1).
+static int sample_index(const float* p, int n, float u) {
+    float c = 0.0f;
+    for (int i = 0; i < n; i++) { c += p[i]; if (u < c) return i; }
+    return n - 1;
+}
+
+// Generates `len` tokens after <|endoftext|> and prints them (decoded if a tokenizer is loaded).
+// Seeded from (seed, step) so sampling never disturbs the training stream.
+static void sample_text(GPT2* m, const Tokenizer* tok, int len, uint64_t seed, int step, int T, FILE* out) {
+    Rng rng;
+    rng_seed(&rng, seed * 1000003ull + (uint64_t)step);
+    int V = m->config.vocab_size;
+    int eot = tok ? tokenizer_eot(tok) : V - 1;
+    if (eot < 0 || eot >= V) eot = V - 1;
+    int* gen = (int*)xmalloc(sizeof(int) * (size_t)(len + 1));
+    gen[0] = eot;
+    fprintf(out, "sample (step %d): ", step);
+    for (int i = 1; i <= len; i++) {
+        int start = i > T ? i - T : 0; // slide the context window
+        int n = i - start;
+        gpt2_forward(m, gen + start, NULL, 1, n, 1);
+        int next = sample_index(m->acts.logits, V, rng_f32(&rng));
+        gen[i] = next;
+        if (tok) {
+            size_t bl = 0;
+            const unsigned char* bytes = tokenizer_decode(tok, next, &bl);
+            if (bytes) fwrite(bytes, 1, bl, out);
+        } else {
+            fprintf(out, "%d ", next);
+        }
+    }
+    fprintf(out, "\n");
+    free(gen);
+}
+
+// ------------------------------------------------------------------------------------------------
+// 6. command line and training loop
+
+typedef struct {
+    const char* train_path;   // -i
+    const char* val_path;     // -j
+    const char* out_dir;      // -o
+    const char* opt_name;     // -opt
+    const char* model;        // -model
+    const char* encoder;      // -vocab-encoder
+    const char* bpe;          // -vocab-bpe
+    int B, T;                 // -b, -t
+    int total_batch;          // -d (tokens per step)
+    int steps;                // -x
+    int warmup;               // -u (-1: 10% of the steps)
+    float final_lr_frac;      // -q
+    float grad_clip;          // -g
+    int val_every, val_batches; // -v, -m
+    int sample_every, sample_len; // -s, -gen
+    int ckpt_every;           // -n
+    int resume;               // -y
+    uint64_t seed;            // -seed
+    int precision;            // -precision
+    int sr;                   // -sr
+    int max_skips;            // -max-skips
+    int memory_only;          // -memory-only
+    int stop_at;              // -stop: end after this step, as if interrupted (the schedule still follows -x)
+    // optimizer hyperparameters: NAN / -1 = the optimizer's default
+    float lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho;
+    int nesterov, qblock, hess_interval;
+} Args;
+
+static void print_usage(FILE* f) {
+    fprintf(f,
+"usage: ./train [flags]      GPT-2 trainer with every optimizer behind -opt (CPU build)\n"
+"model and data:\n"
+"  -model S        dN (L=N, C=64N, heads=N; d12 = GPT-2 124M) or L:C:H            [d4]\n"
+"  -i PATH         train tokens: shard file(s) (glob) or a .txt file                [data/gcide/gcide_train.bin]\n"
+"  -j PATH         val tokens (for a .txt -i, default: its last 5%%)                [data/gcide/gcide_val.bin]\n"
+"  -precision P    bf16 (bf16 params/grads, fp32 master) or fp32                     [bf16]\n"
+"  -sr 0|1         stochastic rounding of the bf16 weights                          [0]\n"
+"batch and schedule:\n"
+"  -b N            micro-batch size                                                 [8]\n"
+"  -t N            sequence length (<= 1024)                                        [64]\n"
+"  -d N            total batch in tokens per step (multiple of b*t; >b*t = grad accumulation) [b*t]\n"
+"  -x N            training steps                                                   [200]\n"
+"  -u N            warmup steps (-1: 10%% of -x)                                      [-1]\n"
+"  -q F            final lr as a fraction of the peak (cosine decay)                [0.1]\n"
+"  -g F            clip the global gradient norm to F (0 = off)                     [1.0]\n"
+"optimizer (defaults: the optimizer's own, see -opt list):\n"
+"  -opt NAME       optimizer; -opt list prints them all                             [adamw]\n"
+"  -l F            peak learning rate (adafactor: giving -l turns relative step off)\n"
+"  -beta1 F -beta2 F -beta3 F -eps F -eps2 F\n"
+"  -c F            weight decay (2-D tensors only)\n"
+"  -momentum F     sgdm momentum           -nesterov 0|1   sgdm Nesterov\n"
+"  -qblock N       8-bit block size        -rho F          sophia rho\n"
+"  -k N            sophia: Hessian estimate every N steps\n"
+"evaluation, output, checkpoints:\n"
+"  -v N            val loss every N steps (and at the end)                          [50]\n"
+"  -m N            val batches                                                      [8]\n"
+"  -s N            print a generated sample every N steps (0 = only at the end)     [0]\n"
+"  -gen N          sample length in tokens                                          [48]\n"
+"  -o DIR          write DIR/log.jsonl and checkpoints                              [none]\n"
+"  -n N            checkpoint to DIR/checkpoint.bin every N steps (and at the end)  [0]\n"
+"  -y 1            resume from DIR/checkpoint.bin                                   [0]\n"
+"  -seed N         random seed (init, sampling, stochastic rounding)                [1337]\n"
+"  -max-skips N    stop after N consecutive non-finite steps                        [5]\n"
+"  -stop N         end after step N as if interrupted (checkpoint kept; resume with -y 1) [off]\n"
+"  -memory-only 1  print the memory ledger for the model/optimizer without allocating, then exit\n"
+"  -h              this help\n");
+}
+
+static int parse_int(const char* flag, const char* v, long lo, long hi) {
+    char* end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end) user_error("flag %s expects an integer, got '%s'", flag, v);
+    if (x < lo || x > hi) user_error("flag %s must be between %ld and %ld, got %ld", flag, lo, hi, x);
+    return (int)x;
+}
+
+static float parse_float(const char* flag, const char* v, double lo, double hi) {
+    char* end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) user_error("flag %s expects a number, got '%s'", flag, v);
+    if (x < lo || x > hi) user_error("flag %s must be between %g and %g, got %g", flag, lo, hi, x);
+    return (float)x;
+}
+
+static void parse_args(Args* a, int argc, char** argv) {
+    memset(a, 0, sizeof(*a));
+    a->train_path = "data/gcide/gcide_train.bin";
+    a->val_path = NULL;
+    a->opt_name = "adamw";
+    a->model = "d4";
+    a->encoder = "data/gpt2/encoder.json";
+    a->bpe = "data/gpt2/vocab.bpe";
+    a->B = 8; a->T = 64; a->total_batch = -1; a->steps = 200; a->warmup = -1; a->final_lr_frac = 0.1f;
+    a->grad_clip = 1.0f; a->val_every = 50; a->val_batches = 8; a->sample_every = 0; a->sample_len = 48;
+    a->seed = 1337; a->precision = PRECISION_BF16; a->max_skips = 5;
+    a->lr = a->beta1 = a->beta2 = a->beta3 = a->eps = a->eps2 = a->wd = a->momentum = a->rho = NAN;
+    a->nesterov = a->qblock = a->hess_interval = -1;
+    for (int i = 1; i < argc; i++) {
+        const char* f = argv[i];
+        if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { print_usage(stdout); exit(0); }
+        if (f[0] != '-') user_error("unexpected argument '%s'; flags look like -x 100 (see ./train -h)", f);
+        if (i + 1 >= argc) user_error("flag %s needs a value (see ./train -h)", f);
+        const char* v = argv[++i];
+        if (!strcmp(f, "-i")) a->train_path = v;
+        else if (!strcmp(f, "-j")) a->val_path = v;
+        else if (!strcmp(f, "-o")) a->out_dir = v;
+        else if (!strcmp(f, "-opt")) a->opt_name = v;
+        else if (!strcmp(f, "-model")) a->model = v;
+        else if (!strcmp(f, "-vocab-encoder")) a->encoder = v;
+        else if (!strcmp(f, "-vocab-bpe")) a->bpe = v;
+        else if (!strcmp(f, "-b")) a->B = parse_int(f, v, 1, 1 << 16);
+        else if (!strcmp(f, "-t")) a->T = parse_int(f, v, 1, 1024);
+        else if (!strcmp(f, "-d")) a->total_batch = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-x")) a->steps = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-u")) a->warmup = parse_int(f, v, -1, 1 << 30);
+        else if (!strcmp(f, "-q")) a->final_lr_frac = parse_float(f, v, 0.0, 1.0);
+        else if (!strcmp(f, "-g")) a->grad_clip = parse_float(f, v, 0.0, 1e9);
+        else if (!strcmp(f, "-v")) a->val_every = parse_int(f, v, 0, 1 << 30);
+        else if (!strcmp(f, "-m")) a->val_batches = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-s")) a->sample_every = parse_int(f, v, 0, 1 << 30);
+        else if (!strcmp(f, "-gen")) a->sample_len = parse_int(f, v, 0, 4096);
+        else if (!strcmp(f, "-n")) a->ckpt_every = parse_int(f, v, 0, 1 << 30);
+        else if (!strcmp(f, "-y")) a->resume = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-seed")) a->seed = (uint64_t)parse_int(f, v, 0, 2147483647);
+        else if (!strcmp(f, "-sr")) a->sr = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-max-skips")) a->max_skips = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-memory-only")) a->memory_only = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-stop")) a->stop_at = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-precision")) {
+            if (!strcmp(v, "bf16")) a->precision = PRECISION_BF16;
+            else if (!strcmp(v, "fp32")) a->precision = PRECISION_FP32;
+            else user_error("-precision must be bf16 or fp32, got '%s'", v);
+        }
+        else if (!strcmp(f, "-l")) a->lr = parse_float(f, v, 0.0, 1e3);
+        else if (!strcmp(f, "-beta1")) a->beta1 = parse_float(f, v, 0.0, 0.999999);
+        else if (!strcmp(f, "-beta2")) a->beta2 = parse_float(f, v, 0.0, 0.999999999);
+        else if (!strcmp(f, "-beta3")) a->beta3 = parse_float(f, v, 0.0, 0.999999999);
+        else if (!strcmp(f, "-eps")) a->eps = parse_float(f, v, 0.0, 1.0);
+        else if (!strcmp(f, "-eps2")) a->eps2 = parse_float(f, v, 0.0, 1.0);
+        else if (!strcmp(f, "-c")) a->wd = parse_float(f, v, 0.0, 10.0);
+        else if (!strcmp(f, "-momentum")) a->momentum = parse_float(f, v, 0.0, 0.999999);
+        else if (!strcmp(f, "-nesterov")) a->nesterov = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-qblock")) a->qblock = parse_int(f, v, 64, 1 << 16);
+        else if (!strcmp(f, "-rho")) a->rho = parse_float(f, v, 0.0, 1e6);
+        else if (!strcmp(f, "-k")) a->hess_interval = parse_int(f, v, 1, 1 << 20);
+        else user_error("unknown flag %s (run ./train -h for the list)", f);
+    }
+    if (a->qblock > 0 && (a->qblock & (a->qblock - 1))) user_error("-qblock must be a power of two (e.g. 256 or 2048), got %d", a->qblock);
+    if (a->resume && !a->out_dir) user_error("-y 1 resumes from DIR/checkpoint.bin: give the directory with -o DIR");
+    if (a->ckpt_every && !a->out_dir) user_error("-n writes checkpoints into -o DIR: give -o DIR");
+}
+
+static GPT2Config parse_model(const char* s) {
+    GPT2Config c;
+    c.max_seq_len = 1024;
+    c.vocab_size = 50257;
+    c.padded_vocab_size = 50304; // 50257 rounded up to a multiple of 128
+    int L = 0, C = 0, H = 0;
+    char tail;
+    if (s[0] == 'd' && sscanf(s + 1, "%d%c", &L, &tail) == 1) { C = 64 * L; H = L; }
+    else if (sscanf(s, "%d:%d:%d%c", &L, &C, &H, &tail) != 3)
+        user_error("-model must be dN (e.g. d12) or L:C:H (e.g. 4:256:4), got '%s'", s);
+    if (L < 1 || L > 200 || C < 1 || C > 16384 || H < 1 || C % H != 0)
+        user_error("-model %s: need 1 <= L <= 200, 1 <= C <= 16384 and C divisible by the head count", s);
+    c.num_layers = L; c.channels = C; c.num_heads = H;
+    return c;
+}
+
+static void list_optimizers(void) {
+    // state bytes/param measured on the d12 shapes (GPT-2 124M) with each optimizer's defaults
+    GPT2Config cfg = parse_model("d12");
+    GPT2 m;
+    Ledger dry;
+    ledger_init(&dry, 1);
+    gpt2_build(&m, &cfg, PRECISION_BF16, 1, 1, 0, &dry);
+    printf("%-17s %-12s %s\n", "name", "B/param(d12)", "description [paper]");
+    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
+        const Optimizer* o = OPTIMIZERS[i];
+        double bpp = (double)optimizer_layout_bytes(&m, o, &o->defaults) / m.num_params;
+        printf("%-17s %-12.4f %s [%s]\n", o->name, bpp, o->description, o->paper);
+    }
+    free(m.tensors);
+}
+
+static int file_exists(const char* p) { struct stat st; return stat(p, &st) == 0; }
+
+// Applies the flags over the optimizer's defaults.
+static OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step) {
+    OptHyper h = opt->defaults;
+    if (!isnan(a->lr)) { h.lr = a->lr; h.relative_step = 0; } // an explicit lr turns Adafactor's relative step off
+    if (!isnan(a->beta1)) { h.beta1 = a->beta1; h.use_beta1 = 1; }
+    if (!isnan(a->beta2)) h.beta2 = a->beta2;
+    if (!isnan(a->beta3)) h.beta3 = a->beta3;
+    if (!isnan(a->eps)) h.eps = a->eps;
+    if (!isnan(a->eps2)) h.eps2 = a->eps2;
+    if (!isnan(a->wd)) h.weight_decay = a->wd;
+    if (!isnan(a->momentum)) h.momentum = a->momentum;
+    if (!isnan(a->rho)) h.rho = a->rho;
+    if (a->nesterov >= 0) h.nesterov = a->nesterov;
+    if (a->qblock > 0) h.qblock = a->qblock;
+    if (a->hess_interval > 0) h.hess_interval = a->hess_interval;
+    if (opt->flags & OPT_HESSIAN) h.bs = (float)tokens_per_step;
+    return h;
+}
+
+// Sophia's Gauss-Newton-Bartlett estimate: on fresh batches, labels are sampled from the model's own
+// softmax, the loss on those labels is backpropagated, the gradient is clipped to norm 1 (as the
+// reference training script does), and the optimizer folds grad*grad into its Hessian EMA.
+static void sophia_gnb_update(GPT2* m, OptRun* o, DataLoader* train, int accum, int B, int T, uint64_t seed, int step) {
+    Rng rng;
+    rng_seed(&rng, seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
+    size_t BT = (size_t)B * T;
+    int V = m->config.vocab_size;
+    zero_grads(m);
+    for (int micro = 0; micro < accum; micro++) {
+        dataloader_next(train, m->inputs, m->targets);
+        gpt2_forward(m, m->inputs, NULL, B, T, 0);
+        softmax_crossentropy_forward(m->acts.losses, m->acts.logits, NULL, (int)BT, V);
+        for (size_t i = 0; i < BT; i++) m->targets[i] = sample_index(m->acts.logits + i * V, V, rng_f32(&rng));
+        gpt2_backward(m, B, T, 1.0f / accum, accumulate_unit_bf16, NULL);
+    }
+    double norm = sqrt(grad_sumsq(m));
+    if (!isfinite(norm)) return; // a non-finite estimate is dropped, never folded into h
+    float scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
+    for (int i = 0; i < m->num_tensors; i++) {
+        OptParam* p = &m->tensors[i];
+        OptTensor ot = { &p->shape, m->params_f32 + p->offset, tensor_grad_f32(m, p, scale), {0} };
+        for (int s = 0; s < p->nstate; s++) ot.state[s] = p->state[s];
+        OptHyper h = tensor_hyper(o, p);
+        o->opt->hessian(&h, &ot);
+    }
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what) {
+    char err[1024];
+    if (dataloader_open(dl, path, B, T, V, err, sizeof(err)) != 0)
+        user_error("%s data: %s", what, err);
+}
+
+#ifndef TESTING
+int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    Args a;
+    parse_args(&a, argc, argv);
+    if (!strcmp(a.opt_name, "list")) { list_optimizers(); return 0; }
+    const Optimizer* opt = optim_find(a.opt_name);
+    if (!opt) {
+        fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", a.opt_name);
+        optim_print_names(stderr);
+        fprintf(stderr, " (or -opt list)\n");
+        return EXIT_USER;
+    }
+    GPT2Config cfg = parse_model(a.model);
+    if (a.T > cfg.max_seq_len) user_error("-t %d exceeds the model's context of %d positions", a.T, cfg.max_seq_len);
+    int tokens_per_micro = a.B * a.T;
+    if (a.total_batch < 0) a.total_batch = tokens_per_micro;
+    if (a.total_batch % tokens_per_micro != 0)
+        user_error("-d %d must be a multiple of -b * -t = %d", a.total_batch, tokens_per_micro);
+    int accum = a.total_batch / tokens_per_micro;
+    int fused = (opt->flags & OPT_FUSED_BACKWARD) != 0;
+    if (fused && accum > 1)
+        user_error("%s updates inside backward, so it cannot accumulate gradients: use -d equal to -b * -t (%d)", opt->name, tokens_per_micro);
+    if (a.warmup < 0) a.warmup = a.steps / 10;
+    OptHyper hyper = make_hyper(&a, opt, a.total_batch);
+    if ((opt->flags & OPT_HESSIAN) && hyper.hess_interval < 1) hyper.hess_interval = 10;
+    if (hyper.nesterov && hyper.momentum <= 0.0f) user_error("-nesterov 1 needs a momentum > 0 (-momentum F)");
+    if (hyper.lr <= 0.0f && !hyper.relative_step) user_error("%s needs a learning rate > 0: pass -l", opt->name);
+
+    // ---- memory: everything through the ledger
+    Ledger led;
+    ledger_init(&led, a.memory_only);
+    GPT2 model;
+    gpt2_build(&model, &cfg, a.precision, a.B, a.T, fused, &led);
+    OptRun orun;
+    optimizer_setup(&orun, &model, opt, &hyper, &led);
+    orun.stochastic_rounding = a.sr;
+    orun.seed = a.seed;
+    size_t state_bytes = optimizer_layout_bytes(&model, opt, &hyper);
+    printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", a.model, cfg.num_layers,
+           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.num_params, model.num_params / 1e6);
+    printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s\n", opt->name, hyper.lr, state_bytes,
+           (double)state_bytes / model.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32",
+           a.sr ? ", stochastic rounding" : "");
+    if (a.memory_only) {
+        printf("memory ledger for B=%d T=%d (nothing allocated):\n", a.B, a.T);
+        ledger_print(&led, stdout, model.num_params);
+        printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", opt->name,
+               model.num_params, state_bytes, (double)state_bytes / model.num_params, led.current / 1048576.0);
+        free(model.tensors);
+        return 0;
+    }
+
+    // ---- data
+    Tokenizer* tok = NULL;
+    char err[1024];
+    if (file_exists(a.encoder) && file_exists(a.bpe)) {
+        if (tokenizer_load(&tok, a.encoder, a.bpe, err, sizeof(err)) != 0) { fprintf(stderr, "warning: %s; samples will print token ids\n", err); tok = NULL; }
+    }
+    char txt_train[1024], txt_val[1024];
+    const char* train_path = a.train_path;
+    const char* val_path = a.val_path;
+    size_t tl = strlen(train_path);
+    if (tl > 4 && strcmp(train_path + tl - 4, ".txt") == 0) {
+        if (!tok) user_error("-i %s is a text file, which needs the GPT-2 vocabulary (%s); run `make data` first", train_path, a.encoder);
+        if (data_text_to_shards(tok, train_path, "data/cache", 0.05, txt_train, txt_val, sizeof(txt_train), err, sizeof(err)) != 0)
+            user_error("%s", err);
+        train_path = txt_train;
+        if (!val_path) val_path = txt_val;
+    }
+    if (!val_path) val_path = strcmp(train_path, "data/gcide/gcide_train.bin") == 0 ? "data/gcide/gcide_val.bin" : train_path;
+    if (!strcmp(train_path, "data/gcide/gcide_train.bin") && !file_exists(train_path))
+        user_error("the default dataset %s is missing: run `make data` (or pass your own -i FILE)", train_path);
+    DataLoader train_loader, val_loader;
+    open_loader(&train_loader, train_path, a.B, a.T, cfg.vocab_size, "train");
+    open_loader(&val_loader, val_path, a.B, a.T, cfg.vocab_size, "val");
+    ledger_record(&led, MEM_DATA, "token shards (train+val)", dataloader_bytes(&train_loader) + dataloader_bytes(&val_loader), NULL);
+    ledger_record(&led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
+
+    // ---- init or resume
+    int start_step = 0, skipped_total = 0;
+    long tokens_seen = 0;
+    char ckpt_path[1100] = "";
+    if (a.out_dir) {
+        mkdir(a.out_dir, 0755);
+        snprintf(ckpt_path, sizeof(ckpt_path), "%s/checkpoint.bin", a.out_dir);
+    }
+    gpt2_init(&model, a.seed);
+    if (a.resume) {
+        CkptHeader h, mine;
+        CkptBlob blobs[CKPT_MAX_BLOBS];
+        int nb = checkpoint_blobs(&model, &orun, blobs);
+        if (ckpt_read_header(ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+        checkpoint_header(&model, &orun, &mine);
+        if (h.num_layers != mine.num_layers || h.channels != mine.channels || h.num_heads != mine.num_heads ||
+            h.vocab_size != mine.vocab_size || h.max_seq_len != mine.max_seq_len)
+            user_error("cannot resume: %s holds a model L=%d C=%d heads=%d, this run is L=%d C=%d heads=%d; use the same -model",
+                       ckpt_path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
+        if (h.precision != mine.precision)
+            user_error("cannot resume: %s was written with -precision %s; use the same precision", ckpt_path, h.precision ? "bf16" : "fp32");
+        if (strncmp(h.optimizer, opt->name, sizeof(h.optimizer)) != 0)
+            user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %s", ckpt_path, h.optimizer, opt->name);
+        if (ckpt_load(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+        if (h.step >= a.steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", ckpt_path, h.step, a.steps);
+        start_step = h.step;
+        skipped_total = h.skipped_steps;
+        tokens_seen = (long)h.tokens_seen;
+        if (dataloader_seek(&train_loader, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, train_path);
+        printf("resumed from %s at step %d\n", ckpt_path, start_step);
+    } else {
+        optimizer_init_state(&orun, &model);
+    }
+    Logger lg;
+    if (logger_open(&lg, a.out_dir, a.resume) != 0) user_error("cannot write %s/log.jsonl: %s", a.out_dir, strerror(errno));
+
+    printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a.B, a.T,
+           a.total_batch, accum, accum > 1 ? "s" : "", a.steps, a.warmup, a.final_lr_frac, a.grad_clip);
+    printf("memory ledger:\n");
+    ledger_print(&led, stdout, model.num_params);
+    fflush(stdout);
+
+    // ---- train
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    printf("training on %d CPU thread%s\n", threads, threads > 1 ? "s" : "");
+    double train_seconds = 0.0;
+    long train_tokens = 0;
+    float last_val = NAN;
+    double recent_loss[10];
+    int nrecent = 0, consecutive_skips = 0;
+    for (int step = start_step + 1; step <= a.steps; step++) {
+        double t0 = now_seconds();
+        float lr_scale = lr_multiplier(step, a.steps, a.warmup, a.final_lr_frac);
+        // the optimizer's own step count (bias corrections, Adafactor's schedules) counts applied
+        // updates only, as torch's does: a skipped non-finite step does not advance it
+        int opt_t = step - skipped_total;
+        float loss = 0.0f, norm = 0.0f;
+        int skipped = 0;
+        if (fused) {
+            FusedCtx c = { &orun, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
+            dataloader_next(&train_loader, model.inputs, model.targets);
+            gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
+            loss = model.mean_loss;
+            if (!isfinite(loss)) skipped = 1;
+            else {
+                if (a.grad_clip > 0.0f) {
+                    // two-pass clipping: the first backward only measures the global norm; the forward is
+                    // repeated because backward consumes the probabilities in place
+                    c.norm_only = 1;
+                    gpt2_backward(&model, a.B, a.T, 1.0f, fused_unit_done, &c);
+                    norm = (float)sqrt(c.sumsq);
+                    c.norm_only = 0;
+                    c.sumsq = 0.0;
+                    if (!isfinite(norm)) skipped = 1;
+                    c.clip_scale = norm > a.grad_clip ? a.grad_clip / norm : 1.0f;
+                    if (!skipped) gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
+                }
+                if (!skipped) {
+                    gpt2_backward(&model, a.B, a.T, 1.0f, fused_unit_done, &c);
+                    if (a.grad_clip <= 0.0f) norm = (float)sqrt(c.sumsq);
+                    if (c.nonfinite_units) skipped = 1;
+                }
+            }
+        } else {
+            zero_grads(&model);
+            for (int micro = 0; micro < accum; micro++) {
+                dataloader_next(&train_loader, model.inputs, model.targets);
+                gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
+                loss += model.mean_loss / accum;
+                gpt2_backward(&model, a.B, a.T, 1.0f / accum, accumulate_unit_bf16, NULL);
+            }
+            norm = (float)sqrt(grad_sumsq(&model));
+            if (!isfinite(loss) || !isfinite(norm)) skipped = 1;
+            else {
+                float clip_scale = (a.grad_clip > 0.0f && norm > a.grad_clip) ? a.grad_clip / norm : 1.0f;
+                optimizer_step(&model, &orun, opt_t, lr_scale, clip_scale);
+                if ((opt->flags & OPT_HESSIAN) && opt_t % hyper.hess_interval == 0) {
+                    sophia_gnb_update(&model, &orun, &train_loader, accum, a.B, a.T, a.seed, step);
+                    logger_write(&lg, "{\"type\":\"hessian\",\"step\":%d}", step);
+                }
+            }
+        }
+        double dt = now_seconds() - t0;
+        tokens_seen += a.total_batch;
+        if (step > start_step + 1 || a.steps == start_step + 1) { train_seconds += dt; train_tokens += a.total_batch; }
+        float lr = hyper.lr * lr_scale;
+        if (skipped) {
+            skipped_total++;
+            consecutive_skips++;
+            printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a.steps,
+                   isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", isfinite(loss) ? "gradient" : "loss", skipped_total);
+            logger_write(&lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"skipped_total\":%d}", step, isfinite(loss) ? "0" : "null", skipped_total);
+            if (consecutive_skips >= a.max_skips) {
+                fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient; stopping. "
+                        "%s Try a lower learning rate (-l) or gradient clipping (-g 1).\n", consecutive_skips,
+                        ckpt_path[0] && file_exists(ckpt_path) ? "The last checkpoint is intact." : "No checkpoint was written.");
+                logger_close(&lg);
+                return 3;
+            }
+        } else {
+            consecutive_skips = 0;
+            recent_loss[nrecent++ % 10] = loss;
+        }
+        printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s\n", step, a.steps, loss, lr, norm,
+               dt * 1000.0, a.total_batch / dt);
+        logger_write(&lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
+                     step, isfinite(loss) ? loss : -1.0f, lr, isfinite(norm) ? norm : -1.0f, dt * 1000.0, a.total_batch / dt, skipped);
+        int last = step == a.steps || step == a.stop_at;
+        if ((a.val_every && step % a.val_every == 0) || last) {
+            last_val = evaluate(&model, &val_loader, a.val_batches, a.B, a.T);
+            printf("val loss %.6f (step %d, %d batches)\n", last_val, step, a.val_batches);
+            logger_write(&lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, last_val);
+        }
+        if (a.sample_len > 0 && ((a.sample_every && step % a.sample_every == 0) || last))
+            sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
+        if (ckpt_path[0] && ((a.ckpt_every && step % a.ckpt_every == 0) || last)) {
+            CkptHeader h;
+            CkptBlob blobs[CKPT_MAX_BLOBS];
+            checkpoint_header(&model, &orun, &h);
+            h.step = step; h.total_steps = a.steps; h.skipped_steps = skipped_total; h.seed = a.seed;
+            h.data_position = dataloader_position(&train_loader);
+            h.tokens_seen = (uint64_t)tokens_seen;
+            int nb = checkpoint_blobs(&model, &orun, blobs);
+            if (ckpt_save(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);
+            else printf("checkpoint: %s (step %d)\n", ckpt_path, step);
+        }
+        if (step == a.stop_at) { printf("stopping after step %d as asked (-stop)\n", step); break; }
+    }
+
+    // ---- summary
+    double train_loss = 0.0;
+    int nl = nrecent < 10 ? nrecent : 10;
+    for (int i = 0; i < nl; i++) train_loss += recent_loss[i];
+    train_loss = nl ? train_loss / nl : NAN;
+    double tps = train_seconds > 0 ? train_tokens / train_seconds : 0.0;
+    size_t rss = process_peak_rss();
+    printf("memory: ledger peak %.2f MiB, process peak RSS %.2f MiB\n", led.peak / 1048576.0, rss / 1048576.0);
+    if (orun.nonfinite) printf("note: the optimizer saw %ld non-finite gradient elements\n", orun.nonfinite);
+    printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
+           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt->name, a.steps, train_loss, last_val, tps,
+           led.peak / 1048576.0, state_bytes, (double)state_bytes / model.num_params, model.num_params, skipped_total, rss / 1048576.0);
+    logger_write(&lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
+                 "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f}",
+                 opt->name, a.steps, train_loss, last_val, tps, led.peak / 1048576.0, state_bytes,
+                 (double)state_bytes / model.num_params, model.num_params, skipped_total, rss / 1048576.0);
+    logger_close(&lg);
+    dataloader_free(&train_loader);
+    dataloader_free(&val_loader);
+    if (tok) tokenizer_free(tok);
+    ledger_free_all(&led);
+    free(model.tensors);
+    return 0;
+}
+#endif
