@@ -74,6 +74,7 @@
 #define KC MM_KC
 #define NC MM_NC
 #define MC ((MM_MC + MM_MR - 1) / MM_MR * MM_MR)
+#define SMALL_M 4       // forward with fewer rows than this: dot products, no GEMM
 #define PACK_GROUP 16  // A panels packed together (transposed A: reads 16*MR contiguous floats per k)
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -483,8 +484,30 @@ void matmul_gemm(int M, int N, int K, const float* A, long rs_a, long cs_a,
 
 // ---- the trainer's API ------------------------------------------------------------------------
 
+// dot(a, b) over n floats with 16 independent partial sums (vectorisable without reassociating:
+// lane j always sums the terms k = j mod 16 in order), then the lanes in a fixed order.
+static float dot16(const float* a, const float* b, int n) {
+    float acc[16] = {0};
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[k + j] * b[k + j];
+    for (int j = 0; k < n; k++, j++) acc[j] += a[k] * b[k];
+    float s = 0.0f;
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int BT, int C, int OC) {
+    if (BT < SMALL_M) {
+        // a few rows (sampling: the logits of the last position): dot products straight from the
+        // weight rows; packing the whole weight for so little arithmetic would cost more than it
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < OC; o++)
+            for (int b = 0; b < BT; b++)
+                out[(size_t)b * OC + o] = (bias ? bias[o] : 0.0f) + dot16(inp + (size_t)b * C, weight + (size_t)o * C, C);
+        return;
+    }
     // out (BT, OC) = inp (BT, C) @ B, with B (C, OC) = weight^T: B(k, j) = weight[j*C + k]
     matmul_gemm(BT, OC, C, inp, C, 1, weight, 1, C, out, OC, 0, bias);
 }

@@ -1,0 +1,172 @@
+// common/cli.c: see cli.h.
+#include <string.h>
+#include <stdlib.h>
+#include <math.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include "cli.h"
+#include "util.h"
+
+void print_usage(FILE* f) {
+    fprintf(f,
+"usage: ./train [flags]      GPT-2 trainer with every optimizer behind -opt\n"
+"model and data:\n"
+"  -model S        dN (L=N, C=64N, heads=N; d12 = GPT-2 124M) or L:C:H            [d4]\n"
+"  -i PATH         train tokens: shard file(s) (glob) or a .txt file                [data/gcide/gcide_train.bin]\n"
+"  -j PATH         val tokens (for a .txt -i, default: its last 5%%)                [data/gcide/gcide_val.bin]\n"
+"  -precision P    bf16 (bf16 params/grads, fp32 master) or fp32                     [bf16]\n"
+"  -sr 0|1         stochastic rounding of the bf16 weights                          [0]\n"
+"batch and schedule:\n"
+"  -b N            micro-batch size                                                 [8]\n"
+"  -t N            sequence length (<= 1024)                                        [64]\n"
+"  -d N            total batch in tokens per step (multiple of b*t; >b*t = grad accumulation) [b*t]\n"
+"  -x N            training steps                                                   [200]\n"
+"  -u N            warmup steps (-1: 10%% of -x)                                      [-1]\n"
+"  -q F            final lr as a fraction of the peak (cosine decay)                [0.1]\n"
+"  -g F            clip the global gradient norm to F (0 = off)                     [1.0]\n"
+"optimizer (defaults: the optimizer's own, see -opt list):\n"
+"  -opt NAME       optimizer; -opt list prints them all                             [adamw]\n"
+"  -l F            peak learning rate (adafactor: giving -l turns relative step off)\n"
+"  -beta1 F -beta2 F -beta3 F -eps F -eps2 F\n"
+"  -c F            weight decay (2-D tensors only)\n"
+"  -momentum F     sgdm momentum           -nesterov 0|1   sgdm Nesterov\n"
+"  -qblock N       8-bit block size        -rho F          sophia rho\n"
+"  -k N            sophia: Hessian estimate every N steps\n"
+"evaluation, output, checkpoints:\n"
+"  -v N            val loss every N steps (and at the end)                          [50]\n"
+"  -m N            val batches                                                      [8]\n"
+"  -s N            print a generated sample every N steps (0 = only at the end)     [0]\n"
+"  -gen N          sample length in tokens                                          [48]\n"
+"  -o DIR          write DIR/log.jsonl and checkpoints                              [none]\n"
+"  -n N            checkpoint to DIR/checkpoint.bin every N steps (and at the end)  [0]\n"
+"  -y 1            resume from DIR/checkpoint.bin                                   [0]\n"
+"  -seed N         random seed (init, sampling, stochastic rounding)                [1337]\n"
+"  -max-skips N    stop after N consecutive non-finite steps                        [5]\n"
+"  -stop N         end after step N as if interrupted (checkpoint kept; resume with -y 1) [off]\n"
+"  -memory-only 1  print the memory ledger for the model/optimizer without allocating, then exit\n"
+"  -h              this help\n");
+}
+
+int parse_int(const char* flag, const char* v, long lo, long hi) {
+    char* end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end) user_error("flag %s expects an integer, got '%s'", flag, v);
+    if (x < lo || x > hi) user_error("flag %s must be between %ld and %ld, got %ld", flag, lo, hi, x);
+    return (int)x;
+}
+
+float parse_float(const char* flag, const char* v, double lo, double hi) {
+    char* end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) user_error("flag %s expects a number, got '%s'", flag, v);
+    if (x < lo || x > hi) user_error("flag %s must be between %g and %g, got %g", flag, lo, hi, x);
+    return (float)x;
+}
+
+void parse_args(Args* a, int argc, char** argv) {
+    memset(a, 0, sizeof(*a));
+    a->train_path = "data/gcide/gcide_train.bin";
+    a->val_path = NULL;
+    a->opt_name = "adamw";
+    a->model = "d4";
+    a->encoder = "data/gpt2/encoder.json";
+    a->bpe = "data/gpt2/vocab.bpe";
+    a->B = 8; a->T = 64; a->total_batch = -1; a->steps = 200; a->warmup = -1; a->final_lr_frac = 0.1f;
+    a->grad_clip = 1.0f; a->val_every = 50; a->val_batches = 8; a->sample_every = 0; a->sample_len = 48;
+    a->seed = 1337; a->precision = PRECISION_BF16; a->max_skips = 5;
+    a->lr = a->beta1 = a->beta2 = a->beta3 = a->eps = a->eps2 = a->wd = a->momentum = a->rho = NAN;
+    a->nesterov = a->qblock = a->hess_interval = -1;
+    for (int i = 1; i < argc; i++) {
+        const char* f = argv[i];
+        if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { print_usage(stdout); exit(0); }
+        if (f[0] != '-') user_error("unexpected argument '%s'; flags look like -x 100 (see ./train -h)", f);
+        if (i + 1 >= argc) user_error("flag %s needs a value (see ./train -h)", f);
+        const char* v = argv[++i];
+        if (!strcmp(f, "-i")) a->train_path = v;
+        else if (!strcmp(f, "-j")) a->val_path = v;
+        else if (!strcmp(f, "-o")) a->out_dir = v;
+        else if (!strcmp(f, "-opt")) a->opt_name = v;
+        else if (!strcmp(f, "-model")) a->model = v;
+        else if (!strcmp(f, "-vocab-encoder")) a->encoder = v;
+        else if (!strcmp(f, "-vocab-bpe")) a->bpe = v;
+        else if (!strcmp(f, "-b")) a->B = parse_int(f, v, 1, 1 << 16);
+        else if (!strcmp(f, "-t")) a->T = parse_int(f, v, 1, 1024);
+        else if (!strcmp(f, "-d")) a->total_batch = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-x")) a->steps = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-u")) a->warmup = parse_int(f, v, -1, 1 << 30);
+        else if (!strcmp(f, "-q")) a->final_lr_frac = parse_float(f, v, 0.0, 1.0);
+        else if (!strcmp(f, "-g")) a->grad_clip = parse_float(f, v, 0.0, 1e9);
+        else if (!strcmp(f, "-v")) a->val_every = parse_int(f, v, 0, 1 << 30);
+        else if (!strcmp(f, "-m")) a->val_batches = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-s")) a->sample_every = parse_int(f, v, 0, 1 << 30);
+        else if (!strcmp(f, "-gen")) a->sample_len = parse_int(f, v, 0, 4096);
+        else if (!strcmp(f, "-n")) a->ckpt_every = parse_int(f, v, 0, 1 << 30);
+        else if (!strcmp(f, "-y")) a->resume = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-seed")) a->seed = (uint64_t)parse_int(f, v, 0, 2147483647);
+        else if (!strcmp(f, "-sr")) a->sr = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-max-skips")) a->max_skips = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-memory-only")) a->memory_only = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-stop")) a->stop_at = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-precision")) {
+            if (!strcmp(v, "bf16")) a->precision = PRECISION_BF16;
+            else if (!strcmp(v, "fp32")) a->precision = PRECISION_FP32;
+            else user_error("-precision must be bf16 or fp32, got '%s'", v);
+        }
+        else if (!strcmp(f, "-l")) a->lr = parse_float(f, v, 0.0, 1e3);
+        else if (!strcmp(f, "-beta1")) a->beta1 = parse_float(f, v, 0.0, 0.999999);
+        else if (!strcmp(f, "-beta2")) a->beta2 = parse_float(f, v, 0.0, 0.999999999);
+        else if (!strcmp(f, "-beta3")) a->beta3 = parse_float(f, v, 0.0, 0.999999999);
+        else if (!strcmp(f, "-eps")) a->eps = parse_float(f, v, 0.0, 1.0);
+        else if (!strcmp(f, "-eps2")) a->eps2 = parse_float(f, v, 0.0, 1.0);
+        else if (!strcmp(f, "-c")) a->wd = parse_float(f, v, 0.0, 10.0);
+        else if (!strcmp(f, "-momentum")) a->momentum = parse_float(f, v, 0.0, 0.999999);
+        else if (!strcmp(f, "-nesterov")) a->nesterov = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-qblock")) a->qblock = parse_int(f, v, 64, 1 << 16);
+        else if (!strcmp(f, "-rho")) a->rho = parse_float(f, v, 0.0, 1e6);
+        else if (!strcmp(f, "-k")) a->hess_interval = parse_int(f, v, 1, 1 << 20);
+        else user_error("unknown flag %s (run ./train -h for the list)", f);
+    }
+    if (a->qblock > 0 && (a->qblock & (a->qblock - 1))) user_error("-qblock must be a power of two (e.g. 256 or 2048), got %d", a->qblock);
+    if (a->resume && !a->out_dir) user_error("-y 1 resumes from DIR/checkpoint.bin: give the directory with -o DIR");
+    if (a->ckpt_every && !a->out_dir) user_error("-n writes checkpoints into -o DIR: give -o DIR");
+}
+
+GPT2Config parse_model(const char* s) {
+    GPT2Config c;
+    c.max_seq_len = 1024;
+    c.vocab_size = 50257;
+    c.padded_vocab_size = 50304; // 50257 rounded up to a multiple of 128
+    int L = 0, C = 0, H = 0;
+    char tail;
+    if (s[0] == 'd' && sscanf(s + 1, "%d%c", &L, &tail) == 1) { C = 64 * L; H = L; }
+    else if (sscanf(s, "%d:%d:%d%c", &L, &C, &H, &tail) != 3)
+        user_error("-model must be dN (e.g. d12) or L:C:H (e.g. 4:256:4), got '%s'", s);
+    if (L < 1 || L > 200 || C < 1 || C > 16384 || H < 1 || C % H != 0)
+        user_error("-model %s: need 1 <= L <= 200, 1 <= C <= 16384 and C divisible by the head count", s);
+    c.num_layers = L; c.channels = C; c.num_heads = H;
+    return c;
+}
+
+int file_exists(const char* p) { struct stat st; return stat(p, &st) == 0; }
+
+// Applies the flags over the optimizer's defaults.
+OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step) {
+    OptHyper h = opt->defaults;
+    if (!isnan(a->lr)) { h.lr = a->lr; h.relative_step = 0; } // an explicit lr turns Adafactor's relative step off
+    if (!isnan(a->beta1)) { h.beta1 = a->beta1; h.use_beta1 = 1; }
+    if (!isnan(a->beta2)) h.beta2 = a->beta2;
+    if (!isnan(a->beta3)) h.beta3 = a->beta3;
+    if (!isnan(a->eps)) h.eps = a->eps;
+    if (!isnan(a->eps2)) h.eps2 = a->eps2;
+    if (!isnan(a->wd)) h.weight_decay = a->wd;
+    if (!isnan(a->momentum)) h.momentum = a->momentum;
+    if (!isnan(a->rho)) h.rho = a->rho;
+    if (a->nesterov >= 0) h.nesterov = a->nesterov;
+    if (a->qblock > 0) h.qblock = a->qblock;
+    if (a->hess_interval > 0) h.hess_interval = a->hess_interval;
+    if (opt->flags & OPT_HESSIAN) h.bs = (float)tokens_per_step;
+    return h;
+}
+

@@ -1,0 +1,63 @@
+// common/cli.h: what both trainers (train_gpt2.c on the CPU, train_gpt2.cu on the GPU) share on the
+// command line: the model configuration, the flags, the help text, and how flags become an
+// optimizer's hyperparameters. Same flags, same messages, on either trainer.
+#ifndef COMMON_CLI_H
+#define COMMON_CLI_H
+
+#include <stdio.h>
+#include <stdint.h>
+#include "../optim/optim.h"
+
+typedef struct {
+    int max_seq_len;        // maxT: positions in wpe
+    int vocab_size;         // V: real vocabulary (50257 for GPT-2)
+    int padded_vocab_size;  // Vp: V rounded up to a multiple of 128; rows V..Vp-1 of wte are never used
+    int num_layers;         // L
+    int num_heads;          // NH
+    int channels;           // C
+} GPT2Config;
+
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
+
+
+typedef struct {
+    const char* train_path;   // -i
+    const char* val_path;     // -j
+    const char* out_dir;      // -o
+    const char* opt_name;     // -opt
+    const char* model;        // -model
+    const char* encoder;      // -vocab-encoder
+    const char* bpe;          // -vocab-bpe
+    int B, T;                 // -b, -t
+    int total_batch;          // -d (tokens per step)
+    int steps;                // -x
+    int warmup;               // -u (-1: 10% of the steps)
+    float final_lr_frac;      // -q
+    float grad_clip;          // -g
+    int val_every, val_batches; // -v, -m
+    int sample_every, sample_len; // -s, -gen
+    int ckpt_every;           // -n
+    int resume;               // -y
+    uint64_t seed;            // -seed
+    int precision;            // -precision
+    int sr;                   // -sr
+    int max_skips;            // -max-skips
+    int memory_only;          // -memory-only
+    int stop_at;              // -stop: end after this step, as if interrupted (the schedule still follows -x)
+    // optimizer hyperparameters: NAN / -1 = the optimizer's default
+    float lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho;
+    int nesterov, qblock, hess_interval;
+} Args;
+
+void print_usage(FILE* f);
+// Parses argv into a (user mistakes: a message and exit 2).
+void parse_args(Args* a, int argc, char** argv);
+int parse_int(const char* flag, const char* v, long lo, long hi);
+float parse_float(const char* flag, const char* v, double lo, double hi);
+// "dN" (L=N, C=64N, heads=N) or "L:C:H"; GPT-2's vocabulary (50257, padded to 50304) and 1024 positions.
+GPT2Config parse_model(const char* s);
+// The optimizer's defaults with the flags the user gave applied over them.
+OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step);
+int file_exists(const char* path);
+
+#endif
