@@ -777,7 +777,9 @@ static void optimizer_setup(OptRun* o, GPT2* m, const Optimizer* opt, const OptH
             }
             offsets[s] = o->buf_bytes[b];
             size_t bytes = specs[s].count * dtype_size(specs[s].dtype);
-            o->buf_bytes[b] += (bytes + 63) & ~(size_t)63; // each tensor's state starts on a cache line
+            // packed back to back (no padding), so the ledger's state bytes are exactly the layout's formula;
+            // each buffer holds one dtype, so every element stays aligned to its size
+            o->buf_bytes[b] += bytes;
             // remember (buffer, offset) in the pointer until the buffers exist
             p->state[s] = (void*)(((uintptr_t)b << 56) | offsets[s]);
         }

@@ -21,6 +21,10 @@
 // registers within a KC block and through C between blocks (a store/reload is exact). Edge tiles
 // run the same microkernel on a zero-padded copy. So the result does not depend on the blocking,
 // the tile an element falls in, or the thread that computed it.
+//
+// Two shortcuts around the GEMM: a forward pass with fewer than SMALL_M rows (sampling computes
+// the logits of one position) is a set of dot products read straight from the weight rows, and a
+// GEMM too small to pay for waking the other threads runs on one.
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -75,6 +79,7 @@
 #define NC MM_NC
 #define MC ((MM_MC + MM_MR - 1) / MM_MR * MM_MR)
 #define SMALL_M 4       // forward with fewer rows than this: dot products, no GEMM
+#define SMALL_FLOPS (1 << 20)  // GEMMs with M*N*K below this run on one thread
 #define PACK_GROUP 16  // A panels packed together (transposed A: reads 16*MR contiguous floats per k)
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -430,7 +435,9 @@ void matmul_gemm(int M, int N, int K, const float* A, long rs_a, long cs_a,
                 for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
         return;
     }
-    int nthreads = max_threads();
+    // Tiny products are not worth waking the other threads (their barriers would cost more than
+    // the arithmetic); the thread count never changes the result, only the speed.
+    int nthreads = (double)M * N * K < SMALL_FLOPS ? 1 : max_threads();
     Workspace* ws = workspace_get(nthreads);
 
     // Column blocks: at most NC wide. When there are few of them, make their count a multiple of

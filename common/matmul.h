@@ -6,10 +6,10 @@
 // Determinism: every output element is one fixed chain of fused multiply-adds in k order, started
 // from its initial value (0, the bias, or the old value when accumulating). Threads only decide
 // WHO computes a tile, never how, so results are bitwise the same run to run and for any number of
-// OpenMP threads (on the same machine and instruction set).
+// OpenMP threads (for one build: the AVX-512, AVX2 and plain-C kernels round differently).
 //
-// Not reentrant across concurrent callers sharing... nothing: the packing workspace is per calling
-// thread (_Thread_local), so two threads may call these at once.
+// The packing workspace belongs to the calling thread (_Thread_local), so two threads may call
+// these at the same time. Called from inside an OpenMP parallel region they run on one thread.
 #ifndef COMMON_MATMUL_H
 #define COMMON_MATMUL_H
 

@@ -171,6 +171,81 @@ static void check_stochastic_rounding(void) {
     test_check(outside == 0 && fabs(mean - x) < 3e-5, why, "stochastic rounding is unbiased and stays on neighbours");
 }
 
+// LOMO: the update fused into backward. (1) Its parameters equal plain SGD's for the same gradients:
+// fp32 mode, no weight decay, three steps, bit for bit (the fused path computes each unit's gradient
+// with the same operations in the same order, then applies the same SGD update). (2) The ledger holds
+// gradients for unit 0 (the tied embedding, whose gradient collects from the LM head first and the
+// encoder last) and one block, not for the whole model.
+static void check_lomo(const VecFile* vf) {
+    const Optimizer* sgd = optim_find("sgd");
+    const Optimizer* lomo = optim_find("lomo");
+    CHECK(sgd && lomo && (lomo->flags & OPT_FUSED_BACKWARD));
+    Tiny a, b;
+    tiny_build(&a, vf, PRECISION_FP32, 0);
+    tiny_build(&b, vf, PRECISION_FP32, 1);
+    OptHyper ha = sgd->defaults, hb = lomo->defaults;
+    ha.lr = hb.lr = 0.1f;
+    ha.weight_decay = hb.weight_decay = 0.0f;
+    OptRun oa, ob;
+    optimizer_setup(&oa, &a.m, sgd, &ha, &a.led);
+    optimizer_setup(&ob, &b.m, lomo, &hb, &b.led);
+    for (int step = 1; step <= 3; step++) {
+        gpt2_forward(&a.m, a.m.inputs, a.m.targets, a.B, a.T, 0);
+        zero_grads(&a.m);
+        gpt2_backward(&a.m, a.B, a.T, 1.0f, accumulate_unit_bf16, NULL);
+        optimizer_step(&a.m, &oa, step, 1.0f, 1.0f);
+        FusedCtx c = { &ob, step, 1.0f, 1.0f, 0, 0.0, 0 };
+        gpt2_forward(&b.m, b.m.inputs, b.m.targets, b.B, b.T, 0);
+        gpt2_backward(&b.m, b.B, b.T, 1.0f, fused_unit_done, &c);
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < a.m.num_params; i++) diff += a.m.params_f32[i] != b.m.params_f32[i];
+    char why[96];
+    snprintf(why, sizeof(why), "%zu of %zu parameters differ", diff, a.m.num_params);
+    test_check(diff == 0, why, "lomo: 3 fused-backward steps equal plain SGD's bit for bit");
+    size_t gb = ledger_category_bytes(&b.led, MEM_GRADS);
+    size_t want = (b.m.unit_size[0] + b.m.unit_size[1]) * sizeof(float);
+    snprintf(why, sizeof(why), "ledger grads %zu bytes, want %zu (unit 0 + one block)", gb, want);
+    test_check(gb == want && b.m.grads_f32 == NULL && b.m.grads_bf16 == NULL, why,
+               "lomo: ledger gradient bytes are unit 0 + one block (%zu), not the model (%zu)", gb,
+               a.m.num_params * sizeof(float));
+    tiny_free(&a);
+    tiny_free(&b);
+}
+
+// For every optimizer: the ledger's optimizer-state bytes equal the layouts' formula exactly, on the
+// tiny model (real allocation) and on GPT-2 124M (dry ledger), bf16 and fp32.
+static void check_state_bytes(const VecFile* vf) {
+    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
+        const Optimizer* o = OPTIMIZERS[i];
+        int fused = (o->flags & OPT_FUSED_BACKWARD) != 0;
+        Tiny t;
+        tiny_build(&t, vf, PRECISION_BF16, fused);
+        OptRun r;
+        optimizer_setup(&r, &t.m, o, &o->defaults, &t.led);
+        size_t want = 0;
+        for (int k = 0; k < t.m.num_tensors; k++) want += optim_state_bytes(o, &o->defaults, &t.m.tensors[k].shape);
+        size_t got = ledger_category_bytes(&t.led, MEM_OPT_STATE);
+        char why[128];
+        snprintf(why, sizeof(why), "ledger %zu, layouts %zu", got, want);
+        test_check(got == want && want == optimizer_layout_bytes(&t.m, o, &o->defaults), why,
+                   "%s: ledger state bytes equal the layout formula (tiny model, %zu bytes)", o->name, got);
+        tiny_free(&t);
+        GPT2Config cfg = parse_model("d12");
+        GPT2 m;
+        Ledger dry;
+        ledger_init(&dry, 1);
+        gpt2_build(&m, &cfg, PRECISION_FP32, 4, 64, fused, &dry);
+        optimizer_setup(&r, &m, o, &o->defaults, &dry);
+        got = ledger_category_bytes(&dry, MEM_OPT_STATE);
+        want = optimizer_layout_bytes(&m, o, &o->defaults);
+        snprintf(why, sizeof(why), "ledger %zu, layouts %zu", got, want);
+        test_check(got == want, why, "%s: ledger state bytes equal the layout formula (d12, %.4f B/param)", o->name,
+                   (double)got / m.num_params);
+        free(m.tensors);
+    }
+}
+
 int main(void) {
     VecFile vf = vec_load("test/vectors/gpt2_tiny.bin");
     check_model(&vf, PRECISION_FP32);
@@ -178,6 +253,8 @@ int main(void) {
     check_bf16_rounding(&vf);
     check_bf16_master(&vf);
     check_stochastic_rounding();
+    check_lomo(&vf);
+    check_state_bytes(&vf);
     vec_free(&vf);
     return test_finish("test_gpt2");
 }
