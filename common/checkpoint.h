@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CKPT_MAGIC "GPT2CKPT"
 #define CKPT_VERSION 1
 #define CKPT_MAX_BLOBS 32
@@ -52,5 +56,9 @@ int ckpt_save(const char* path, const CkptHeader* h, const CkptBlob* blobs, int 
 int ckpt_read_header(const char* path, CkptHeader* h, char* err, size_t errlen);
 // Reads the blobs into the given destinations; names and sizes must match exactly. 0 or -1.
 int ckpt_load(const char* path, CkptHeader* h, const CkptBlob* blobs, int nblobs, char* err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include "../optim/optim.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int max_seq_len;        // maxT: positions in wpe
     int vocab_size;         // V: real vocabulary (50257 for GPT-2)
@@ -59,5 +63,9 @@ GPT2Config parse_model(const char* s);
 // The optimizer's defaults with the flags the user gave applied over them.
 OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step);
 int file_exists(const char* path);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

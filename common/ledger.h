@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MEM_PARAMS = 0,   // working parameters (bf16, or fp32 with -precision fp32)
     MEM_MASTER,       // fp32 master weights (bf16 mode only)
@@ -58,5 +62,9 @@ size_t ledger_label_bytes(const Ledger* L, const char* label);
 void ledger_print(const Ledger* L, FILE* f, size_t num_params);
 // Peak resident set size of this process in bytes (getrusage), 0 if unknown.
 size_t process_peak_rss(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

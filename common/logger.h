@@ -5,6 +5,10 @@
 
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct { FILE* f; } Logger;
 
 // Opens DIR/log.jsonl (append when resuming, else truncate). Returns 0 or -1 (errno set).
@@ -14,5 +18,9 @@ void logger_write(Logger* lg, const char* fmt, ...) __attribute__((format(printf
 void logger_close(Logger* lg);
 // Escapes s as a JSON string body into out (always NUL-terminated).
 void json_escape(const char* s, char* out, size_t outlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

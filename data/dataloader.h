@@ -17,6 +17,10 @@
 
 #include "data/tokenizer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SHARD_MAGIC 20240520
 #define SHARD_VERSION 1
 #define SHARD_HEADER_INTS 256
@@ -59,5 +63,9 @@ int data_write_shard(const char* path, const int32_t* tokens, size_t n, char* er
 // too few tokens, cannot write the cache).
 int data_text_to_shards(const Tokenizer* t, const char* txt_path, const char* cache_dir, double val_fraction,
                         char* train_path_out, char* val_path_out, size_t pathlen, char* err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct Tokenizer Tokenizer;
 
 // Load encoder.json and vocab.bpe. Returns 0 and sets *out, or -1 with a one-line message in err
@@ -27,5 +31,9 @@ const unsigned char* tokenizer_decode(const Tokenizer* t, int id, size_t* len);
 
 int tokenizer_vocab_size(const Tokenizer* t);  // 50257 for GPT-2 (ids 0..50256)
 int tokenizer_eot(const Tokenizer* t);         // id of "<|endoftext|>" (50256), -1 if the vocabulary has none
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -18,7 +18,7 @@
 // the trainer's global step t (OptStep.t), saved in the checkpoint by the trainer.
 //
 // Defaults (torch): lr 1e-3, betas (0.9, 0.999), eps 1e-8; weight_decay 0 for Adam, 1e-2 for AdamW.
-// Trainer note for the lead: GPT-2 practice (nanoGPT, llm.c) for AdamW is lr 6e-4, betas
+// For GPT-2 training: GPT-2 practice (nanoGPT, llm.c) for AdamW is lr 6e-4, betas
 // (0.9, 0.95), wd 0.1 with warmup and cosine decay; beta2 0.95 reacts faster than 0.999, which
 // matters in a run of a few hundred steps where v would otherwise average over most of the run. The
 // table keeps torch's defaults.

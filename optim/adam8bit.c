@@ -24,8 +24,11 @@
 //   absmax_m = max |m| and absmax_v = max |v| over the block, of the UPDATED moments
 //   p = p + step_size * m / (sqrt(v) + eps_hat)
 //   p = p * (1 - lr * wd)                       decoupled weight decay AFTER the step (torch's AdamW
-//                                                decays before it; the difference is lr^2*wd*update)
+//                                                decays before it: a difference of lr * wd * |update|)
 //   m, v requantized with the new absmax: nearest code, plus the sign guard for m (quant8.h).
+// p is updated from the fp32 m and v of this step; only what is stored for the next step is 8-bit.
+// Scalars are fp32 as the kernel receives them: 1 - beta1, 1 - beta2 and 1 - lr*wd are computed in
+// fp32 (optim_common.h's torch-style helpers would compute them in double).
 // The fp32 path for small tensors is bitsandbytes' 32-bit kernel (kOptimizer32bit2State), the same
 // algebra with v += (1 - beta2) * (g * g) and no non-finite guard: a NaN gradient reaches m, v and p
 // there, as in bitsandbytes and torch; it is still counted.
@@ -35,6 +38,14 @@
 // adamw8bit whose state bitsandbytes allocates in CUDA managed memory and prefetches before each
 // update; on the CPU there is nothing to page, so it is exactly adamw8bit.
 // Weight decay applies to tensors the trainer marks `decay` (optim_wd); lr is the scheduled st->lr.
+//
+// A property of the algorithm worth knowing (bitsandbytes has it too; test/ref_optim_8bit.py shows it):
+// v's smallest nonzero code is 3.25e-7 of the block's absmax, so an element whose |g| stays below
+// ~4e-4 of the block's largest has its v stored as 0 while its m survives (m's map reaches 5.5e-7, and
+// m ~ |g| where v ~ g^2). Its next update divides an EMA m by the sqrt of one step's g^2 and can be
+// large. In a test matrix whose rows' gradient scales spanned 1e3 or more inside a 256-block, the
+// parameters blew up within 12 steps; at a 100x spread 8-bit tracks fp32. Smaller blocks (-qblock 256
+// rather than 2048) make such mixes rarer.
 //
 // Where we differ from the CUDA kernel, on purpose: beta^t is evaluated in double and rounded once
 // (the kernel uses the fast __powf), divisions are exact (the kernel's __fdividef is approximate), and
@@ -134,8 +145,9 @@ static long adam8bit_block(const AdamScalars* k, float* p, const float* g, uint8
     for (size_t i = 0; i < n; i++) {
         float m, v;
         adam8bit_moments(k, g[i], cm[i], cv[i], am_old, av_old, &m, &v);
-        am_new = fmaxf(am_new, fabsf(m));
-        av_new = fmaxf(av_new, fabsf(v));
+        // max |.| as the kernel's fmaxf (which skips NaN), written as a compare so it stays inline
+        if (fabsf(m) > am_new) am_new = fabsf(m);
+        if (fabsf(v) > av_new) av_new = fabsf(v);
     }
     long nonfinite = 0;
     for (size_t i = 0; i < n; i++) {

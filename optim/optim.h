@@ -19,6 +19,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define OPT_MAX_STATES 8
 
 typedef enum { DT_F32 = 0, DT_U8 = 1, DT_BF16 = 2 } DType;
@@ -109,5 +113,9 @@ void optim_print_names(FILE* f);                     // "sgd, sgdm, adam, ..."
 
 // Shared helpers for layouts and tests.
 size_t optim_state_bytes(const Optimizer* o, const OptHyper* h, const ParamShape* s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

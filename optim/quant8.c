@@ -3,6 +3,7 @@
 #include <string.h>
 #include <math.h>
 #include "quant8.h"
+#include "common/util.h"
 
 // The maps must be the same fp32 values on every machine, so no operation may be fused into a
 // multiply-add (the Makefile builds with -ffp-contract=fast). GCC honours the pragma below; clang
@@ -52,17 +53,25 @@ void q8_build_dynamic_map(int is_signed, float out[Q8_CODES]) {
     qsort(out, Q8_CODES, sizeof(float), cmp_float);
 }
 
+// An order-preserving key (see q8_bucket) back to the fp32 value.
+static float key_to_float(uint32_t key) {
+    const uint32_t bits = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
+    float x;
+    memcpy(&x, &bits, sizeof(x));
+    return x;
+}
+
 // The midpoints and the bucket table of a map (see Q8Map in quant8.h).
 static void q8_build_tables(Q8Map* m) {
     for (int j = 0; j < Q8_CODES - 1; j++) m->mid[j] = (m->code[j] + m->code[j + 1]) * 0.5f;
     m->mid[Q8_CODES - 1] = NAN;
     for (uint32_t k = 0; k < Q8_BUCKETS; k++) {
-        // the bucket's smallest key, back to fp32 bits (inverse of q8_bucket's transform)
-        const uint32_t key = k << 16;
-        const uint32_t bits = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
-        float x;
-        memcpy(&x, &bits, sizeof(x));
-        m->first[k] = isnan(x) ? 0 : q8_search(m->code, x);
+        // the bucket's smallest and largest values (inverse of q8_bucket's transform)
+        const float lo = key_to_float(k << 16), hi = key_to_float((k << 16) | 0xFFFFu);
+        m->first[k] = isnan(lo) ? 0 : q8_search(m->code, lo);
+        // q8_nearest takes at most one step up from first[]: the map's codes are farther apart than
+        // a bucket is wide (1/128 octave), so a bucket never straddles two midpoints
+        CHECK(isnan(hi) || q8_search(m->code, hi) <= m->first[k] + 1);
     }
 }
 
@@ -83,7 +92,7 @@ void q8_quantize_blockwise(const Q8Map* map, int sign_guard, const float* x, siz
     for (size_t b = 0; b < nb; b++) {
         const size_t lo = b * block, hi = lo + block < n ? lo + block : n;
         float amax = 0.0f;
-        for (size_t i = lo; i < hi; i++) amax = fmaxf(amax, fabsf(x[i]));
+        for (size_t i = lo; i < hi; i++) if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
         absmax[b] = amax;
         for (size_t i = lo; i < hi; i++) codes[i] = q8_quantize(map, sign_guard, x[i], amax);
     }

@@ -9,8 +9,9 @@
 // The maps are bitsandbytes' create_dynamic_map(signed, max_exponent_bits=7, total_bits=8), a
 // "dynamic" float: for i = 0..6, the k midpoints of linspace(0.1, 1, k + 1) scaled by 10^(i-6), with
 // k = 2^i (signed) or 2^(i+1) (unsigned); the signed map adds their negatives; both add 0 and 1.0;
-// sorted ascending. So small values get relative, not absolute, resolution (roughly one decimal
-// digit per 10x), which is what Adam's moments need: most of a block is far below its absmax.
+// sorted ascending. So small values get relative, not absolute, resolution (each decade below the
+// absmax has its own codes, fewer the smaller), which is what Adam's moments need: most of a block is
+// far below its absmax.
 //   signed   (first moment m):  code[0] = -0.99297, code[127] = 0, code[128] = 5.5e-7, code[255] = 1.
 //                               There is no -1: a block whose absmax comes from a negative value
 //                               stores it as -0.99297 * absmax.
@@ -35,20 +36,24 @@
 #include <math.h>
 #include <string.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define Q8_CODES 256
 #define Q8_BUCKETS 65536
 
 // A map with what a fast search needs. q8_nearest() returns exactly what bitsandbytes' search
-// (q8_search) returns, for every fp32 input, but in one table lookup and usually one comparison
-// instead of eight dependent ones (the search dominated the step's time):
+// (q8_search) returns, for every fp32 input, but in one table lookup and one comparison instead of
+// eight dependent ones (the search dominated the step's time):
 //  - that search is round-to-nearest with fp32 midpoints mid[j] = (code[j] + code[j+1]) * 0.5f and
 //    a tie going to the even index of the pair; the answer only grows with x;
 //  - fp32 values are bucketed by the top 16 bits of an order-preserving integer key (sign, exponent,
 //    7 mantissa bits: 1/128 of an octave, finer than the map's codes), first[] holds the search's
-//    answer for each bucket's smallest value, and q8_nearest walks up from it past the midpoints x
-//    exceeds (0 or 1 of them, rarely 2).
+//    answer for each bucket's smallest value, and q8_nearest steps up from it past the one midpoint
+//    a bucket can contain (quant8.c checks, when it builds the table, that no bucket holds two).
 // test_optim_8bit checks q8_nearest == q8_search on every bucket edge, every midpoint +-2 ulps and
-// random values; a one-off check over all 2^31 fp32 values in [-1, 1] found no difference.
+// random values; a one-off check over all 2^32 fp32 bit patterns found no difference.
 typedef struct {
     float code[Q8_CODES];          // ascending
     float mid[Q8_CODES];           // mid[j] = (code[j] + code[j+1]) * 0.5f; mid[255] = NaN (a stop)
@@ -84,9 +89,9 @@ static inline uint32_t q8_bucket(float x) {
 // The same answer as q8_search(m->code, x), fast (see Q8Map).
 static inline uint8_t q8_nearest(const Q8Map* m, float x) {
     if (isnan(x)) return 0;  // the search's comparisons all fail on NaN: it ends at index 0
-    int c = m->first[q8_bucket(x)];
-    while (x > m->mid[c] || (x == m->mid[c] && (c & 1))) c++;  // a tie goes to the even index
-    return (uint8_t)c;
+    const int c = m->first[q8_bucket(x)];
+    const float mid = m->mid[c];
+    return (uint8_t)(c + ((x > mid) | ((x == mid) & c)));  // a tie (x == mid) goes to the even index
 }
 
 // Code of state value s in a block with this absmax: nearest(s / absmax), plus bitsandbytes' sign
@@ -110,5 +115,9 @@ void q8_quantize_blockwise(const Q8Map* map, int sign_guard, const float* x, siz
 // The inverse: out (n) = map->code[codes[i]] * absmax[i / block].
 void q8_dequantize_blockwise(const Q8Map* map, const uint8_t* codes, const float* absmax, size_t n,
                              size_t block, float* out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

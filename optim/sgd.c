@@ -17,10 +17,10 @@
 // Defaults: torch's, lr 1e-3, momentum 0, weight_decay 0, nesterov off. sgdm is "SGD with momentum",
 // which torch's momentum default of 0 would make plain sgd, so sgdm uses momentum 0.9, the value of
 // torch's documentation example and of most papers.
-// Trainer note for the lead: for a GPT-2 run of a few hundred steps, lr 1e-3 is small for plain SGD
+// For GPT-2 training: for a GPT-2 run of a few hundred steps, lr 1e-3 is small for plain SGD
 // on a transformer (no per-coordinate scaling as in Adam); expect to need an lr one to two orders of
 // magnitude larger with clipping on (-g 1), or about 10x larger with momentum 0.9; check with a short
-// run. The table keeps torch's defaults; a trainer-side default, if any, is the lead's call.
+// run. The table keeps torch's defaults; pass -l for a larger step.
 #include "optim_common.h"
 
 // ---- sgd -----------------------------------------------------------------------------------------

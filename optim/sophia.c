@@ -20,8 +20,8 @@
 //
 // Defaults (reference): lr 1e-4, betas (0.965, 0.99), rho 0.04, weight_decay 0.1, k = 10, and
 // bs 5120, the default argument of the reference's step(bs=5120).
-// Trainer note for the lead: the trainer should set bs to its tokens per optimizer step (B*T*grad
-// accumulation, as train_sophiag.py passes 480*1024), not leave 5120. For GPT-2 small the reference
+// For GPT-2 training: train_gpt2.c sets bs to its tokens per optimizer step (B*T*grad
+// accumulation, as train_sophiag.py passes 480*1024) rather than 5120. For GPT-2 small the reference
 // README uses lr 6e-4, rho 0.05, wd 0.2 (grad clip 1.0, 2k warmup, 100k steps); for a run of a few
 // hundred steps k = 10 gives a few dozen Hessian updates. The table keeps the
 // reference defaults.

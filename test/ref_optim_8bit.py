@@ -16,14 +16,16 @@ bitsandbytes' create_dynamic_map / quantize_2D / kOptimizerStatic8bit2StateBlock
      for 12 steps on a (67, 129) matrix (rows != cols, 8643 elements: not a multiple of any block) at
      qblock 256 and 2048, on a 4100-vector (adam8bit, -c 0.1), and on a 4100-vector with NaN/Inf
      gradient elements.
-  4. torch.optim.AdamW for 100 steps on a quadratic with noise (the 8-bit step should track it), and
-     for 12 steps on tensors below 4096 elements (which keep fp32 state: AdamW to ~ulps).
+  4. torch.optim.AdamW for 100 steps on a quadratic with noise (the 8-bit step should track it; the
+     transcription's own 100 steps are stored too), and for 12 steps on tensors below 4096 elements
+     (which keep fp32 state: AdamW up to fp32 rounding and bitsandbytes' fp32 1 - beta).
 Gradients and initial values come from a 32-bit integer hash (hash_uniform) that test_optim_8bit.c
 implements identically, so only results are stored and the vector file stays small.
 """
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -75,10 +77,10 @@ def lr_at(t):
 
 def matrix_grad(t):
     """(ROWS*COLS) gradient of step t: row scale * (noise + half a fixed column direction).
-    A block of 256 spans 2-3 rows, so blocks mix scales 100x apart. (Much wider spreads inside one
-    block, ~1e4 in |g|, make bitsandbytes' algorithm itself blow up: v of the small elements falls
-    below the unsigned map's first code, 1.6e-7 of the block's absmax, and is stored as 0, while m
-    survives, so m / (sqrt(v) + eps) explodes. The transcription shows the same.)"""
+    A block of 256 spans 2-3 rows, so blocks mix scales 100x apart. (Wider spreads inside one block,
+    1e3 or more in |g|, make bitsandbytes' algorithm itself blow up: v of the small elements falls
+    below the unsigned map's first midpoint, 1.6e-7 of the block's absmax, and is stored as 0, while
+    m survives, so m / (sqrt(v) + eps) explodes. The transcription does the same.)"""
     n = ROWS * COLS
     col_bias = hash_uniform(2, 0, COLS)
     noise = hash_uniform(1, t, n)
@@ -314,6 +316,7 @@ def nan_grads():
 
 def main():
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="scatter_reduce")  # torch 1.13: "in beta"
     out = []
 
     # 1. maps

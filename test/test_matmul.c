@@ -243,11 +243,12 @@ int main(void) {
     printf("# matmul kernel: %s, workspace %zu bytes\n", matmul_kernel_name(), matmul_workspace_bytes());
     // (BT, C, OC): tiny, primes, one-sided 1s, sizes that cross the K (256), N (512) and
     // M (2048) block boundaries of every product (forward K=C, dinp K=OC, dweight K=BT), and
-    // BT < 4 (the forward's dot-product path for sampling) next to BT = 4 (the GEMM).
+    // BT < 4 (the forward's dot-product path for sampling) next to BT = 4 (the GEMM), and a
+    // forward with N = 20 < one column block per thread (the rows of the block are split).
     static const int sizes[][3] = {
         {1, 1, 1}, {7, 13, 5}, {1, 64, 100}, {100, 1, 37}, {37, 600, 1}, {65, 127, 33},
         {300, 40, 70}, {64, 256, 1000}, {20, 600, 30}, {2100, 9, 40}, {33, 17, 1100},
-        {2, 300, 70}, {3, 33, 129}, {4, 50, 50},
+        {2, 300, 70}, {3, 33, 129}, {4, 50, 50}, {1500, 700, 20},
     };
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
         test_size(sizes[i][0], sizes[i][1], sizes[i][2], 1000 + i);

@@ -1,0 +1,218 @@
+// common/advise.c: the optimizer decision guide; see advise.h.
+//
+// The framework (the article's, with our exact bytes in place of its per-parameter rules of thumb):
+//  1. Memory is the first filter: params + master + grads + optimizer state must fit in the budget
+//     left after reserving a share for activations and workspace (-reserve; the exact activation bytes
+//     depend on batch and sequence length: ./train -memory-only 1 prints them).
+//  2. Among the optimizers that fit, prefer by task:
+//     finetune: adamw (the standard) > adamw8bit (8-bit states are close to lossless in fine-tuning)
+//               > came > adafactor (factored states) > adalomo > lomo (fused into backward, no full
+//               gradient held: the last resort, plain SGD for lomo);
+//     pretrain: adamw > adamw8bit > came (Adam-like convergence at near-Adafactor memory) > adafactor.
+//  3. If nothing fits, say how many such GPUs the first choice and the lightest choice need.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "advise.h"
+#include "cli.h"
+#include "util.h"
+
+#define ADV_VOCAB_PADDED 50304
+#define ADV_MAX_T 1024
+#define ADV_GB 1e9
+
+int advise_requested(int argc, char** argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-advise") == 0) return !(i + 1 < argc && strcmp(argv[i + 1], "0") == 0);
+    return 0;
+}
+
+// ---------------------------------------------------------------- the model's tensors
+static ParamShape mat(const char* name, size_t rows, size_t cols) {
+    ParamShape s = { name, 2, rows, cols, rows * cols, 1 };
+    return s;
+}
+static ParamShape vec(const char* name, size_t n) {
+    ParamShape s = { name, 1, 1, n, n, 0 };
+    return s;
+}
+
+// The tensors of the embedding unit (wte, wpe, final LayerNorm) and of one block, as the trainer
+// has them: matrices (rows, cols) decay, vectors do not. Returns the counts through ne, nb.
+static void gpt_shapes(int C, ParamShape emb[4], int* ne, ParamShape blk[12], int* nb) {
+    size_t c = (size_t)C;
+    int i = 0;
+    emb[i++] = mat("wte", ADV_VOCAB_PADDED, c);  // (Vp, C)
+    emb[i++] = mat("wpe", ADV_MAX_T, c);         // (maxT, C)
+    emb[i++] = vec("lnf.w", c);
+    emb[i++] = vec("lnf.b", c);
+    *ne = i;
+    i = 0;
+    blk[i++] = vec("ln1.w", c);
+    blk[i++] = vec("ln1.b", c);
+    blk[i++] = mat("qkv.w", 3 * c, c);           // (3C, C)
+    blk[i++] = vec("qkv.b", 3 * c);
+    blk[i++] = mat("attn.proj.w", c, c);         // (C, C)
+    blk[i++] = vec("attn.proj.b", c);
+    blk[i++] = vec("ln2.w", c);
+    blk[i++] = vec("ln2.b", c);
+    blk[i++] = mat("fc.w", 4 * c, c);            // (4C, C)
+    blk[i++] = vec("fc.b", 4 * c);
+    blk[i++] = mat("fc.proj.w", c, 4 * c);       // (C, 4C)
+    blk[i++] = vec("fc.proj.b", c);
+    *nb = i;
+}
+
+AdviseMemory advise_memory(const Optimizer* o, int L, int C, int bf16) {
+    ParamShape emb[4], blk[12];
+    int ne, nb;
+    gpt_shapes(C, emb, &ne, blk, &nb);
+    size_t n_emb = 0, n_blk = 0, st_emb = 0, st_blk = 0;
+    for (int i = 0; i < ne; i++) { n_emb += emb[i].numel; st_emb += optim_state_bytes(o, &o->defaults, &emb[i]); }
+    for (int i = 0; i < nb; i++) { n_blk += blk[i].numel; st_blk += optim_state_bytes(o, &o->defaults, &blk[i]); }
+    AdviseMemory m;
+    m.num_params = n_emb + (size_t)L * n_blk;
+    m.params = m.num_params * (bf16 ? 2 : 4);
+    m.master = bf16 ? m.num_params * 4 : 0;
+    if (o->flags & OPT_FUSED_BACKWARD)
+        m.grads = 4 * (n_emb + n_blk);   // fp32 gradients of the embedding unit and of one block only
+    else
+        m.grads = m.num_params * (bf16 ? 2 : 4);
+    m.state = st_emb + (size_t)L * st_blk;
+    m.total = m.params + m.master + m.grads + m.state;
+    return m;
+}
+
+// A GPT shape of about n parameters: the width of the nearest member of the GPT-2/GPT-3 family, then
+// the depth that brings the count closest to n.
+static void shape_for(double n, int* L, int* C, int* H) {
+    static const int FAMILY[][2] = { // (L, C): GPT-2 small..XL, GPT-3 2.7B..175B, a 70B shape
+        {12, 768}, {24, 1024}, {36, 1280}, {48, 1600}, {24, 2048}, {32, 2560},
+        {32, 4096}, {40, 5120}, {80, 8192}, {96, 12288} };
+    int nf = (int)(sizeof(FAMILY) / sizeof(FAMILY[0]));
+    int best = 0;
+    double best_d = 1e300;
+    for (int i = 0; i < nf; i++) {
+        double c = FAMILY[i][1];
+        double p = (ADV_VOCAB_PADDED + ADV_MAX_T + 2) * c + FAMILY[i][0] * (12 * c * c + 13 * c);
+        double d = fabs(log(p / n));
+        if (d < best_d) { best_d = d; best = i; }
+    }
+    double c = FAMILY[best][1];
+    double l = (n - (ADV_VOCAB_PADDED + ADV_MAX_T + 2) * c) / (12 * c * c + 13 * c);
+    *C = (int)c;
+    *L = l < 1 ? 1 : l > 200 ? 200 : (int)lround(l);
+    *H = *C >= 2048 ? *C / 128 : *C / 64;
+}
+
+// ---------------------------------------------------------------- the guide
+typedef struct { const char* name; const char* why; } Choice;
+
+static const Choice FINETUNE[] = {
+    {"adamw", "the standard: full fp32 moments, nothing to tune away from the published recipes"},
+    {"adamw8bit", "AdamW with 8-bit blockwise states: about a quarter of AdamW's state, close to lossless in fine-tuning"},
+    {"came", "factored second moment and confidence with a full first moment: Adam-like updates at ~4 B/param"},
+    {"adafactor", "factored second moment, no momentum: almost no state (row and column vectors per matrix)"},
+    {"adalomo", "Adafactor's update fused into backward: almost no state and no full-model gradient buffer"},
+    {"lomo", "plain SGD fused into backward: no state, no full-model gradient; needs a careful learning rate"},
+};
+static const Choice PRETRAIN[] = {
+    {"adamw", "the standard for pre-training: full fp32 moments"},
+    {"adamw8bit", "AdamW with 8-bit blockwise states: matched 32-bit Adam in its paper's pre-training runs, ~2 B/param"},
+    {"came", "Adam-like convergence in pre-training with factored second moment and confidence, ~4 B/param"},
+    {"adafactor", "the memory floor among adaptive methods: factored second moment, no momentum"},
+};
+
+static void print_row(const char* name, const AdviseMemory* m, double budget, double per_gpu) {
+    double tot = (double)m->total;
+    printf("%-16s %9.4f %9.2f %9.2f %9.2f %9.2f %10.2f  %-4s %5d\n", name, (double)m->state / m->num_params,
+           m->params / ADV_GB, m->master / ADV_GB, m->grads / ADV_GB, m->state / ADV_GB, tot / ADV_GB,
+           tot <= budget ? "yes" : "no", (int)ceil(tot / per_gpu - 1e-12));
+}
+
+int advise_main(int argc, char** argv) {
+    double n = 0.0, mem = 80.0, reserve = 0.2;
+    int gpus = 1, bf16 = 1;
+    const char* model = NULL;
+    const char* task = "finetune";
+    for (int i = 1; i < argc; i++) {
+        const char* f = argv[i];
+        if (i + 1 >= argc) user_error("flag %s needs a value (./train -advise 1 -params 7e9 -mem 80)", f);
+        const char* v = argv[++i];
+        if (!strcmp(f, "-advise")) continue;
+        else if (!strcmp(f, "-params")) n = parse_float(f, v, 1e5, 1e13);
+        else if (!strcmp(f, "-model")) model = v;
+        else if (!strcmp(f, "-mem")) mem = parse_float(f, v, 0.001, 1e6);
+        else if (!strcmp(f, "-gpus")) gpus = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-reserve")) reserve = parse_float(f, v, 0.0, 0.95);
+        else if (!strcmp(f, "-task")) {
+            if (strcmp(v, "finetune") && strcmp(v, "pretrain")) user_error("-task must be finetune or pretrain, got '%s'", v);
+            task = v;
+        } else if (!strcmp(f, "-precision")) {
+            if (strcmp(v, "bf16") && strcmp(v, "fp32")) user_error("precision must be bf16 or fp32, got '%s'", v);
+            bf16 = !strcmp(v, "bf16");
+        } else user_error("unknown flag %s for -advise (flags: -params N | -model S, -mem GB, -gpus N, "
+                          "-task finetune|pretrain, -reserve F, -precision bf16|fp32)", f);
+    }
+    int L, C, H;
+    if (model) {
+        GPT2Config cfg = parse_model(model);
+        L = cfg.num_layers; C = cfg.channels; H = cfg.num_heads;
+    } else {
+        if (n <= 0) user_error("-advise needs the model size: -params N (e.g. 7e9) or -model L:C:H");
+        shape_for(n, &L, &C, &H);
+    }
+    int pretrain = !strcmp(task, "pretrain");
+    double per_gpu = mem * ADV_GB;
+    double budget = per_gpu * gpus * (1.0 - reserve);
+
+    AdviseMemory ref = advise_memory(OPTIMIZERS[0], L, C, bf16);
+    printf("decision guide: GPT shape %d:%d:%d (%zu parameters%s), %s, %d x %.0f GB, %.0f%% kept for "
+           "activations and workspace => %.2f GB for params + master + grads + optimizer state\n",
+           L, C, H, ref.num_params, model ? "" : ", the nearest GPT-family shape", task, gpus, mem,
+           100.0 * reserve, budget / ADV_GB);
+    printf("precision %s; GB = 10^9 bytes; state from each optimizer's exact layout (default hyperparameters)\n",
+           bf16 ? "bf16 (bf16 params and grads, fp32 master)" : "fp32 (no master copy)");
+    printf("%-16s %9s %9s %9s %9s %9s %10s  %-4s %5s\n", "optimizer", "state B/p", "params", "master", "grads",
+           "state", "total GB", "fits", "GPUs");
+    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
+        AdviseMemory m = advise_memory(OPTIMIZERS[i], L, C, bf16);
+        print_row(OPTIMIZERS[i]->name, &m, budget, per_gpu * (1.0 - reserve));
+    }
+
+    const Choice* list = pretrain ? PRETRAIN : FINETUNE;
+    int nlist = pretrain ? (int)(sizeof(PRETRAIN) / sizeof(PRETRAIN[0])) : (int)(sizeof(FINETUNE) / sizeof(FINETUNE[0]));
+    const Choice* pick = NULL;
+    AdviseMemory pm = {0};
+    for (int i = 0; i < nlist && !pick; i++) {
+        const Optimizer* o = optim_find(list[i].name);
+        if (!o) continue;
+        AdviseMemory m = advise_memory(o, L, C, bf16);
+        if ((double)m.total <= budget) { pick = &list[i]; pm = m; }
+    }
+    if (pick) {
+        const Optimizer* first = optim_find(list[0].name);
+        printf("advice: %s: %s.\n", pick->name, pick->why);
+        printf("  it needs %.2f GB for params + master + grads + state (%.1f%% of the %.2f GB budget)",
+               pm.total / ADV_GB, 100.0 * pm.total / budget, budget / ADV_GB);
+        if (first && strcmp(first->name, pick->name)) {
+            AdviseMemory fm = advise_memory(first, L, C, bf16);
+            printf("; %s would need %.2f GB, %d such GPUs", first->name, fm.total / ADV_GB,
+                   (int)ceil(fm.total / (per_gpu * (1.0 - reserve)) - 1e-12));
+        }
+        printf(".\nsummary: advise=%s total_gb=%.4f budget_gb=%.4f fits=1\n", pick->name, pm.total / ADV_GB, budget / ADV_GB);
+    } else {
+        const Optimizer* first = optim_find(list[0].name);
+        const Optimizer* last = optim_find(list[nlist - 1].name);
+        AdviseMemory fm = advise_memory(first, L, C, bf16), lm = advise_memory(last, L, C, bf16);
+        double usable = per_gpu * (1.0 - reserve);
+        printf("advice: nothing fits in %d x %.0f GB. Shard over more GPUs (ZeRO-3/FSDP): %s needs %d, %s (the "
+               "lightest %s choice) needs %d GPUs of %.0f GB.",
+               gpus, mem, first->name, (int)ceil(fm.total / usable - 1e-12), last->name, task,
+               (int)ceil(lm.total / usable - 1e-12), mem);
+        if (!pretrain) printf(" On a GPU, paged_adamw8bit can also keep its state in host memory.");
+        printf("\nsummary: advise=none total_gb=%.4f budget_gb=%.4f fits=0\n", lm.total / ADV_GB, budget / ADV_GB);
+    }
+    return 0;
+}

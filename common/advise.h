@@ -1,0 +1,43 @@
+// common/advise.h: the optimizer decision guide (`./train -advise 1 -params 7e9 -mem 80`).
+//
+// It applies the article's decision framework (task type, memory budget) with our exact numbers: the
+// parameter, master-weight, gradient and optimizer-state bytes of a GPT-style model, the state bytes
+// computed from each optimizer's own state layout (optim_state_bytes over the model's tensor shapes,
+// the same layouts the trainer allocates from), and says which optimizer fits, why, and with what
+// total memory.
+//
+// Hook for a trainer's main(), before its own flag parsing:
+//     if (advise_requested(argc, argv)) return advise_main(argc, argv);
+#ifndef COMMON_ADVISE_H
+#define COMMON_ADVISE_H
+
+#include <stddef.h>
+#include "../optim/optim.h"
+
+// 1 if argv contains the flag "-advise" (with any value but "0").
+int advise_requested(int argc, char** argv);
+
+// Parses the guide's flags (user mistakes: one line and exit 2), prints the table and the advice,
+// returns the exit code (0). Flags:
+//   -advise 1            this mode
+//   -params N            parameter count, e.g. 7e9 (a GPT shape of about that size is chosen), or
+//   -model S             an exact shape, dN or L:C:H (as the trainer's -model)
+//   -mem GB              memory per GPU in GB (10^9 bytes)                         [80]
+//   -gpus N              GPUs the memory is sharded over (ZeRO-3/FSDP style)         [1]
+//   -task T              finetune or pretrain                                         [finetune]
+//   -reserve F           fraction of the memory kept for activations and workspace    [0.2]
+//   -precision P         bf16 (bf16 params/grads + fp32 master) or fp32                [bf16]
+int advise_main(int argc, char** argv);
+
+// What the guide computes for one optimizer on one model (exposed for tests).
+typedef struct {
+    size_t num_params;
+    size_t params, master, grads, state;  // bytes, as the trainer's ledger lists them
+    size_t total;                         // the sum of the four
+} AdviseMemory;
+
+// The exact bytes for a GPT-2-style model of L layers and C channels (vocabulary 50304 padded,
+// 1024 positions, tied head) under optimizer o with its default hyperparameters.
+AdviseMemory advise_memory(const Optimizer* o, int L, int C, int bf16);
+
+#endif

@@ -1,0 +1,186 @@
+// cuda/matmul.cuh: the model's matmuls through cuBLASLt, and the bias gradient.
+//
+// Row-major conventions of the model (as the CPU's common/matmul.c):
+//   forward   out (N, OC) = inp (N, IC) @ W^T + bias,  W (OC, IC)
+//   backward  dinp (N, IC) = dout (N, OC) @ W           (overwrites dinp)
+//             dW  (OC, IC) += dout^T @ inp               (accumulates: gradient accumulation)
+//             dbias (OC)   += column sums of dout        (our kernel, deterministic)
+// cuBLAS is column-major, so a row-major (R, K) matrix is a column-major (K, R) one and each product
+// is written transposed. The bias is fused through the BIAS epilogue when its pointer is 16-byte
+// aligned, else added by a kernel. fp32 storage uses TF32 tensor cores unless g_matmul_tf32 is 0
+// (the tests set 0 to compare against fp32 references tightly).
+// Determinism: the reduction-scheme preference excludes in-place (atomic) split-K reductions, and the
+// algorithm chosen for a given shape is cached, so the same shapes always run the same kernels.
+#ifndef CUDA_MATMUL_CUH
+#define CUDA_MATMUL_CUH
+
+#include "cuda/common.cuh"
+#include "cuda/gelu.cuh"
+#include "cuda/layernorm.cuh"
+
+#define MATMUL_WORKSPACE_BYTES ((size_t)32 << 20) // 32 MiB, what NVIDIA suggests for Hopper
+#define MATMUL_CACHE_SIZE 128
+
+typedef struct {
+    int m, n, k, transa, transb, epilogue, beta_nonzero;
+    int align[4];
+    int dtype, compute;
+    cublasLtMatmulAlgo_t algo;
+} MatmulAlgoEntry;
+
+static cublasLtHandle_t g_lt = NULL;
+static void* g_lt_workspace = NULL;
+static int g_matmul_tf32 = 1;
+static MatmulAlgoEntry g_algo_cache[MATMUL_CACHE_SIZE];
+static int g_algo_cache_n = 0;
+
+static void matmul_setup(Ledger* led) {
+    if (led->dry) { ledger_record(led, MEM_WORKSPACE, "cuBLASLt workspace", MATMUL_WORKSPACE_BYTES, NULL); return; }
+    if (!g_lt) CUBLAS_CHECK(cublasLtCreate(&g_lt));
+    g_lt_workspace = dev_alloc(led, MEM_WORKSPACE, "cuBLASLt workspace", MATMUL_WORKSPACE_BYTES);
+}
+
+// Largest power of two (<= 256) dividing the address: what cuBLASLt may assume about the pointer.
+static int ptr_alignment(const void* p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a % (uintptr_t)al) != 0) al >>= 1;
+    return al;
+}
+
+template <typename T> struct CudaType;
+template <> struct CudaType<float> { static constexpr cudaDataType_t value = CUDA_R_32F; };
+template <> struct CudaType<bf16d> { static constexpr cudaDataType_t value = CUDA_R_16BF; };
+
+// D (m, n) column-major = op(A) op(B) (+ bias over the m rows) + beta * D.
+// A is (m, k) column-major with lda (or (k, m) when transa); B is (k, n) with ldb (or (n, k) when transb).
+template <typename T>
+static void matmul_lt(T* d, const T* a, const T* b, const T* bias, int m, int n, int k, int lda, int ldb, int ldd,
+                      int transa, int transb, float beta) {
+    cudaDataType_t dt = CudaType<T>::value;
+    cublasComputeType_t ct = (dt == CUDA_R_32F && g_matmul_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasLtMatmulDesc_t desc;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, ct, CUDA_R_32F));
+    cublasOperation_t ta = transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+    int fused_bias = bias != NULL && ptr_alignment(bias) >= 16;
+    if (fused_bias) {
+        epi = CUBLASLT_EPILOGUE_BIAS;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt, sizeof(dt)));
+    }
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    cublasLtMatrixLayout_t la, lb, ld;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, dt, transa ? k : m, transa ? m : k, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, dt, transb ? n : k, transb ? k : n, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, dt, m, n, ldd));
+    int al[4] = { ptr_alignment(a), ptr_alignment(b), ptr_alignment(d), ptr_alignment(d) };
+    int bnz = beta != 0.0f;
+    // the algorithm: cached per (shape, types, epilogue, alignments)
+    MatmulAlgoEntry* hit = NULL;
+    for (int i = 0; i < g_algo_cache_n; i++) {
+        MatmulAlgoEntry* e = &g_algo_cache[i];
+        if (e->m == m && e->n == n && e->k == k && e->transa == transa && e->transb == transb && e->epilogue == (int)epi &&
+            e->beta_nonzero == bnz && e->dtype == (int)dt && e->compute == (int)ct && !memcmp(e->align, al, sizeof(al))) { hit = e; break; }
+    }
+    cublasLtMatmulAlgo_t algo;
+    if (hit) {
+        algo = hit->algo;
+    } else {
+        cublasLtMatmulPreference_t pref;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        size_t ws = MATMUL_WORKSPACE_BYTES;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+        uint32_t red = CUBLASLT_REDUCTION_SCHEME_MASK & ~(uint32_t)CUBLASLT_REDUCTION_SCHEME_INPLACE;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof(red)));
+        const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES };
+        for (int i = 0; i < 4; i++) {
+            uint32_t v = (uint32_t)al[i];
+            CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &v, sizeof(v)));
+        }
+        cublasLtMatmulHeuristicResult_t res;
+        int nres = 0;
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &res, &nres));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+        if (nres == 0) {
+            fprintf(stderr, "internal error at %s:%d: cuBLASLt has no algorithm for m=%d n=%d k=%d transa=%d transb=%d\n",
+                    __FILE__, __LINE__, m, n, k, transa, transb);
+            exit(1);
+        }
+        algo = res.algo;
+        if (g_algo_cache_n < MATMUL_CACHE_SIZE) {
+            MatmulAlgoEntry* e = &g_algo_cache[g_algo_cache_n++];
+            e->m = m; e->n = n; e->k = k; e->transa = transa; e->transb = transb; e->epilogue = (int)epi;
+            e->beta_nonzero = bnz; e->dtype = (int)dt; e->compute = (int)ct;
+            memcpy(e->align, al, sizeof(al));
+            e->algo = algo;
+        }
+    }
+    float alpha = 1.0f;
+    CUBLAS_CHECK(cublasLtMatmul(g_lt, desc, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &algo, g_lt_workspace,
+                                MATMUL_WORKSPACE_BYTES, 0));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(ld));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
+    if (bias && !fused_bias) add_bias<T>(d, bias, (size_t)n, m); // d is (n rows, m cols) row-major
+}
+
+// out (N, OC) = inp (N, IC) @ W^T (+ bias). Column-major: out^T (OC, N) = W^T... i.e. A = W as (IC, OC)
+// transposed, B = inp as (IC, N).
+template <typename T>
+static void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int IC, int OC) {
+    matmul_lt<T>(out, w, inp, bias, OC, N, IC, IC, IC, OC, 1, 0, 0.0f);
+}
+
+// Stage 1 of dbias: partial (P, OC) column sums over row chunks; block (32 columns x 8 row lanes).
+template <typename T>
+__global__ void bias_grad_partial_kernel(float* partial, const T* dout, int N, int OC) {
+    __shared__ float s[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    int chunk = blockIdx.y, P = gridDim.y;
+    int rows_per = (N + P - 1) / P;
+    int r0 = chunk * rows_per, r1 = min(N, r0 + rows_per);
+    float acc = 0.0f;
+    if (c < OC) for (int r = r0 + threadIdx.y; r < r1; r += 8) acc += ldf(dout[(size_t)r * OC + c]);
+    s[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < OC) {
+        float t = 0.0f;
+        for (int y = 0; y < 8; y++) t += s[y][threadIdx.x];
+        partial[(size_t)chunk * OC + c] = t;
+    }
+}
+
+template <typename T>
+__global__ void bias_grad_finish_kernel(T* dbias, const float* partial, int P, int OC) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= OC) return;
+    float t = 0.0f;
+    for (int p = 0; p < P; p++) t += partial[(size_t)p * OC + c];
+    dbias[c] = stf<T>(ldf(dbias[c]) + t);
+}
+
+// dinp (N, IC) = dout @ W (overwritten); dw (OC, IC) += dout^T @ inp; dbias (OC) += column sums.
+// partial: NUM_PARTIALS * OC floats of scratch. dinp may be NULL (not needed).
+template <typename T>
+static void matmul_backward(T* dinp, T* dw, T* dbias, float* partial, const T* dout, const T* inp, const T* w,
+                            int N, int IC, int OC) {
+    // dinp^T (IC, N) = W^T (IC, OC) @ dout^T (OC, N): A = W as column-major (IC, OC), B = dout as (OC, N)
+    if (dinp) matmul_lt<T>(dinp, w, dout, (const T*)NULL, IC, N, OC, IC, OC, IC, 0, 0, 0.0f);
+    // dW^T (IC, OC) += inp^T (IC, N) @ dout (N, OC): A = inp as (IC, N), B = dout^T given as (OC, N), transposed
+    matmul_lt<T>(dw, inp, dout, (const T*)NULL, IC, OC, N, IC, OC, IC, 0, 1, 1.0f);
+    if (dbias) {
+        dim3 grid(ceil_div_u(OC, 32), NUM_PARTIALS), block(32, 8);
+        bias_grad_partial_kernel<T><<<grid, block>>>(partial, dout, N, OC);
+        KERNEL_CHECK();
+        bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, NUM_PARTIALS, OC);
+        KERNEL_CHECK();
+    }
+}
+
+#endif
