@@ -83,3 +83,19 @@ build/bench/peak_flops: bench/peak_flops.c
 build/bench/bench_matmul: bench/bench_matmul.c common/matmul.c common/matmul.h common/util.h common/rng.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) bench/bench_matmul.c common/matmul.c $(LDLIBS) -o $@
+
+# ---- CUDA trainer (train_gpt2.cu, cuda/*.cuh, optim/*.cuh) ----------------------------------------
+# nvcc compiles the .cu; the C library objects above come from gcc. Builds without a GPU (compile only).
+# test/bin/test_gpt2cu is built only by scripts/gpu_check.sh (it needs a GPU to run), never by `make test`
+# (TEST_SRCS above lists test/test_*.c only).
+NVCCFLAGS ?= -O3 -arch=sm_90 -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
+NVCCLIBS = -lcublasLt -lcublas -lm
+ifeq ($(HAS_OMP),1)
+NVCCLIBS += -Xcompiler -fopenmp
+endif
+CU_HDRS := $(wildcard cuda/*.cuh optim/*.cuh)
+train_gpu: train_gpt2.cu $(CU_HDRS) $(LIB_OBJS) $(HDRS)
+	$(NVCC) $(NVCCFLAGS) train_gpt2.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
+test/bin/test_gpt2cu: test/test_gpt2cu.cu train_gpt2.cu $(CU_HDRS) $(LIB_OBJS) $(HDRS)
+	@mkdir -p test/bin
+	$(NVCC) $(NVCCFLAGS) test/test_gpt2cu.cu $(LIB_OBJS) $(NVCCLIBS) -o $@

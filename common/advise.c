@@ -172,7 +172,8 @@ int advise_main(int argc, char** argv) {
            "activations and workspace => %.2f GB for params + master + grads + optimizer state\n",
            L, C, H, ref.num_params, model ? "" : ", the nearest GPT-family shape", task, gpus, mem,
            100.0 * reserve, budget / ADV_GB);
-    printf("precision %s; GB = 10^9 bytes; state from each optimizer's exact layout (default hyperparameters)\n",
+    printf("precision %s; GB = 10^9 bytes; state from each optimizer's exact layout (default hyperparameters);\n"
+           "GPUs: how many of these GPUs the total needs, sharded evenly, with the same share kept free\n",
            bf16 ? "bf16 (bf16 params and grads, fp32 master)" : "fp32 (no master copy)");
     printf("%-16s %9s %9s %9s %9s %9s %10s  %-4s %5s\n", "optimizer", "state B/p", "params", "master", "grads",
            "state", "total GB", "fits", "GPUs");

@@ -43,6 +43,7 @@ void print_usage(FILE* f) {
 "  -seed N         random seed (init, sampling, stochastic rounding)                [1337]\n"
 "  -max-skips N    stop after N consecutive non-finite steps                        [5]\n"
 "  -stop N         end after step N as if interrupted (checkpoint kept; resume with -y 1) [off]\n"
+"  -r 0|1          recompute GELU activations in backward (CUDA trainer)            [0]\n"
 "  -memory-only 1  print the memory ledger for the model/optimizer without allocating, then exit\n"
 "  -h              this help\n");
 }
@@ -108,6 +109,7 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-sr")) a->sr = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-max-skips")) a->max_skips = parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "-memory-only")) a->memory_only = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-r")) a->recompute = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-stop")) a->stop_at = parse_int(f, v, 1, 1 << 30);
         else if (!strcmp(f, "-precision")) {
             if (!strcmp(v, "bf16")) a->precision = PRECISION_BF16;

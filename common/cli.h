@@ -47,6 +47,7 @@ typedef struct {
     int sr;                   // -sr
     int max_skips;            // -max-skips
     int memory_only;          // -memory-only
+    int recompute;            // -r: recompute GELU activations in backward (CUDA trainer; the CPU keeps them)
     int stop_at;              // -stop: end after this step, as if interrupted (the schedule still follows -x)
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
     float lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho;

@@ -43,7 +43,7 @@
 // MR x NR: the register tile. AVX-512: 32 zmm registers hold MR x NR/16 accumulators plus the
 // NR/16 vectors of B of the current k (the A values come as broadcast memory operands).
 // KC: depth of one block; an A panel (MR x KC) fits in L1 and a B block (KC x NC) in L2 (1 MiB).
-// MC: rows of A packed at once (MC x KC floats, read by all threads, in L3).
+// MC: rows of A packed at once (MC x KC floats, read by all threads, in L3; two such buffers).
 #if defined(__AVX512F__)
 #define KERNEL_ISA "avx512"
 #ifndef MM_MR
@@ -355,7 +355,7 @@ static void pack_B(const float* B, long rs, long cs, int cols, int kc, float* re
 // ---- workspace --------------------------------------------------------------------------------
 // Per calling thread: one shared A block (MC x KC) and one B block (KC x NC) per OpenMP thread.
 typedef struct {
-    float* a;       // (MC/MR panels, KC, MR)
+    float* a[2];    // two A blocks (MC/MR panels, KC, MR): one is packed while the other is read
     float** b;      // nthreads x (NC/NR panels, KC, NR)
     int nthreads;   // how many B blocks are allocated
 } Workspace;
@@ -371,7 +371,7 @@ static int max_threads(void) {
 }
 
 static size_t ws_bytes_for(int nthreads) {
-    return (size_t)MC * KC * sizeof(float) + (size_t)nthreads * KC * NC * sizeof(float);
+    return 2 * (size_t)MC * KC * sizeof(float) + (size_t)nthreads * KC * NC * sizeof(float);
 }
 
 static void* alloc64(size_t bytes) {
@@ -382,7 +382,8 @@ static void* alloc64(size_t bytes) {
 
 static Workspace* workspace_get(int nthreads) {
     Workspace* w = &ws_;
-    if (!w->a) w->a = alloc64((size_t)MC * KC * sizeof(float));
+    for (int i = 0; i < 2; i++)
+        if (!w->a[i]) w->a[i] = alloc64((size_t)MC * KC * sizeof(float));
     if (w->nthreads < nthreads) {
         float** b = xmalloc((size_t)nthreads * sizeof(float*));
         for (int t = 0; t < nthreads; t++)
@@ -415,7 +416,8 @@ static void compute_row_panel(int kc, const float* Ap, const float* Bblock, int 
         const float* Bp = Bblock + (size_t)jr * kc;
         const float* bj = bias ? bias + jr : NULL;
         // C is far bigger than the caches: fetch the next tile while this one computes (the
-        // first tile of the next row panel after the last one), or the kernel stalls on its loads
+        // first tile of the next row panel after the last one), or the kernel stalls on its loads.
+        // A prefetch never faults, so one that runs past the end of C is harmless.
         float* next = jr + NR < ncols ? C + jr + NR : C + (size_t)MR * ldc;
         for (int r = 0; r < MR; r++)
             for (int v = 0; v < NR; v += 16) __builtin_prefetch(next + r * ldc + v, 1, 3);
@@ -456,22 +458,28 @@ void matmul_gemm(int M, int N, int K, const float* A, long rs_a, long cs_a,
         tid = omp_get_thread_num();
 #endif
         float* Bblock = ws->b[tid];
+        int blk = 0;  // which A buffer: alternates with every (i0, p0) block
         for (int i0 = 0; i0 < M; i0 += MC) {
             int mc = imin(MC, M - i0);
             int npanels = ceil_div(mc, MR);
             for (int p0 = 0; p0 < K; p0 += KC) {
                 int kc = imin(KC, K - p0);
                 int init = p0 > 0 || accumulate ? INIT_C : bias ? INIT_BIAS : INIT_ZERO;
-                // all threads pack the A block together, a group of PACK_GROUP panels each
-                // (implicit barrier at the end)
+                float* Ablock = ws->a[blk++ & 1];
+                // All threads pack the A block together, a group of PACK_GROUP panels each; the
+                // barrier at the end is the only one per block. The compute loop below ends
+                // without one (nowait): a thread done early packs the next block into the other
+                // buffer, which no one reads any more (everyone passed this barrier, so finished
+                // the block before), and no one computes the next block, whose C tiles may still
+                // be in use, before everyone has finished this one and reached the next barrier.
                 #pragma omp for schedule(static)
                 for (int g = 0; g < npanels; g += PACK_GROUP) {
                     int i = i0 + g * MR;
                     pack_A(A + i * rs_a + p0 * cs_a, rs_a, cs_a, imin(PACK_GROUP * MR, M - i), kc,
-                           ws->a + (size_t)g * MR * kc);
+                           Ablock + (size_t)g * MR * kc);
                 }
                 // each work item: one column block (packed privately) x one part of the rows
-                #pragma omp for schedule(dynamic, 1)
+                #pragma omp for schedule(dynamic, 1) nowait
                 for (int w = 0; w < njb * mparts; w++) {
                     int jb = w / mparts, part = w % mparts;
                     int j0 = jb * nc, ncols = imin(nc, N - j0);
@@ -479,7 +487,7 @@ void matmul_gemm(int M, int N, int K, const float* A, long rs_a, long cs_a,
                     int q0 = part * npanels / mparts, q1 = (part + 1) * npanels / mparts;
                     for (int q = q0; q < q1; q++) {
                         int i = i0 + q * MR;
-                        compute_row_panel(kc, ws->a + (size_t)q * MR * kc, Bblock, ncols,
+                        compute_row_panel(kc, Ablock + (size_t)q * MR * kc, Bblock, ncols,
                                           C + (size_t)i * ldc + j0, ldc, init,
                                           bias ? bias + j0 : NULL, imin(MR, M - i));
                     }

@@ -2,8 +2,8 @@
 //
 // State layout: exactly the CPU trainer's optimizer_setup() (train_gpt2.c): for each tensor in order,
 // the optimizer's own layout() names its state tensors; tensors' states of the same name share one
-// buffer ("opt: exp_avg"), each tensor's part starting at a 64-byte aligned offset. So the buffers are
-// byte for byte what the CPU keeps, and checkpoints move between the trainers unchanged.
+// buffer ("opt: exp_avg"), packed back to back in tensor order. So the buffers are byte for byte what
+// the CPU keeps, and checkpoints move between the trainers unchanged.
 //
 // The step: the tensors are cut into chunks of at most OPT_CHUNK elements that never cross a tensor
 // boundary; a device table gives each chunk's tensor, and each tensor's parameter offset, state
@@ -94,7 +94,7 @@ static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, co
             CHECK(b == s); // states come in the same order for every tensor: state s lives in buffer s
             ht[i].state_off[s] = o->buf_bytes[b];
             size_t bytes = specs[s].count * dtype_size(specs[s].dtype);
-            o->buf_bytes[b] += (bytes + 63) & ~(size_t)63; // as the CPU: each tensor's state on a cache line
+            o->buf_bytes[b] += bytes; // packed back to back, exactly as the CPU's optimizer_setup()
         }
         nchunks += (int)((shapes[i].numel + OPT_CHUNK - 1) / OPT_CHUNK);
     }

@@ -41,6 +41,16 @@ ISA=avx2
 case " $FLAGS " in *" avx512f "*) ISA="avx512f" ;; esac
 DATE=$(date -u +"%Y-%m-%d %H:%M UTC")
 
+# Other busy processes steal cores from the OpenMP threads (which then wait for each other at
+# every barrier): say so, since the figures will be low.
+LOAD=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+if awk "BEGIN{exit !($LOAD > 0.5)}"; then
+    echo "warning: the machine is busy (load average $LOAD before starting); figures will be low and noisy"
+    BUSY=" (machine busy: load $LOAD at start)"
+else
+    BUSY=""
+fi
+
 echo "== fp32 FMA peak"
 PEAK_SECONDS=0.5
 [ $QUICK = 1 ] && PEAK_SECONDS=0.2
@@ -94,7 +104,7 @@ fi
 echo
 echo "== markdown (for the README)"
 echo
-echo "Machine: $MODEL, $CORES cores ($ISA), $DATE. Command: \`scripts/bench_cpu.sh\`."
+echo "Machine: $MODEL, $CORES cores ($ISA), $DATE$BUSY. Command: \`scripts/bench_cpu.sh\`."
 echo
 echo "fp32 FMA peak (\`build/bench/peak_flops\`, $PEAK_ISA): **$PEAK GFLOP/s** ($PEAK_CORE per core)."
 echo

@@ -41,7 +41,7 @@ echo "$opts" > "$out/opts.txt"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "activations at B=$B, T=$T; precision bf16 with fp32 master weights"
 } > "$out/meta.txt"
-while read -r key nominal spec _; do
+while read -r key _ spec _; do
     case $key in \#*|"") continue ;; esac
     for o in $opts; do
         $train -memory-only 1 -model "$spec" -b "$B" -t "$T" -opt "$o" > "$out/ledger/${key}__${o}.txt"

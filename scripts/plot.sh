@@ -25,6 +25,7 @@ case $mode in
 loss)
     opts=$(awk 'NR > 1 { print $1 }' "$d/plot/memory.dat")
     title=$(sed -n 's/^trainer: //p' "$d/meta.txt" 2>/dev/null | head -n1)
+    title=${title//_/\\\\_}   # enhanced text: a bare _ would make a subscript
     plots=""; i=1
     for o in $opts; do
         [ -s "$d/plot/$o.dat" ] || continue

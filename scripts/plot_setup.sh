@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # scripts/plot_setup.sh (sourced): makes sure gnuplot is there. The plots need Debian's gnuplot-nox
 # (gnuplot without X11; its pngcairo or png terminal writes the PNGs). Installed here when missing and
 # running as root; otherwise the message says what to run.

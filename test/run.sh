@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/run.sh: runs every C test binary (test/bin/test_*) and every shell test (test/sh/*.sh) from
+# test/run.sh: runs every C test (test/test_*.c, built into test/bin/) and every shell test (test/sh/*.sh) from
 # the repository root, counts their "PASS name" / "FAIL name: why" lines, and prints the total as
 # the last line: "N passed, N failed". A test program that crashes or exits non-zero without
 # reporting a FAIL line counts as one failure, so a crash can never pass silently.
@@ -29,8 +29,10 @@ run_one() {
     printf '%-28s %4d passed, %d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
 }
 
-for t in test/bin/test_*; do
-    [ -x "$t" ] || continue
+# the C tests (test/test_*.c); CUDA tests (test/*.cu) need a GPU and run from scripts/gpu_check.sh
+for src in test/test_*.c; do
+    t=test/bin/$(basename "$src" .c)
+    if [ ! -x "$t" ]; then echo "FAIL $(basename "$t"): not built (make test builds it)"; failed=$((failed + 1)); continue; fi
     run_one "$(basename "$t")" "$t"
 done
 for s in test/sh/*.sh; do

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# scripts/gpu_check.sh: everything that needs a GPU, in one call, for a machine with no network:
+#   1. build the CPU and CUDA trainers, the CPU tests and test/bin/test_gpt2cu (nvcc -arch=sm_90)
+#   2. run test_gpt2cu (model vs PyTorch vectors, optimizer kernels vs CPU, 20 steps GPU vs CPU, checkpoints)
+#   3. run the CPU tests (test/bin/test_* except test_gpt2cu, and test/sh/*.sh)
+#   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw)
+#   5. write a short markdown table to $OUT/gpu_check.md and print it last
+# Data: nothing is fetched. test_gpt2cu writes its own synthetic shard; the benchmark uses
+# data/gcide/*.bin if it was carried along, else a synthetic shard. CPU tests that need `make data`
+# output report FAIL here if it is missing (see their logs).
+#   OUT=./out/gpu_check bash scripts/gpu_check.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-./out/gpu_check}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+export OUT
+summary="$OUT/gpu_check.md"
+row() { echo "| $1 | $2 | $3 |" >> "$summary"; }
+{
+    echo "## gpu_check: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1), $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "| part | result | details |"
+    echo "|---|---|---|"
+} > "$summary"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+# 1. build
+start=$SECONDS
+cpu_tests=$(ls test/test_*.c | sed 's#^test/\(.*\)\.c$#test/bin/\1#')
+if make -j"$(nproc)" train_cpu train_gpu prepare_data $cpu_tests > "$OUT/build.log" 2>&1 &&
+   make test/bin/test_gpt2cu >> "$OUT/build.log" 2>&1; then
+    warn=$(grep -ci 'warning' "$OUT/build.log" || true)
+    row build ok "$((SECONDS - start)) s, $warn warning lines (build.log)"
+else
+    row build FAILED "see build.log: $(grep -m1 -i error "$OUT/build.log" | cut -c1-120)"
+    cat "$summary"; tail -n 30 "$OUT/build.log"; exit 1
+fi
+
+# 2. the GPU tests
+start=$SECONDS
+./test/bin/test_gpt2cu > "$OUT/test_gpt2cu.log" 2>&1
+rc=$?
+p=$(grep -c '^PASS ' "$OUT/test_gpt2cu.log"); f=$(grep -c '^FAIL ' "$OUT/test_gpt2cu.log")
+[ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+row test_gpt2cu "$p passed, $f failed" "exit $rc, $((SECONDS - start)) s (test_gpt2cu.log)"
+
+# 3. the CPU tests (the same counting as test/run.sh)
+start=$SECONDS
+cp=0; cf=0
+: > "$OUT/cpu_tests.log"
+for t in test/bin/test_*; do
+    [ -x "$t" ] || continue
+    [ "$(basename "$t")" = test_gpt2cu ] && continue
+    echo "## $t" >> "$OUT/cpu_tests.log"
+    "$t" > "$OUT/one.log" 2>&1; trc=$?
+    cat "$OUT/one.log" >> "$OUT/cpu_tests.log"
+    tp=$(grep -c '^PASS ' "$OUT/one.log"); tf=$(grep -c '^FAIL ' "$OUT/one.log")
+    [ $trc -ne 0 ] && [ "$tf" -eq 0 ] && tf=1
+    cp=$((cp + tp)); cf=$((cf + tf))
+done
+for s in test/sh/*.sh; do
+    [ -f "$s" ] || continue
+    echo "## $s" >> "$OUT/cpu_tests.log"
+    bash "$s" > "$OUT/one.log" 2>&1; trc=$?
+    cat "$OUT/one.log" >> "$OUT/cpu_tests.log"
+    tp=$(grep -c '^PASS ' "$OUT/one.log"); tf=$(grep -c '^FAIL ' "$OUT/one.log")
+    [ $trc -ne 0 ] && [ "$tf" -eq 0 ] && tf=1
+    cp=$((cp + tp)); cf=$((cf + tf))
+done
+rm -f "$OUT/one.log"
+row "CPU tests" "$cp passed, $cf failed" "$((SECONDS - start)) s (cpu_tests.log)"
+
+# 4. the benchmark
+start=$SECONDS
+if bash scripts/bench_gpu.sh > "$OUT/bench.log" 2>&1; then
+    best=$(grep '^| -r' "$OUT/bench_gpu.md" | awk -F'|' '{printf "%s: %s tok/s, %s MiB; ", $2, $3, $5}')
+    row bench "ok" "$best($((SECONDS - start)) s, bench_gpu.md)"
+else
+    row bench FAILED "see bench.log"
+fi
+
+echo >> "$summary"
+grep '^FAIL' "$OUT/test_gpt2cu.log" | head -20 | sed 's/^/    /' >> "$summary"
+echo >> "$summary"
+[ -f "$OUT/bench_gpu.md" ] && cat "$OUT/bench_gpu.md" >> "$summary"
+cat "$summary"
