@@ -2,7 +2,7 @@
 // (+ OpenMP), mixed precision with fp32 master weights, every optimizer behind `-opt NAME`.
 //
 // Map of this file:
-//   1. configuration and parameter layout (16 tensors, one allocation per group)
+//   1. configuration and parameter layout (common/model.c, shared with the CUDA trainer)
 //   2. layers: encoder, layernorm, matmul (common/matmul.c), attention, gelu, residual, softmax+CE
 //   3. the model: forward, backward, with per-layer fp32 views of bf16 weights
 //   4. optimizer plumbing: state layout through the ledger, the step, LOMO's fused backward, Sophia's GNB
@@ -36,6 +36,7 @@
 #include "common/logger.h"
 #include "common/checkpoint.h"
 #include "common/cli.h"
+#include "common/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
@@ -43,65 +44,9 @@
 // ------------------------------------------------------------------------------------------------
 // 1. configuration and parameter layout
 
-#define NUM_PARAM_TENSORS 16
-// Index of each tensor in the flat parameter buffer, in storage order.
-enum { P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B,
-       P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB };
-static const char* PARAM_NAMES[NUM_PARAM_TENSORS] = {
-    "wte", "wpe", "ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
-    "ln2.w", "ln2.b", "mlp.fc.w", "mlp.fc.b", "mlp.proj.w", "mlp.proj.b", "lnf.w", "lnf.b" };
-
-// Element counts of the 16 tensors.
-static void param_sizes(const GPT2Config* cfg, size_t sizes[NUM_PARAM_TENSORS]) {
-    size_t Vp = cfg->padded_vocab_size, C = cfg->channels, L = cfg->num_layers, maxT = cfg->max_seq_len;
-    sizes[P_WTE] = Vp * C;            // (Vp, C)
-    sizes[P_WPE] = maxT * C;          // (maxT, C)
-    sizes[P_LN1W] = L * C;            // (L, C)
-    sizes[P_LN1B] = L * C;            // (L, C)
-    sizes[P_QKVW] = L * 3 * C * C;    // (L, 3*C, C)
-    sizes[P_QKVB] = L * 3 * C;        // (L, 3*C)
-    sizes[P_ATTPROJW] = L * C * C;    // (L, C, C)
-    sizes[P_ATTPROJB] = L * C;        // (L, C)
-    sizes[P_LN2W] = L * C;            // (L, C)
-    sizes[P_LN2B] = L * C;            // (L, C)
-    sizes[P_FCW] = L * 4 * C * C;     // (L, 4*C, C)
-    sizes[P_FCB] = L * 4 * C;         // (L, 4*C)
-    sizes[P_FCPROJW] = L * C * 4 * C; // (L, C, 4*C)
-    sizes[P_FCPROJB] = L * C;         // (L, C)
-    sizes[P_LNFW] = C;                // (C)
-    sizes[P_LNFB] = C;                // (C)
-}
-
-
-// Shape (rows, cols) of one layer's slice of tensor k (vectors: rows 1).
-static void param_shape(const GPT2Config* cfg, int k, size_t* rows, size_t* cols) {
-    size_t C = cfg->channels;
-    switch (k) {
-        case P_WTE: *rows = cfg->padded_vocab_size; *cols = C; break;
-        case P_WPE: *rows = cfg->max_seq_len; *cols = C; break;
-        case P_QKVW: *rows = 3 * C; *cols = C; break;
-        case P_ATTPROJW: *rows = C; *cols = C; break;
-        case P_FCW: *rows = 4 * C; *cols = C; break;
-        case P_FCPROJW: *rows = C; *cols = 4 * C; break;
-        case P_QKVB: *rows = 1; *cols = 3 * C; break;
-        case P_FCB: *rows = 1; *cols = 4 * C; break;
-        default: *rows = 1; *cols = C; break; // layernorm weights/biases and the other biases
-    }
-}
-
-// One optimizer-visible tensor: a layer's slice of one of the 16 tensors. Units group the tensors
-// that become ready together in backward: unit 0 = wte, wpe, lnf (embedding and head), unit 1+l = block l.
-typedef struct {
-    ParamShape shape;
-    char name[32];
-    int kind;              // which of the 16 tensors
-    int layer;             // block index, -1 for unit 0 tensors
-    int unit;              // 0 or 1 + layer
-    size_t offset;         // element offset into the flat parameter buffers
-    size_t scratch_offset; // element offset inside its unit's fp32 scratch
-    void* state[OPT_MAX_STATES];
-    int nstate;
-} OptParam;
+// The 16 parameter tensors (P_WTE ... P_LNFB), their sizes and shapes, the optimizer's 2 + 12L + 2
+// tensor view, the GPT-2 initialisation and the optimizer state layout are common/model.c, shared with
+// the CUDA trainer so that checkpoints move between the two.
 
 // ------------------------------------------------------------------------------------------------
 // 2. layers (fp32). Shapes: B batch, T time, C channels, NH heads, V vocabulary.
@@ -370,18 +315,12 @@ typedef struct {
 typedef struct {
     GPT2Config config;
     int precision;            // PRECISION_BF16 or PRECISION_FP32
-    size_t param_sizes[NUM_PARAM_TENSORS];
-    size_t param_offsets[NUM_PARAM_TENSORS];
-    size_t num_params;
+    ModelLayout layout;       // sizes, offsets, the optimizer's tensors and the unit scratch sizes
     // the flat parameter buffers
     bf16* params_bf16;        // (num_params) bf16 working copy (bf16 mode)
     float* params_f32;        // (num_params) fp32 parameters (fp32 mode) or the master (bf16 mode)
     bf16* grads_bf16;         // (num_params) bf16 gradients (bf16 mode, not with fused-backward optimizers)
     float* grads_f32;         // (num_params) fp32 gradients (fp32 mode, not with fused-backward optimizers)
-    // the optimizer's view: 2 + 12L + 2 tensors
-    OptParam* tensors;
-    int num_tensors;
-    size_t unit_size[2];      // elements of unit 0 and of one block
     // fp32 scratch for one unit of weights and grads (only where needed, see header comment)
     float* wscratch_embed;    // (unit 0) fp32 copy of wte, wpe, lnf (bf16 mode)
     float* wscratch_block;    // (one block) fp32 copy of the current block's weights (bf16 mode)
@@ -398,63 +337,15 @@ typedef struct {
     float mean_loss;
 } GPT2;
 
-static size_t align64(size_t n) { return (n + 15) & ~(size_t)15; } // in floats: 64 bytes
-
-// Builds the optimizer-visible tensor list and the unit scratch offsets.
-static void build_tensor_list(GPT2* m) {
-    const GPT2Config* cfg = &m->config;
-    int L = cfg->num_layers;
-    m->num_tensors = 4 + 12 * L;
-    m->tensors = (OptParam*)xcalloc((size_t)m->num_tensors, sizeof(OptParam));
-    int n = 0;
-    size_t so0 = 0, so_block = 0;
-    // unit 0 first (embedding and final layernorm), then the blocks in order: backward finishes
-    // units in the order blocks L-1..0, then unit 0.
-    const int unit0[4] = { P_WTE, P_WPE, P_LNFW, P_LNFB };
-    for (int i = 0; i < 4; i++) {
-        OptParam* p = &m->tensors[n++];
-        int k = unit0[i];
-        p->kind = k; p->layer = -1; p->unit = 0;
-        p->offset = m->param_offsets[k];
-        p->scratch_offset = so0;
-        param_shape(cfg, k, &p->shape.rows, &p->shape.cols);
-        so0 += align64(p->shape.rows * p->shape.cols);
-        snprintf(p->name, sizeof(p->name), "%s", PARAM_NAMES[k]);
-    }
-    for (int l = 0; l < L; l++) {
-        size_t so = 0;
-        for (int k = P_LN1W; k <= P_FCPROJB; k++) {
-            OptParam* p = &m->tensors[n++];
-            p->kind = k; p->layer = l; p->unit = 1 + l;
-            param_shape(cfg, k, &p->shape.rows, &p->shape.cols);
-            size_t per_layer = m->param_sizes[k] / L;
-            p->offset = m->param_offsets[k] + (size_t)l * per_layer;
-            p->scratch_offset = so;
-            so += align64(per_layer);
-            snprintf(p->name, sizeof(p->name), "h%d.%s", l, PARAM_NAMES[k]);
-        }
-        so_block = so;
-    }
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
-        p->shape.name = p->name;
-        p->shape.numel = p->shape.rows * p->shape.cols;
-        p->shape.ndim = p->shape.rows > 1 ? 2 : 1;
-        p->shape.decay = p->shape.ndim == 2; // weight decay on 2-D tensors only (GPT-2 practice)
-    }
-    m->unit_size[0] = so0;
-    m->unit_size[1] = so_block;
-}
-
 // fp32 pointer to tensor p's values inside a unit: either the fp32 parameters themselves or the scratch.
-static float* unit_ptr(float* flat, float* scratch, const OptParam* p) {
+static float* unit_ptr(float* flat, float* scratch, const ModelTensor* p) {
     return scratch ? scratch + p->scratch_offset : flat + p->offset;
 }
 
 // Views of block l's weights. In bf16 mode the block's bf16 weights are first widened into the scratch.
 static BlockTensors block_weights(GPT2* m, int l) {
     float* scratch = m->precision == PRECISION_BF16 ? m->wscratch_block : NULL;
-    OptParam* ps = &m->tensors[4 + 12 * l];
+    ModelTensor* ps = &m->layout.tensors[4 + 12 * l];
     if (scratch) {
         for (int i = 0; i < 12; i++) {
             const bf16* src = m->params_bf16 + ps[i].offset;
@@ -472,7 +363,7 @@ static BlockTensors block_weights(GPT2* m, int l) {
 
 static EmbedTensors embed_weights(GPT2* m) {
     float* scratch = m->precision == PRECISION_BF16 ? m->wscratch_embed : NULL;
-    OptParam* ps = &m->tensors[0];
+    ModelTensor* ps = &m->layout.tensors[0];
     if (scratch) {
         for (int i = 0; i < 4; i++) {
             const bf16* src = m->params_bf16 + ps[i].offset;
@@ -490,9 +381,9 @@ static EmbedTensors embed_weights(GPT2* m) {
 // Gradient views: into the fp32 gradient buffer directly (fp32 mode), else into the unit scratch,
 // which is zeroed here and flushed by flush_unit_grads() once the unit's backward is done.
 static BlockTensors block_grads(GPT2* m, int l) {
-    OptParam* ps = &m->tensors[4 + 12 * l];
+    ModelTensor* ps = &m->layout.tensors[4 + 12 * l];
     float* scratch = m->grads_f32 ? NULL : m->gscratch_block;
-    if (scratch) memset(scratch, 0, m->unit_size[1] * sizeof(float));
+    if (scratch) memset(scratch, 0, m->layout.unit_size[1] * sizeof(float));
     float* v[12];
     for (int i = 0; i < 12; i++) v[i] = unit_ptr(m->grads_f32, scratch, &ps[i]);
     BlockTensors g = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11] };
@@ -500,9 +391,9 @@ static BlockTensors block_grads(GPT2* m, int l) {
 }
 
 static EmbedTensors embed_grads(GPT2* m) {
-    OptParam* ps = &m->tensors[0];
+    ModelTensor* ps = &m->layout.tensors[0];
     float* scratch = m->grads_f32 ? NULL : m->gscratch_embed;
-    if (scratch) memset(scratch, 0, m->unit_size[0] * sizeof(float));
+    if (scratch) memset(scratch, 0, m->layout.unit_size[0] * sizeof(float));
     EmbedTensors e = { unit_ptr(m->grads_f32, scratch, &ps[0]), unit_ptr(m->grads_f32, scratch, &ps[1]),
                        unit_ptr(m->grads_f32, scratch, &ps[2]), unit_ptr(m->grads_f32, scratch, &ps[3]) };
     return e;
@@ -679,12 +570,8 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int
     m->precision = precision;
     m->B = B;
     m->T = T;
-    param_sizes(cfg, m->param_sizes);
-    size_t off = 0;
-    for (int k = 0; k < NUM_PARAM_TENSORS; k++) { m->param_offsets[k] = off; off += m->param_sizes[k]; }
-    m->num_params = off;
-    build_tensor_list(m);
-    size_t P = m->num_params;
+    model_layout_build(&m->layout, cfg);
+    size_t P = m->layout.num_params;
     int bf = precision == PRECISION_BF16;
     if (bf) {
         m->params_bf16 = (bf16*)ledger_alloc(led, MEM_PARAMS, "params (bf16)", P * sizeof(bf16));
@@ -695,20 +582,20 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int
     if (fused) {
         // LOMO family: gradients exist for one unit at a time. The tied embedding's gradient collects
         // from the LM head (first in backward) and the encoder (last), so unit 0 lives throughout.
-        m->gscratch_embed = (float*)ledger_alloc(led, MEM_GRADS, "grads: embedding unit (fp32)", m->unit_size[0] * sizeof(float));
-        m->gscratch_block = (float*)ledger_alloc(led, MEM_GRADS, "grads: one block (fp32)", m->unit_size[1] * sizeof(float));
+        m->gscratch_embed = (float*)ledger_alloc(led, MEM_GRADS, "grads: embedding unit (fp32)", m->layout.unit_size[0] * sizeof(float));
+        m->gscratch_block = (float*)ledger_alloc(led, MEM_GRADS, "grads: one block (fp32)", m->layout.unit_size[1] * sizeof(float));
     } else if (bf) {
         m->grads_bf16 = (bf16*)ledger_alloc(led, MEM_GRADS, "grads (bf16)", P * sizeof(bf16));
         // fp32 gradients of the unit in backward, added into the bf16 grads when the unit is done;
         // the optimizer step reuses the embedding scratch to widen one tensor's bf16 gradient.
-        m->gscratch_embed = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 grads of unit 0", m->unit_size[0] * sizeof(float));
-        m->gscratch_block = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 grads of one block", m->unit_size[1] * sizeof(float));
+        m->gscratch_embed = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 grads of unit 0", m->layout.unit_size[0] * sizeof(float));
+        m->gscratch_block = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 grads of one block", m->layout.unit_size[1] * sizeof(float));
     } else {
         m->grads_f32 = (float*)ledger_alloc(led, MEM_GRADS, "grads (fp32)", P * sizeof(float));
     }
     if (bf) {
-        m->wscratch_embed = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 weights of unit 0", m->unit_size[0] * sizeof(float));
-        m->wscratch_block = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 weights of one block", m->unit_size[1] * sizeof(float));
+        m->wscratch_embed = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 weights of unit 0", m->layout.unit_size[0] * sizeof(float));
+        m->wscratch_block = (float*)ledger_alloc(led, MEM_WORKSPACE, "fp32 weights of one block", m->layout.unit_size[1] * sizeof(float));
     }
     m->act_memory = (float*)ledger_alloc(led, MEM_ACTIVATIONS, "activations (fp32)", activation_floats(cfg, B, T) * sizeof(float));
     m->bw_memory = (float*)ledger_alloc(led, MEM_ACTIVATIONS, "backward scratch (fp32)", backward_floats(cfg, B, T) * sizeof(float));
@@ -716,108 +603,58 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int
     m->targets = m->inputs ? m->inputs + (size_t)B * T : NULL;
 }
 
-// GPT-2 initialisation: weights ~ N(0, 0.02), the two residual projections scaled by 1/sqrt(2L),
-// biases 0, layernorm gains 1. Padded vocabulary rows stay 0. Deterministic in the seed: tensors are
-// drawn in storage order.
+// GPT-2 initialisation (common/model.c, the same draws as the CUDA trainer) into the fp32 parameters,
+// then the bf16 working copy rounded to nearest.
 static void gpt2_init(GPT2* m, uint64_t seed) {
-    const GPT2Config* cfg = &m->config;
-    Rng rng;
-    rng_seed(&rng, seed);
     float* w = m->params_f32;
-    float resid_std = 0.02f / sqrtf(2.0f * cfg->num_layers);
-    for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
-        float* p = w + m->param_offsets[k];
-        size_t n = m->param_sizes[k];
-        if (k == P_WTE) n = (size_t)cfg->vocab_size * cfg->channels;
-        if (k == P_LN1W || k == P_LN2W || k == P_LNFW) { for (size_t i = 0; i < n; i++) p[i] = 1.0f; continue; }
-        if (k == P_WTE || k == P_WPE || k == P_QKVW || k == P_FCW) { for (size_t i = 0; i < n; i++) p[i] = 0.02f * rng_normal(&rng); continue; }
-        if (k == P_ATTPROJW || k == P_FCPROJW) { for (size_t i = 0; i < n; i++) p[i] = resid_std * rng_normal(&rng); continue; }
-        // biases: zero (already zeroed by the ledger)
-    }
-    if (m->params_bf16) for (size_t i = 0; i < m->num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
+    model_init_weights(&m->layout, w, seed);
+    if (m->params_bf16) for (size_t i = 0; i < m->layout.num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
 }
 
 // ------------------------------------------------------------------------------------------------
 // 4. optimizer plumbing
 
-#define MAX_STATE_BUFFERS 16
 typedef struct {
     const Optimizer* opt;
     OptHyper hyper;
-    int nbuf;
-    char buf_label[MAX_STATE_BUFFERS][48]; // "opt: exp_avg"
-    const char* buf_name[MAX_STATE_BUFFERS];
-    size_t buf_bytes[MAX_STATE_BUFFERS];
-    void* buf[MAX_STATE_BUFFERS];
-    size_t state_bytes;       // total optimizer state bytes
+    StateLayout layout;       // buffer names and bytes, each tensor's (buffer, offset) pairs: common/model.c
+    void* buf[MAX_STATE_BUFFERS]; // the state buffers (NULL under a dry ledger)
     int stochastic_rounding;  // -sr 1: stochastic rounding of the bf16 copy
     uint64_t seed;
     long nonfinite;           // non-finite gradient elements reported by the optimizer
 } OptRun;
 
-// State layout for every tensor, one ledger allocation per state name, pointers handed out per tensor.
+// State layout for every tensor (shared with the CUDA trainer), one ledger allocation per state name.
 static void optimizer_setup(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
     memset(o, 0, sizeof(*o));
     o->opt = opt;
     o->hyper = *h;
-    size_t offsets[OPT_MAX_STATES];
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
-        StateSpec specs[OPT_MAX_STATES];
-        p->nstate = opt->layout(h, &p->shape, specs);
-        CHECK(p->nstate >= 0 && p->nstate <= OPT_MAX_STATES);
-        for (int s = 0; s < p->nstate; s++) {
-            int b = 0;
-            while (b < o->nbuf && strcmp(o->buf_name[b], specs[s].name) != 0) b++;
-            if (b == o->nbuf) {
-                CHECK(o->nbuf < MAX_STATE_BUFFERS);
-                o->buf_name[b] = specs[s].name;
-                snprintf(o->buf_label[b], sizeof(o->buf_label[b]), "opt: %s", specs[s].name);
-                o->nbuf++;
-            }
-            offsets[s] = o->buf_bytes[b];
-            size_t bytes = specs[s].count * dtype_size(specs[s].dtype);
-            // packed back to back (no padding), so the ledger's state bytes are exactly the layout's formula;
-            // each buffer holds one dtype, so every element stays aligned to its size
-            o->buf_bytes[b] += bytes;
-            // remember (buffer, offset) in the pointer until the buffers exist
-            p->state[s] = (void*)(((uintptr_t)b << 56) | offsets[s]);
-        }
-    }
-    for (int b = 0; b < o->nbuf; b++) {
-        o->buf[b] = ledger_alloc(led, MEM_OPT_STATE, o->buf_label[b], o->buf_bytes[b]);
-        o->state_bytes += o->buf_bytes[b];
-    }
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
-        for (int s = 0; s < p->nstate; s++) {
-            uintptr_t v = (uintptr_t)p->state[s];
-            int b = (int)(v >> 56);
-            size_t off = v & (((uintptr_t)1 << 56) - 1);
-            p->state[s] = o->buf[b] ? (char*)o->buf[b] + off : NULL;
-        }
-    }
+    state_layout_for_model(&o->layout, &m->layout, opt, h);
+    for (int b = 0; b < o->layout.nbuf; b++)
+        o->buf[b] = ledger_alloc(led, MEM_OPT_STATE, o->layout.buf_label[b], o->layout.buf_bytes[b]);
 }
 
-// Exact optimizer-state bytes as the layouts give them (no alignment padding): what the README tables.
-static size_t optimizer_layout_bytes(const GPT2* m, const Optimizer* opt, const OptHyper* h) {
-    size_t s = 0;
-    for (int i = 0; i < m->num_tensors; i++) s += optim_state_bytes(opt, h, &m->tensors[i].shape);
-    return s;
+// Host pointers to tensor i's state tensors, in the optimizer's layout order.
+static void tensor_states(const OptRun* o, int i, void* state[OPT_MAX_STATES]) {
+    const TensorStates* ts = &o->layout.tensors[i];
+    for (int s = 0; s < ts->nstate; s++) {
+        char* buf = (char*)o->buf[ts->buf[s]];
+        state[s] = buf ? buf + ts->offset[s] : NULL;
+    }
 }
 
 static void optimizer_init_state(OptRun* o, GPT2* m) {
     if (!o->opt->init) return;
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
+    for (int i = 0; i < m->layout.num_tensors; i++) {
+        ModelTensor* p = &m->layout.tensors[i];
         OptTensor ot = { &p->shape, m->params_f32 + p->offset, NULL, {0} };
-        for (int s = 0; s < p->nstate; s++) ot.state[s] = p->state[s];
+        tensor_states(o, i, ot.state);
         o->opt->init(&o->hyper, &ot);
     }
 }
 
 // Hyperparameters for one tensor: weight decay only where the tensor takes it.
-static OptHyper tensor_hyper(const OptRun* o, const OptParam* p) {
+static OptHyper tensor_hyper(const OptRun* o, const ModelTensor* p) {
     OptHyper h = o->hyper;
     if (!p->shape.decay) h.weight_decay = 0.0f;
     return h;
@@ -832,7 +669,7 @@ static uint64_t mix64(uint64_t z) {
 // bf16 mode: after the optimizer wrote the fp32 master of tensor p, refresh its bf16 working copy.
 // Stochastic rounding draws its bits from a hash of (seed, step, element), so a resumed run rounds
 // exactly as the uninterrupted one did.
-static void write_bf16_copy(GPT2* m, const OptRun* o, const OptParam* p, int step) {
+static void write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step) {
     if (!m->params_bf16) return;
     const float* src = m->params_f32 + p->offset;
     bf16* dst = m->params_bf16 + p->offset;
@@ -847,11 +684,12 @@ static void write_bf16_copy(GPT2* m, const OptRun* o, const OptParam* p, int ste
     }
 }
 
-// Runs the optimizer on tensor p with an fp32 gradient (already scaled by the clip factor).
-static void optimizer_apply(GPT2* m, OptRun* o, OptParam* p, const float* grad, int step, float lr_scale) {
+// Runs the optimizer on tensor i with an fp32 gradient (already scaled by the clip factor).
+static void optimizer_apply(GPT2* m, OptRun* o, int i, const float* grad, int step, float lr_scale) {
+    const ModelTensor* p = &m->layout.tensors[i];
     OptHyper h = tensor_hyper(o, p);
     OptTensor ot = { &p->shape, m->params_f32 + p->offset, grad, {0} };
-    for (int s = 0; s < p->nstate; s++) ot.state[s] = p->state[s];
+    tensor_states(o, i, ot.state);
     OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0 };
     o->opt->step(&h, &ot, &st);
     o->nonfinite += st.nonfinite;
@@ -860,7 +698,7 @@ static void optimizer_apply(GPT2* m, OptRun* o, OptParam* p, const float* grad, 
 
 // fp32 gradient of tensor p times `scale`: a pointer into the fp32 grads (scaled in place), or the bf16
 // grads widened into the scratch.
-static const float* tensor_grad_f32(GPT2* m, const OptParam* p, float scale) {
+static const float* tensor_grad_f32(GPT2* m, const ModelTensor* p, float scale) {
     size_t n = p->shape.numel;
     if (m->grads_f32) {
         float* g = m->grads_f32 + p->offset;
@@ -876,21 +714,21 @@ static const float* tensor_grad_f32(GPT2* m, const OptParam* p, float scale) {
 
 // One optimizer step over every tensor (the non-fused optimizers).
 static void optimizer_step(GPT2* m, OptRun* o, int step, float lr_scale, float clip_scale) {
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
-        optimizer_apply(m, o, p, tensor_grad_f32(m, p, clip_scale), step, lr_scale);
+    for (int i = 0; i < m->layout.num_tensors; i++) {
+        ModelTensor* p = &m->layout.tensors[i];
+        optimizer_apply(m, o, i, tensor_grad_f32(m, p, clip_scale), step, lr_scale);
     }
 }
 
 static void zero_grads(GPT2* m) {
-    if (m->grads_bf16) memset(m->grads_bf16, 0, m->num_params * sizeof(bf16));
-    if (m->grads_f32) memset(m->grads_f32, 0, m->num_params * sizeof(float));
+    if (m->grads_bf16) memset(m->grads_bf16, 0, m->layout.num_params * sizeof(bf16));
+    if (m->grads_f32) memset(m->grads_f32, 0, m->layout.num_params * sizeof(float));
 }
 
 // Sum of squares of the whole model's gradient (double accumulation, fixed order).
 static double grad_sumsq(const GPT2* m) {
     double s = 0.0;
-    size_t n = m->num_params;
+    size_t n = m->layout.num_params;
     if (m->grads_f32) {
         #pragma omp parallel for reduction(+:s) schedule(static)
         for (size_t i = 0; i < n; i++) s += (double)m->grads_f32[i] * m->grads_f32[i];
@@ -903,8 +741,8 @@ static double grad_sumsq(const GPT2* m) {
 
 static double unit_grad_sumsq(GPT2* m, int unit) {
     double s = 0.0;
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
+    for (int i = 0; i < m->layout.num_tensors; i++) {
+        ModelTensor* p = &m->layout.tensors[i];
         if (p->unit != unit) continue;
         const float* g = unit_ptr(m->grads_f32, unit == 0 ? m->gscratch_embed : m->gscratch_block, p);
         for (size_t j = 0; j < p->shape.numel; j++) s += (double)g[j] * g[j];
@@ -916,8 +754,8 @@ static double unit_grad_sumsq(GPT2* m, int unit) {
 static void accumulate_unit_bf16(GPT2* m, int unit, void* ctx) {
     if (!m->grads_bf16) return; // fp32 mode: backward wrote into the fp32 grads directly
     float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
+    for (int i = 0; i < m->layout.num_tensors; i++) {
+        ModelTensor* p = &m->layout.tensors[i];
         if (p->unit != unit) continue;
         const float* g = scratch + p->scratch_offset;
         bf16* dst = m->grads_bf16 + p->offset;
@@ -945,36 +783,26 @@ static void fused_unit_done(GPT2* m, int unit, void* vctx) {
     if (c->norm_only) return;
     if (!isfinite(s)) { c->nonfinite_units++; return; }
     float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
+    for (int i = 0; i < m->layout.num_tensors; i++) {
+        ModelTensor* p = &m->layout.tensors[i];
         if (p->unit != unit) continue;
         float* g = scratch + p->scratch_offset;
         if (c->clip_scale != 1.0f) for (size_t j = 0; j < p->shape.numel; j++) g[j] *= c->clip_scale;
-        optimizer_apply(m, c->o, p, g, c->step, c->lr_scale);
+        optimizer_apply(m, c->o, i, g, c->step, c->lr_scale);
     }
 }
 
 // ------------------------------------------------------------------------------------------------
 // 5. checkpoints, evaluation, sampling
 
-// The checkpoint's blobs: fp32 weights, the bf16 copy (bf16 mode), every optimizer state buffer.
+// The checkpoint's blobs (names and order: common/model.c): fp32 weights, the bf16 copy (bf16 mode),
+// every optimizer state buffer.
 static int checkpoint_blobs(GPT2* m, OptRun* o, CkptBlob* blobs) {
-    int n = 0;
-    blobs[n++] = (CkptBlob){ "weights fp32", m->params_f32, m->num_params * sizeof(float) };
-    if (m->params_bf16) blobs[n++] = (CkptBlob){ "weights bf16", m->params_bf16, m->num_params * sizeof(bf16) };
-    for (int b = 0; b < o->nbuf; b++) blobs[n++] = (CkptBlob){ o->buf_label[b], o->buf[b], o->buf_bytes[b] };
-    CHECK(n <= CKPT_MAX_BLOBS);
-    return n;
+    return model_checkpoint_blobs(blobs, &m->layout, &o->layout, m->precision, m->params_f32, m->params_bf16, o->buf);
 }
 
 static void checkpoint_header(const GPT2* m, const OptRun* o, CkptHeader* h) {
-    memset(h, 0, sizeof(*h));
-    const GPT2Config* c = &m->config;
-    h->num_layers = c->num_layers; h->channels = c->channels; h->num_heads = c->num_heads;
-    h->vocab_size = c->vocab_size; h->padded_vocab_size = c->padded_vocab_size; h->max_seq_len = c->max_seq_len;
-    h->precision = m->precision;
-    snprintf(h->optimizer, sizeof(h->optimizer), "%s", o->opt->name);
-    h->num_params = m->num_params;
+    model_checkpoint_header(h, &m->layout, m->precision, o->opt->name);
 }
 
 // Mean loss over `batches` batches of the val loader, from its start (so every eval sees the same text).
@@ -987,13 +815,6 @@ static float evaluate(GPT2* m, DataLoader* val, int batches, int B, int T) {
         sum += m->mean_loss;
     }
     return (float)(sum / batches);
-}
-
-// Index drawn from probabilities p (n), with u uniform in [0, 1).
-static int sample_index(const float* p, int n, float u) {
-    float c = 0.0f;
-    for (int i = 0; i < n; i++) { c += p[i]; if (u < c) return i; }
-    return n - 1;
 }
 
 // Generates `len` tokens after <|endoftext|> and prints them (decoded if a tokenizer is loaded).
@@ -1038,10 +859,10 @@ static void list_optimizers(void) {
     printf("%-17s %-12s %s\n", "name", "B/param(d12)", "description [paper]");
     for (int i = 0; i < NUM_OPTIMIZERS; i++) {
         const Optimizer* o = OPTIMIZERS[i];
-        double bpp = (double)optimizer_layout_bytes(&m, o, &o->defaults) / m.num_params;
+        double bpp = (double)optimizer_layout_bytes(&m.layout, o, &o->defaults) / m.layout.num_params;
         printf("%-17s %-12.4f %s [%s]\n", o->name, bpp, o->description, o->paper);
     }
-    free(m.tensors);
+    model_layout_free(&m.layout);
 }
 
 // Sophia's Gauss-Newton-Bartlett estimate: on fresh batches, labels are sampled from the model's own
@@ -1063,25 +884,13 @@ static void sophia_gnb_update(GPT2* m, OptRun* o, DataLoader* train, int accum, 
     double norm = sqrt(grad_sumsq(m));
     if (!isfinite(norm)) return; // a non-finite estimate is dropped, never folded into h
     float scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
-    for (int i = 0; i < m->num_tensors; i++) {
-        OptParam* p = &m->tensors[i];
+    for (int i = 0; i < m->layout.num_tensors; i++) {
+        ModelTensor* p = &m->layout.tensors[i];
         OptTensor ot = { &p->shape, m->params_f32 + p->offset, tensor_grad_f32(m, p, scale), {0} };
-        for (int s = 0; s < p->nstate; s++) ot.state[s] = p->state[s];
+        tensor_states(o, i, ot.state);
         OptHyper h = tensor_hyper(o, p);
         o->opt->hessian(&h, &ot);
     }
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what) {
-    char err[1024];
-    if (dataloader_open(dl, path, B, T, V, err, sizeof(err)) != 0)
-        user_error("%s data: %s", what, err);
 }
 
 #ifndef TESTING
@@ -1122,18 +931,19 @@ int main(int argc, char** argv) {
     optimizer_setup(&orun, &model, opt, &hyper, &led);
     orun.stochastic_rounding = a.sr;
     orun.seed = a.seed;
-    size_t state_bytes = optimizer_layout_bytes(&model, opt, &hyper);
+    size_t state_bytes = optimizer_layout_bytes(&model.layout, opt, &hyper);
     printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", a.model, cfg.num_layers,
-           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.num_params, model.num_params / 1e6);
+           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.layout.num_params, model.layout.num_params / 1e6);
     printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s\n", opt->name, hyper.lr, state_bytes,
-           (double)state_bytes / model.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32",
+           (double)state_bytes / model.layout.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32",
            a.sr ? ", stochastic rounding" : "");
     if (a.memory_only) {
         printf("memory ledger for B=%d T=%d (nothing allocated):\n", a.B, a.T);
-        ledger_print(&led, stdout, model.num_params);
+        ledger_print(&led, stdout, model.layout.num_params);
         printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", opt->name,
-               model.num_params, state_bytes, (double)state_bytes / model.num_params, led.current / 1048576.0);
-        free(model.tensors);
+               model.layout.num_params, state_bytes, (double)state_bytes / model.layout.num_params, led.current / 1048576.0);
+        state_layout_free(&orun.layout);
+        model_layout_free(&model.layout);
         return 0;
     }
 
@@ -1202,7 +1012,7 @@ int main(int argc, char** argv) {
     printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a.B, a.T,
            a.total_batch, accum, accum > 1 ? "s" : "", a.steps, a.warmup, a.final_lr_frac, a.grad_clip);
     printf("memory ledger:\n");
-    ledger_print(&led, stdout, model.num_params);
+    ledger_print(&led, stdout, model.layout.num_params);
     fflush(stdout);
 
     // ---- train
@@ -1326,17 +1136,18 @@ int main(int argc, char** argv) {
     if (orun.nonfinite) printf("note: the optimizer saw %ld non-finite gradient elements\n", orun.nonfinite);
     printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
            "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt->name, a.steps, train_loss, last_val, tps,
-           led.peak / 1048576.0, state_bytes, (double)state_bytes / model.num_params, model.num_params, skipped_total, rss / 1048576.0);
+           led.peak / 1048576.0, state_bytes, (double)state_bytes / model.layout.num_params, model.layout.num_params, skipped_total, rss / 1048576.0);
     logger_write(&lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
                  "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f}",
                  opt->name, a.steps, train_loss, last_val, tps, led.peak / 1048576.0, state_bytes,
-                 (double)state_bytes / model.num_params, model.num_params, skipped_total, rss / 1048576.0);
+                 (double)state_bytes / model.layout.num_params, model.layout.num_params, skipped_total, rss / 1048576.0);
     logger_close(&lg);
     dataloader_free(&train_loader);
     dataloader_free(&val_loader);
     if (tok) tokenizer_free(tok);
     ledger_free_all(&led);
-    free(model.tensors);
+    state_layout_free(&orun.layout);
+    model_layout_free(&model.layout);
     return 0;
 }
 #endif

@@ -33,6 +33,7 @@
 #include "common/logger.h"
 #include "common/checkpoint.h"
 #include "common/cli.h"
+#include "common/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
@@ -46,58 +47,11 @@
 #include "cuda/optimizer.cuh"
 
 // ------------------------------------------------------------------------------------------------
-// 1. configuration and parameter layout (identical to train_gpt2.c)
+// 1. configuration and parameter layout (common/model.c, shared with train_gpt2.c)
 
-#define NUM_PARAM_TENSORS 16
-enum { P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B,
-       P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB };
-static const char* PARAM_NAMES[NUM_PARAM_TENSORS] = {
-    "wte", "wpe", "ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
-    "ln2.w", "ln2.b", "mlp.fc.w", "mlp.fc.b", "mlp.proj.w", "mlp.proj.b", "lnf.w", "lnf.b" };
-
-static void param_sizes(const GPT2Config* cfg, size_t sizes[NUM_PARAM_TENSORS]) {
-    size_t Vp = cfg->padded_vocab_size, C = cfg->channels, L = cfg->num_layers, maxT = cfg->max_seq_len;
-    sizes[P_WTE] = Vp * C;            // (Vp, C)
-    sizes[P_WPE] = maxT * C;          // (maxT, C)
-    sizes[P_LN1W] = L * C;            // (L, C)
-    sizes[P_LN1B] = L * C;            // (L, C)
-    sizes[P_QKVW] = L * 3 * C * C;    // (L, 3*C, C)
-    sizes[P_QKVB] = L * 3 * C;        // (L, 3*C)
-    sizes[P_ATTPROJW] = L * C * C;    // (L, C, C)
-    sizes[P_ATTPROJB] = L * C;        // (L, C)
-    sizes[P_LN2W] = L * C;            // (L, C)
-    sizes[P_LN2B] = L * C;            // (L, C)
-    sizes[P_FCW] = L * 4 * C * C;     // (L, 4*C, C)
-    sizes[P_FCB] = L * 4 * C;         // (L, 4*C)
-    sizes[P_FCPROJW] = L * C * 4 * C; // (L, C, 4*C)
-    sizes[P_FCPROJB] = L * C;         // (L, C)
-    sizes[P_LNFW] = C;                // (C)
-    sizes[P_LNFB] = C;                // (C)
-}
-
-static void param_shape(const GPT2Config* cfg, int k, size_t* rows, size_t* cols) {
-    size_t C = cfg->channels;
-    switch (k) {
-        case P_WTE: *rows = cfg->padded_vocab_size; *cols = C; break;
-        case P_WPE: *rows = cfg->max_seq_len; *cols = C; break;
-        case P_QKVW: *rows = 3 * C; *cols = C; break;
-        case P_ATTPROJW: *rows = C; *cols = C; break;
-        case P_FCW: *rows = 4 * C; *cols = C; break;
-        case P_FCPROJW: *rows = C; *cols = 4 * C; break;
-        case P_QKVB: *rows = 1; *cols = 3 * C; break;
-        case P_FCB: *rows = 1; *cols = 4 * C; break;
-        default: *rows = 1; *cols = C; break;
-    }
-}
-
-// One optimizer-visible tensor: a layer's slice of one of the 16 tensors, in the CPU's order
-// (unit 0 = wte, wpe, lnf.w, lnf.b; then 12 per block).
-typedef struct {
-    ParamShape shape;
-    char name[32];
-    int kind, layer;
-    size_t offset;  // element offset into the flat buffers
-} TensorInfo;
+// The 16 parameter tensors, the optimizer's tensor list (unit 0 = wte, wpe, lnf.w, lnf.b; then 12 per
+// block), the initialisation, the optimizer state layout and the checkpoint blob names are
+// common/model.c: the very code the CPU trainer runs, so checkpoints move between the two.
 
 // ------------------------------------------------------------------------------------------------
 // 2. the model on the device
@@ -114,11 +68,7 @@ typedef struct {
     GPT2Config config;
     int precision;            // PRECISION_BF16 or PRECISION_FP32
     int recompute;            // -r: 1 = recompute GELU in backward
-    size_t param_sizes[NUM_PARAM_TENSORS];
-    size_t param_offsets[NUM_PARAM_TENSORS];
-    size_t num_params;
-    TensorInfo* tensors;
-    int num_tensors;
+    ModelLayout layout;       // sizes, offsets and the optimizer's tensors (common/model.c)
     size_t elt;               // bytes per stored element (2 bf16, 4 fp32)
     // device buffers
     void* params;             // (num_params) bf16 working copy, or the fp32 parameters
@@ -199,40 +149,6 @@ static Acts<T_> point_acts(GPT2* m, int B, int T) {
     return a;
 }
 
-// Builds the optimizer-visible tensor list (the CPU's build_tensor_list, without the unit scratch).
-static void build_tensor_list(GPT2* m) {
-    const GPT2Config* cfg = &m->config;
-    int L = cfg->num_layers;
-    m->num_tensors = 4 + 12 * L;
-    m->tensors = (TensorInfo*)xcalloc((size_t)m->num_tensors, sizeof(TensorInfo));
-    int n = 0;
-    const int unit0[4] = { P_WTE, P_WPE, P_LNFW, P_LNFB };
-    for (int i = 0; i < 4; i++) {
-        TensorInfo* p = &m->tensors[n++];
-        int k = unit0[i];
-        p->kind = k; p->layer = -1;
-        p->offset = m->param_offsets[k];
-        param_shape(cfg, k, &p->shape.rows, &p->shape.cols);
-        snprintf(p->name, sizeof(p->name), "%s", PARAM_NAMES[k]);
-    }
-    for (int l = 0; l < L; l++) {
-        for (int k = P_LN1W; k <= P_FCPROJB; k++) {
-            TensorInfo* p = &m->tensors[n++];
-            p->kind = k; p->layer = l;
-            param_shape(cfg, k, &p->shape.rows, &p->shape.cols);
-            p->offset = m->param_offsets[k] + (size_t)l * (m->param_sizes[k] / L);
-            snprintf(p->name, sizeof(p->name), "h%d.%s", l, PARAM_NAMES[k]);
-        }
-    }
-    for (int i = 0; i < m->num_tensors; i++) {
-        TensorInfo* p = &m->tensors[i];
-        p->shape.name = p->name;
-        p->shape.numel = p->shape.rows * p->shape.cols;
-        p->shape.ndim = p->shape.rows > 1 ? 2 : 1;
-        p->shape.decay = p->shape.ndim == 2;
-    }
-}
-
 // Allocates everything through the ledger (device memory with dev_alloc; a dry ledger only records).
 static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recompute, int B, int T, Ledger* led) {
     memset(m, 0, sizeof(*m));
@@ -241,12 +157,8 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recomp
     m->recompute = recompute;
     m->B = B;
     m->T = T;
-    param_sizes(cfg, m->param_sizes);
-    size_t off = 0;
-    for (int k = 0; k < NUM_PARAM_TENSORS; k++) { m->param_offsets[k] = off; off += m->param_sizes[k]; }
-    m->num_params = off;
-    build_tensor_list(m);
-    size_t P = m->num_params, BT = (size_t)B * T, C = cfg->channels;
+    model_layout_build(&m->layout, cfg);
+    size_t P = m->layout.num_params, BT = (size_t)B * T, C = cfg->channels;
     int bf = precision == PRECISION_BF16;
     m->elt = bf ? 2 : 4;
     if (bf) {
@@ -275,7 +187,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recomp
 }
 
 static void gpt2_free_host(GPT2* m) {
-    free(m->tensors);
+    model_layout_free(&m->layout);
     free(m->inputs);
     free(m->h_group);
     free(m->h_counts);
@@ -285,7 +197,7 @@ static void gpt2_free_host(GPT2* m) {
 // Typed pointer to tensor k's layer l slice (l = 0 for whole tensors).
 template <typename T_>
 static T_* tensor_ptr(const GPT2* m, void* base, int k, int l) {
-    return (T_*)base + m->param_offsets[k] + (size_t)l * (m->param_sizes[k] / (k == P_WTE || k == P_WPE || k >= P_LNFW ? 1 : m->config.num_layers));
+    return (T_*)base + m->layout.param_offsets[k] + (size_t)l * (m->layout.param_sizes[k] / (k == P_WTE || k == P_WPE || k >= P_LNFW ? 1 : m->config.num_layers));
 }
 
 // Forward over (B, T) tokens of m->inputs (host). With targets: per-position losses and mean_loss.
@@ -403,7 +315,7 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     if (m->precision == PRECISION_BF16) gpt2_backward_t<bf16d>(m, B, T);
     else gpt2_backward_t<float>(m, B, T);
 }
-static void zero_grads(GPT2* m) { CUDA_CHECK(cudaMemset(m->grads, 0, m->num_params * m->elt)); }
+static void zero_grads(GPT2* m) { CUDA_CHECK(cudaMemset(m->grads, 0, m->layout.num_params * m->elt)); }
 
 // ------------------------------------------------------------------------------------------------
 // 3. gradient norm, initialisation, host <-> device
@@ -427,8 +339,8 @@ __global__ void sumsq_kernel(double* partial, const G* g, size_t n) {
 }
 
 static double grad_sumsq(GPT2* m) {
-    if (m->precision == PRECISION_BF16) sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads, m->num_params);
-    else sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads, m->num_params);
+    if (m->precision == PRECISION_BF16) sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads, m->layout.num_params);
+    else sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads, m->layout.num_params);
     KERNEL_CHECK();
     double h[NORM_BLOCKS];
     CUDA_CHECK(cudaMemcpy(h, m->norm_partial, sizeof(h), cudaMemcpyDeviceToHost));
@@ -440,7 +352,7 @@ static double grad_sumsq(GPT2* m) {
 // fp32 values (num_params, host) -> the device parameters: the master (bf16 mode) or the parameters,
 // and the bf16 copy rounded to nearest exactly as the CPU does.
 static void gpt2_upload_params(GPT2* m, const float* w) {
-    size_t P = m->num_params;
+    size_t P = m->layout.num_params;
     CUDA_CHECK(cudaMemcpy(m->master, w, P * sizeof(float), cudaMemcpyHostToDevice));
     if (m->precision == PRECISION_BF16) {
         bf16* hb = (bf16*)xmalloc(P * sizeof(bf16));
@@ -452,7 +364,7 @@ static void gpt2_upload_params(GPT2* m, const float* w) {
 
 // The device gradients widened to fp32 on the host (num_params floats).
 __attribute__((unused)) static void gpt2_download_grads(GPT2* m, float* out) {
-    size_t P = m->num_params;
+    size_t P = m->layout.num_params;
     if (m->precision == PRECISION_BF16) {
         bf16* hb = (bf16*)xmalloc(P * sizeof(bf16));
         CUDA_CHECK(cudaMemcpy(hb, m->grads, P * sizeof(bf16), cudaMemcpyDeviceToHost));
@@ -463,38 +375,24 @@ __attribute__((unused)) static void gpt2_download_grads(GPT2* m, float* out) {
     }
 }
 
-// GPT-2 initialisation, the CPU's gpt2_init() on the host (same seed -> same weights), then uploaded.
+// GPT-2 initialisation on the host by common/model.c, the CPU trainer's code (same seed -> same
+// weights), then uploaded.
 static void gpt2_init(GPT2* m, uint64_t seed) {
-    const GPT2Config* cfg = &m->config;
-    Rng rng;
-    rng_seed(&rng, seed);
-    float* w = (float*)xcalloc(m->num_params, sizeof(float));
-    float resid_std = 0.02f / sqrtf(2.0f * cfg->num_layers);
-    for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
-        float* p = w + m->param_offsets[k];
-        size_t n = m->param_sizes[k];
-        if (k == P_WTE) n = (size_t)cfg->vocab_size * cfg->channels;
-        if (k == P_LN1W || k == P_LN2W || k == P_LNFW) { for (size_t i = 0; i < n; i++) p[i] = 1.0f; continue; }
-        if (k == P_WTE || k == P_WPE || k == P_QKVW || k == P_FCW) { for (size_t i = 0; i < n; i++) p[i] = 0.02f * rng_normal(&rng); continue; }
-        if (k == P_ATTPROJW || k == P_FCPROJW) { for (size_t i = 0; i < n; i++) p[i] = resid_std * rng_normal(&rng); continue; }
-    }
+    float* w = (float*)xmalloc(m->layout.num_params * sizeof(float));
+    model_init_weights(&m->layout, w, seed);
     gpt2_upload_params(m, w);
     free(w);
 }
 
+// The state layout is common/model.c's (the CPU's); cuda/optimizer.cuh turns it into device buffers.
 static void optimizer_setup_gpu(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
-    ParamShape* shapes = (ParamShape*)xcalloc((size_t)m->num_tensors, sizeof(ParamShape));
-    size_t* offs = (size_t*)xcalloc((size_t)m->num_tensors, sizeof(size_t));
-    for (int i = 0; i < m->num_tensors; i++) { shapes[i] = m->tensors[i].shape; offs[i] = m->tensors[i].offset; }
-    gpu_opt_setup(o, opt, h, shapes, offs, m->num_tensors, led);
+    int n = m->layout.num_tensors;
+    ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
+    size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
+    for (int i = 0; i < n; i++) { shapes[i] = m->layout.tensors[i].shape; offs[i] = m->layout.tensors[i].offset; }
+    gpu_opt_setup(o, opt, h, shapes, offs, n, led);
     free(shapes);
     free(offs);
-}
-
-static size_t optimizer_layout_bytes(const GPT2* m, const Optimizer* opt, const OptHyper* h) {
-    size_t s = 0;
-    for (int i = 0; i < m->num_tensors; i++) s += optim_state_bytes(opt, h, &m->tensors[i].shape);
-    return s;
 }
 
 static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float clip_scale) {
@@ -507,28 +405,21 @@ static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float c
 // ------------------------------------------------------------------------------------------------
 // 4. checkpoints, evaluation, sampling
 
-// The checkpoint's blobs, as the CPU's checkpoint_blobs(): "weights fp32", "weights bf16" (bf16 mode),
-// then every "opt: NAME" state buffer. data[] are host staging buffers (allocated here, freed by the
-// caller with free_blobs); dev[] the matching device buffers.
+// The checkpoint's blobs, named and ordered by common/model.c as on the CPU: "weights fp32", "weights
+// bf16" (bf16 mode), then every "opt: NAME" state buffer. dev[] gets the device buffers; data[] become
+// host staging buffers (allocated here, freed by the caller with free_blobs).
 static int checkpoint_blobs(GPT2* m, GpuOpt* o, CkptBlob* blobs, void** dev) {
-    int n = 0;
-    blobs[n] = (CkptBlob){ "weights fp32", NULL, m->num_params * sizeof(float) }; dev[n++] = m->master;
-    if (m->precision == PRECISION_BF16) { blobs[n] = (CkptBlob){ "weights bf16", NULL, m->num_params * sizeof(bf16) }; dev[n++] = m->params; }
-    for (int b = 0; b < o->nbuf; b++) { blobs[n] = (CkptBlob){ o->buf_label[b], NULL, o->buf_bytes[b] }; dev[n++] = o->buf[b]; }
-    CHECK(n <= CKPT_MAX_BLOBS);
-    for (int i = 0; i < n; i++) blobs[i].data = xmalloc(blobs[i].bytes);
+    int n = model_checkpoint_blobs(blobs, &m->layout, &o->layout, m->precision, m->master, m->params, o->buf);
+    for (int i = 0; i < n; i++) {
+        dev[i] = blobs[i].data;
+        blobs[i].data = xmalloc(blobs[i].bytes);
+    }
     return n;
 }
 static void free_blobs(CkptBlob* blobs, int n) { for (int i = 0; i < n; i++) free(blobs[i].data); }
 
 static void checkpoint_header(const GPT2* m, const GpuOpt* o, CkptHeader* h) {
-    memset(h, 0, sizeof(*h));
-    const GPT2Config* c = &m->config;
-    h->num_layers = c->num_layers; h->channels = c->channels; h->num_heads = c->num_heads;
-    h->vocab_size = c->vocab_size; h->padded_vocab_size = c->padded_vocab_size; h->max_seq_len = c->max_seq_len;
-    h->precision = m->precision;
-    snprintf(h->optimizer, sizeof(h->optimizer), "%s", o->opt->name);
-    h->num_params = m->num_params;
+    model_checkpoint_header(h, &m->layout, m->precision, o->opt->name);
 }
 
 static float evaluate(GPT2* m, DataLoader* val, int batches, int B, int T) {
@@ -540,12 +431,6 @@ static float evaluate(GPT2* m, DataLoader* val, int batches, int B, int T) {
         sum += m->mean_loss;
     }
     return (float)(sum / batches);
-}
-
-static int sample_index(const float* p, int n, float u) {
-    float c = 0.0f;
-    for (int i = 0; i < n; i++) { c += p[i]; if (u < c) return i; }
-    return n - 1;
 }
 
 // Probabilities (V, host) of the token after the last of the n tokens in m->inputs (batch 1).
@@ -604,17 +489,6 @@ static void sample_text(GPT2* m, const Tokenizer* tok, int len, uint64_t seed, i
 // ------------------------------------------------------------------------------------------------
 // 5. command line and training loop
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what) {
-    char err[1024];
-    if (dataloader_open(dl, path, B, T, V, err, sizeof(err)) != 0) user_error("%s data: %s", what, err);
-}
-
 // Out of GPU memory, at start or in a step: the ledger so far, a hint, exit 2 (never a crash).
 static void oom_exit(const char* what) {
     fflush(stdout);
@@ -637,7 +511,7 @@ static void list_optimizers(void) {
     printf("%-17s %-12s %-5s %s\n", "name", "B/param(d12)", "cuda", "description [paper]");
     for (int i = 0; i < NUM_OPTIMIZERS; i++) {
         const Optimizer* o = OPTIMIZERS[i];
-        double bpp = (double)optimizer_layout_bytes(&m, o, &o->defaults) / m.num_params;
+        double bpp = (double)optimizer_layout_bytes(&m.layout, o, &o->defaults) / m.layout.num_params;
         printf("%-17s %-12.4f %-5s %s [%s]\n", o->name, bpp, gpu_opt_kind(o->name) >= 0 ? "yes" : "no", o->description, o->paper);
     }
     gpt2_free_host(&m);
@@ -698,23 +572,24 @@ int main(int argc, char** argv) {
     }
     GPT2 model;
     gpt2_build(&model, &cfg, a.precision, recompute, a.B, a.T, &led);
-    g_oom_num_params = model.num_params;
+    g_oom_num_params = model.layout.num_params;
     matmul_setup(&led);
     GpuOpt orun;
     optimizer_setup_gpu(&orun, &model, opt, &hyper, &led);
     orun.stochastic_rounding = a.sr;
     orun.seed = a.seed;
-    size_t state_bytes = optimizer_layout_bytes(&model, opt, &hyper);
+    size_t state_bytes = optimizer_layout_bytes(&model.layout, opt, &hyper);
     printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", a.model, cfg.num_layers,
-           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.num_params, model.num_params / 1e6);
+           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.layout.num_params, model.layout.num_params / 1e6);
     printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s%s\n", opt->name, hyper.lr, state_bytes,
-           (double)state_bytes / model.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
+           (double)state_bytes / model.layout.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
            a.sr ? ", stochastic rounding" : "", recompute ? ", recompute GELU (-r 1)" : "");
     if (a.memory_only) {
         printf("memory ledger for B=%d T=%d on the GPU (nothing allocated):\n", a.B, a.T);
-        ledger_print(&led, stdout, model.num_params);
+        ledger_print(&led, stdout, model.layout.num_params);
         printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", opt->name,
-               model.num_params, state_bytes, (double)state_bytes / model.num_params, led.current / 1048576.0);
+               model.layout.num_params, state_bytes, (double)state_bytes / model.layout.num_params, led.current / 1048576.0);
+        state_layout_free(&orun.layout);
         gpt2_free_host(&model);
         return 0;
     }
@@ -784,7 +659,7 @@ int main(int argc, char** argv) {
     printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a.B, a.T,
            a.total_batch, accum, accum > 1 ? "s" : "", a.steps, a.warmup, a.final_lr_frac, a.grad_clip);
     printf("memory ledger:\n");
-    ledger_print(&led, stdout, model.num_params);
+    ledger_print(&led, stdout, model.layout.num_params);
     size_t dev_peak = device_used_bytes();
     printf("device: %s, %d SMs, %.2f GiB; in use after setup %.2f MiB (total - free, includes the CUDA context)\n", prop.name,
            prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, dev_peak / 1048576.0);
@@ -792,7 +667,7 @@ int main(int argc, char** argv) {
 
     // ---- train
     const double peak_flops = device_peak_flops(prop.name, a.precision);
-    const double flops_per_token = 6.0 * model.num_params + 12.0 * cfg.num_layers * cfg.channels * (double)a.T;
+    const double flops_per_token = 6.0 * model.layout.num_params + 12.0 * cfg.num_layers * cfg.channels * (double)a.T;
     int nev = 2 * accum + 2;
     cudaEvent_t* ev = (cudaEvent_t*)xcalloc((size_t)nev, sizeof(cudaEvent_t));
     for (int i = 0; i < nev; i++) CUDA_CHECK(cudaEventCreate(&ev[i]));
@@ -911,12 +786,12 @@ int main(int argc, char** argv) {
            "process peak RSS %.2f MiB\n", led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0, peak_mib, rss / 1048576.0);
     printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
            "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt->name, a.steps, train_loss, last_val, tps,
-           peak_mib, state_bytes, (double)state_bytes / model.num_params, model.num_params, skipped_total, rss / 1048576.0);
+           peak_mib, state_bytes, (double)state_bytes / model.layout.num_params, model.layout.num_params, skipped_total, rss / 1048576.0);
     logger_write(&lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
                  "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f,"
                  "\"ledger_peak_mib\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"opt_ms\":%.3f}",
-                 opt->name, a.steps, train_loss, last_val, tps, peak_mib, state_bytes, (double)state_bytes / model.num_params,
-                 model.num_params, skipped_total, rss / 1048576.0, led.peak / 1048576.0,
+                 opt->name, a.steps, train_loss, last_val, tps, peak_mib, state_bytes, (double)state_bytes / model.layout.num_params,
+                 model.layout.num_params, skipped_total, rss / 1048576.0, led.peak / 1048576.0,
                  timed_steps ? fwd_ms / timed_steps : 0.0, timed_steps ? bwd_ms / timed_steps : 0.0, timed_steps ? opt_ms / timed_steps : 0.0);
     logger_close(&lg);
     for (int i = 0; i < nev; i++) CUDA_CHECK(cudaEventDestroy(ev[i]));
@@ -925,6 +800,7 @@ int main(int argc, char** argv) {
     dataloader_free(&val_loader);
     if (tok) tokenizer_free(tok);
     dev_free_all();
+    state_layout_free(&orun.layout);
     gpt2_free_host(&model);
     return 0;
 }

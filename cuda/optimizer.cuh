@@ -1,7 +1,7 @@
 // cuda/optimizer.cuh: optimizer state on the GPU and the one-launch-per-step multi-tensor update.
 //
-// State layout: exactly the CPU trainer's optimizer_setup() (train_gpt2.c): for each tensor in order,
-// the optimizer's own layout() names its state tensors; tensors' states of the same name share one
+// State layout: common/model.c's state_layout_build(), the code the CPU trainer runs: for each tensor in
+// order, the optimizer's own layout() names its state tensors; tensors' states of the same name share one
 // buffer ("opt: exp_avg"), packed back to back in tensor order. So the buffers are byte for byte what
 // the CPU keeps, and checkpoints move between the trainers unchanged.
 //
@@ -15,11 +15,11 @@
 
 #include "cuda/common.cuh"
 #include "optim/optim.h"
+#include "common/model.h"
 #include "optim/sgd.cuh"
 #include "optim/adam.cuh"
 
 #define OPT_CHUNK 4096
-#define GPU_MAX_STATE_BUFFERS 16
 
 enum { GPU_OPT_SGD = 0, GPU_OPT_SGDM, GPU_OPT_ADAM, GPU_OPT_ADAMW };
 
@@ -50,12 +50,8 @@ typedef struct {
     const Optimizer* opt;
     OptHyper hyper;
     int kind;
-    int nbuf;
-    char buf_label[GPU_MAX_STATE_BUFFERS][48];  // "opt: exp_avg", the checkpoint blob names
-    const char* buf_name[GPU_MAX_STATE_BUFFERS];
-    size_t buf_bytes[GPU_MAX_STATE_BUFFERS];
-    void* buf[GPU_MAX_STATE_BUFFERS];           // device
-    size_t state_bytes;
+    StateLayout layout;             // buffer names ("opt: exp_avg", the checkpoint blob names), bytes, offsets
+    void* buf[MAX_STATE_BUFFERS];   // device, one per layout buffer
     int ntensors, nchunks;
     GpuOptTensor* d_tensors;
     GpuOptChunk* d_chunks;
@@ -72,36 +68,24 @@ static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, co
     o->hyper = *h;
     o->kind = gpu_opt_kind(opt->name);
     CHECK(o->kind >= 0);
+    state_layout_build(&o->layout, opt, h, shapes, n);
     GpuOptTensor* ht = (GpuOptTensor*)xcalloc((size_t)n, sizeof(GpuOptTensor));
     int nchunks = 0;
     for (int i = 0; i < n; i++) {
-        StateSpec specs[OPT_MAX_STATES];
-        int ns = opt->layout(h, &shapes[i], specs);
-        CHECK(ns >= 0 && ns <= 2); // sgd/sgdm/adam/adamw keep at most two fp32 states
+        const TensorStates* ts = &o->layout.tensors[i];
+        CHECK(ts->nstate <= 2); // sgd/sgdm/adam/adamw keep at most two fp32 states
         ht[i].param_off = param_offsets[i];
         ht[i].numel = shapes[i].numel;
         ht[i].decay = shapes[i].decay;
-        for (int s = 0; s < ns; s++) {
-            CHECK(specs[s].dtype == DT_F32);
-            int b = 0;
-            while (b < o->nbuf && strcmp(o->buf_name[b], specs[s].name) != 0) b++;
-            if (b == o->nbuf) {
-                CHECK(o->nbuf < GPU_MAX_STATE_BUFFERS);
-                o->buf_name[b] = specs[s].name;
-                snprintf(o->buf_label[b], sizeof(o->buf_label[b]), "opt: %s", specs[s].name);
-                o->nbuf++;
-            }
-            CHECK(b == s); // states come in the same order for every tensor: state s lives in buffer s
-            ht[i].state_off[s] = o->buf_bytes[b];
-            size_t bytes = specs[s].count * dtype_size(specs[s].dtype);
-            o->buf_bytes[b] += bytes; // packed back to back, exactly as the CPU's optimizer_setup()
+        for (int s = 0; s < ts->nstate; s++) {
+            CHECK(ts->dtype[s] == DT_F32);
+            CHECK(ts->buf[s] == s); // states come in the same order for every tensor: state s lives in buffer s
+            ht[i].state_off[s] = ts->offset[s];
         }
         nchunks += (int)((shapes[i].numel + OPT_CHUNK - 1) / OPT_CHUNK);
     }
-    for (int b = 0; b < o->nbuf; b++) {
-        o->buf[b] = dev_alloc(led, MEM_OPT_STATE, o->buf_label[b], o->buf_bytes[b]);
-        o->state_bytes += o->buf_bytes[b];
-    }
+    for (int b = 0; b < o->layout.nbuf; b++)
+        o->buf[b] = dev_alloc(led, MEM_OPT_STATE, o->layout.buf_label[b], o->layout.buf_bytes[b]);
     GpuOptChunk* hc = (GpuOptChunk*)xcalloc((size_t)nchunks, sizeof(GpuOptChunk));
     int c = 0;
     for (int i = 0; i < n; i++)
@@ -198,8 +182,8 @@ static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, 
         s->l2 = s->decoupled ? 0.0f : h->weight_decay;
     }
     if (o->kind == GPU_OPT_SGDM && h->momentum == 0.0f) a.kind = GPU_OPT_SGD; // torch keeps no buffer: plain sgd
-    char* b0 = o->nbuf > 0 ? (char*)o->buf[0] : NULL;
-    char* b1 = o->nbuf > 1 ? (char*)o->buf[1] : NULL;
+    char* b0 = o->layout.nbuf > 0 ? (char*)o->buf[0] : NULL;
+    char* b1 = o->layout.nbuf > 1 ? (char*)o->buf[1] : NULL;
     int grid = o->nchunks < 132 * 16 ? o->nchunks : 132 * 16;
     if (grid < 1) return;
     multi_tensor_step_kernel<G><<<grid, 256>>>(master, grad, pbf16, o->d_tensors, o->d_chunks, o->nchunks, b0, b1, a);

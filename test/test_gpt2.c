@@ -40,21 +40,21 @@ static void tiny_build(Tiny* t, const VecFile* vf, int precision, int fused) {
         snprintf(name, sizeof(name), "param_%s", REF_NAMES[k]);
         size_t n;
         float* src = vec_get(vf, name, &n);
-        CHECK(n == t->m.param_sizes[k]);
-        memcpy(t->m.params_f32 + t->m.param_offsets[k], src, n * sizeof(float));
+        CHECK(n == t->m.layout.param_sizes[k]);
+        memcpy(t->m.params_f32 + t->m.layout.param_offsets[k], src, n * sizeof(float));
     }
     if (t->m.params_bf16)
-        for (size_t i = 0; i < t->m.num_params; i++) t->m.params_bf16[i] = f32_to_bf16(t->m.params_f32[i]);
+        for (size_t i = 0; i < t->m.layout.num_params; i++) t->m.params_bf16[i] = f32_to_bf16(t->m.params_f32[i]);
     float* in = vec_get(vf, "inputs", NULL);
     float* tg = vec_get(vf, "targets", NULL);
     for (int i = 0; i < t->B * t->T; i++) { t->m.inputs[i] = (int)in[i]; t->m.targets[i] = (int)tg[i]; }
 }
 
-static void tiny_free(Tiny* t) { ledger_free_all(&t->led); free(t->m.tensors); }
+static void tiny_free(Tiny* t) { ledger_free_all(&t->led); model_layout_free(&t->m.layout); }
 
 // Gathers the gradient of tensor k (fp32 view) from the bf16 or fp32 gradient buffer.
 static float* grad_of(GPT2* m, int k) {
-    size_t n = m->param_sizes[k], off = m->param_offsets[k];
+    size_t n = m->layout.param_sizes[k], off = m->layout.param_offsets[k];
     float* g = (float*)xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) g[i] = m->grads_f32 ? m->grads_f32[off + i] : bf16_to_f32(m->grads_bf16[off + i]);
     return g;
@@ -89,7 +89,7 @@ static void check_model(const VecFile* vf, int precision) {
     for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
         snprintf(name, sizeof(name), "%sgrad_%s", pre, REF_NAMES[k]);
         float* rg = vec_get(vf, name, &n);
-        CHECK(n == m->param_sizes[k]);
+        CHECK(n == m->layout.param_sizes[k]);
         float* g = grad_of(m, k);
         snprintf(name, sizeof(name), "gpt2 %s grad %s vs torch", mode, PARAM_NAMES[k]);
         test_allclose(name, g, rg, n, rtol, 1e-5f * max_abs(rg, n));
@@ -129,7 +129,7 @@ static void check_bf16_master(const VecFile* vf) {
     gpt2_forward(m, m->inputs, m->targets, t.B, t.T, 0);
     zero_grads(m);
     gpt2_backward(m, t.B, t.T, 1.0f, accumulate_unit_bf16, NULL);
-    size_t P = m->num_params;
+    size_t P = m->layout.num_params;
     float* before = (float*)xmalloc(P * sizeof(float));
     memcpy(before, m->params_f32, P * sizeof(float));
     optimizer_step(m, &o, 1, 1.0f, 1.0f);
@@ -199,16 +199,16 @@ static void check_lomo(const VecFile* vf) {
         gpt2_backward(&b.m, b.B, b.T, 1.0f, fused_unit_done, &c);
     }
     size_t diff = 0;
-    for (size_t i = 0; i < a.m.num_params; i++) diff += a.m.params_f32[i] != b.m.params_f32[i];
+    for (size_t i = 0; i < a.m.layout.num_params; i++) diff += a.m.params_f32[i] != b.m.params_f32[i];
     char why[96];
-    snprintf(why, sizeof(why), "%zu of %zu parameters differ", diff, a.m.num_params);
+    snprintf(why, sizeof(why), "%zu of %zu parameters differ", diff, a.m.layout.num_params);
     test_check(diff == 0, why, "lomo: 3 fused-backward steps equal plain SGD's bit for bit");
     size_t gb = ledger_category_bytes(&b.led, MEM_GRADS);
-    size_t want = (b.m.unit_size[0] + b.m.unit_size[1]) * sizeof(float);
+    size_t want = (b.m.layout.unit_size[0] + b.m.layout.unit_size[1]) * sizeof(float);
     snprintf(why, sizeof(why), "ledger grads %zu bytes, want %zu (unit 0 + one block)", gb, want);
     test_check(gb == want && b.m.grads_f32 == NULL && b.m.grads_bf16 == NULL, why,
                "lomo: ledger gradient bytes are unit 0 + one block (%zu), not the model (%zu)", gb,
-               a.m.num_params * sizeof(float));
+               a.m.layout.num_params * sizeof(float));
     tiny_free(&a);
     tiny_free(&b);
 }
@@ -224,11 +224,11 @@ static void check_state_bytes(const VecFile* vf) {
         OptRun r;
         optimizer_setup(&r, &t.m, o, &o->defaults, &t.led);
         size_t want = 0;
-        for (int k = 0; k < t.m.num_tensors; k++) want += optim_state_bytes(o, &o->defaults, &t.m.tensors[k].shape);
+        for (int k = 0; k < t.m.layout.num_tensors; k++) want += optim_state_bytes(o, &o->defaults, &t.m.layout.tensors[k].shape);
         size_t got = ledger_category_bytes(&t.led, MEM_OPT_STATE);
         char why[128];
         snprintf(why, sizeof(why), "ledger %zu, layouts %zu", got, want);
-        test_check(got == want && want == optimizer_layout_bytes(&t.m, o, &o->defaults), why,
+        test_check(got == want && want == optimizer_layout_bytes(&t.m.layout, o, &o->defaults), why,
                    "%s: ledger state bytes equal the layout formula (tiny model, %zu bytes)", o->name, got);
         tiny_free(&t);
         GPT2Config cfg = parse_model("d12");
@@ -238,11 +238,11 @@ static void check_state_bytes(const VecFile* vf) {
         gpt2_build(&m, &cfg, PRECISION_FP32, 4, 64, fused, &dry);
         optimizer_setup(&r, &m, o, &o->defaults, &dry);
         got = ledger_category_bytes(&dry, MEM_OPT_STATE);
-        want = optimizer_layout_bytes(&m, o, &o->defaults);
+        want = optimizer_layout_bytes(&m.layout, o, &o->defaults);
         snprintf(why, sizeof(why), "ledger %zu, layouts %zu", got, want);
         test_check(got == want, why, "%s: ledger state bytes equal the layout formula (d12, %.4f B/param)", o->name,
-                   (double)got / m.num_params);
-        free(m.tensors);
+                   (double)got / m.layout.num_params);
+        model_layout_free(&m.layout);
     }
 }
 

@@ -68,14 +68,14 @@ static void check_model(const VecFile* vf, int precision) {
     GPT2 m;
     gpt2_build(&m, &cfg, precision, 0, B, T, &led);
     matmul_setup(&led);
-    float* w = (float*)xcalloc(m.num_params, sizeof(float));
+    float* w = (float*)xcalloc(m.layout.num_params, sizeof(float));
     for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
         char name[64];
         snprintf(name, sizeof(name), "param_%s", REF_NAMES[k]);
         size_t n;
         float* src = vec_get(vf, name, &n);
-        CHECK(n == m.param_sizes[k]);
-        memcpy(w + m.param_offsets[k], src, n * sizeof(float));
+        CHECK(n == m.layout.param_sizes[k]);
+        memcpy(w + m.layout.param_offsets[k], src, n * sizeof(float));
     }
     gpt2_upload_params(&m, w);
     float* in = vec_get(vf, "inputs", NULL);
@@ -117,15 +117,15 @@ static void check_model(const VecFile* vf, int precision) {
     zero_grads(&m);
     gpt2_backward(&m, B, T);
     CUDA_CHECK(cudaDeviceSynchronize());
-    float* g = (float*)xcalloc(m.num_params, sizeof(float));
+    float* g = (float*)xcalloc(m.layout.num_params, sizeof(float));
     gpt2_download_grads(&m, g);
     for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
         snprintf(name, sizeof(name), "%sgrad_%s", pre, REF_NAMES[k]);
         float* rg = vec_get(vf, name, &n);
-        CHECK(n == m.param_sizes[k]);
+        CHECK(n == m.layout.param_sizes[k]);
         snprintf(name, sizeof(name), "gpt2cu %s grad %s vs torch", mode, PARAM_NAMES[k]);
-        if (bf) check_relnorm(name, g + m.param_offsets[k], rg, n, 5e-2);
-        else test_allclose(name, g + m.param_offsets[k], rg, n, 1e-4f, 1e-5f * max_abs(rg, n));
+        if (bf) check_relnorm(name, g + m.layout.param_offsets[k], rg, n, 5e-2);
+        else test_allclose(name, g + m.layout.param_offsets[k], rg, n, 1e-4f, 1e-5f * max_abs(rg, n));
     }
     free(g);
     free(logits);
@@ -232,9 +232,9 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
         }
         // states
         for (int s = 0; s < 2 && ok_state; s++) {
-            if (s >= o.nbuf) break;
-            char* hb = (char*)xmalloc(o.buf_bytes[s]);
-            CUDA_CHECK(cudaMemcpy(hb, o.buf[s], o.buf_bytes[s], cudaMemcpyDeviceToHost));
+            if (s >= o.layout.nbuf) break;
+            char* hb = (char*)xmalloc(o.layout.buf_bytes[s]);
+            CUDA_CHECK(cudaMemcpy(hb, o.buf[s], o.layout.buf_bytes[s], cudaMemcpyDeviceToHost));
             size_t off = 0;
             for (int i = 0; i < nt && ok_state; i++) {
                 const float* gs = (const float*)(hb + off);
@@ -253,7 +253,7 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
     }
     test_check(ok_master, why, "optimizer kernel %s: master vs CPU step (rtol 1e-5, 3 steps)", label);
     test_check(ok_delta, why, "optimizer kernel %s: updates vs CPU step (rtol 1e-3)", label);
-    if (o.nbuf > 0) test_check(ok_state, why, "optimizer kernel %s: states vs CPU (rtol 1e-5)", label);
+    if (o.layout.nbuf > 0) test_check(ok_state, why, "optimizer kernel %s: states vs CPU (rtol 1e-5)", label);
     if (bf16_mode) {
         bf16* pb = (bf16*)xmalloc(P * sizeof(bf16));
         CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));

@@ -1,0 +1,122 @@
+// common/model.h: the GPT-2 layout both trainers share (train_gpt2.c on the CPU, train_gpt2.cu on the
+// GPU). A checkpoint written by one trainer resumes in the other only if both agree, to the byte, on
+//   - where each parameter lives in the flat parameter buffer (16 tensors, storage order below),
+//   - the optimizer's view of them (2 + 12L + 2 tensors, their names, shapes and decay flags),
+//   - the GPT-2 initialisation (the RNG draw order),
+//   - the optimizer state layout (one buffer per state name, packed back to back in tensor order),
+//   - the checkpoint's header fields and blob names.
+// So all of that is this one piece of code; the trainers only turn offsets into host or device pointers.
+#ifndef COMMON_MODEL_H
+#define COMMON_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../optim/optim.h"
+#include "cli.h"
+#include "checkpoint.h"
+#include "../data/dataloader.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NUM_PARAM_TENSORS 16
+// Index of each tensor in the flat parameter buffer, in storage order.
+enum { P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B,
+       P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB };
+extern const char* const PARAM_NAMES[NUM_PARAM_TENSORS]; // "wte", ..., "lnf.b"
+
+// Element counts of the 16 tensors (per-layer tensors hold all L layers: (L, rows, cols)).
+void model_param_sizes(const GPT2Config* cfg, size_t sizes[NUM_PARAM_TENSORS]);
+// Shape (rows, cols) of one layer's slice of tensor k (vectors: rows 1).
+void model_param_shape(const GPT2Config* cfg, int k, size_t* rows, size_t* cols);
+
+// One optimizer-visible tensor: a layer's slice of one of the 16 tensors. Units group the tensors
+// that become ready together in backward: unit 0 = wte, wpe, lnf (embedding and head), unit 1+l = block l.
+typedef struct {
+    ParamShape shape;      // shape.name points at name below
+    char name[32];         // "wte", "h3.attn.qkv.w"
+    int kind;              // which of the 16 tensors
+    int layer;             // block index, -1 for unit 0 tensors
+    int unit;              // 0 or 1 + layer
+    size_t offset;         // element offset into the flat parameter buffers
+    size_t scratch_offset; // element offset inside its unit's fp32 scratch (the CPU's one-unit scratch)
+} ModelTensor;
+
+typedef struct {
+    GPT2Config config;
+    size_t param_sizes[NUM_PARAM_TENSORS];
+    size_t param_offsets[NUM_PARAM_TENSORS];
+    size_t num_params;
+    // the optimizer's view: unit 0 (wte, wpe, lnf.w, lnf.b), then 12 tensors per block, block 0 first
+    ModelTensor* tensors;  // (num_tensors) = 4 + 12L
+    int num_tensors;
+    size_t unit_size[2];   // elements of unit 0 and of one block, each tensor padded to 64 bytes
+} ModelLayout;
+
+void model_layout_build(ModelLayout* ml, const GPT2Config* cfg);
+void model_layout_free(ModelLayout* ml);
+
+// GPT-2 initialisation into w (num_params fp32): weights ~ N(0, 0.02), the two residual projections
+// scaled by 1/sqrt(2L), biases 0, layernorm gains 1, padded vocabulary rows 0. Deterministic in the seed.
+void model_init_weights(const ModelLayout* ml, float* w, uint64_t seed);
+
+// ------------------------------------------------------------------------------------------------
+// Optimizer state layout
+
+#define MAX_STATE_BUFFERS 16
+
+// Where tensor i's states live: state s is buf[s] at byte offset[s].
+typedef struct {
+    int nstate;
+    int buf[OPT_MAX_STATES];
+    size_t offset[OPT_MAX_STATES];
+    DType dtype[OPT_MAX_STATES];
+} TensorStates;
+
+typedef struct {
+    int nbuf;
+    const char* buf_name[MAX_STATE_BUFFERS];   // the layout's state name, "exp_avg"
+    char buf_label[MAX_STATE_BUFFERS][48];     // "opt: exp_avg": ledger label and checkpoint blob name
+    size_t buf_bytes[MAX_STATE_BUFFERS];
+    size_t total_bytes;                        // sum of buf_bytes
+    TensorStates* tensors;                     // (num_tensors)
+    int num_tensors;
+} StateLayout;
+
+// The state layout of optimizer opt over n tensors, in order: buffers appear in first-use order and
+// each tensor's states are packed back to back (no padding) inside their buffer.
+void state_layout_build(StateLayout* sl, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes, int n);
+// The same over the model's optimizer-visible tensors.
+void state_layout_for_model(StateLayout* sl, const ModelLayout* ml, const Optimizer* opt, const OptHyper* h);
+void state_layout_free(StateLayout* sl);
+
+// Exact optimizer-state bytes as the layouts give them (no alignment padding): what the README tables.
+size_t optimizer_layout_bytes(const ModelLayout* ml, const Optimizer* opt, const OptHyper* h);
+
+// ------------------------------------------------------------------------------------------------
+// Checkpoints
+
+// The header's model, precision, optimizer and size fields (step, data position etc. are the caller's).
+void model_checkpoint_header(CkptHeader* h, const ModelLayout* ml, int precision, const char* opt_name);
+// The checkpoint's blobs, in order: "weights fp32", "weights bf16" (bf16 mode only), then every state
+// buffer "opt: NAME". The data pointers are what the caller passes (host memory on the CPU; the CUDA
+// trainer passes device pointers and swaps in host staging). Returns the number of blobs.
+int model_checkpoint_blobs(CkptBlob* blobs, const ModelLayout* ml, const StateLayout* sl, int precision,
+                           void* weights_f32, void* weights_bf16, void* const* state_bufs);
+
+// ------------------------------------------------------------------------------------------------
+// Small helpers both training loops use
+
+// Index drawn from probabilities p (n), with u uniform in [0, 1).
+int sample_index(const float* p, int n, float u);
+// Monotonic wall clock in seconds.
+double now_seconds(void);
+// Opens a token shard for (B, T) batches; a bad file is a user error ("train data: ...").
+void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
