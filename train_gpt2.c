@@ -36,6 +36,7 @@
 #include "common/logger.h"
 #include "common/checkpoint.h"
 #include "common/cli.h"
+#include "common/advise.h"
 #include "common/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
@@ -896,6 +897,7 @@ static void sophia_gnb_update(GPT2* m, OptRun* o, DataLoader* train, int accum, 
 #ifndef TESTING
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     Args a;
     parse_args(&a, argc, argv);
     if (!strcmp(a.opt_name, "list")) { list_optimizers(); return 0; }

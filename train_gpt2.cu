@@ -33,6 +33,7 @@
 #include "common/logger.h"
 #include "common/checkpoint.h"
 #include "common/cli.h"
+#include "common/advise.h"
 #include "common/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
@@ -528,6 +529,7 @@ static double device_peak_flops(const char* name, int precision) {
 #ifndef TESTING
 int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     Args a;
     parse_args(&a, argc, argv);
     int recompute = a.recompute;

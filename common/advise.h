@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include "../optim/optim.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // 1 if argv contains the flag "-advise" (with any value but "0").
 int advise_requested(int argc, char** argv);
 
@@ -39,5 +43,9 @@ typedef struct {
 // The exact bytes for a GPT-2-style model of L layers and C channels (vocabulary 50304 padded,
 // 1024 positions, tied head) under optimizer o with its default hyperparameters.
 AdviseMemory advise_memory(const Optimizer* o, int L, int C, int bf16);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -44,6 +44,8 @@ void print_usage(FILE* f) {
 "  -max-skips N    stop after N consecutive non-finite steps                        [5]\n"
 "  -stop N         end after step N as if interrupted (checkpoint kept; resume with -y 1) [off]\n"
 "  -r 0|1          recompute GELU activations in backward (CUDA trainer)            [0]\n"
+"  -advise 1       optimizer decision guide instead of training: -params N | -model S, -mem GB,\n"
+"                  -gpus N, -task finetune|pretrain, -reserve F (see README)\n"
 "  -memory-only 1  print the memory ledger for the model/optimizer without allocating, then exit\n"
 "  -h              this help\n");
 }

@@ -36,11 +36,13 @@ lr_table() { # PRESET OPT -> lr or empty
         cpu:adam|cpu:adamw|cpu:adam8bit|cpu:adamw8bit|cpu:paged_adamw8bit) echo 1e-3 ;;
         tiny:adam|tiny:adamw|tiny:adam8bit|tiny:adamw8bit|tiny:paged_adamw8bit) echo 1e-3 ;;
         gpu:adam|gpu:adamw|gpu:adam8bit|gpu:adamw8bit|gpu:paged_adamw8bit) echo 6e-4 ;;
-        cpu:lion|tiny:lion) echo 1e-4 ;;
+        cpu:lion) echo 1e-3 ;;   # scripts/sweep.sh lion (60 steps): 1e-4 7.95, 3e-4 6.06, 1e-3 4.89 val
+        tiny:lion) echo 1e-4 ;;
         gpu:lion) echo 6e-5 ;;
         cpu:sophia|tiny:sophia) echo 8e-4 ;;
         gpu:sophia) echo 5e-4 ;;
-        cpu:came|tiny:came) echo 5e-4 ;;
+        cpu:came) echo 1e-4 ;;   # scripts/sweep.sh came (60 steps): 1e-4 4.96, 2e-4 5.05, 5e-4 5.20, 1e-3 5.62 val
+        tiny:came) echo 5e-4 ;;
         gpu:came) echo 3e-4 ;;
         *:adalomo) echo 1e-2 ;;
         *:adafactor) echo "" ;;
