@@ -113,6 +113,12 @@ int main(int argc, char** argv) {
     printf("  1 thread : %8.1f GFLOP/s\n", one);
     double all = measure(nthreads, seconds, &sink);
     printf("  %d threads: %8.1f GFLOP/s total, %.1f GFLOP/s per core\n", nthreads, all, all / nthreads);
+    // cores do not share FMA units: all threads together fall short of n x one thread only when
+    // something else is running (or the threads outnumber the cores)
+    if (nthreads > 1 && all < 0.9 * nthreads * one)
+        printf("warning: %d threads reach only %.0f%% of %d x one thread: other processes are using the "
+               "cores (or OMP_NUM_THREADS exceeds them); rerun on an idle machine\n",
+               nthreads, 100.0 * all / (nthreads * one), nthreads);
     // the checksum keeps the work observable; it is meaningless otherwise
     if (sink == 12345.0f) printf("(checksum %g)\n", sink);
     printf("peak: isa=%s threads=%d gflops_per_core=%.1f gflops_total=%.1f\n", ISA, nthreads,

@@ -42,19 +42,29 @@ case " $FLAGS " in *" avx512f "*) ISA="avx512f" ;; esac
 DATE=$(date -u +"%Y-%m-%d %H:%M UTC")
 
 # Other busy processes steal cores from the OpenMP threads (which then wait for each other at
-# every barrier): say so, since the figures will be low.
-LOAD=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
-if awk "BEGIN{exit !($LOAD > 0.5)}"; then
-    echo "warning: the machine is busy (load average $LOAD before starting); figures will be low and noisy"
-    BUSY=" (machine busy: load $LOAD at start)"
-else
-    BUSY=""
+# every barrier): measure how busy the CPUs are over 2 seconds and say so, since the figures would
+# be low. (The load average lags by a minute.)
+cpu_busy_percent() {
+    local a b c d e f g h t1 i1 t2 i2
+    read -r _ a b c d e f g h _ < /proc/stat; t1=$((a + b + c + d + e + f + g + h)); i1=$d
+    sleep 2
+    read -r _ a b c d e f g h _ < /proc/stat; t2=$((a + b + c + d + e + f + g + h)); i2=$d
+    echo $((100 - 100 * (i2 - i1) / (t2 - t1 > 0 ? t2 - t1 : 1)))
+}
+BUSY=""
+if [ -r /proc/stat ]; then
+    PCT=$(cpu_busy_percent)
+    if [ "$PCT" -gt 10 ]; then
+        echo "warning: the CPUs are ${PCT}% busy before starting: other processes are running; figures will be low"
+        BUSY=" (CPUs ${PCT}% busy with other work at start)"
+    fi
 fi
 
 echo "== fp32 FMA peak"
 PEAK_SECONDS=0.5
 [ $QUICK = 1 ] && PEAK_SECONDS=0.2
 ./build/bench/peak_flops $PEAK_SECONDS | tee "$LOG/peak.txt"
+grep -q '^warning' "$LOG/peak.txt" && BUSY="$BUSY (peak measured on a busy machine)"
 PEAK_LINE=$(grep '^peak:' "$LOG/peak.txt")
 PEAK=$(sed -n 's/.*gflops_total=\([0-9.]*\).*/\1/p' <<<"$PEAK_LINE")
 PEAK_CORE=$(sed -n 's/.*gflops_per_core=\([0-9.]*\).*/\1/p' <<<"$PEAK_LINE")
