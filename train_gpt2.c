@@ -37,6 +37,7 @@
 #include "common/checkpoint.h"
 #include "common/cli.h"
 #include "common/advise.h"
+#include "common/run.h"
 #include "common/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
@@ -909,20 +910,9 @@ int main(int argc, char** argv) {
         return EXIT_USER;
     }
     GPT2Config cfg = parse_model(a.model);
-    if (a.T > cfg.max_seq_len) user_error("-t %d exceeds the model's context of %d positions", a.T, cfg.max_seq_len);
-    int tokens_per_micro = a.B * a.T;
-    if (a.total_batch < 0) a.total_batch = tokens_per_micro;
-    if (a.total_batch % tokens_per_micro != 0)
-        user_error("-d %d must be a multiple of -b * -t = %d", a.total_batch, tokens_per_micro);
-    int accum = a.total_batch / tokens_per_micro;
+    OptHyper hyper;
+    int accum = run_check_args(&a, &cfg, opt, &hyper);
     int fused = (opt->flags & OPT_FUSED_BACKWARD) != 0;
-    if (fused && accum > 1)
-        user_error("%s updates inside backward, so it cannot accumulate gradients: use -d equal to -b * -t (%d)", opt->name, tokens_per_micro);
-    if (a.warmup < 0) a.warmup = a.steps / 10;
-    OptHyper hyper = make_hyper(&a, opt, a.total_batch);
-    if ((opt->flags & OPT_HESSIAN) && hyper.hess_interval < 1) hyper.hess_interval = 10;
-    if (hyper.nesterov && hyper.momentum <= 0.0f) user_error("-nesterov 1 needs a momentum > 0 (-momentum F)");
-    if (hyper.lr <= 0.0f && !hyper.relative_step) user_error("%s needs a learning rate > 0: pass -l", opt->name);
 
     // ---- memory: everything through the ledger
     Ledger led;
@@ -950,34 +940,18 @@ int main(int argc, char** argv) {
     }
 
     // ---- data
-    Tokenizer* tok = NULL;
     char err[1024];
-    if (file_exists(a.encoder) && file_exists(a.bpe)) {
-        if (tokenizer_load(&tok, a.encoder, a.bpe, err, sizeof(err)) != 0) { fprintf(stderr, "warning: %s; samples will print token ids\n", err); tok = NULL; }
-    }
-    char txt_train[1024], txt_val[1024];
-    const char* train_path = a.train_path;
-    const char* val_path = a.val_path;
-    size_t tl = strlen(train_path);
-    if (tl > 4 && strcmp(train_path + tl - 4, ".txt") == 0) {
-        if (!tok) user_error("-i %s is a text file, which needs the GPT-2 vocabulary (%s); run `make data` first", train_path, a.encoder);
-        if (data_text_to_shards(tok, train_path, "data/cache", 0.05, txt_train, txt_val, sizeof(txt_train), err, sizeof(err)) != 0)
-            user_error("%s", err);
-        train_path = txt_train;
-        if (!val_path) val_path = txt_val;
-    }
-    if (!val_path) val_path = strcmp(train_path, "data/gcide/gcide_train.bin") == 0 ? "data/gcide/gcide_val.bin" : train_path;
-    if (!strcmp(train_path, "data/gcide/gcide_train.bin") && !file_exists(train_path))
-        user_error("the default dataset %s is missing: run `make data` (or pass your own -i FILE)", train_path);
-    DataLoader train_loader, val_loader;
-    open_loader(&train_loader, train_path, a.B, a.T, cfg.vocab_size, "train");
-    open_loader(&val_loader, val_path, a.B, a.T, cfg.vocab_size, "val");
-    ledger_record(&led, MEM_DATA, "token shards (train+val)", dataloader_bytes(&train_loader) + dataloader_bytes(&val_loader), NULL);
+    RunData data;
+    run_open_data(&data, &a, cfg.vocab_size);
+    Tokenizer* tok = data.tok;
+    ledger_record(&led, MEM_DATA, "token shards (train+val)", dataloader_bytes(&data.train) + dataloader_bytes(&data.val), NULL);
     ledger_record(&led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
 
     // ---- init or resume
-    int start_step = 0, skipped_total = 0;
-    long tokens_seen = 0;
+    int start_step = 0;
+    RunStats stats;
+    memset(&stats, 0, sizeof(stats));
+    stats.last_val = NAN;
     char ckpt_path[1100] = "";
     if (a.out_dir) {
         mkdir(a.out_dir, 0755);
@@ -990,20 +964,12 @@ int main(int argc, char** argv) {
         int nb = checkpoint_blobs(&model, &orun, blobs);
         if (ckpt_read_header(ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
         checkpoint_header(&model, &orun, &mine);
-        if (h.num_layers != mine.num_layers || h.channels != mine.channels || h.num_heads != mine.num_heads ||
-            h.vocab_size != mine.vocab_size || h.max_seq_len != mine.max_seq_len)
-            user_error("cannot resume: %s holds a model L=%d C=%d heads=%d, this run is L=%d C=%d heads=%d; use the same -model",
-                       ckpt_path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
-        if (h.precision != mine.precision)
-            user_error("cannot resume: %s was written with -precision %s; use the same precision", ckpt_path, h.precision ? "bf16" : "fp32");
-        if (strncmp(h.optimizer, opt->name, sizeof(h.optimizer)) != 0)
-            user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %s", ckpt_path, h.optimizer, opt->name);
+        run_check_resume(&h, &mine, ckpt_path, a.steps);
         if (ckpt_load(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
-        if (h.step >= a.steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", ckpt_path, h.step, a.steps);
         start_step = h.step;
-        skipped_total = h.skipped_steps;
-        tokens_seen = (long)h.tokens_seen;
-        if (dataloader_seek(&train_loader, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, train_path);
+        stats.skipped_total = h.skipped_steps;
+        stats.tokens_seen = (long)h.tokens_seen;
+        if (dataloader_seek(&data.train, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, data.train_path);
         printf("resumed from %s at step %d\n", ckpt_path, start_step);
     } else {
         optimizer_init_state(&orun, &model);
@@ -1023,22 +989,17 @@ int main(int argc, char** argv) {
     threads = omp_get_max_threads();
 #endif
     printf("training on %d CPU thread%s\n", threads, threads > 1 ? "s" : "");
-    double train_seconds = 0.0;
-    long train_tokens = 0;
-    float last_val = NAN;
-    double recent_loss[10];
-    int nrecent = 0, consecutive_skips = 0;
     for (int step = start_step + 1; step <= a.steps; step++) {
         double t0 = now_seconds();
         float lr_scale = lr_multiplier(step, a.steps, a.warmup, a.final_lr_frac);
         // the optimizer's own step count (bias corrections, Adafactor's schedules) counts applied
         // updates only, as torch's does: a skipped non-finite step does not advance it
-        int opt_t = step - skipped_total;
+        int opt_t = step - stats.skipped_total;
         float loss = 0.0f, norm = 0.0f;
         int skipped = 0;
         if (fused) {
             FusedCtx c = { &orun, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
-            dataloader_next(&train_loader, model.inputs, model.targets);
+            dataloader_next(&data.train, model.inputs, model.targets);
             gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
             loss = model.mean_loss;
             if (!isfinite(loss)) skipped = 1;
@@ -1064,7 +1025,7 @@ int main(int argc, char** argv) {
         } else {
             zero_grads(&model);
             for (int micro = 0; micro < accum; micro++) {
-                dataloader_next(&train_loader, model.inputs, model.targets);
+                dataloader_next(&data.train, model.inputs, model.targets);
                 gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
                 loss += model.mean_loss / accum;
                 gpt2_backward(&model, a.B, a.T, 1.0f / accum, accumulate_unit_bf16, NULL);
@@ -1075,41 +1036,20 @@ int main(int argc, char** argv) {
                 float clip_scale = (a.grad_clip > 0.0f && norm > a.grad_clip) ? a.grad_clip / norm : 1.0f;
                 optimizer_step(&model, &orun, opt_t, lr_scale, clip_scale);
                 if ((opt->flags & OPT_HESSIAN) && opt_t % hyper.hess_interval == 0) {
-                    sophia_gnb_update(&model, &orun, &train_loader, accum, a.B, a.T, a.seed, step);
+                    sophia_gnb_update(&model, &orun, &data.train, accum, a.B, a.T, a.seed, step);
                     logger_write(&lg, "{\"type\":\"hessian\",\"step\":%d}", step);
                 }
             }
         }
         double dt = now_seconds() - t0;
-        tokens_seen += a.total_batch;
-        if (step > start_step + 1 || a.steps == start_step + 1) { train_seconds += dt; train_tokens += a.total_batch; }
         float lr = hyper.lr * lr_scale;
-        if (skipped) {
-            skipped_total++;
-            consecutive_skips++;
-            printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a.steps,
-                   isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", isfinite(loss) ? "gradient" : "loss", skipped_total);
-            logger_write(&lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"skipped_total\":%d}", step, isfinite(loss) ? "0" : "null", skipped_total);
-            if (consecutive_skips >= a.max_skips) {
-                fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient; stopping. "
-                        "%s Try a lower learning rate (-l) or gradient clipping (-g 1).\n", consecutive_skips,
-                        ckpt_path[0] && file_exists(ckpt_path) ? "The last checkpoint is intact." : "No checkpoint was written.");
-                logger_close(&lg);
-                return 3;
-            }
-        } else {
-            consecutive_skips = 0;
-            recent_loss[nrecent++ % 10] = loss;
-        }
-        printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s\n", step, a.steps, loss, lr, norm,
-               dt * 1000.0, a.total_batch / dt);
-        logger_write(&lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
-                     step, isfinite(loss) ? loss : -1.0f, lr, isfinite(norm) ? norm : -1.0f, dt * 1000.0, a.total_batch / dt, skipped);
+        int rc = run_record_step(&stats, &a, &lg, step, start_step + 1, loss, norm, lr, dt, skipped, "", ckpt_path);
+        if (rc) { logger_close(&lg); return rc; }
         int last = step == a.steps || step == a.stop_at;
         if ((a.val_every && step % a.val_every == 0) || last) {
-            last_val = evaluate(&model, &val_loader, a.val_batches, a.B, a.T);
-            printf("val loss %.6f (step %d, %d batches)\n", last_val, step, a.val_batches);
-            logger_write(&lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, last_val);
+            stats.last_val = evaluate(&model, &data.val, a.val_batches, a.B, a.T);
+            printf("val loss %.6f (step %d, %d batches)\n", stats.last_val, step, a.val_batches);
+            logger_write(&lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, stats.last_val);
         }
         if (a.sample_len > 0 && ((a.sample_every && step % a.sample_every == 0) || last))
             sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
@@ -1117,9 +1057,9 @@ int main(int argc, char** argv) {
             CkptHeader h;
             CkptBlob blobs[CKPT_MAX_BLOBS];
             checkpoint_header(&model, &orun, &h);
-            h.step = step; h.total_steps = a.steps; h.skipped_steps = skipped_total; h.seed = a.seed;
-            h.data_position = dataloader_position(&train_loader);
-            h.tokens_seen = (uint64_t)tokens_seen;
+            h.step = step; h.total_steps = a.steps; h.skipped_steps = stats.skipped_total; h.seed = a.seed;
+            h.data_position = dataloader_position(&data.train);
+            h.tokens_seen = (uint64_t)stats.tokens_seen;
             int nb = checkpoint_blobs(&model, &orun, blobs);
             if (ckpt_save(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);
             else printf("checkpoint: %s (step %d)\n", ckpt_path, step);
@@ -1128,25 +1068,11 @@ int main(int argc, char** argv) {
     }
 
     // ---- summary
-    double train_loss = 0.0;
-    int nl = nrecent < 10 ? nrecent : 10;
-    for (int i = 0; i < nl; i++) train_loss += recent_loss[i];
-    train_loss = nl ? train_loss / nl : NAN;
-    double tps = train_seconds > 0 ? train_tokens / train_seconds : 0.0;
-    size_t rss = process_peak_rss();
-    printf("memory: ledger peak %.2f MiB, process peak RSS %.2f MiB\n", led.peak / 1048576.0, rss / 1048576.0);
+    printf("memory: ledger peak %.2f MiB, process peak RSS %.2f MiB\n", led.peak / 1048576.0, process_peak_rss() / 1048576.0);
     if (orun.nonfinite) printf("note: the optimizer saw %ld non-finite gradient elements\n", orun.nonfinite);
-    printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
-           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt->name, a.steps, train_loss, last_val, tps,
-           led.peak / 1048576.0, state_bytes, (double)state_bytes / model.layout.num_params, model.layout.num_params, skipped_total, rss / 1048576.0);
-    logger_write(&lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
-                 "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f}",
-                 opt->name, a.steps, train_loss, last_val, tps, led.peak / 1048576.0, state_bytes,
-                 (double)state_bytes / model.layout.num_params, model.layout.num_params, skipped_total, rss / 1048576.0);
+    run_print_summary(&stats, &a, &lg, opt->name, led.peak / 1048576.0, state_bytes, model.layout.num_params, "");
     logger_close(&lg);
-    dataloader_free(&train_loader);
-    dataloader_free(&val_loader);
-    if (tok) tokenizer_free(tok);
+    run_close_data(&data);
     ledger_free_all(&led);
     state_layout_free(&orun.layout);
     model_layout_free(&model.layout);

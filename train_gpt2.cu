@@ -34,6 +34,7 @@
 #include "common/checkpoint.h"
 #include "common/cli.h"
 #include "common/advise.h"
+#include "common/run.h"
 #include "common/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
@@ -544,19 +545,11 @@ int main(int argc, char** argv) {
     if (gpu_opt_kind(opt->name) < 0)
         user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw", opt->name);
     GPT2Config cfg = parse_model(a.model);
-    if (a.T > cfg.max_seq_len) user_error("-t %d exceeds the model's context of %d positions", a.T, cfg.max_seq_len);
     if (!attention_head_size_ok(cfg.channels / cfg.num_heads))
         user_error("-model %s has head size %d; the CUDA attention kernels take 8, 16, 32, 64 or 128 (C / heads)", a.model,
                    cfg.channels / cfg.num_heads);
-    int tokens_per_micro = a.B * a.T;
-    if (a.total_batch < 0) a.total_batch = tokens_per_micro;
-    if (a.total_batch % tokens_per_micro != 0)
-        user_error("-d %d must be a multiple of -b * -t = %d", a.total_batch, tokens_per_micro);
-    int accum = a.total_batch / tokens_per_micro;
-    if (a.warmup < 0) a.warmup = a.steps / 10;
-    OptHyper hyper = make_hyper(&a, opt, a.total_batch);
-    if (hyper.nesterov && hyper.momentum <= 0.0f) user_error("-nesterov 1 needs a momentum > 0 (-momentum F)");
-    if (hyper.lr <= 0.0f && !hyper.relative_step) user_error("%s needs a learning rate > 0: pass -l", opt->name);
+    OptHyper hyper;
+    int accum = run_check_args(&a, &cfg, opt, &hyper);
 
     // ---- device and memory: everything through the ledger
     Ledger led;
@@ -597,33 +590,17 @@ int main(int argc, char** argv) {
     }
 
     // ---- data (as the CPU trainer)
-    Tokenizer* tok = NULL;
     char err[1024];
-    if (file_exists(a.encoder) && file_exists(a.bpe)) {
-        if (tokenizer_load(&tok, a.encoder, a.bpe, err, sizeof(err)) != 0) { fprintf(stderr, "warning: %s; samples will print token ids\n", err); tok = NULL; }
-    }
-    char txt_train[1024], txt_val[1024];
-    const char* train_path = a.train_path;
-    const char* val_path = a.val_path;
-    size_t tl = strlen(train_path);
-    if (tl > 4 && strcmp(train_path + tl - 4, ".txt") == 0) {
-        if (!tok) user_error("-i %s is a text file, which needs the GPT-2 vocabulary (%s); run `make data` first", train_path, a.encoder);
-        if (data_text_to_shards(tok, train_path, "data/cache", 0.05, txt_train, txt_val, sizeof(txt_train), err, sizeof(err)) != 0)
-            user_error("%s", err);
-        train_path = txt_train;
-        if (!val_path) val_path = txt_val;
-    }
-    if (!val_path) val_path = strcmp(train_path, "data/gcide/gcide_train.bin") == 0 ? "data/gcide/gcide_val.bin" : train_path;
-    if (!strcmp(train_path, "data/gcide/gcide_train.bin") && !file_exists(train_path))
-        user_error("the default dataset %s is missing: run `make data` (or pass your own -i FILE)", train_path);
-    DataLoader train_loader, val_loader;
-    open_loader(&train_loader, train_path, a.B, a.T, cfg.vocab_size, "train");
-    open_loader(&val_loader, val_path, a.B, a.T, cfg.vocab_size, "val");
-    ledger_record(&led, MEM_DATA, "token shards (host)", dataloader_bytes(&train_loader) + dataloader_bytes(&val_loader), NULL);
+    RunData data;
+    run_open_data(&data, &a, cfg.vocab_size);
+    Tokenizer* tok = data.tok;
+    ledger_record(&led, MEM_DATA, "token shards (host)", dataloader_bytes(&data.train) + dataloader_bytes(&data.val), NULL);
 
     // ---- init or resume
-    int start_step = 0, skipped_total = 0;
-    long tokens_seen = 0;
+    int start_step = 0;
+    RunStats stats;
+    memset(&stats, 0, sizeof(stats));
+    stats.last_val = NAN;
     char ckpt_path[1100] = "";
     if (a.out_dir) {
         mkdir(a.out_dir, 0755);
@@ -636,23 +613,15 @@ int main(int argc, char** argv) {
         void* dev[CKPT_MAX_BLOBS];
         if (ckpt_read_header(ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
         checkpoint_header(&model, &orun, &mine);
-        if (h.num_layers != mine.num_layers || h.channels != mine.channels || h.num_heads != mine.num_heads ||
-            h.vocab_size != mine.vocab_size || h.max_seq_len != mine.max_seq_len)
-            user_error("cannot resume: %s holds a model L=%d C=%d heads=%d, this run is L=%d C=%d heads=%d; use the same -model",
-                       ckpt_path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
-        if (h.precision != mine.precision)
-            user_error("cannot resume: %s was written with -precision %s; use the same precision", ckpt_path, h.precision ? "bf16" : "fp32");
-        if (strncmp(h.optimizer, opt->name, sizeof(h.optimizer)) != 0)
-            user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %s", ckpt_path, h.optimizer, opt->name);
+        run_check_resume(&h, &mine, ckpt_path, a.steps);
         int nb = checkpoint_blobs(&model, &orun, blobs, dev);
         if (ckpt_load(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
         for (int i = 0; i < nb; i++) CUDA_CHECK(cudaMemcpy(dev[i], blobs[i].data, blobs[i].bytes, cudaMemcpyHostToDevice));
         free_blobs(blobs, nb);
-        if (h.step >= a.steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", ckpt_path, h.step, a.steps);
         start_step = h.step;
-        skipped_total = h.skipped_steps;
-        tokens_seen = (long)h.tokens_seen;
-        if (dataloader_seek(&train_loader, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, train_path);
+        stats.skipped_total = h.skipped_steps;
+        stats.tokens_seen = (long)h.tokens_seen;
+        if (dataloader_seek(&data.train, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, data.train_path);
         printf("resumed from %s at step %d\n", ckpt_path, start_step);
     }
     Logger lg;
@@ -675,21 +644,16 @@ int main(int argc, char** argv) {
     for (int i = 0; i < nev; i++) CUDA_CHECK(cudaEventCreate(&ev[i]));
     double fwd_ms = 0.0, bwd_ms = 0.0, opt_ms = 0.0;
     int timed_steps = 0;
-    double train_seconds = 0.0;
-    long train_tokens = 0;
-    float last_val = NAN;
-    double recent_loss[10];
-    int nrecent = 0, consecutive_skips = 0;
     for (int step = start_step + 1; step <= a.steps; step++) {
         double t0 = now_seconds();
         float lr_scale = lr_multiplier(step, a.steps, a.warmup, a.final_lr_frac);
-        int opt_t = step - skipped_total; // applied updates only, as the CPU trainer (and torch) count
+        int opt_t = step - stats.skipped_total; // applied updates only, as the CPU trainer (and torch) count
         float loss = 0.0f, norm = 0.0f;
         int skipped = 0;
         zero_grads(&model);
         CUDA_CHECK(cudaEventRecord(ev[0]));
         for (int micro = 0; micro < accum; micro++) {
-            dataloader_next(&train_loader, model.inputs, model.targets);
+            dataloader_next(&data.train, model.inputs, model.targets);
             gpt2_forward(&model, a.B, a.T, 1, 1.0f / accum);
             CUDA_CHECK(cudaEventRecord(ev[1 + 2 * micro]));
             if (micro == accum - 1) { size_t u = device_used_bytes(); if (u > dev_peak) dev_peak = u; }
@@ -719,40 +683,18 @@ int main(int argc, char** argv) {
             CUDA_CHECK(cudaEventElapsedTime(&x, ev[2 * accum], ev[nev - 1])); o = x;
             fwd_ms += f; bwd_ms += b; opt_ms += o;
             timed_steps++;
-            train_seconds += dt;
-            train_tokens += a.total_batch;
         }
-        tokens_seen += a.total_batch;
         float lr = hyper.lr * lr_scale;
-        if (skipped) {
-            skipped_total++;
-            consecutive_skips++;
-            printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a.steps,
-                   isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", isfinite(loss) ? "gradient" : "loss", skipped_total);
-            logger_write(&lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"skipped_total\":%d}", step, isfinite(loss) ? "0" : "null", skipped_total);
-            if (consecutive_skips >= a.max_skips) {
-                fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient; stopping. "
-                        "%s Try a lower learning rate (-l) or gradient clipping (-g 1).\n", consecutive_skips,
-                        ckpt_path[0] && file_exists(ckpt_path) ? "The last checkpoint is intact." : "No checkpoint was written.");
-                logger_close(&lg);
-                return 3;
-            }
-        } else {
-            consecutive_skips = 0;
-            recent_loss[nrecent++ % 10] = loss;
-        }
         double tps = a.total_batch / dt;
         char mfu[32] = "";
         if (peak_flops > 0) snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * tps * flops_per_token / peak_flops);
-        printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s%s\n", step, a.steps, loss, lr, norm,
-               dt * 1000.0, tps, mfu);
-        logger_write(&lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
-                     step, isfinite(loss) ? loss : -1.0f, lr, isfinite(norm) ? norm : -1.0f, dt * 1000.0, tps, skipped);
+        int rc = run_record_step(&stats, &a, &lg, step, start_step + 1, loss, norm, lr, dt, skipped, mfu, ckpt_path);
+        if (rc) { logger_close(&lg); return rc; }
         int last = step == a.steps || step == a.stop_at;
         if ((a.val_every && step % a.val_every == 0) || last) {
-            last_val = evaluate(&model, &val_loader, a.val_batches, a.B, a.T);
-            printf("val loss %.6f (step %d, %d batches)\n", last_val, step, a.val_batches);
-            logger_write(&lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, last_val);
+            stats.last_val = evaluate(&model, &data.val, a.val_batches, a.B, a.T);
+            printf("val loss %.6f (step %d, %d batches)\n", stats.last_val, step, a.val_batches);
+            logger_write(&lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, stats.last_val);
         }
         if (a.sample_len > 0 && ((a.sample_every && step % a.sample_every == 0) || last))
             sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
@@ -761,9 +703,9 @@ int main(int argc, char** argv) {
             CkptBlob blobs[CKPT_MAX_BLOBS];
             void* dev[CKPT_MAX_BLOBS];
             checkpoint_header(&model, &orun, &h);
-            h.step = step; h.total_steps = a.steps; h.skipped_steps = skipped_total; h.seed = a.seed;
-            h.data_position = dataloader_position(&train_loader);
-            h.tokens_seen = (uint64_t)tokens_seen;
+            h.step = step; h.total_steps = a.steps; h.skipped_steps = stats.skipped_total; h.seed = a.seed;
+            h.data_position = dataloader_position(&data.train);
+            h.tokens_seen = (uint64_t)stats.tokens_seen;
             int nb = checkpoint_blobs(&model, &orun, blobs, dev);
             for (int i = 0; i < nb; i++) CUDA_CHECK(cudaMemcpy(blobs[i].data, dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
             if (ckpt_save(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);
@@ -774,33 +716,20 @@ int main(int argc, char** argv) {
     }
 
     // ---- summary
-    double train_loss = 0.0;
-    int nl = nrecent < 10 ? nrecent : 10;
-    for (int i = 0; i < nl; i++) train_loss += recent_loss[i];
-    train_loss = nl ? train_loss / nl : NAN;
-    double tps = train_seconds > 0 ? train_tokens / train_seconds : 0.0;
-    size_t rss = process_peak_rss();
     double peak_mib = dev_peak / 1048576.0;
     if (timed_steps > 0)
         printf("gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, optimizer %.2f ms (incl. norm)\n",
                timed_steps, fwd_ms / timed_steps, bwd_ms / timed_steps, opt_ms / timed_steps);
     printf("memory: ledger peak %.2f MiB (cuBLASLt workspace %.2f MiB), device peak %.2f MiB (total - free, incl. CUDA context), "
-           "process peak RSS %.2f MiB\n", led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0, peak_mib, rss / 1048576.0);
-    printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
-           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt->name, a.steps, train_loss, last_val, tps,
-           peak_mib, state_bytes, (double)state_bytes / model.layout.num_params, model.layout.num_params, skipped_total, rss / 1048576.0);
-    logger_write(&lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
-                 "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f,"
-                 "\"ledger_peak_mib\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"opt_ms\":%.3f}",
-                 opt->name, a.steps, train_loss, last_val, tps, peak_mib, state_bytes, (double)state_bytes / model.layout.num_params,
-                 model.layout.num_params, skipped_total, rss / 1048576.0, led.peak / 1048576.0,
-                 timed_steps ? fwd_ms / timed_steps : 0.0, timed_steps ? bwd_ms / timed_steps : 0.0, timed_steps ? opt_ms / timed_steps : 0.0);
+           "process peak RSS %.2f MiB\n", led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0, peak_mib, process_peak_rss() / 1048576.0);
+    char extra[256];
+    snprintf(extra, sizeof(extra), ",\"ledger_peak_mib\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"opt_ms\":%.3f", led.peak / 1048576.0,
+             timed_steps ? fwd_ms / timed_steps : 0.0, timed_steps ? bwd_ms / timed_steps : 0.0, timed_steps ? opt_ms / timed_steps : 0.0);
+    run_print_summary(&stats, &a, &lg, opt->name, peak_mib, state_bytes, model.layout.num_params, extra);
     logger_close(&lg);
     for (int i = 0; i < nev; i++) CUDA_CHECK(cudaEventDestroy(ev[i]));
     free(ev);
-    dataloader_free(&train_loader);
-    dataloader_free(&val_loader);
-    if (tok) tokenizer_free(tok);
+    run_close_data(&data);
     dev_free_all();
     state_layout_free(&orun.layout);
     gpt2_free_host(&model);

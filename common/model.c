@@ -215,7 +215,3 @@ double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what) {
-    char err[1024];
-    if (dataloader_open(dl, path, B, T, V, err, sizeof(err)) != 0) user_error("%s data: %s", what, err);
-}

@@ -112,8 +112,6 @@ int model_checkpoint_blobs(CkptBlob* blobs, const ModelLayout* ml, const StateLa
 int sample_index(const float* p, int n, float u);
 // Monotonic wall clock in seconds.
 double now_seconds(void);
-// Opens a token shard for (B, T) batches; a bad file is a user error ("train data: ...").
-void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,121 @@
+// common/run.c: see run.h.
+#include <string.h>
+#include <math.h>
+#include "run.h"
+#include "util.h"
+#include "ledger.h"
+
+#define DEFAULT_TRAIN "data/gcide/gcide_train.bin"
+#define DEFAULT_VAL "data/gcide/gcide_val.bin"
+
+int run_check_args(Args* a, const GPT2Config* cfg, const Optimizer* opt, OptHyper* hyper) {
+    if (a->T > cfg->max_seq_len) user_error("-t %d exceeds the model's context of %d positions", a->T, cfg->max_seq_len);
+    int tokens_per_micro = a->B * a->T;
+    if (a->total_batch < 0) a->total_batch = tokens_per_micro;
+    if (a->total_batch % tokens_per_micro != 0)
+        user_error("-d %d must be a multiple of -b * -t = %d", a->total_batch, tokens_per_micro);
+    int accum = a->total_batch / tokens_per_micro;
+    if ((opt->flags & OPT_FUSED_BACKWARD) && accum > 1)
+        user_error("%s updates inside backward, so it cannot accumulate gradients: use -d equal to -b * -t (%d)", opt->name, tokens_per_micro);
+    if (a->warmup < 0) a->warmup = a->steps / 10;
+    *hyper = make_hyper(a, opt, a->total_batch);
+    if ((opt->flags & OPT_HESSIAN) && hyper->hess_interval < 1) hyper->hess_interval = 10;
+    if (hyper->nesterov && hyper->momentum <= 0.0f) user_error("-nesterov 1 needs a momentum > 0 (-momentum F)");
+    if (hyper->lr <= 0.0f && !hyper->relative_step) user_error("%s needs a learning rate > 0: pass -l", opt->name);
+    return accum;
+}
+
+static void open_loader(DataLoader* dl, const char* path, int B, int T, int V, const char* what) {
+    char err[1024];
+    if (dataloader_open(dl, path, B, T, V, err, sizeof(err)) != 0) user_error("%s data: %s", what, err);
+}
+
+void run_open_data(RunData* d, const Args* a, int vocab_size) {
+    memset(d, 0, sizeof(*d));
+    char err[1024];
+    if (file_exists(a->encoder) && file_exists(a->bpe) && tokenizer_load(&d->tok, a->encoder, a->bpe, err, sizeof(err)) != 0) {
+        fprintf(stderr, "warning: %s; samples will print token ids\n", err);
+        d->tok = NULL;
+    }
+    snprintf(d->train_path, sizeof(d->train_path), "%s", a->train_path);
+    d->val_path[0] = 0;
+    if (a->val_path) snprintf(d->val_path, sizeof(d->val_path), "%s", a->val_path);
+    size_t tl = strlen(a->train_path);
+    if (tl > 4 && strcmp(a->train_path + tl - 4, ".txt") == 0) {
+        // a plain text file: tokenized once, cached under data/cache, its last 5% the val split
+        if (!d->tok) user_error("-i %s is a text file, which needs the GPT-2 vocabulary (%s); run `make data` first", a->train_path, a->encoder);
+        char txt_val[1024];
+        if (data_text_to_shards(d->tok, a->train_path, "data/cache", 0.05, d->train_path, txt_val, sizeof(d->train_path), err, sizeof(err)) != 0)
+            user_error("%s", err);
+        if (!a->val_path) snprintf(d->val_path, sizeof(d->val_path), "%s", txt_val);
+    }
+    if (!d->val_path[0]) // the default dataset's val split, or the training data itself
+        snprintf(d->val_path, sizeof(d->val_path), "%s", strcmp(d->train_path, DEFAULT_TRAIN) == 0 ? DEFAULT_VAL : d->train_path);
+    if (!strcmp(d->train_path, DEFAULT_TRAIN) && !file_exists(d->train_path))
+        user_error("the default dataset %s is missing: run `make data` (or pass your own -i FILE)", d->train_path);
+    open_loader(&d->train, d->train_path, a->B, a->T, vocab_size, "train");
+    open_loader(&d->val, d->val_path, a->B, a->T, vocab_size, "val");
+}
+
+void run_close_data(RunData* d) {
+    dataloader_free(&d->train);
+    dataloader_free(&d->val);
+    if (d->tok) tokenizer_free(d->tok);
+    d->tok = NULL;
+}
+
+void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* path, int steps) {
+    if (h->num_layers != mine->num_layers || h->channels != mine->channels || h->num_heads != mine->num_heads ||
+        h->vocab_size != mine->vocab_size || h->max_seq_len != mine->max_seq_len)
+        user_error("cannot resume: %s holds a model L=%d C=%d heads=%d, this run is L=%d C=%d heads=%d; use the same -model",
+                   path, h->num_layers, h->channels, h->num_heads, mine->num_layers, mine->channels, mine->num_heads);
+    if (h->precision != mine->precision)
+        user_error("cannot resume: %s was written with -precision %s; use the same precision", path, h->precision ? "bf16" : "fp32");
+    if (strncmp(h->optimizer, mine->optimizer, sizeof(h->optimizer)) != 0)
+        user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %.32s", path, h->optimizer, mine->optimizer);
+    if (h->step >= steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", path, h->step, steps);
+}
+
+int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_step, float loss, float norm,
+                    float lr, double seconds, int skipped, const char* extra, const char* ckpt_path) {
+    s->tokens_seen += a->total_batch;
+    if (step > first_step || a->steps == first_step) { s->train_seconds += seconds; s->train_tokens += a->total_batch; }
+    if (skipped) {
+        s->skipped_total++;
+        s->consecutive_skips++;
+        printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a->steps,
+               isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", isfinite(loss) ? "gradient" : "loss", s->skipped_total);
+        logger_write(lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"skipped_total\":%d}", step, isfinite(loss) ? "0" : "null", s->skipped_total);
+        if (s->consecutive_skips >= a->max_skips) {
+            fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient; stopping. "
+                    "%s Try a lower learning rate (-l) or gradient clipping (-g 1).\n", s->consecutive_skips,
+                    ckpt_path && ckpt_path[0] && file_exists(ckpt_path) ? "The last checkpoint is intact." : "No checkpoint was written.");
+            return 3;
+        }
+    } else {
+        s->consecutive_skips = 0;
+        s->recent_loss[s->nrecent++ % 10] = loss;
+    }
+    printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s%s\n", step, a->steps, loss, lr, norm,
+           seconds * 1000.0, a->total_batch / seconds, extra ? extra : "");
+    logger_write(lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
+                 step, isfinite(loss) ? loss : -1.0f, lr, isfinite(norm) ? norm : -1.0f, seconds * 1000.0, a->total_batch / seconds, skipped);
+    return 0;
+}
+
+void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
+                       size_t state_bytes, size_t num_params, const char* extra_json) {
+    double train_loss = 0.0;
+    int nl = s->nrecent < 10 ? s->nrecent : 10;
+    for (int i = 0; i < nl; i++) train_loss += s->recent_loss[i];
+    train_loss = nl ? train_loss / nl : NAN;
+    double tps = s->train_seconds > 0 ? s->train_tokens / s->train_seconds : 0.0;
+    double rss_mib = process_peak_rss() / 1048576.0;
+    printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
+           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt_name, a->steps, train_loss, s->last_val, tps,
+           peak_mib, state_bytes, (double)state_bytes / num_params, num_params, s->skipped_total, rss_mib);
+    logger_write(lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
+                 "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f%s}",
+                 opt_name, a->steps, train_loss, s->last_val, tps, peak_mib, state_bytes, (double)state_bytes / num_params,
+                 num_params, s->skipped_total, rss_mib, extra_json ? extra_json : "");
+}
