@@ -28,7 +28,7 @@ DATA_TRAIN := data/gcide/gcide_train.bin
 DATA_VAL := data/gcide/gcide_val.bin
 VOCAB := data/gpt2/encoder.json data/gpt2/vocab.bpe
 
-.PHONY: train train_cpu_bin train_gpu_bin test data reference clean bench
+.PHONY: train test data reference clean bench
 .DEFAULT_GOAL := train
 
 build/%.o: %.c $(HDRS)

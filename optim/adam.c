@@ -22,6 +22,10 @@
 // (0.9, 0.95), wd 0.1 with warmup and cosine decay; beta2 0.95 reacts faster than 0.999, which
 // matters in a run of a few hundred steps where v would otherwise average over most of the run. The
 // table keeps torch's defaults.
+//
+// Where a simplified sketch differs (see docs/optimizers.md): the bias corrections 1 - beta^t, eps added
+// after the bias correction of sqrt(v) (not inside the square root), and AdamW's decay decoupled and applied
+// first with the scheduled lr, while Adam's is a coupled L2 term in the gradient.
 #include "optim_common.h"
 
 static int adam_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {

@@ -53,6 +53,11 @@
 // do not exist here (they could only matter if every real |m| in the block were below 5e-7 of the
 // previous absmax). Every operation is rounded to fp32 in the kernel's order, with no fused
 // multiply-add, so test/ref_optim_8bit.py can transcribe the step and match it code for code.
+//
+// Where a simplified sketch differs (see docs/optimizers.md): quantization is block-wise (one fp32 absmax
+// per block of 256 or 2048) with non-linear dynamic maps (signed for m, unsigned for v), the absmax comes
+// from the updated moments, the parameter update uses the fp32 moments before requantization, and small
+// tensors keep fp32 state.
 #include <math.h>
 #include "optim_common.h"
 #include "quant8.h"

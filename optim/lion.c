@@ -15,6 +15,9 @@
 // decay 3-10x larger, keeping lr*wd; with GPT-2's AdamW lr 6e-4 / wd 0.1 that is about lr 1e-4..2e-4
 // and wd 0.3..1.0 on the 2-D weights, betas (0.95, 0.98) if training is unstable. The table keeps
 // the reference defaults.
+//
+// Where a simplified sketch differs (see docs/optimizers.md): the sign is taken of the beta1 interpolation
+// of the old m with g, while the stored m is updated afterwards with beta2; weight decay is decoupled, first.
 #include "optim_common.h"
 
 static int lion_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {

@@ -19,6 +19,10 @@
 // For GPT-2 training: the same as for sgd: lr 1e-3 is small for plain SGD on a GPT-2 run of a
 // few hundred steps (the LOMO paper fine-tunes pretrained models, where small SGD steps suffice); a
 // from-scratch run likely wants a much larger lr with clipping. The table keeps the reference default.
+//
+// Where a simplified sketch differs (see docs/optimizers.md): clipping by global norm costs a second
+// forward and backward; the tied embedding keeps its gradient alive across the whole backward, so the
+// trainer holds one block plus the embedding unit; gradient accumulation is impossible.
 #include "optim_common.h"
 
 static int lomo_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {

@@ -21,6 +21,10 @@
 // on a transformer (no per-coordinate scaling as in Adam); expect to need an lr one to two orders of
 // magnitude larger with clipping on (-g 1), or about 10x larger with momentum 0.9; check with a short
 // run. The table keeps torch's defaults; pass -l for a larger step.
+//
+// Where a simplified sketch differs (see docs/optimizers.md): torch's weight decay is a coupled L2 term
+// added to the gradient (so it enters the momentum), the lr sits outside the buffer (b = mu*b + g, not
+// Sutskever's form or a (1-mu)-damped EMA), and the first step sets b = g.
 #include "optim_common.h"
 
 // ---- sgd -----------------------------------------------------------------------------------------

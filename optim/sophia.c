@@ -25,6 +25,10 @@
 // README uses lr 6e-4, rho 0.05, wd 0.2 (grad clip 1.0, 2k warmup, 100k steps); for a run of a few
 // hundred steps k = 10 gives a few dozen Hessian updates. The table keeps the
 // reference defaults.
+//
+// Where a simplified sketch differs (see docs/optimizers.md): the bs factor in the denominator, the exact
+// clip min(|m| / (rho*bs*h + 1e-15), 1) * sign(m), and h refreshed only every k steps from labels sampled
+// from the model's own softmax (the trainer's extra backward, train_gpt2.c: sophia_gnb_update).
 #include "optim_common.h"
 
 static int sophia_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
