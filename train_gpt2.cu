@@ -543,7 +543,7 @@ int main(int argc, char** argv) {
         return EXIT_USER;
     }
     if (gpu_opt_kind(opt->name) < 0)
-        user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw", opt->name);
+        user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw, lion, adam8bit, adamw8bit, paged_adamw8bit", opt->name);
     GPT2Config cfg = parse_model(a.model);
     if (!attention_head_size_ok(cfg.channels / cfg.num_heads))
         user_error("-model %s has head size %d; the CUDA attention kernels take 8, 16, 32, 64 or 128 (C / heads)", a.model,
@@ -717,6 +717,8 @@ int main(int argc, char** argv) {
 
     // ---- summary
     double peak_mib = dev_peak / 1048576.0;
+    long nonfinite = gpu_opt_nonfinite(&orun); // the 8-bit kernels count them, as the CPU's adam8bit step
+    if (nonfinite) printf("note: the optimizer saw %ld non-finite gradient elements\n", nonfinite);
     if (timed_steps > 0)
         printf("gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, optimizer %.2f ms (incl. norm)\n",
                timed_steps, fwd_ms / timed_steps, bwd_ms / timed_steps, opt_ms / timed_steps);

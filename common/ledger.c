@@ -92,8 +92,11 @@ void ledger_print(const Ledger* L, FILE* f, size_t num_params) {
         for (int i = 0; i < L->n; i++) {
             const LedgerLine* ln = &L->lines[i];
             if ((int)ln->cat != c) continue;
+            char label[64];
+            // paged optimizer state lives in host-backed managed memory: say so in the table
+            snprintf(label, sizeof(label), "%s%s", ln->label, ln->host_backed ? " [host]" : "");
             fprintf(f, "| %-17s | %-26s | %14zu | %10.2f | %9.4f | %5.1f%% |\n", ledger_category_name(ln->cat),
-                    ln->label, ln->bytes, ln->bytes / 1048576.0,
+                    label, ln->bytes, ln->bytes / 1048576.0,
                     num_params ? (double)ln->bytes / num_params : 0.0, 100.0 * ln->bytes / total);
         }
     }
