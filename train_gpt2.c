@@ -950,13 +950,8 @@ int main(int argc, char** argv) {
     // ---- init or resume
     int start_step = 0;
     RunStats stats;
-    memset(&stats, 0, sizeof(stats));
-    stats.last_val = NAN;
-    char ckpt_path[1100] = "";
-    if (a.out_dir) {
-        mkdir(a.out_dir, 0755);
-        snprintf(ckpt_path, sizeof(ckpt_path), "%s/checkpoint.bin", a.out_dir);
-    }
+    char ckpt_path[1100];
+    run_begin(&stats, &a, ckpt_path, sizeof(ckpt_path));
     gpt2_init(&model, a.seed);
     if (a.resume) {
         CkptHeader h, mine;

@@ -1,6 +1,7 @@
 // common/run.c: see run.h.
 #include <string.h>
 #include <math.h>
+#include <sys/stat.h>
 #include "run.h"
 #include "util.h"
 #include "ledger.h"
@@ -74,6 +75,21 @@ void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* p
     if (strncmp(h->optimizer, mine->optimizer, sizeof(h->optimizer)) != 0)
         user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %.32s", path, h->optimizer, mine->optimizer);
     if (h->step >= steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", path, h->step, steps);
+}
+
+void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen) {
+    memset(s, 0, sizeof(*s));
+    s->last_val = NAN;
+    ckpt_path[0] = 0;
+    if (a->out_dir) {
+        // mkdir -p: existing directories are fine; an unwritable path fails when the log is opened
+        char dir[1024];
+        snprintf(dir, sizeof(dir), "%s", a->out_dir);
+        for (char* p = dir + 1; *p; p++)
+            if (*p == '/') { *p = 0; mkdir(dir, 0755); *p = '/'; }
+        mkdir(dir, 0755);
+        snprintf(ckpt_path, pathlen, "%s/checkpoint.bin", a->out_dir);
+    }
 }
 
 int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_step, float loss, float norm,

@@ -47,6 +47,10 @@ typedef struct {
     float last_val;
 } RunStats;
 
+// Starts a run's bookkeeping: zeroed stats, and with -o DIR the directory created and ckpt_path set to
+// DIR/checkpoint.bin (empty without -o).
+void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen);
+
 // Records one finished step: prints the step line (with `extra` appended, e.g. " | MFU 41.0%"),
 // writes the log records, counts skips. Returns 0 to go on, or 3 when -max-skips consecutive steps
 // were non-finite (the message is printed; the caller closes the log and exits with it).
