@@ -543,7 +543,7 @@ int main(int argc, char** argv) {
         return EXIT_USER;
     }
     if (gpu_opt_kind(opt->name) < 0)
-        user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw, lion, adam8bit, adamw8bit, paged_adamw8bit", opt->name);
+        user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw, lion, adam8bit, adamw8bit, paged_adamw8bit, adafactor, came", opt->name);
     GPT2Config cfg = parse_model(a.model);
     if (!attention_head_size_ok(cfg.channels / cfg.num_heads))
         user_error("-model %s has head size %d; the CUDA attention kernels take 8, 16, 32, 64 or 128 (C / heads)", a.model,

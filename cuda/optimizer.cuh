@@ -20,13 +20,15 @@
 #include "optim/adam.cuh"
 #include "optim/lion.cuh"
 #include "optim/adam8bit.cuh"
+#include "optim/factored.cuh"
 #include "optim/quant8.h"
 
 #define OPT_CHUNK 4096
 
 // GPU_OPT_ADAM8BIT covers adam8bit, adamw8bit (the same kernel; only the default wd differs) and
-// paged_adamw8bit (the same kernel, state in managed memory: GpuOpt.paged).
-enum { GPU_OPT_SGD = 0, GPU_OPT_SGDM, GPU_OPT_ADAM, GPU_OPT_ADAMW, GPU_OPT_LION, GPU_OPT_ADAM8BIT };
+// paged_adamw8bit (the same kernel, state in managed memory: GpuOpt.paged). GPU_OPT_ADAFACTOR and
+// GPU_OPT_CAME run optim/factored.cuh's kernels. adalomo stays CPU-only: it needs the fused backward.
+enum { GPU_OPT_SGD = 0, GPU_OPT_SGDM, GPU_OPT_ADAM, GPU_OPT_ADAMW, GPU_OPT_LION, GPU_OPT_ADAM8BIT, GPU_OPT_ADAFACTOR, GPU_OPT_CAME };
 
 // Which optimizers have CUDA kernels; -1 for the CPU-only ones.
 static int gpu_opt_kind(const char* name) {
@@ -36,6 +38,8 @@ static int gpu_opt_kind(const char* name) {
     if (!strcmp(name, "adamw")) return GPU_OPT_ADAMW;
     if (!strcmp(name, "lion")) return GPU_OPT_LION;
     if (!strcmp(name, "adam8bit") || !strcmp(name, "adamw8bit") || !strcmp(name, "paged_adamw8bit")) return GPU_OPT_ADAM8BIT;
+    if (!strcmp(name, "adafactor")) return GPU_OPT_ADAFACTOR;
+    if (!strcmp(name, "came")) return GPU_OPT_CAME;
     return -1;
 }
 
@@ -74,6 +78,7 @@ typedef struct {
     unsigned long long* d_nonfinite;// non-finite gradient elements seen, summed over steps
     int paged;                      // paged_adamw8bit: state in managed memory, prefetched before each step
     int device;
+    FacGpu fac;                     // adafactor, came: their own work tables (optim/factored.cuh)
 } GpuOpt;
 
 // paged_adamw8bit's state: managed memory (host-backed, migrated on demand), zeroed, counted in the
@@ -133,6 +138,12 @@ static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, co
         cudaMemLocation loc = { cudaMemLocationTypeDevice, o->device };
         for (int b = 0; managed_ok && b < o->layout.nbuf; b++)
             CUDA_CHECK(cudaMemAdvise(o->buf[b], o->layout.buf_bytes[b], cudaMemAdviseSetPreferredLocation, loc));
+    }
+    if (o->kind == GPU_OPT_ADAFACTOR || o->kind == GPU_OPT_CAME) {
+        // up to 5 states per tensor, reductions over rows and columns: their own tables, no chunks
+        fac_setup(&o->fac, o->kind == GPU_OPT_CAME, &o->layout, o->buf, shapes, param_offsets, n, led);
+        o->ntensors = n;
+        return;
     }
     GpuOptTensor* ht = (GpuOptTensor*)xcalloc((size_t)n, sizeof(GpuOptTensor));
     int nchunks = 0;
@@ -417,6 +428,10 @@ static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, 
     if (o->kind == GPU_OPT_ADAM8BIT) {
         a.a8 = adam8bit_scalars_host(a.lr, h->beta1, h->beta2, h->eps, h->weight_decay, step, h->qblock);
         a.nonfinite = o->d_nonfinite;
+    }
+    if (o->kind == GPU_OPT_ADAFACTOR || o->kind == GPU_OPT_CAME) {
+        fac_step<G>(&o->fac, h, master, grad, pbf16, step, a.lr, clip_scale, a.sr, a.seed);
+        return;
     }
     if (o->kind == GPU_OPT_SGDM && h->momentum == 0.0f) a.kind = GPU_OPT_SGD; // torch keeps no buffer: plain sgd
     if (o->paged) {

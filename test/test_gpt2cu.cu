@@ -16,11 +16,13 @@
 //     the CPU's rounding of the GPU master (nearest, and stochastic with the CPU's hash).
 //  3b. adam8bit/adamw8bit/paged_adamw8bit kernels vs adam8bit.c (check_optimizer_8bit: codes equal,
 //     fp32 values within rtol 1e-6, non-finite counts equal); lion through check 3 with rtol 1e-6 states.
+//  3c. adafactor and came kernels vs adafactor.c/came.c (check_optimizer_factored: statistics rtol 1e-6,
+//     momentum/residual states and master rtol 1e-5, bf16 copy exact).
 //  4. 20 training steps, ./train_gpu vs ./train_cpu on the same synthetic token shard, same seed: per-step
 //     losses within 0.02 (fp32: TF32 matmuls, ~1e-3 relative per product) and 0.15 (bf16: bf16
 //     activations on the GPU vs fp32 on the CPU) absolute, on losses near 10.8 -> ~7; the loss falls.
 //     Two identical GPU runs give bit-identical losses (determinism).
-//     Then lion, adamw8bit and paged_adamw8bit: 20 bf16 steps each, GPU vs CPU within the same 0.15.
+//     Then lion, adamw8bit, paged_adamw8bit, adafactor and came: 20 bf16 steps each, GPU vs CPU within 0.15.
 //  5. Checkpoint at step 10 on the GPU (-stop 10), resumed on the GPU (losses of steps 11..20 bit-identical
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
 #define TESTING
@@ -302,6 +304,146 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
     dev_free_all();
 }
 
+// ---- 3c: adafactor and came kernels vs adafactor.c / came.c ---------------------------------------
+// Awkward sizes: vectors of 1, 3 and 8193 (one element past a work item) elements; matrices 33x65,
+// 3x5000 (rows < cols), 300x7 (rows > cols, rows not a multiple of the 64-row work items), 129x257.
+// Three steps with a schedule and gradient clipping, weight decay on the matrices and one vector.
+// Tolerances: the second-moment statistics (v_row, v_col, v) within rtol 1e-6: both sides sum the same
+// fp32 values in double (only the order differs, ~1e-16) and round the mean to fp32 once, so they differ
+// by at most the EMA's fused multiply-add (gcc -ffp-contract=fast vs nvcc), 1 ulp = 6e-8. Everything
+// downstream of the momentum (exp_avg, came's res_row/res_col, the master) within rtol 1e-5: there the
+// same 1-ulp contraction differences meet cancellation (came's residual U - m, the update th - u), as in
+// check 3; a wrong formula (a missing mean(r), the clip, the lr scaling) is off by far more than 1e-3.
+static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf16_mode, int sr) {
+    const Optimizer* opt = optim_find(opt_name);
+    CHECK(opt);
+    OptHyper h = opt->defaults;
+    h.weight_decay = 0.1f;
+    h.use_beta1 = use_beta1;
+    if (use_beta1) h.beta1 = 0.9f;
+    const int nt = 7;
+    const size_t rows[7] = { 1, 1, 1, 33, 3, 300, 129 }, cols[7] = { 1, 3, 8193, 65, 5000, 7, 257 };
+    ParamShape shapes[7];
+    size_t offs[7], P = 0;
+    char names[7][16];
+    for (int i = 0; i < nt; i++) {
+        snprintf(names[i], sizeof(names[i]), "t%d", i);
+        shapes[i].name = names[i];
+        shapes[i].rows = rows[i]; shapes[i].cols = cols[i]; shapes[i].numel = rows[i] * cols[i];
+        shapes[i].ndim = rows[i] > 1 ? 2 : 1;
+        shapes[i].decay = shapes[i].ndim == 2 || i == 1;
+        offs[i] = P;
+        P += shapes[i].numel;
+    }
+    Ledger led;
+    ledger_init(&led, 0);
+    GpuOpt o;
+    gpu_opt_setup(&o, opt, &h, shapes, offs, nt, &led);
+    o.stochastic_rounding = sr;
+    o.seed = 4243;
+    float* cpu_state[7][OPT_MAX_STATES] = { { NULL } };
+    StateSpec specs[7][OPT_MAX_STATES];
+    int nstate[7];
+    for (int i = 0; i < nt; i++) {
+        nstate[i] = opt->layout(&h, &shapes[i], specs[i]);
+        for (int s = 0; s < nstate[i]; s++) cpu_state[i][s] = (float*)xcalloc(specs[i][s].count, sizeof(float));
+    }
+    Rng r;
+    rng_seed(&r, 77);
+    float* cpu_theta = (float*)xmalloc(P * sizeof(float));
+    for (size_t i = 0; i < P; i++) cpu_theta[i] = 0.05f * rng_normal(&r);
+    float* d_master = NULL;
+    void* d_grad = NULL;
+    bf16d* d_pbf16 = NULL;
+    CUDA_CHECK(cudaMalloc(&d_master, P * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&d_grad, P * sizeof(float)));
+    if (bf16_mode) CUDA_CHECK(cudaMalloc(&d_pbf16, P * sizeof(bf16)));
+    CUDA_CHECK(cudaMemcpy(d_master, cpu_theta, P * sizeof(float), cudaMemcpyHostToDevice));
+    float* grad = (float*)xmalloc(P * sizeof(float));
+    bf16* grad_b = (bf16*)xmalloc(P * sizeof(bf16));
+    float* gpu_theta = (float*)xmalloc(P * sizeof(float));
+    const float lr_scales[3] = { 0.3f, 1.0f, 0.7f }, clips[3] = { 1.0f, 0.5f, 1.0f };
+    char label[160], why[256] = "";
+    snprintf(label, sizeof(label), "%s%s %s%s", opt_name, use_beta1 ? " beta1" : "", bf16_mode ? "bf16" : "fp32", sr ? " sr" : "");
+    int ok_master = 1, ok_stat = 1, ok_state = 1;
+    for (int step = 1; step <= 3; step++) {
+        for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
+        if (bf16_mode) {
+            for (size_t i = 0; i < P; i++) { grad_b[i] = f32_to_bf16(grad[i]); grad[i] = bf16_to_f32(grad_b[i]); }
+            CUDA_CHECK(cudaMemcpy(d_grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
+        } else {
+            CUDA_CHECK(cudaMemcpy(d_grad, grad, P * sizeof(float), cudaMemcpyHostToDevice));
+        }
+        for (int i = 0; i < nt; i++) {
+            OptHyper th = h;
+            if (!shapes[i].decay) th.weight_decay = 0.0f;
+            float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
+            for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
+            OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
+            for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            opt->step(&th, &ot, &st);
+            free(gs);
+        }
+        if (bf16_mode) gpu_opt_step<bf16d>(&o, d_master, (const bf16d*)d_grad, d_pbf16, step, lr_scales[step - 1], clips[step - 1]);
+        else gpu_opt_step<float>(&o, d_master, (const float*)d_grad, (bf16d*)NULL, step, lr_scales[step - 1], clips[step - 1]);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        CUDA_CHECK(cudaMemcpy(gpu_theta, d_master, P * sizeof(float), cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < P && ok_master; i++) {
+            if (!(fabs((double)gpu_theta[i] - cpu_theta[i]) <= 1e-5 * fabs(cpu_theta[i]) + 1e-30)) {
+                ok_master = 0;
+                snprintf(why, sizeof(why), "step %d element %zu: gpu %.9g cpu %.9g", step, i, gpu_theta[i], cpu_theta[i]);
+            }
+        }
+        // every state of every tensor, found through the shared layout
+        for (int i = 0; i < nt; i++) {
+            const TensorStates* ts = &o.layout.tensors[i];
+            for (int s = 0; s < nstate[i]; s++) {
+                const size_t cnt = specs[i][s].count;
+                float* gs = (float*)xmalloc(cnt * sizeof(float));
+                CUDA_CHECK(cudaMemcpy(gs, (char*)o.buf[ts->buf[s]] + ts->offset[s], cnt * sizeof(float), cudaMemcpyDeviceToHost));
+                const char* nm = specs[i][s].name;
+                const int stat = !strcmp(nm, "v_row") || !strcmp(nm, "v_col") || !strcmp(nm, "v");
+                const double rtol = stat ? 1e-6 : 1e-5;
+                int* ok = stat ? &ok_stat : &ok_state;
+                for (size_t j = 0; j < cnt && *ok; j++) {
+                    const float cv = cpu_state[i][s][j];
+                    if (!(fabs((double)gs[j] - cv) <= rtol * fabs(cv) + 1e-30)) {
+                        *ok = 0;
+                        snprintf(why, sizeof(why), "step %d tensor %d %s element %zu: gpu %.9g cpu %.9g", step, i, nm, j, gs[j], cv);
+                    }
+                }
+                free(gs);
+            }
+        }
+    }
+    test_check(ok_master, why, "optimizer kernel %s: master vs CPU step (rtol 1e-5, 3 steps)", label);
+    test_check(ok_stat, why, "optimizer kernel %s: factored statistics vs CPU (rtol 1e-6)", label);
+    test_check(ok_state, why, "optimizer kernel %s: momentum and residual states vs CPU (rtol 1e-5)", label);
+    if (bf16_mode) {
+        bf16* pb = (bf16*)xmalloc(P * sizeof(bf16));
+        CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
+        size_t bad = 0;
+        for (int i = 0; i < nt; i++) {
+            uint64_t base = mix64_hd(o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)3 * 0xD1B54A32D192ED03ull + offs[i]);
+            for (size_t j = 0; j < shapes[i].numel; j++) {
+                float v = gpu_theta[offs[i] + j];
+                bf16 want = sr ? f32_to_bf16_sr(v, (uint32_t)mix64_hd(base + j)) : f32_to_bf16(v);
+                bad += pb[offs[i] + j] != want;
+            }
+        }
+        snprintf(why, sizeof(why), "%zu of %zu bf16 values differ", bad, P);
+        test_check(bad == 0, why, "optimizer kernel %s: bf16 copy is the CPU's %s rounding of the master", label, sr ? "stochastic" : "nearest");
+        free(pb);
+    }
+    for (int i = 0; i < nt; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
+    free(cpu_theta); free(grad); free(grad_b); free(gpu_theta);
+    CUDA_CHECK(cudaFree(d_master));
+    CUDA_CHECK(cudaFree(d_grad));
+    if (d_pbf16) CUDA_CHECK(cudaFree(d_pbf16));
+    dev_free_all();
+}
+
 // ---- 3b: the 8-bit kernels vs adam8bit.c ----------------------------------------------------------
 // Shapes straddle the fp32 floor (< 4096 elements keep fp32 m, v) and have short last blocks; qblock 64
 // (64 threads), 256 and 4096 (16 elements per thread: the recompute path past Q8_REGS). Step 2 puts a
@@ -547,14 +689,15 @@ static void check_trainers(void) {
     }
     // the optimizers added on the GPU later (issue 6): 20 bf16 steps each, GPU vs CPU within the bf16
     // tolerance above; lion at its own smaller lr (sign updates move every weight by lr)
-    const char* more[3] = { "lion", "adamw8bit", "paged_adamw8bit" };
-    for (int k = 0; k < 3; k++) {
-        const char* lr = k == 0 ? "1e-4" : "1e-3";
+    // adafactor without -l: its relative step (HF's default); came at 1e-3.
+    const char* more[5] = { "lion", "adamw8bit", "paged_adamw8bit", "adafactor", "came" };
+    for (int k = 0; k < 5; k++) {
+        const char* lr = k == 0 ? "-l 1e-4" : k == 3 ? "" : "-l 1e-3";
         const char* base = "-model 2:128:2 -b 4 -t 64 -x 20 -v 0 -m 2 -gen 0 -seed 7 -precision bf16";
         double lg[N + 1], lc[N + 1];
-        snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt %s -l %s -i %s -o %s/gpu_%s > %s/gpu_%s.txt 2>&1", base, more[k], lr, shard, dir, more[k], dir, more[k]);
+        snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt %s %s -i %s -o %s/gpu_%s > %s/gpu_%s.txt 2>&1", base, more[k], lr, shard, dir, more[k], dir, more[k]);
         int rg = run_cmd(cmd);
-        snprintf(cmd, sizeof(cmd), "./train_cpu %s -opt %s -l %s -i %s -o %s/cpu_%s > %s/cpu_%s.txt 2>&1", base, more[k], lr, shard, dir, more[k], dir, more[k]);
+        snprintf(cmd, sizeof(cmd), "./train_cpu %s -opt %s %s -i %s -o %s/cpu_%s > %s/cpu_%s.txt 2>&1", base, more[k], lr, shard, dir, more[k], dir, more[k]);
         int rc = run_cmd(cmd);
         char d1[600], d2[600], why[256];
         snprintf(d1, sizeof(d1), "%s/gpu_%s", dir, more[k]);
@@ -604,6 +747,12 @@ int main(int argc, char** argv) {
     }
     check_optimizer_8bit("adam8bit", 256, 0);
     check_optimizer_8bit("paged_adamw8bit", 256, 1);
+    check_optimizer_factored("adafactor", 0, 0, 0);
+    check_optimizer_factored("adafactor", 1, 0, 0);
+    check_optimizer_factored("adafactor", 0, 1, 1);
+    check_optimizer_factored("came", 0, 0, 0);
+    check_optimizer_factored("came", 0, 1, 0);
+    check_optimizer_factored("came", 0, 1, 1);
     if (argc < 2 || strcmp(argv[1], "-quick") != 0) check_trainers();
     return test_finish("test_gpt2cu");
 }

@@ -1,0 +1,546 @@
+// optim/factored.cuh: the CUDA twins of optim/adafactor.c (`-opt adafactor`) and optim/came.c
+// (`-opt came`): the factored second moment of optim/factored.h in a few fused launches over all
+// tensors (never one launch per tensor per reduction), deterministic (fixed-order double reductions,
+// no float atomics).
+//
+// Work table: every tensor is cut into items; a matrix (rows, cols) into runs of FAC_ITEM_ROWS whole
+// rows, a vector into runs of FAC_ITEM_ELEMS elements. One thread block per item (grid-stride).
+// Per step (adafactor; came adds the passes marked [came]):
+//   1. fac_stats_kernel, items: sum of theta^2 per item (adafactor's RMS(theta)); matrices: the row sums
+//      of u = g^2 + eps1 (a warp per row, lanes over the columns, then the warp's tree; fixed) and the
+//      item's column partials (a thread per column, rows in order); vectors: v = b*v + (1-b)*u and the
+//      item's part of sum (rsqrt(v)*g)^2, all in double.
+//   2. fac_ema_kernel, a block per matrix: r, c EMAs from the sums (the column partials added in item
+//      order), mean(r) by a block reduction in double, then the factors rf = 1/sqrt(r/mean(r)),
+//      cf = 1/sqrt(c) into scratch (O(rows + cols)).
+//   3. fac_usq_kernel, matrix items: the item's part of sum (rf[i]*cf[j]*g)^2 in double.
+//   4. fac_scalars_kernel, a thread per tensor: the item parts added in item order -> the clip divisor
+//      max(1, RMS(U)/clip_threshold) and adafactor's lr_t = rho * max(eps2, RMS(theta)).
+//   5. adafactor: fac_update_kernel, items: U = pre*g/clip*lr_t, optional momentum, weight decay, step.
+//      came: fac_came_kernel, items: vectors take their whole step; matrices update m and reduce the
+//      residual (U - m)^2 + eps2 like pass 1 [came]; fac_ema_kernel again on (res_row, res_col) with
+//      beta3 [came]; fac_came_apply_kernel: theta -= pre_res*m*lr [came].
+// The CPU sums the same values in double in another fixed order (its row chunks differ): the sums
+// differ by ~1e-16 relative, so the fp32 statistics almost always round to the same float.
+// Scratch (device, MEM_OTHER): row sums and column partials in double (8*(rows + cols*ceil(rows/64))
+// bytes per matrix: ~1/8 byte per parameter), rf/cf floats, two doubles per item, two floats per tensor.
+#ifndef OPTIM_FACTORED_CUH
+#define OPTIM_FACTORED_CUH
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "cuda/common.cuh"
+#include "optim/optim.h"
+#include "common/model.h"
+#include "common/ledger.h"
+
+#define FAC_ITEM_ROWS 64      // matrix rows per work item
+#define FAC_ITEM_ELEMS 8192   // vector elements per work item
+#define FAC_THREADS 256
+
+typedef struct {
+    size_t param_off;   // element offset into the flat parameter / gradient / master buffers
+    size_t rows, cols;  // a vector is (1, numel)
+    size_t numel;
+    int factored, decay;
+    int item0, nitems;  // its items in the work table
+    float* v_row;       // (rows), or v (numel) for a vector
+    float* v_col;       // (cols), NULL for a vector
+    float* m;           // (numel) exp_avg, NULL for adafactor without -beta1
+    float* res_row;     // (rows) came, matrices only
+    float* res_col;     // (cols)
+    double* row_sum;    // (rows) scratch
+    double* col_part;   // (nitems, cols) scratch
+    float* rf;          // (rows) scratch: row factors of the current reconstruction
+    float* cf;          // (cols) scratch: column factors
+} FacTensor;
+
+typedef struct {
+    int tensor;
+    size_t lo, hi;      // rows [lo, hi) of a matrix, elements [lo, hi) of a vector
+} FacItem;
+
+typedef struct {
+    int came;           // 0: adafactor, 1: came
+    float eps1;         // added to g^2
+    float b2, omb2;     // second-moment EMA (adafactor: 1 - t^decay_rate; came: beta2), rounded once
+    float b3, omb3;     // came's residual EMA
+    float b1, omb1;     // first moment
+    float eps2f;        // came's residual epsilon
+    double eps2d;       // adafactor's parameter-scale floor
+    double clip_threshold;
+    double rho;         // adafactor's relative step (or the scheduled lr)
+    int scale_parameter;// adafactor: multiply by max(eps2, RMS(theta))
+    double wd;          // weight decay of decaying tensors (0 for the others)
+    float lr;           // came: the scheduled lr
+    float clip_scale;   // the trainer's gradient clipping factor
+    int sr;             // stochastic rounding of the bf16 copy
+    uint64_t seed;
+    int step;
+} FacArgs;
+
+typedef struct {
+    int on;
+    int ntensors, nitems, nfac;     // nfac: factored tensors
+    FacTensor* d_tensors;           // (ntensors)
+    FacItem* d_items;               // (nitems)
+    int* d_fac;                     // (nfac) the factored tensors' indices
+    double* part_theta;             // (nitems) sums of theta^2
+    double* part_u;                 // (nitems) sums of U^2
+    float* clip_div;                // (ntensors)
+    float* lr_t;                    // (ntensors)
+} FacGpu;
+
+// fac_hyper() of factored.c (a hyperparameter as the user typed it: the shortest decimal that rounds to
+// the same fp32 value, read as a double), again here because factored.h has no C++ linkage.
+static double fac_hyper_host(float x) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof(buf), "%.*g", prec, (double)x);
+        if (strtof(buf, NULL) == x) return strtod(buf, NULL);
+    }
+    return (double)x;
+}
+
+// Builds the tables from the shared state layout; buf: the device buffers of the layout.
+static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* buf, const ParamShape* shapes,
+                      const size_t* param_offsets, int n, Ledger* led) {
+    memset(f, 0, sizeof(*f));
+    f->on = came ? 2 : 1; // 2: came
+    FacTensor* ht = (FacTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(FacTensor));
+    size_t nrow = 0, ncol = 0, npart = 0;
+    int nitems = 0, nfac = 0;
+    for (int i = 0; i < n; i++) {
+        FacTensor* t = &ht[i];
+        const TensorStates* ts = &sl->tensors[i];
+        char* sp[OPT_MAX_STATES] = { NULL };
+        for (int s = 0; s < ts->nstate; s++) {
+            CHECK(ts->dtype[s] == DT_F32);
+            sp[s] = buf[ts->buf[s]] ? (char*)buf[ts->buf[s]] + ts->offset[s] : NULL;
+        }
+        t->param_off = param_offsets[i];
+        t->numel = shapes[i].numel;
+        t->factored = shapes[i].ndim >= 2;   // fac_is_factored()
+        t->decay = shapes[i].decay;
+        t->rows = t->factored ? shapes[i].rows : 1;
+        t->cols = t->factored ? shapes[i].cols : shapes[i].numel;
+        // the layouts of adafactor.c and came.c
+        if (!came) {
+            CHECK(ts->nstate == (t->factored ? 2 : 1) + (ts->nstate > (t->factored ? 2 : 1)));
+            t->v_row = (float*)sp[0];
+            t->v_col = t->factored ? (float*)sp[1] : NULL;
+            t->m = ts->nstate > (t->factored ? 2 : 1) ? (float*)sp[t->factored ? 2 : 1] : NULL;
+        } else {
+            CHECK(ts->nstate == (t->factored ? 5 : 2));
+            t->m = (float*)sp[0];
+            t->v_row = (float*)sp[1];
+            t->v_col = t->factored ? (float*)sp[2] : NULL;
+            t->res_row = t->factored ? (float*)sp[3] : NULL;
+            t->res_col = t->factored ? (float*)sp[4] : NULL;
+        }
+        t->item0 = nitems;
+        t->nitems = t->factored ? (int)((t->rows + FAC_ITEM_ROWS - 1) / FAC_ITEM_ROWS)
+                                : (int)((t->numel + FAC_ITEM_ELEMS - 1) / FAC_ITEM_ELEMS);
+        nitems += t->nitems;
+        if (t->factored) {
+            nfac++;
+            // scratch offsets for now (pointers once allocated)
+            t->row_sum = (double*)(uintptr_t)nrow;
+            t->rf = (float*)(uintptr_t)nrow;
+            t->cf = (float*)(uintptr_t)ncol;
+            t->col_part = (double*)(uintptr_t)npart;
+            nrow += t->rows;
+            ncol += t->cols;
+            npart += (size_t)t->nitems * t->cols;
+        }
+    }
+    FacItem* hi = (FacItem*)xcalloc((size_t)(nitems > 0 ? nitems : 1), sizeof(FacItem));
+    int* hf = (int*)xcalloc((size_t)(nfac > 0 ? nfac : 1), sizeof(int));
+    int k = 0, q = 0;
+    for (int i = 0; i < n; i++) {
+        const FacTensor* t = &ht[i];
+        const size_t len = t->factored ? t->rows : t->numel, step = t->factored ? FAC_ITEM_ROWS : FAC_ITEM_ELEMS;
+        for (size_t lo = 0; lo < len; lo += step) {
+            hi[k].tensor = i;
+            hi[k].lo = lo;
+            hi[k].hi = lo + step < len ? lo + step : len;
+            k++;
+        }
+        if (t->factored) hf[q++] = i;
+    }
+    CHECK(k == nitems && q == nfac);
+    double* row_sum = (double*)dev_alloc(led, MEM_OTHER, "factored row sums", nrow * sizeof(double));
+    double* col_part = (double*)dev_alloc(led, MEM_OTHER, "factored column partial sums", npart * sizeof(double));
+    float* rf = (float*)dev_alloc(led, MEM_OTHER, "factored row factors", nrow * sizeof(float));
+    float* cf = (float*)dev_alloc(led, MEM_OTHER, "factored column factors", ncol * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        FacTensor* t = &ht[i];
+        if (!t->factored) continue;
+        t->row_sum = row_sum ? row_sum + (size_t)(uintptr_t)t->row_sum : NULL;
+        t->rf = rf ? rf + (size_t)(uintptr_t)t->rf : NULL;
+        t->cf = cf ? cf + (size_t)(uintptr_t)t->cf : NULL;
+        t->col_part = col_part ? col_part + (size_t)(uintptr_t)t->col_part : NULL;
+    }
+    f->ntensors = n;
+    f->nitems = nitems;
+    f->nfac = nfac;
+    f->d_tensors = (FacTensor*)dev_alloc(led, MEM_OTHER, "factored tensor table", (size_t)n * sizeof(FacTensor));
+    f->d_items = (FacItem*)dev_alloc(led, MEM_OTHER, "factored work table", (size_t)nitems * sizeof(FacItem));
+    f->d_fac = (int*)dev_alloc(led, MEM_OTHER, "factored matrix list", (size_t)nfac * sizeof(int));
+    f->part_theta = (double*)dev_alloc(led, MEM_OTHER, "factored item sums", 2 * (size_t)nitems * sizeof(double));
+    f->part_u = f->part_theta ? f->part_theta + nitems : NULL;
+    f->clip_div = (float*)dev_alloc(led, MEM_OTHER, "factored per-tensor scalars", 2 * (size_t)n * sizeof(float));
+    f->lr_t = f->clip_div ? f->clip_div + n : NULL;
+    if (!led->dry) {
+        if (n > 0) CUDA_CHECK(cudaMemcpy(f->d_tensors, ht, (size_t)n * sizeof(FacTensor), cudaMemcpyHostToDevice));
+        if (nitems > 0) CUDA_CHECK(cudaMemcpy(f->d_items, hi, (size_t)nitems * sizeof(FacItem), cudaMemcpyHostToDevice));
+        if (nfac > 0) CUDA_CHECK(cudaMemcpy(f->d_fac, hf, (size_t)nfac * sizeof(int), cudaMemcpyHostToDevice));
+    }
+    free(ht);
+    free(hi);
+    free(hf);
+}
+
+// ---- device helpers ----------------------------------------------------------------------------
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return v; // lane 0 holds the sum
+}
+
+// Sum over the block in a fixed order (each thread's value, the warps' trees, the warps in order);
+// the result is returned to every thread. red: 32 doubles of shared memory.
+__device__ double block_sum_d(double v, double* red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads(); // red is free (a previous call's readers are done)
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    double s = 0.0;
+    for (int w = 0; w < nwarps; w++) s += red[w];
+    return s;
+}
+
+template <typename G>
+__device__ __forceinline__ float fac_grad(const G* grad, size_t gi, float clip_scale) {
+    float g = ldf(grad[gi]);
+    if (clip_scale != 1.0f) g = g * clip_scale;
+    return g;
+}
+
+// Per-tensor base of the stochastic-rounding hash, as multi_tensor_step_kernel (the CPU's write_bf16_copy()).
+__device__ __forceinline__ uint64_t fac_sr_base(const FacArgs& a, size_t param_off) {
+    return mix64_hd(a.seed * 0x9E3779B97F4A7C15ull + (uint64_t)a.step * 0xD1B54A32D192ED03ull + param_off);
+}
+
+__device__ __forceinline__ void fac_store(float* master, bf16d* pbf16, const FacArgs& a, uint64_t base, size_t param_off,
+                                          size_t li, float th) {
+    const size_t gi = param_off + li;
+    master[gi] = th;
+    if (pbf16) pbf16[gi] = bf16_from_bits(a.sr ? bf16_bits_sr(th, (uint32_t)mix64_hd(base + li)) : bf16_bits_rn(th));
+}
+
+// The unclipped update's preconditioner for element (i, j) of a matrix: rf[i]*cf[j] (fac_pre()).
+__device__ __forceinline__ float fac_pre_d(const FacTensor& t, size_t i, size_t j) { return t.rf[i] * t.cf[j]; }
+
+// came's clipped U and new momentum for matrix element k = (i, j) (came.c's second pass, same order).
+__device__ __forceinline__ float came_u(const FacTensor& t, float g, size_t i, size_t j, float clip_div) {
+    return fac_pre_d(t, i, j) * g / clip_div;
+}
+
+// Row sums and this item's column partials of a matrix item (rows lo..hi), u from val(i, j, pass):
+// pass 0 (a warp per row) may write state (came's momentum), pass 1 (a thread per column) only reads.
+template <typename F>
+__device__ void fac_rowcol(const FacTensor& t, const FacItem& it, int item_local, F val) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (size_t i = it.lo + warp; i < it.hi; i += nwarps) {
+        double rs = 0.0;
+        for (size_t j = lane; j < t.cols; j += 32) rs += (double)val(i, j, 0);
+        rs = warp_sum_d(rs);
+        if (lane == 0) t.row_sum[i] = rs;
+    }
+    __syncthreads(); // pass 0's state writes are visible to the block
+    double* cp = t.col_part + (size_t)item_local * t.cols;
+    for (size_t j = threadIdx.x; j < t.cols; j += blockDim.x) {
+        double cs = 0.0;
+        for (size_t i = it.lo; i < it.hi; i++) cs += (double)val(i, j, 1);
+        cp[j] = cs;
+    }
+}
+
+// ---- 1. statistics of g and theta ------------------------------------------------------------------
+template <typename G>
+__global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* master, const G* grad, const FacTensor* tensors,
+                                                                 const FacItem* items, int nitems, double* part_theta,
+                                                                 double* part_u, FacArgs a) {
+    __shared__ double red[32];
+    for (int k = blockIdx.x; k < nitems; k += gridDim.x) {
+        const FacItem it = items[k];
+        const FacTensor t = tensors[it.tensor];
+        const size_t e0 = t.factored ? it.lo * t.cols : it.lo, e1 = t.factored ? it.hi * t.cols : it.hi;
+        if (!a.came && a.scale_parameter) {
+            double s = 0.0;
+            for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
+                const double x = master[t.param_off + e];
+                s += x * x;
+            }
+            s = block_sum_d(s, red);
+            if (threadIdx.x == 0) part_theta[k] = s;
+        }
+        if (t.factored) {
+            const G* g = grad + t.param_off;
+            const float eps1 = a.eps1, cs = a.clip_scale;
+            fac_rowcol(t, it, k - t.item0, [&](size_t i, size_t j, int) {
+                const float gv = fac_grad(g, i * t.cols + j, cs);
+                return gv * gv + eps1;
+            });
+        } else {
+            // the full v: EMA now (each element once), and this item's part of sum (rsqrt(v)*g)^2
+            double s = 0.0;
+            for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
+                const float g = fac_grad(grad, t.param_off + e, a.clip_scale);
+                const float u = g * g + a.eps1;
+                const float v = t.v_row[e] * a.b2 + a.omb2 * u;
+                t.v_row[e] = v;
+                const float pu = (1.0f / sqrtf(v)) * g;
+                s += (double)pu * (double)pu;
+            }
+            s = block_sum_d(s, red);
+            if (threadIdx.x == 0) part_u[k] = s;
+        }
+        __syncthreads(); // red and the shared state are reused by the next item
+    }
+}
+
+// ---- 2. the EMAs of the factored statistics and the reconstruction's factors --------------------------
+// res: 0 for (v_row, v_col) with b2, 1 for came's (res_row, res_col) with b3.
+__global__ void __launch_bounds__(FAC_THREADS) fac_ema_kernel(const FacTensor* tensors, const int* fac, int nfac, int res, FacArgs a) {
+    __shared__ double red[32];
+    const float b = res ? a.b3 : a.b2, omb = res ? a.omb3 : a.omb2;
+    for (int q = blockIdx.x; q < nfac; q += gridDim.x) {
+        const FacTensor t = tensors[fac[q]];
+        float* r = res ? t.res_row : t.v_row;
+        float* c = res ? t.res_col : t.v_col;
+        double sr = 0.0;
+        for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) {
+            const float mean = (float)(t.row_sum[i] / (double)t.cols);
+            const float ri = r[i] * b + omb * mean;
+            r[i] = ri;
+            sr += (double)ri;
+        }
+        for (size_t j = threadIdx.x; j < t.cols; j += blockDim.x) {
+            double cs = 0.0;
+            for (int p = 0; p < t.nitems; p++) cs += t.col_part[(size_t)p * t.cols + j];
+            const float mean = (float)(cs / (double)t.rows);
+            const float cj = c[j] * b + omb * mean;
+            c[j] = cj;
+            t.cf[j] = 1.0f / sqrtf(cj);
+        }
+        const float mean_r = (float)(block_sum_d(sr, red) / (double)t.rows);
+        for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) t.rf[i] = 1.0f / sqrtf(r[i] / mean_r);
+        __syncthreads();
+    }
+}
+
+// ---- 3. sum of the unclipped update's squares over each matrix item ---------------------------------
+template <typename G>
+__global__ void __launch_bounds__(FAC_THREADS) fac_usq_kernel(const G* grad, const FacTensor* tensors, const FacItem* items,
+                                                               int nitems, double* part_u, FacArgs a) {
+    __shared__ double red[32];
+    for (int k = blockIdx.x; k < nitems; k += gridDim.x) {
+        const FacItem it = items[k];
+        const FacTensor t = tensors[it.tensor];
+        if (!t.factored) continue; // (uniform over the block) vectors did theirs in pass 1
+        double s = 0.0;
+        for (size_t e = it.lo * t.cols + threadIdx.x; e < it.hi * t.cols; e += blockDim.x) {
+            const size_t i = e / t.cols, j = e - i * t.cols;
+            const float u = fac_pre_d(t, i, j) * fac_grad(grad, t.param_off + e, a.clip_scale);
+            s += (double)u * (double)u;
+        }
+        s = block_sum_d(s, red);
+        if (threadIdx.x == 0) part_u[k] = s;
+        __syncthreads();
+    }
+}
+
+// ---- 4. per-tensor scalars: the item sums in item order ------------------------------------------------
+__global__ void fac_scalars_kernel(const FacTensor* tensors, int ntensors, const double* part_theta, const double* part_u,
+                                   float* clip_div, float* lr_t, FacArgs a) {
+    const int ti = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ti >= ntensors) return;
+    const FacTensor t = tensors[ti];
+    double su = 0.0, st = 0.0;
+    for (int p = 0; p < t.nitems; p++) su += part_u[t.item0 + p];
+    const double div = sqrt(su / (double)t.numel) / a.clip_threshold;
+    clip_div[ti] = (float)(div > 1.0 ? div : 1.0);
+    if (!a.came) {
+        double scale = 1.0;
+        if (a.scale_parameter) {
+            for (int p = 0; p < t.nitems; p++) st += part_theta[t.item0 + p];
+            scale = fmax(a.eps2d, t.numel ? sqrt(st / (double)t.numel) : 0.0);
+        }
+        lr_t[ti] = (float)(a.rho * scale);
+    }
+}
+
+// ---- 5a. adafactor's update ---------------------------------------------------------------------------
+template <typename G>
+__global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, const G* grad, bf16d* pbf16, const FacTensor* tensors,
+                                                                  const FacItem* items, int nitems, const float* clip_div,
+                                                                  const float* lr_t, FacArgs a) {
+    for (int k = blockIdx.x; k < nitems; k += gridDim.x) {
+        const FacItem it = items[k];
+        const FacTensor t = tensors[it.tensor];
+        const float cd = clip_div[it.tensor], lt = lr_t[it.tensor];
+        const double wd = t.decay ? a.wd : 0.0;
+        const float wd_alpha = (float)(-wd * (double)lt);
+        const uint64_t base = fac_sr_base(a, t.param_off);
+        const size_t e0 = t.factored ? it.lo * t.cols : it.lo, e1 = t.factored ? it.hi * t.cols : it.hi;
+        for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
+            const float g = fac_grad(grad, t.param_off + e, a.clip_scale);
+            float pre;
+            if (t.factored) {
+                const size_t i = e / t.cols;
+                pre = fac_pre_d(t, i, e - i * t.cols);
+            } else {
+                pre = 1.0f / sqrtf(t.v_row[e]);
+            }
+            float u = pre * g / cd * lt;
+            if (t.m) {
+                t.m[e] = t.m[e] * a.b1 + a.omb1 * u;
+                u = t.m[e];
+            }
+            float th = master[t.param_off + e];
+            if (wd != 0.0) th = th + wd_alpha * th;
+            fac_store(master, pbf16, a, base, t.param_off, e, th - u);
+        }
+    }
+}
+
+// ---- 5b. came: vectors' whole step; matrices' momentum and the residual's row/column sums ------------
+template <typename G>
+__global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, const G* grad, bf16d* pbf16, const FacTensor* tensors,
+                                                                const FacItem* items, int nitems, const float* clip_div, FacArgs a) {
+    for (int k = blockIdx.x; k < nitems; k += gridDim.x) {
+        const FacItem it = items[k];
+        const FacTensor t = tensors[it.tensor];
+        const float cd = clip_div[it.tensor];
+        if (!t.factored) {
+            const double wd = t.decay ? a.wd : 0.0;
+            const float wd_alpha = (float)(-wd * (double)a.lr);
+            const uint64_t base = fac_sr_base(a, t.param_off);
+            for (size_t e = it.lo + threadIdx.x; e < it.hi; e += blockDim.x) {
+                const float g = fac_grad(grad, t.param_off + e, a.clip_scale);
+                const float u = (1.0f / sqrtf(t.v_row[e])) * g / cd;
+                const float mk = t.m[e] * a.b1 + a.omb1 * u;
+                t.m[e] = mk;
+                float th = master[t.param_off + e];
+                if (wd != 0.0) th = th + wd_alpha * th;
+                fac_store(master, pbf16, a, base, t.param_off, e, th - mk * a.lr);
+            }
+            continue;
+        }
+        const G* g = grad + t.param_off;
+        const float cs = a.clip_scale, b1 = a.b1, omb1 = a.omb1, eps2 = a.eps2f;
+        fac_rowcol(t, it, k - t.item0, [&](size_t i, size_t j, int pass) {
+            const size_t e = i * t.cols + j;
+            const float u = came_u(t, fac_grad(g, e, cs), i, j, cd);
+            float mk;
+            if (pass == 0) {
+                mk = t.m[e] * b1 + omb1 * u;
+                t.m[e] = mk;
+            } else {
+                mk = t.m[e]; // the new m, written in pass 0
+            }
+            const float d = u - mk;
+            return d * d + eps2;
+        });
+        __syncthreads();
+    }
+}
+
+// ---- 5c. came: theta -= lr * m / sqrt(S), S the factored instability ------------------------------------
+__global__ void __launch_bounds__(FAC_THREADS) fac_came_apply_kernel(float* master, bf16d* pbf16, const FacTensor* tensors,
+                                                                      const FacItem* items, int nitems, FacArgs a) {
+    for (int k = blockIdx.x; k < nitems; k += gridDim.x) {
+        const FacItem it = items[k];
+        const FacTensor t = tensors[it.tensor];
+        if (!t.factored) continue;
+        const double wd = t.decay ? a.wd : 0.0;
+        const float wd_alpha = (float)(-wd * (double)a.lr);
+        const uint64_t base = fac_sr_base(a, t.param_off);
+        for (size_t e = it.lo * t.cols + threadIdx.x; e < it.hi * t.cols; e += blockDim.x) {
+            const size_t i = e / t.cols, j = e - i * t.cols;
+            float th = master[t.param_off + e];
+            if (wd != 0.0) th = th + wd_alpha * th;
+            fac_store(master, pbf16, a, base, t.param_off, e, th - fac_pre_d(t, i, j) * t.m[e] * a.lr);
+        }
+    }
+}
+
+// One adafactor or came step over every tensor (see the top of the file). h: the optimizer's
+// hyperparameters; lr: the scheduled lr (OptStep.lr); step: 1-based.
+template <typename G>
+static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G* grad, bf16d* pbf16, int step, float lr,
+                     float clip_scale, int sr, uint64_t seed) {
+    if (f->ntensors == 0 || f->nitems == 0) return;
+    FacArgs a;
+    memset(&a, 0, sizeof(a));
+    a.came = f->on == 2;
+    const double t = (double)step;
+    a.eps1 = (float)fac_hyper_host(h->eps);
+    a.clip_threshold = fac_hyper_host(h->clip_threshold);
+    const double beta1 = fac_hyper_host(h->beta1);
+    a.b1 = (float)beta1;
+    a.omb1 = (float)(1.0 - beta1);
+    a.wd = fac_hyper_host(h->weight_decay);
+    a.lr = lr;
+    a.clip_scale = clip_scale;
+    a.sr = sr;
+    a.seed = seed;
+    a.step = step;
+    if (!a.came) {
+        a.eps2d = fac_hyper_host(h->eps2);
+        a.rho = h->relative_step ? fmin(1e-2, 1.0 / sqrt(t)) : (double)lr;
+        a.scale_parameter = h->scale_parameter;
+        const double beta2t = 1.0 - pow(t, fac_hyper_host(h->decay_rate));
+        a.b2 = (float)beta2t;
+        a.omb2 = (float)(1.0 - beta2t);
+    } else {
+        const double beta2 = fac_hyper_host(h->beta2), beta3 = fac_hyper_host(h->beta3);
+        a.b2 = (float)beta2;
+        a.omb2 = (float)(1.0 - beta2);
+        a.b3 = (float)beta3;
+        a.omb3 = (float)(1.0 - beta3);
+        a.eps2f = (float)fac_hyper_host(h->eps2);
+    }
+    const int max_grid = 132 * 16;
+    const int gi = f->nitems < max_grid ? f->nitems : max_grid;
+    const int gf = f->nfac < max_grid ? f->nfac : max_grid;
+    fac_stats_kernel<G><<<gi, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_items, f->nitems, f->part_theta, f->part_u, a);
+    KERNEL_CHECK();
+    if (gf > 0) {
+        fac_ema_kernel<<<gf, FAC_THREADS>>>(f->d_tensors, f->d_fac, f->nfac, 0, a);
+        KERNEL_CHECK();
+        fac_usq_kernel<G><<<gi, FAC_THREADS>>>(grad, f->d_tensors, f->d_items, f->nitems, f->part_u, a);
+        KERNEL_CHECK();
+    }
+    fac_scalars_kernel<<<(f->ntensors + 127) / 128, 128>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, f->clip_div, f->lr_t, a);
+    KERNEL_CHECK();
+    if (!a.came) {
+        fac_update_kernel<G><<<gi, FAC_THREADS>>>(master, grad, pbf16, f->d_tensors, f->d_items, f->nitems, f->clip_div, f->lr_t, a);
+        KERNEL_CHECK();
+        return;
+    }
+    fac_came_kernel<G><<<gi, FAC_THREADS>>>(master, grad, pbf16, f->d_tensors, f->d_items, f->nitems, f->clip_div, a);
+    KERNEL_CHECK();
+    if (gf > 0) {
+        fac_ema_kernel<<<gf, FAC_THREADS>>>(f->d_tensors, f->d_fac, f->nfac, 1, a);
+        KERNEL_CHECK();
+        fac_came_apply_kernel<<<gi, FAC_THREADS>>>(master, pbf16, f->d_tensors, f->d_items, f->nitems, a);
+        KERNEL_CHECK();
+    }
+}
+
+#endif
