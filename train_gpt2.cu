@@ -685,22 +685,15 @@ int main(int argc, char** argv) {
         if (peak_flops > 0) snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * tps * flops_per_token / peak_flops);
         int rc = run_record_step(&stats, &a, &lg, step, start_step + 1, loss, norm, lr, dt, skipped, mfu, ckpt_path);
         if (rc) { logger_close(&lg); return rc; }
-        int last = step == a.steps || step == a.stop_at;
-        if ((a.val_every && step % a.val_every == 0) || last) {
-            stats.last_val = evaluate(&model, &data.val, a.val_batches, a.B, a.T);
-            printf("val loss %.6f (step %d, %d batches)\n", stats.last_val, step, a.val_batches);
-            logger_write(&lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, stats.last_val);
-        }
-        if (a.sample_len > 0 && ((a.sample_every && step % a.sample_every == 0) || last))
-            sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
-        if (ckpt_path[0] && ((a.ckpt_every && step % a.ckpt_every == 0) || last)) {
+        RunDue due = run_due(&a, step, ckpt_path);
+        if (due.val) run_record_val(&stats, &lg, step, evaluate(&model, &data.val, a.val_batches, a.B, a.T), a.val_batches);
+        if (due.sample) sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
+        if (due.checkpoint) {
             CkptHeader h;
             CkptBlob blobs[CKPT_MAX_BLOBS];
             void* dev[CKPT_MAX_BLOBS];
             checkpoint_header(&model, &orun, &h);
-            h.step = step; h.total_steps = a.steps; h.skipped_steps = stats.skipped_total; h.seed = a.seed;
-            h.data_position = dataloader_position(&data.train);
-            h.tokens_seen = (uint64_t)stats.tokens_seen;
+            run_ckpt_header(&h, &stats, &a, step, dataloader_position(&data.train));
             int nb = checkpoint_blobs(&model, &orun, blobs, dev);
             for (int i = 0; i < nb; i++) CUDA_CHECK(cudaMemcpy(blobs[i].data, dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
             if (ckpt_save(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);

@@ -119,6 +119,30 @@ int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_
     return 0;
 }
 
+RunDue run_due(const Args* a, int step, const char* ckpt_path) {
+    RunDue d;
+    d.last = step == a->steps || step == a->stop_at;
+    d.val = (a->val_every && step % a->val_every == 0) || d.last;
+    d.sample = a->sample_len > 0 && ((a->sample_every && step % a->sample_every == 0) || d.last);
+    d.checkpoint = ckpt_path && ckpt_path[0] && ((a->ckpt_every && step % a->ckpt_every == 0) || d.last);
+    return d;
+}
+
+void run_record_val(RunStats* s, Logger* lg, int step, float val_loss, int batches) {
+    s->last_val = val_loss;
+    printf("val loss %.6f (step %d, %d batches)\n", val_loss, step, batches);
+    logger_write(lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, val_loss);
+}
+
+void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, uint64_t data_position) {
+    h->step = step;
+    h->total_steps = a->steps;
+    h->skipped_steps = s->skipped_total;
+    h->seed = a->seed;
+    h->data_position = data_position;
+    h->tokens_seen = (uint64_t)s->tokens_seen;
+}
+
 void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
                        size_t state_bytes, size_t num_params, const char* extra_json) {
     double train_loss = 0.0;

@@ -57,6 +57,16 @@ void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen);
 int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_step, float loss, float norm,
                     float lr, double seconds, int skipped, const char* extra, const char* ckpt_path);
 
+// What is due after a step: the last step (of -x or -stop) always evaluates, samples and checkpoints.
+typedef struct { int last, val, sample, checkpoint; } RunDue;
+RunDue run_due(const Args* a, int step, const char* ckpt_path);
+
+// Records a val loss: the `val loss` line and its log record.
+void run_record_val(RunStats* s, Logger* lg, int step, float val_loss, int batches);
+
+// Fills the run's part of a checkpoint header (the model's part comes from model_checkpoint_header).
+void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, uint64_t data_position);
+
 // The final `summary:` line and its log record; `extra_json` (may be "") adds fields to the record.
 void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
                        size_t state_bytes, size_t num_params, const char* extra_json);
