@@ -20,9 +20,13 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo 1 || echo 0)
 PYTHON_TORCH ?= /usr/bin/python3
 
-LIB_SRCS := $(wildcard common/*.c) $(wildcard optim/*.c) $(filter-out data/prepare_data.c,$(wildcard data/*.c))
+# Layers, bottom up (a folder includes only folders below it): common (foundation), data, optim, cpu,
+# cuda, train (what both trainers share), then the two trainers.
+LIB_SRCS := $(wildcard common/*.c data/*.c optim/*.c cpu/*.c train/*.c)
+LIB_SRCS := $(filter-out data/prepare_data.c,$(LIB_SRCS))
 LIB_OBJS := $(patsubst %.c,build/%.o,$(LIB_SRCS))
-HDRS := $(wildcard common/*.h optim/*.h data/*.h test/*.h)
+# Real header dependencies: every compile writes a .d file next to its output (-MMD -MP), included below.
+DEPFLAGS = -MMD -MP -MF $@.d
 
 DATA_TRAIN := data/gcide/gcide_train.bin
 DATA_VAL := data/gcide/gcide_val.bin
@@ -31,15 +35,15 @@ VOCAB := data/gpt2/encoder.json data/gpt2/vocab.bpe
 .PHONY: train test data reference clean bench
 .DEFAULT_GOAL := train
 
-build/%.o: %.c $(HDRS)
+build/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-train_cpu: train_gpt2.c $(LIB_OBJS) $(HDRS)
-	$(CC) $(CFLAGS) train_gpt2.c $(LIB_OBJS) $(LDLIBS) -o $@
+train_cpu: train_gpt2.c $(LIB_OBJS)
+	$(CC) $(CFLAGS) $(DEPFLAGS) train_gpt2.c $(LIB_OBJS) $(LDLIBS) -o $@
 
-prepare_data: data/prepare_data.c $(LIB_OBJS) $(HDRS)
-	$(CC) $(CFLAGS) data/prepare_data.c $(LIB_OBJS) $(LDLIBS) -o $@
+prepare_data: data/prepare_data.c $(LIB_OBJS)
+	$(CC) $(CFLAGS) $(DEPFLAGS) data/prepare_data.c $(LIB_OBJS) $(LDLIBS) -o $@
 
 # ./train is the CPU or the CUDA trainer, chosen by GPU=; the default dataset comes with it.
 ifeq ($(GPU),1)
@@ -59,9 +63,9 @@ $(DATA_TRAIN): prepare_data $(VOCAB) data/gcide/gcide.txt
 # ---- tests -------------------------------------------------------------------------------------
 TEST_SRCS := $(wildcard test/test_*.c)
 TEST_BINS := $(patsubst test/%.c,test/bin/%,$(TEST_SRCS))
-test/bin/%: test/%.c $(LIB_OBJS) $(HDRS) train_gpt2.c
+test/bin/%: test/%.c $(LIB_OBJS)
 	@mkdir -p test/bin
-	$(CC) $(CFLAGS) $< $(LIB_OBJS) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< $(LIB_OBJS) $(LDLIBS) -o $@
 
 test: $(TEST_BINS) train_cpu prepare_data $(DATA_TRAIN)
 	bash test/run.sh
@@ -70,32 +74,38 @@ reference:
 	bash test/make_reference.sh
 
 clean:
-	rm -rf build test/bin train train_cpu train_gpu prepare_data
+	rm -rf build test/bin train train_cpu train_gpu prepare_data *.d
 
 # ---- benchmarks: bench/peak_flops (the fp32 FMA peak) and bench/bench_matmul ---------------------
 # scripts/bench_cpu.sh builds these with `make bench`, runs them and then the trainer. They link only
-# common/matmul.c, so they build even while other parts of the tree are half-written.
+# cpu/matmul.c, so they build even while other parts of the tree are half-written.
 BENCH_BINS := build/bench/peak_flops build/bench/bench_matmul
 bench: $(BENCH_BINS)
 build/bench/peak_flops: bench/peak_flops.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LDLIBS) -o $@
-build/bench/bench_matmul: bench/bench_matmul.c common/matmul.c common/matmul.h common/util.h common/rng.h
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< $(LDLIBS) -o $@
+build/bench/bench_matmul: bench/bench_matmul.c cpu/matmul.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) bench/bench_matmul.c common/matmul.c $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) bench/bench_matmul.c cpu/matmul.c $(LDLIBS) -o $@
 
 # ---- CUDA trainer (train_gpt2.cu, cuda/*.cuh, optim/*.cuh) ----------------------------------------
 # nvcc compiles the .cu; the C library objects above come from gcc. Builds without a GPU (compile only).
 # test/bin/test_gpt2cu is built only by scripts/gpu_check.sh (it needs a GPU to run), never by `make test`
 # (TEST_SRCS above lists test/test_*.c only).
-NVCCFLAGS ?= -O3 -arch=sm_90 -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
+# The GPU architecture: the card's compute capability when nvidia-smi lists one (9.0 -> sm_90), else
+# sm_90 (H100/H200); `make train_gpu GPU_ARCH=sm_80` overrides.
+GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+GPU_ARCH ?= $(if $(GPU_CC),sm_$(GPU_CC),sm_90)
+NVCCFLAGS ?= -O3 -arch=$(GPU_ARCH) -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
 NVCCLIBS = -lcublasLt -lcublas -lm
 ifeq ($(HAS_OMP),1)
 NVCCLIBS += -Xcompiler -fopenmp
 endif
-CU_HDRS := $(wildcard cuda/*.cuh optim/*.cuh)
-train_gpu: train_gpt2.cu $(CU_HDRS) $(LIB_OBJS) $(HDRS)
-	$(NVCC) $(NVCCFLAGS) train_gpt2.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
-test/bin/test_gpt2cu: test/test_gpt2cu.cu train_gpt2.cu $(CU_HDRS) $(LIB_OBJS) $(HDRS)
+train_gpu: train_gpt2.cu $(LIB_OBJS)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d train_gpt2.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
+test/bin/test_gpt2cu: test/test_gpt2cu.cu $(LIB_OBJS)
 	@mkdir -p test/bin
-	$(NVCC) $(NVCCFLAGS) test/test_gpt2cu.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d test/test_gpt2cu.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
+
+# the header dependencies written by the compiles above (absent before the first build)
+-include $(wildcard build/*.d build/*/*.d build/*/*/*.d test/bin/*.d *.d)

@@ -2,8 +2,8 @@
 // (+ OpenMP), mixed precision with fp32 master weights, every optimizer behind `-opt NAME`.
 //
 // Map of this file:
-//   1. configuration and parameter layout (common/model.c, shared with the CUDA trainer)
-//   2. layers: encoder, layernorm, matmul (common/matmul.c), attention, gelu, residual, softmax+CE
+//   1. configuration and parameter layout (train/model.c, shared with the CUDA trainer)
+//   2. layers: encoder, layernorm, matmul (cpu/matmul.c), attention, gelu, residual, softmax+CE
 //   3. the model: forward, backward, with per-layer fp32 views of bf16 weights
 //   4. optimizer plumbing: state layout through the ledger, the step, LOMO's fused backward, Sophia's GNB
 //   5. checkpoints, evaluation, sampling
@@ -31,14 +31,14 @@
 #include "common/bf16.h"
 #include "common/rng.h"
 #include "common/ledger.h"
-#include "common/matmul.h"
+#include "cpu/matmul.h"
 #include "common/schedule.h"
 #include "common/logger.h"
 #include "common/checkpoint.h"
-#include "common/cli.h"
-#include "common/advise.h"
-#include "common/run.h"
-#include "common/model.h"
+#include "train/cli.h"
+#include "train/advise.h"
+#include "train/run.h"
+#include "train/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
@@ -47,7 +47,7 @@
 // 1. configuration and parameter layout
 
 // The 16 parameter tensors (P_WTE ... P_LNFB), their sizes and shapes, the optimizer's 2 + 12L + 2
-// tensor view, the GPT-2 initialisation and the optimizer state layout are common/model.c, shared with
+// tensor view, the GPT-2 initialisation and the optimizer state layout are train/model.c, shared with
 // the CUDA trainer so that checkpoints move between the two.
 
 // ------------------------------------------------------------------------------------------------
@@ -605,7 +605,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int
     m->targets = m->inputs ? m->inputs + (size_t)B * T : NULL;
 }
 
-// GPT-2 initialisation (common/model.c, the same draws as the CUDA trainer) into the fp32 parameters,
+// GPT-2 initialisation (train/model.c, the same draws as the CUDA trainer) into the fp32 parameters,
 // then the bf16 working copy rounded to nearest.
 static void gpt2_init(GPT2* m, uint64_t seed) {
     float* w = m->params_f32;
@@ -619,7 +619,7 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
 typedef struct {
     const Optimizer* opt;
     OptHyper hyper;
-    StateLayout layout;       // buffer names and bytes, each tensor's (buffer, offset) pairs: common/model.c
+    StateLayout layout;       // buffer names and bytes, each tensor's (buffer, offset) pairs: train/model.c
     void* buf[MAX_STATE_BUFFERS]; // the state buffers (NULL under a dry ledger)
     int stochastic_rounding;  // -sr 1: stochastic rounding of the bf16 copy
     uint64_t seed;
@@ -797,7 +797,7 @@ static void fused_unit_done(GPT2* m, int unit, void* vctx) {
 // ------------------------------------------------------------------------------------------------
 // 5. checkpoints, evaluation, sampling
 
-// The checkpoint's blobs (names and order: common/model.c): fp32 weights, the bf16 copy (bf16 mode),
+// The checkpoint's blobs (names and order: train/model.c): fp32 weights, the bf16 copy (bf16 mode),
 // every optimizer state buffer.
 static int checkpoint_blobs(GPT2* m, OptRun* o, CkptBlob* blobs) {
     return model_checkpoint_blobs(blobs, &m->layout, &o->layout, m->precision, m->params_f32, m->params_bf16, o->buf);

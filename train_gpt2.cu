@@ -11,7 +11,7 @@
 //
 // Mixed precision (-precision bf16, the default): parameters, gradients and activations are bf16 on the
 // device; LayerNorm statistics, softmax statistics and losses are fp32; the optimizer (one fused launch,
-// cuda/optimizer.cuh) updates the fp32 master and writes the bf16 copy (round to nearest, or stochastic
+// optim/optim.cuh) updates the fp32 master and writes the bf16 copy (round to nearest, or stochastic
 // rounding with -sr 1, with the CPU's hash so both trainers round the same bits). -precision fp32 keeps
 // everything fp32 (matmuls on TF32 tensor cores) with no master copy.
 // -r 1 recomputes the GELU output in backward from its input instead of keeping it for every layer.
@@ -32,28 +32,28 @@
 #include "common/schedule.h"
 #include "common/logger.h"
 #include "common/checkpoint.h"
-#include "common/cli.h"
-#include "common/advise.h"
-#include "common/run.h"
-#include "common/model.h"
+#include "train/cli.h"
+#include "train/advise.h"
+#include "train/run.h"
+#include "train/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 #include "cuda/encoder.cuh"
 #include "cuda/layernorm.cuh"
 #include "cuda/gelu.cuh"
 #include "cuda/matmul.cuh"
 #include "cuda/attention.cuh"
 #include "cuda/classifier.cuh"
-#include "cuda/optimizer.cuh"
+#include "optim/optim.cuh"
 
 // ------------------------------------------------------------------------------------------------
-// 1. configuration and parameter layout (common/model.c, shared with train_gpt2.c)
+// 1. configuration and parameter layout (train/model.c, shared with train_gpt2.c)
 
 // The 16 parameter tensors, the optimizer's tensor list (unit 0 = wte, wpe, lnf.w, lnf.b; then 12 per
 // block), the initialisation, the optimizer state layout and the checkpoint blob names are
-// common/model.c: the very code the CPU trainer runs, so checkpoints move between the two.
+// train/model.c: the very code the CPU trainer runs, so checkpoints move between the two.
 
 // ------------------------------------------------------------------------------------------------
 // 2. the model on the device
@@ -70,7 +70,7 @@ typedef struct {
     GPT2Config config;
     int precision;            // PRECISION_BF16 or PRECISION_FP32
     int recompute;            // -r: 1 = recompute GELU in backward
-    ModelLayout layout;       // sizes, offsets and the optimizer's tensors (common/model.c)
+    ModelLayout layout;       // sizes, offsets and the optimizer's tensors (train/model.c)
     size_t elt;               // bytes per stored element (2 bf16, 4 fp32)
     // device buffers
     void* params;             // (num_params) bf16 working copy, or the fp32 parameters
@@ -377,7 +377,7 @@ __attribute__((unused)) static void gpt2_download_grads(GPT2* m, float* out) {
     }
 }
 
-// GPT-2 initialisation on the host by common/model.c, the CPU trainer's code (same seed -> same
+// GPT-2 initialisation on the host by train/model.c, the CPU trainer's code (same seed -> same
 // weights), then uploaded.
 static void gpt2_init(GPT2* m, uint64_t seed) {
     float* w = (float*)xmalloc(m->layout.num_params * sizeof(float));
@@ -386,7 +386,7 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
     free(w);
 }
 
-// The state layout is common/model.c's (the CPU's); cuda/optimizer.cuh turns it into device buffers.
+// The state layout is train/model.c's (the CPU's); optim/optim.cuh turns it into device buffers.
 static void optimizer_setup_gpu(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
     int n = m->layout.num_tensors;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
@@ -407,7 +407,7 @@ static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float c
 // ------------------------------------------------------------------------------------------------
 // 4. checkpoints, evaluation, sampling
 
-// The checkpoint's blobs, named and ordered by common/model.c as on the CPU: "weights fp32", "weights
+// The checkpoint's blobs, named and ordered by train/model.c as on the CPU: "weights fp32", "weights
 // bf16" (bf16 mode), then every "opt: NAME" state buffer. dev[] gets the device buffers; data[] become
 // host staging buffers (allocated here, freed by the caller with free_blobs).
 static int checkpoint_blobs(GPT2* m, GpuOpt* o, CkptBlob* blobs, void** dev) {

@@ -1,4 +1,4 @@
-// bench/bench_matmul.c: GFLOP/s of common/matmul.c on the GPT-2 training shapes, forward and
+// bench/bench_matmul.c: GFLOP/s of cpu/matmul.c on the GPT-2 training shapes, forward and
 // backward separately, and the fraction of the machine's fp32 FMA peak (bench/peak_flops).
 //
 //   ./bench/bench_matmul [-bt BT] [-c C[,C...]] [-peak GFLOPS] [-time SECONDS]
@@ -15,7 +15,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "common/matmul.h"
+#include "cpu/matmul.h"
 #include "common/rng.h"
 #include "common/util.h"
 

@@ -14,7 +14,7 @@
 #ifndef CUDA_ATTENTION_CUH
 #define CUDA_ATTENTION_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 #define ATT_ROWS 32   // rows (queries or keys) per block and per shared-memory tile
 #define ATT_LANES 4   // threads per row

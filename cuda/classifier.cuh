@@ -5,7 +5,7 @@
 #ifndef CUDA_CLASSIFIER_CUH
 #define CUDA_CLASSIFIER_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 #define CLS_THREADS 512
 

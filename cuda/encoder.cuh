@@ -5,7 +5,7 @@
 #ifndef CUDA_ENCODER_CUH
 #define CUDA_ENCODER_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 // out (B,T,C) = wte[tok] + wpe[t]
 template <typename T>

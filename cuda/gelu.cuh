@@ -2,7 +2,7 @@
 #ifndef CUDA_GELU_CUH
 #define CUDA_GELU_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 #define GELU_SCALING_FACTOR_D 0.7978845608028654f // sqrt(2 / pi)
 

@@ -4,7 +4,7 @@
 #ifndef CUDA_LAYERNORM_CUH
 #define CUDA_LAYERNORM_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 #define NUM_PARTIALS 32   // row chunks of the column reductions (LayerNorm and bias gradients)
 

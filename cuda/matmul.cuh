@@ -1,6 +1,6 @@
 // cuda/matmul.cuh: the model's matmuls through cuBLASLt, and the bias gradient.
 //
-// Row-major conventions of the model (as the CPU's common/matmul.c):
+// Row-major conventions of the model (as the CPU's cpu/matmul.c):
 //   forward   out (N, OC) = inp (N, IC) @ W^T + bias,  W (OC, IC)
 //   backward  dinp (N, IC) = dout (N, OC) @ W           (overwrites dinp)
 //             dW  (OC, IC) += dout^T @ inp               (accumulates: gradient accumulation)
@@ -14,7 +14,7 @@
 #ifndef CUDA_MATMUL_CUH
 #define CUDA_MATMUL_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 #include "cuda/gelu.cuh"
 #include "cuda/layernorm.cuh"
 

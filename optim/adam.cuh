@@ -1,10 +1,10 @@
 // optim/adam.cuh: the CUDA twins of optim/adam.c (`-opt adam`, `-opt adamw`), one fused multi-tensor
-// launch per step (cuda/optimizer.cuh). Same math, same order as adam.c; the scalars (bias
+// launch per step (optim/optim.cuh). Same math, same order as adam.c; the scalars (bias
 // corrections, 1 - beta, the decay factor) are computed on the host in double exactly as adam.c does.
 #ifndef OPTIM_ADAM_CUH
 #define OPTIM_ADAM_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 typedef struct {
     float beta1, beta2, eps;

@@ -18,7 +18,7 @@
 #define OPTIM_ADAM8BIT_CUH
 
 #include <math.h>
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 #define Q8_REGS 8
 

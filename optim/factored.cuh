@@ -30,9 +30,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 #include "optim/optim.h"
-#include "common/model.h"
+#include "optim/state.h"
 #include "common/ledger.h"
 
 #define FAC_ITEM_ROWS 64      // matrix rows per work item

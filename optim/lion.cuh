@@ -1,10 +1,10 @@
 // optim/lion.cuh: the CUDA twin of optim/lion.c (`-opt lion`), one fused multi-tensor launch per step
-// (cuda/optimizer.cuh walks the chunk table). Same math, same order as lion.c; the scalars (1 - beta,
+// (optim/optim.cuh walks the chunk table). Same math, same order as lion.c; the scalars (1 - beta,
 // the decay factor 1 - lr*wd) are computed on the host in double and rounded once, as optim_common.h does.
 #ifndef OPTIM_LION_CUH
 #define OPTIM_LION_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 typedef struct {
     float lr;

@@ -1,10 +1,10 @@
 // optim/sgd.cuh: the CUDA twins of optim/sgd.c (`-opt sgd`, `-opt sgdm`): one fused multi-tensor
-// launch per step (cuda/optimizer.cuh walks the chunk table). The per-element math is sgd.c's, line
+// launch per step (optim/optim.cuh walks the chunk table). The per-element math is sgd.c's, line
 // for line and in the same order, so results match the CPU to rounding of fused multiply-adds.
 #ifndef OPTIM_SGD_CUH
 #define OPTIM_SGD_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 
 // theta = theta - lr * (g + wd * theta)        (coupled L2, only when wd != 0)
 __device__ __forceinline__ float sgd_update(float th, float g, float lr, float wd) {

@@ -2,7 +2,7 @@
 # scripts/bench_cpu.sh: how fast the CPU trainer is on this machine, against this machine's own peak.
 #
 #   1. build/bench/peak_flops   the fp32 FMA peak (independent FMA chains, all cores)
-#   2. build/bench/bench_matmul GFLOP/s of common/matmul.c on the GPT-2 shapes, forward and backward
+#   2. build/bench/bench_matmul GFLOP/s of cpu/matmul.c on the GPT-2 shapes, forward and backward
 #   3. ./train_cpu -model d4 and -model d12 at fixed B, T: tokens/s and the matmul GFLOP/s they imply
 # and prints a markdown table (machine, date, commands, figures) for the README.
 #

@@ -1,4 +1,4 @@
-// test/test_matmul.c: common/matmul.c against a straightforward double-precision reference.
+// test/test_matmul.c: cpu/matmul.c against a straightforward double-precision reference.
 //
 // For awkward sizes (1, primes, not multiples of any tile, crossing every block boundary of the
 // GEMM: K > KC, N > NC, M > MC) it checks
@@ -26,7 +26,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "common/matmul.h"
+#include "cpu/matmul.h"
 #include "common/rng.h"
 #include "common/util.h"
 #include "test/test.h"

@@ -1,16 +1,16 @@
-// common/run.h: the host side of a training run that both trainers share, so the CPU and CUDA
+// train/run.h: the host side of a training run that both trainers share, so the CPU and CUDA
 // trainers accept the same flags, find the same data, refuse the same checkpoints and print the same
 // lines: argument checks, data opening, resume checks, the per-step bookkeeping (step line, log
 // records, non-finite skips) and the summary.
-#ifndef COMMON_RUN_H
-#define COMMON_RUN_H
+#ifndef TRAIN_RUN_H
+#define TRAIN_RUN_H
 
 #include <stdio.h>
-#include "cli.h"
-#include "logger.h"
-#include "checkpoint.h"
-#include "../data/tokenizer.h"
-#include "../data/dataloader.h"
+#include "train/cli.h"
+#include "common/logger.h"
+#include "common/checkpoint.h"
+#include "data/tokenizer.h"
+#include "data/dataloader.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,4 +1,4 @@
-// common/advise.c: the optimizer decision guide; see advise.h.
+// train/advise.c: the optimizer decision guide; see advise.h.
 //
 // The framework (the article's, with our exact bytes in place of its per-parameter rules of thumb):
 //  1. Memory is the first filter: params + master + grads + optimizer state must fit in the budget
@@ -14,9 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "advise.h"
-#include "cli.h"
-#include "util.h"
+#include "train/advise.h"
+#include "train/cli.h"
+#include "common/util.h"
 
 #define ADV_VOCAB_PADDED 50304
 #define ADV_MAX_T 1024

@@ -1,4 +1,4 @@
-// common/matmul.h: the fp32 matrix multiplies of the CPU trainer (llm.c's matmul_forward /
+// cpu/matmul.h: the fp32 matrix multiplies of the CPU trainer (llm.c's matmul_forward /
 // matmul_backward, same semantics), written as one cache-blocked, packed, register-blocked GEMM
 // with an AVX-512 microkernel (AVX2/FMA and plain C fallbacks), parallel with OpenMP.
 //
@@ -10,8 +10,8 @@
 //
 // The packing workspace belongs to the calling thread (_Thread_local), so two threads may call
 // these at the same time. Called from inside an OpenMP parallel region they run on one thread.
-#ifndef COMMON_MATMUL_H
-#define COMMON_MATMUL_H
+#ifndef CPU_MATMUL_H
+#define CPU_MATMUL_H
 
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-// common/advise.h: the optimizer decision guide (`./train -advise 1 -params 7e9 -mem 80`).
+// train/advise.h: the optimizer decision guide (`./train -advise 1 -params 7e9 -mem 80`).
 //
 // It applies the article's decision framework (task type, memory budget) with our exact numbers: the
 // parameter, master-weight, gradient and optimizer-state bytes of a GPT-style model, the state bytes
@@ -8,11 +8,11 @@
 //
 // Hook for a trainer's main(), before its own flag parsing:
 //     if (advise_requested(argc, argv)) return advise_main(argc, argv);
-#ifndef COMMON_ADVISE_H
-#define COMMON_ADVISE_H
+#ifndef TRAIN_ADVISE_H
+#define TRAIN_ADVISE_H
 
 #include <stddef.h>
-#include "../optim/optim.h"
+#include "optim/optim.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,24 +1,34 @@
-// common/model.h: the GPT-2 layout both trainers share (train_gpt2.c on the CPU, train_gpt2.cu on the
+// train/model.h: the GPT-2 layout both trainers share (train_gpt2.c on the CPU, train_gpt2.cu on the
 // GPU). A checkpoint written by one trainer resumes in the other only if both agree, to the byte, on
 //   - where each parameter lives in the flat parameter buffer (16 tensors, storage order below),
 //   - the optimizer's view of them (2 + 12L + 2 tensors, their names, shapes and decay flags),
 //   - the GPT-2 initialisation (the RNG draw order),
-//   - the optimizer state layout (one buffer per state name, packed back to back in tensor order),
+//   - which tensors the optimizer sees, in which order (their state layout: optim/state.h),
 //   - the checkpoint's header fields and blob names.
 // So all of that is this one piece of code; the trainers only turn offsets into host or device pointers.
-#ifndef COMMON_MODEL_H
-#define COMMON_MODEL_H
+#ifndef TRAIN_MODEL_H
+#define TRAIN_MODEL_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include "../optim/optim.h"
-#include "cli.h"
-#include "checkpoint.h"
-#include "../data/dataloader.h"
+#include "optim/optim.h"
+#include "optim/state.h"
+#include "common/checkpoint.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+typedef struct {
+    int max_seq_len;        // maxT: positions in wpe
+    int vocab_size;         // V: real vocabulary (50257 for GPT-2)
+    int padded_vocab_size;  // Vp: V rounded up to a multiple of 128; rows V..Vp-1 of wte are never used
+    int num_layers;         // L
+    int num_heads;          // NH
+    int channels;           // C
+} GPT2Config;
+
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
 
 #define NUM_PARAM_TENSORS 16
 // Index of each tensor in the flat parameter buffer, in storage order.
@@ -62,35 +72,10 @@ void model_layout_free(ModelLayout* ml);
 void model_init_weights(const ModelLayout* ml, float* w, uint64_t seed);
 
 // ------------------------------------------------------------------------------------------------
-// Optimizer state layout
+// Optimizer state over the model (the layout itself: optim/state.h)
 
-#define MAX_STATE_BUFFERS 16
-
-// Where tensor i's states live: state s is buf[s] at byte offset[s].
-typedef struct {
-    int nstate;
-    int buf[OPT_MAX_STATES];
-    size_t offset[OPT_MAX_STATES];
-    DType dtype[OPT_MAX_STATES];
-} TensorStates;
-
-typedef struct {
-    int nbuf;
-    const char* buf_name[MAX_STATE_BUFFERS];   // the layout's state name, "exp_avg"
-    char buf_label[MAX_STATE_BUFFERS][48];     // "opt: exp_avg": ledger label and checkpoint blob name
-    size_t buf_bytes[MAX_STATE_BUFFERS];
-    size_t total_bytes;                        // sum of buf_bytes
-    TensorStates* tensors;                     // (num_tensors)
-    int num_tensors;
-} StateLayout;
-
-// The state layout of optimizer opt over n tensors, in order: buffers appear in first-use order and
-// each tensor's states are packed back to back (no padding) inside their buffer.
-void state_layout_build(StateLayout* sl, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes, int n);
-// The same over the model's optimizer-visible tensors.
+// The state layout over the model's optimizer-visible tensors, in order.
 void state_layout_for_model(StateLayout* sl, const ModelLayout* ml, const Optimizer* opt, const OptHyper* h);
-void state_layout_free(StateLayout* sl);
-
 // Exact optimizer-state bytes as the layouts give them (no alignment padding): what the README tables.
 size_t optimizer_layout_bytes(const ModelLayout* ml, const Optimizer* opt, const OptHyper* h);
 

@@ -1,13 +1,13 @@
-// common/model.c: the GPT-2 parameter layout, initialisation, optimizer state layout and checkpoint
+// train/model.c: the GPT-2 parameter layout, initialisation, optimizer state layout and checkpoint
 // naming shared by both trainers (see model.h for why they must be one piece of code).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include <time.h>
-#include "model.h"
-#include "util.h"
-#include "rng.h"
+#include "train/model.h"
+#include "common/util.h"
+#include "common/rng.h"
 
 const char* const PARAM_NAMES[NUM_PARAM_TENSORS] = {
     "wte", "wpe", "ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
@@ -128,46 +128,11 @@ void model_init_weights(const ModelLayout* ml, float* w, uint64_t seed) {
 // ------------------------------------------------------------------------------------------------
 // Optimizer state layout
 
-void state_layout_build(StateLayout* sl, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes, int n) {
-    memset(sl, 0, sizeof(*sl));
-    sl->num_tensors = n;
-    sl->tensors = (TensorStates*)xcalloc(n > 0 ? (size_t)n : 1, sizeof(TensorStates));
-    for (int i = 0; i < n; i++) {
-        TensorStates* ts = &sl->tensors[i];
-        StateSpec specs[OPT_MAX_STATES];
-        ts->nstate = opt->layout(h, &shapes[i], specs);
-        CHECK(ts->nstate >= 0 && ts->nstate <= OPT_MAX_STATES);
-        for (int s = 0; s < ts->nstate; s++) {
-            int b = 0;
-            while (b < sl->nbuf && strcmp(sl->buf_name[b], specs[s].name) != 0) b++;
-            if (b == sl->nbuf) {
-                CHECK(sl->nbuf < MAX_STATE_BUFFERS);
-                sl->buf_name[b] = specs[s].name;
-                snprintf(sl->buf_label[b], sizeof(sl->buf_label[b]), "opt: %s", specs[s].name);
-                sl->nbuf++;
-            }
-            ts->buf[s] = b;
-            ts->offset[s] = sl->buf_bytes[b];
-            ts->dtype[s] = specs[s].dtype;
-            // packed back to back (no padding), so the ledger's state bytes are exactly the layout's formula;
-            // each buffer holds one dtype, so every element stays aligned to its size
-            sl->buf_bytes[b] += specs[s].count * dtype_size(specs[s].dtype);
-        }
-    }
-    for (int b = 0; b < sl->nbuf; b++) sl->total_bytes += sl->buf_bytes[b];
-}
-
 void state_layout_for_model(StateLayout* sl, const ModelLayout* ml, const Optimizer* opt, const OptHyper* h) {
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)ml->num_tensors, sizeof(ParamShape));
     for (int i = 0; i < ml->num_tensors; i++) shapes[i] = ml->tensors[i].shape;
     state_layout_build(sl, opt, h, shapes, ml->num_tensors);
     free(shapes);
-}
-
-void state_layout_free(StateLayout* sl) {
-    free(sl->tensors);
-    sl->tensors = NULL;
-    sl->num_tensors = 0;
 }
 
 size_t optimizer_layout_bytes(const ModelLayout* ml, const Optimizer* opt, const OptHyper* h) {

@@ -1,11 +1,11 @@
-// common/cli.c: see cli.h.
+// train/cli.c: see cli.h.
 #include <string.h>
 #include <stdlib.h>
 #include <math.h>
 #include <errno.h>
 #include <sys/stat.h>
-#include "cli.h"
-#include "util.h"
+#include "train/cli.h"
+#include "common/util.h"
 
 void print_usage(FILE* f) {
     fprintf(f,

@@ -1,10 +1,10 @@
-// common/run.c: see run.h.
+// train/run.c: see run.h.
 #include <string.h>
 #include <math.h>
 #include <sys/stat.h>
-#include "run.h"
-#include "util.h"
-#include "ledger.h"
+#include "train/run.h"
+#include "common/util.h"
+#include "common/ledger.h"
 
 #define DEFAULT_TRAIN "data/gcide/gcide_train.bin"
 #define DEFAULT_VAL "data/gcide/gcide_val.bin"

@@ -1,9 +1,9 @@
-// cuda/common.cuh: what every CUDA file shares: error checks that name file:line, the storage types
+// common/cuda_util.cuh: what every CUDA file shares: error checks that name file:line, the storage types
 // (bf16 or fp32, picked by a template parameter), bf16 rounding that matches the CPU bit for bit
 // (round to nearest even, and stochastic rounding with the CPU's hash), warp reductions, and device
 // allocation through the memory ledger with a clean out-of-memory exit.
-#ifndef CUDA_COMMON_CUH
-#define CUDA_COMMON_CUH
+#ifndef COMMON_CUDA_UTIL_CUH
+#define COMMON_CUDA_UTIL_CUH
 
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>

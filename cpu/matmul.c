@@ -1,4 +1,4 @@
-// common/matmul.c: fp32 GEMM for the CPU trainer. See matmul.h for the contract.
+// cpu/matmul.c: fp32 GEMM for the CPU trainer. See matmul.h for the contract.
 //
 // The shape of the computation (the classic Goto/BLIS scheme, written for row-major C):
 //
@@ -32,7 +32,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "common/matmul.h"
+#include "cpu/matmul.h"
 #include "common/util.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)

@@ -1,27 +1,18 @@
-// common/cli.h: what both trainers (train_gpt2.c on the CPU, train_gpt2.cu on the GPU) share on the
+// train/cli.h: what both trainers (train_gpt2.c on the CPU, train_gpt2.cu on the GPU) share on the
 // command line: the model configuration, the flags, the help text, and how flags become an
 // optimizer's hyperparameters. Same flags, same messages, on either trainer.
-#ifndef COMMON_CLI_H
-#define COMMON_CLI_H
+#ifndef TRAIN_CLI_H
+#define TRAIN_CLI_H
 
 #include <stdio.h>
 #include <stdint.h>
-#include "../optim/optim.h"
+#include "optim/optim.h"
+#include "train/model.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef struct {
-    int max_seq_len;        // maxT: positions in wpe
-    int vocab_size;         // V: real vocabulary (50257 for GPT-2)
-    int padded_vocab_size;  // Vp: V rounded up to a multiple of 128; rows V..Vp-1 of wte are never used
-    int num_layers;         // L
-    int num_heads;          // NH
-    int channels;           // C
-} GPT2Config;
-
-enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
 
 
 typedef struct {

@@ -1,6 +1,6 @@
-// cuda/optimizer.cuh: optimizer state on the GPU and the one-launch-per-step multi-tensor update.
+// optim/optim.cuh: optimizer state on the GPU and the one-launch-per-step multi-tensor update.
 //
-// State layout: common/model.c's state_layout_build(), the code the CPU trainer runs: for each tensor in
+// State layout: train/model.c's state_layout_build(), the code the CPU trainer runs: for each tensor in
 // order, the optimizer's own layout() names its state tensors; tensors' states of the same name share one
 // buffer ("opt: exp_avg"), packed back to back in tensor order. So the buffers are byte for byte what
 // the CPU keeps, and checkpoints move between the trainers unchanged.
@@ -10,12 +10,12 @@
 // offsets and weight-decay flag. One kernel launch walks all chunks: no per-tensor launch, no host sync.
 // In bf16 mode the kernel reads the bf16 gradient, updates the fp32 master and writes the bf16 working
 // copy (round to nearest, or stochastic rounding with the CPU's hash of (seed, step, element)).
-#ifndef CUDA_OPTIMIZER_CUH
-#define CUDA_OPTIMIZER_CUH
+#ifndef OPTIM_OPTIM_CUH
+#define OPTIM_OPTIM_CUH
 
-#include "cuda/common.cuh"
+#include "common/cuda_util.cuh"
 #include "optim/optim.h"
-#include "common/model.h"
+#include "optim/state.h"
 #include "optim/sgd.cuh"
 #include "optim/adam.cuh"
 #include "optim/lion.cuh"
