@@ -20,9 +20,10 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo 1 || echo 0)
 PYTHON_TORCH ?= /usr/bin/python3
 
-# Layers, bottom up (a folder includes only folders below it): common (foundation), data, optim, cpu,
-# cuda, train (what both trainers share), then the two trainers.
-LIB_SRCS := $(wildcard common/*.c data/*.c optim/*.c cpu/*.c train/*.c)
+# Layers, bottom up (a folder includes only folders below it): common (foundation: util, numerics, rng,
+# ledger, logger, checkpoint, schedule, cuda_util); cpu and cuda (compute kernels); data and optim;
+# train (what both trainers share); then the two trainers, train_gpt2.c and train_gpt2.cu.
+LIB_SRCS := $(wildcard common/*.c cpu/*.c data/*.c optim/*.c train/*.c)
 LIB_SRCS := $(filter-out data/prepare_data.c,$(LIB_SRCS))
 LIB_OBJS := $(patsubst %.c,build/%.o,$(LIB_SRCS))
 # Real header dependencies: every compile writes a .d file next to its output (-MMD -MP), included below.

@@ -28,7 +28,7 @@
 #include <omp.h>
 #endif
 #include "common/util.h"
-#include "common/bf16.h"
+#include "common/numerics.h"
 #include "common/rng.h"
 #include "common/ledger.h"
 #include "cpu/matmul.h"
@@ -662,12 +662,6 @@ static OptHyper tensor_hyper(const OptRun* o, const ModelTensor* p) {
     return h;
 }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // bf16 mode: after the optimizer wrote the fp32 master of tensor p, refresh its bf16 working copy.
 // Stochastic rounding draws its bits from a hash of (seed, step, element), so a resumed run rounds
 // exactly as the uninterrupted one did.
@@ -676,14 +670,10 @@ static void write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int 
     const float* src = m->params_f32 + p->offset;
     bf16* dst = m->params_bf16 + p->offset;
     size_t n = p->shape.numel;
-    if (o->stochastic_rounding) {
-        uint64_t base = mix64(o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)step * 0xD1B54A32D192ED03ull + p->offset);
-        #pragma omp parallel for if (n > 65536)
-        for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16_sr(src[i], (uint32_t)mix64(base + i));
-    } else {
-        #pragma omp parallel for if (n > 65536)
-        for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
-    }
+    const uint64_t stream = sr_stream(o->seed, step, p->offset);
+    const int sr = o->stochastic_rounding;
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = master_to_bf16(src[i], sr, stream, i);
 }
 
 // Runs the optimizer on tensor i with an fp32 gradient (already scaled by the clip factor).

@@ -26,7 +26,7 @@
 #include <errno.h>
 #include <sys/stat.h>
 #include "common/util.h"
-#include "common/bf16.h"
+#include "common/numerics.h"
 #include "common/rng.h"
 #include "common/ledger.h"
 #include "common/schedule.h"

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <math.h>
 #include "common/util.h"
+#include "common/numerics.h"
 #include "common/ledger.h"
 
 typedef __nv_bfloat16 bf16d; // bf16 on the device; same bits as the CPU's uint16_t bf16
@@ -46,25 +47,6 @@ static inline unsigned ceil_div_u(size_t a, size_t b) { return (unsigned)((a + b
 __device__ __forceinline__ float ldf(float x) { return x; }
 __device__ __forceinline__ float ldf(bf16d x) { return __bfloat162float(x); }
 
-// bf16 rounding identical to common/bf16.h (the CPU): round to nearest even, quiet NaN.
-__host__ __device__ __forceinline__ uint16_t bf16_bits_rn(float f) {
-#ifdef __CUDA_ARCH__
-    uint32_t u = __float_as_uint(f);
-#else
-    uint32_t u; memcpy(&u, &f, 4);
-#endif
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
-    uint32_t lsb = (u >> 16) & 1u;
-    u += 0x7fffu + lsb;
-    return (uint16_t)(u >> 16);
-}
-// Stochastic rounding identical to f32_to_bf16_sr() in common/bf16.h.
-__device__ __forceinline__ uint16_t bf16_bits_sr(float f, uint32_t random_bits) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7f800000u) == 0x7f800000u) return bf16_bits_rn(f);
-    u += (random_bits & 0xffffu);
-    return (uint16_t)(u >> 16);
-}
 __device__ __forceinline__ bf16d bf16_from_bits(uint16_t b) {
     __nv_bfloat16_raw r;
     r.x = b;
@@ -73,14 +55,7 @@ __device__ __forceinline__ bf16d bf16_from_bits(uint16_t b) {
 
 template <typename T> __device__ __forceinline__ T stf(float x);
 template <> __device__ __forceinline__ float stf<float>(float x) { return x; }
-template <> __device__ __forceinline__ bf16d stf<bf16d>(float x) { return bf16_from_bits(bf16_bits_rn(x)); }
-
-// The CPU's hash for stochastic rounding bits (mix64 in train_gpt2.c), on both sides.
-__host__ __device__ __forceinline__ uint64_t mix64_hd(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+template <> __device__ __forceinline__ bf16d stf<bf16d>(float x) { return bf16_from_bits(f32_to_bf16(x)); }
 
 // ---- reductions (fixed shuffle pattern: deterministic) ---------------------------------------------
 __device__ __forceinline__ float warp_sum(float v) {

@@ -6,15 +6,13 @@
 
 #include <stdint.h>
 #include <math.h>
+#include "common/numerics.h"
 
 typedef struct { uint64_t s; } Rng;
 
 static inline void rng_seed(Rng* r, uint64_t seed) {
     // splitmix64 so that nearby seeds give unrelated streams; never a zero state
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    uint64_t z = mix64(seed + 0x9E3779B97F4A7C15ull);
     r->s = z ? z : 0x2545F4914F6CDD1Dull;
 }
 

@@ -231,14 +231,14 @@ __device__ __forceinline__ float fac_grad(const G* grad, size_t gi, float clip_s
 
 // Per-tensor base of the stochastic-rounding hash, as multi_tensor_step_kernel (the CPU's write_bf16_copy()).
 __device__ __forceinline__ uint64_t fac_sr_base(const FacArgs& a, size_t param_off) {
-    return mix64_hd(a.seed * 0x9E3779B97F4A7C15ull + (uint64_t)a.step * 0xD1B54A32D192ED03ull + param_off);
+    return sr_stream(a.seed, a.step, param_off);
 }
 
 __device__ __forceinline__ void fac_store(float* master, bf16d* pbf16, const FacArgs& a, uint64_t base, size_t param_off,
                                           size_t li, float th) {
     const size_t gi = param_off + li;
     master[gi] = th;
-    if (pbf16) pbf16[gi] = bf16_from_bits(a.sr ? bf16_bits_sr(th, (uint32_t)mix64_hd(base + li)) : bf16_bits_rn(th));
+    if (pbf16) pbf16[gi] = bf16_from_bits(master_to_bf16(th, a.sr, base, li));
 }
 
 // The unclipped update's preconditioner for element (i, j) of a matrix: rf[i]*cf[j] (fac_pre()).

@@ -240,7 +240,7 @@ typedef struct {
 // The bf16 working copy of one updated master value: round to nearest, or stochastic rounding with the
 // CPU's write_bf16_copy() hash (base: per tensor, li: the element's index in its tensor).
 __device__ __forceinline__ void write_bf16_copy_d(bf16d* pbf16, size_t gi, float th, int sr, uint64_t base, size_t li) {
-    pbf16[gi] = bf16_from_bits(sr ? bf16_bits_sr(th, (uint32_t)mix64_hd(base + li)) : bf16_bits_rn(th));
+    pbf16[gi] = bf16_from_bits(master_to_bf16(th, sr, base, li));
 }
 
 // G: gradient storage (float in fp32 mode, bf16 in bf16 mode). master: fp32 (the parameters themselves
@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(256) multi_tensor_step_kernel(float* master, c
         float* s1 = buf1 ? (float*)(buf1 + t.state_off[1]) : NULL;
         const float wd = t.decay ? a.wd : 0.0f;
         // stochastic rounding bits: the CPU's write_bf16_copy() hash, per tensor then per element
-        const uint64_t base = mix64_hd(a.seed * 0x9E3779B97F4A7C15ull + (uint64_t)a.step * 0xD1B54A32D192ED03ull + t.param_off);
+        const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
         for (int e = threadIdx.x; e < ch.count; e += blockDim.x) {
             const size_t li = ch.start + (size_t)e;   // index within the tensor
             const size_t gi = t.param_off + li;       // index in the flat buffers
@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(256) multi_tensor_step_kernel(float* master, c
                 default: th = adam_update(th, g, s0 + li, s1 + li, a.adam, t.decay); break;
             }
             master[gi] = th;
-            if (pbf16) pbf16[gi] = bf16_from_bits(a.sr ? bf16_bits_sr(th, (uint32_t)mix64_hd(base + li)) : bf16_bits_rn(th));
+            if (pbf16) pbf16[gi] = bf16_from_bits(master_to_bf16(th, a.sr, base, li));
         }
     }
 }
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(256) adam8bit_q8_kernel(float* master, const G
         float* av = (float*)t.sp[3] + b;       // this block's v absmax
         const float am_old = *am, av_old = *av;
         const int decays = t.decay && k.decays;
-        const uint64_t base = mix64_hd(a.seed * 0x9E3779B97F4A7C15ull + (uint64_t)a.step * 0xD1B54A32D192ED03ull + t.param_off);
+        const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
         // pass 1: new moments, block max of their magnitudes
         float mr[Q8_REGS], vr[Q8_REGS], gr[Q8_REGS];
         float mx_m = 0.0f, mx_v = 0.0f;

@@ -35,7 +35,20 @@ typedef struct {
     size_t rows, cols;  // (rows, cols); numel = rows * cols
     size_t numel;
     int decay;          // 1 if weight decay applies (2-D weight matrices, as in GPT-2 practice)
+    int role;           // what the tensor is in the model (PARAM_*, below); optimizers that treat
+                        // tensors differently (Muon, Adam-mini) read it, the others ignore it
+    int heads;          // attention heads; for PARAM_ATTN_QKV the rows are q | k | v, each split into
+                        // `heads` blocks of rows / (3 * heads) rows (one block per head)
 } ParamShape;
+
+// ParamShape.role. Tests and other callers that leave it 0 get PARAM_MATRIX for 2-D and should set
+// PARAM_VECTOR for 1-D where it matters.
+enum {
+    PARAM_MATRIX = 0,    // a 2-D weight inside a block (attn.proj, mlp.fc, mlp.proj)
+    PARAM_ATTN_QKV,      // the fused q|k|v projection, (3C, C)
+    PARAM_EMBEDDING,     // token embedding (wte, also the tied LM head) and position embedding (wpe)
+    PARAM_VECTOR,        // biases and LayerNorm gains
+};
 
 // One state tensor of one parameter tensor.
 typedef struct {

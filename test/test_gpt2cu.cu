@@ -285,10 +285,10 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
         CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
         size_t bad = 0;
         for (int i = 0; i < nt; i++) {
-            uint64_t base = mix64_hd(o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)3 * 0xD1B54A32D192ED03ull + offs[i]);
+            uint64_t base = sr_stream(o.seed, 3, offs[i]);
             for (size_t j = 0; j < shapes[i].numel; j++) {
                 float v = gpu_theta[offs[i] + j];
-                bf16 want = sr ? f32_to_bf16_sr(v, (uint32_t)mix64_hd(base + j)) : f32_to_bf16(v);
+                bf16 want = master_to_bf16(v, sr, base, j);
                 bad += pb[offs[i] + j] != want;
             }
         }
@@ -425,10 +425,10 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
         CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
         size_t bad = 0;
         for (int i = 0; i < nt; i++) {
-            uint64_t base = mix64_hd(o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)3 * 0xD1B54A32D192ED03ull + offs[i]);
+            uint64_t base = sr_stream(o.seed, 3, offs[i]);
             for (size_t j = 0; j < shapes[i].numel; j++) {
                 float v = gpu_theta[offs[i] + j];
-                bf16 want = sr ? f32_to_bf16_sr(v, (uint32_t)mix64_hd(base + j)) : f32_to_bf16(v);
+                bf16 want = master_to_bf16(v, sr, base, j);
                 bad += pb[offs[i] + j] != want;
             }
         }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include "train/advise.h"
 #include "train/cli.h"
+#include "train/model.h"
 #include "common/util.h"
 
 #define ADV_VOCAB_PADDED 50304
@@ -29,58 +30,23 @@ int advise_requested(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------- the model's tensors
-static ParamShape mat(const char* name, size_t rows, size_t cols) {
-    ParamShape s = { name, 2, rows, cols, rows * cols, 1 };
-    return s;
-}
-static ParamShape vec(const char* name, size_t n) {
-    ParamShape s = { name, 1, 1, n, n, 0 };
-    return s;
-}
-
-// The tensors of the embedding unit (wte, wpe, final LayerNorm) and of one block, as the trainer
-// has them: matrices (rows, cols) decay, vectors do not. Returns the counts through ne, nb.
-static void gpt_shapes(int C, ParamShape emb[4], int* ne, ParamShape blk[12], int* nb) {
-    size_t c = (size_t)C;
-    int i = 0;
-    emb[i++] = mat("wte", ADV_VOCAB_PADDED, c);  // (Vp, C)
-    emb[i++] = mat("wpe", ADV_MAX_T, c);         // (maxT, C)
-    emb[i++] = vec("lnf.w", c);
-    emb[i++] = vec("lnf.b", c);
-    *ne = i;
-    i = 0;
-    blk[i++] = vec("ln1.w", c);
-    blk[i++] = vec("ln1.b", c);
-    blk[i++] = mat("qkv.w", 3 * c, c);           // (3C, C)
-    blk[i++] = vec("qkv.b", 3 * c);
-    blk[i++] = mat("attn.proj.w", c, c);         // (C, C)
-    blk[i++] = vec("attn.proj.b", c);
-    blk[i++] = vec("ln2.w", c);
-    blk[i++] = vec("ln2.b", c);
-    blk[i++] = mat("fc.w", 4 * c, c);            // (4C, C)
-    blk[i++] = vec("fc.b", 4 * c);
-    blk[i++] = mat("fc.proj.w", c, 4 * c);       // (C, 4C)
-    blk[i++] = vec("fc.proj.b", c);
-    *nb = i;
-}
-
-AdviseMemory advise_memory(const Optimizer* o, int L, int C, int bf16) {
-    ParamShape emb[4], blk[12];
-    int ne, nb;
-    gpt_shapes(C, emb, &ne, blk, &nb);
-    size_t n_emb = 0, n_blk = 0, st_emb = 0, st_blk = 0;
-    for (int i = 0; i < ne; i++) { n_emb += emb[i].numel; st_emb += optim_state_bytes(o, &o->defaults, &emb[i]); }
-    for (int i = 0; i < nb; i++) { n_blk += blk[i].numel; st_blk += optim_state_bytes(o, &o->defaults, &blk[i]); }
+// The trainer's own layout (train/model.c): the same tensors, shapes and roles the ledger sees.
+AdviseMemory advise_memory(const Optimizer* o, const GPT2Config* cfg, int bf16) {
+    ModelLayout ml;
+    model_layout_build(&ml, cfg);
+    size_t n_unit[2] = {0, 0};   // elements of the embedding unit and of block 0
+    for (int i = 0; i < ml.num_tensors && ml.tensors[i].unit <= 1; i++) n_unit[ml.tensors[i].unit] += ml.tensors[i].shape.numel;
     AdviseMemory m;
-    m.num_params = n_emb + (size_t)L * n_blk;
+    m.num_params = ml.num_params;
     m.params = m.num_params * (bf16 ? 2 : 4);
     m.master = bf16 ? m.num_params * 4 : 0;
     if (o->flags & OPT_FUSED_BACKWARD)
-        m.grads = 4 * (n_emb + n_blk);   // fp32 gradients of the embedding unit and of one block only
+        m.grads = 4 * (n_unit[0] + n_unit[1]);   // fp32 gradients of the embedding unit and of one block only
     else
         m.grads = m.num_params * (bf16 ? 2 : 4);
-    m.state = st_emb + (size_t)L * st_blk;
+    m.state = optimizer_layout_bytes(&ml, o, &o->defaults);
     m.total = m.params + m.master + m.grads + m.state;
+    model_layout_free(&ml);
     return m;
 }
 
@@ -155,19 +121,19 @@ int advise_main(int argc, char** argv) {
         } else user_error("unknown flag %s for -advise (flags: -params N | -model S, -mem GB, -gpus N, "
                           "-task finetune|pretrain, -reserve F, -precision bf16|fp32)", f);
     }
-    int L, C, H;
+    GPT2Config cfg = parse_model("d1");
     if (model) {
-        GPT2Config cfg = parse_model(model);
-        L = cfg.num_layers; C = cfg.channels; H = cfg.num_heads;
+        cfg = parse_model(model);
     } else {
         if (n <= 0) user_error("-advise needs the model size: -params N (e.g. 7e9) or -model L:C:H");
-        shape_for(n, &L, &C, &H);
+        shape_for(n, &cfg.num_layers, &cfg.channels, &cfg.num_heads);
     }
+    int L = cfg.num_layers, C = cfg.channels, H = cfg.num_heads;
     int pretrain = !strcmp(task, "pretrain");
     double per_gpu = mem * ADV_GB;
     double budget = per_gpu * gpus * (1.0 - reserve);
 
-    AdviseMemory ref = advise_memory(OPTIMIZERS[0], L, C, bf16);
+    AdviseMemory ref = advise_memory(OPTIMIZERS[0], &cfg, bf16);
     printf("decision guide: GPT shape %d:%d:%d (%zu parameters%s), %s, %d x %.0f GB, %.0f%% kept for "
            "activations and workspace => %.2f GB for params + master + grads + optimizer state\n",
            L, C, H, ref.num_params, model ? "" : ", the nearest GPT-family shape", task, gpus, mem,
@@ -178,7 +144,7 @@ int advise_main(int argc, char** argv) {
     printf("%-16s %9s %9s %9s %9s %9s %10s  %-4s %5s\n", "optimizer", "state B/p", "params", "master", "grads",
            "state", "total GB", "fits", "GPUs");
     for (int i = 0; i < NUM_OPTIMIZERS; i++) {
-        AdviseMemory m = advise_memory(OPTIMIZERS[i], L, C, bf16);
+        AdviseMemory m = advise_memory(OPTIMIZERS[i], &cfg, bf16);
         print_row(OPTIMIZERS[i]->name, &m, budget, per_gpu * (1.0 - reserve));
     }
 
@@ -189,7 +155,7 @@ int advise_main(int argc, char** argv) {
     for (int i = 0; i < nlist && !pick; i++) {
         const Optimizer* o = optim_find(list[i].name);
         if (!o) continue;
-        AdviseMemory m = advise_memory(o, L, C, bf16);
+        AdviseMemory m = advise_memory(o, &cfg, bf16);
         if ((double)m.total <= budget) { pick = &list[i]; pm = m; }
     }
     if (pick) {
@@ -198,7 +164,7 @@ int advise_main(int argc, char** argv) {
         printf("  it needs %.2f GB for params + master + grads + state (%.1f%% of the %.2f GB budget)",
                pm.total / ADV_GB, 100.0 * pm.total / budget, budget / ADV_GB);
         if (first && strcmp(first->name, pick->name)) {
-            AdviseMemory fm = advise_memory(first, L, C, bf16);
+            AdviseMemory fm = advise_memory(first, &cfg, bf16);
             printf("; %s would need %.2f GB, %d such GPUs", first->name, fm.total / ADV_GB,
                    (int)ceil(fm.total / (per_gpu * (1.0 - reserve)) - 1e-12));
         }
@@ -206,7 +172,7 @@ int advise_main(int argc, char** argv) {
     } else {
         const Optimizer* first = optim_find(list[0].name);
         const Optimizer* last = optim_find(list[nlist - 1].name);
-        AdviseMemory fm = advise_memory(first, L, C, bf16), lm = advise_memory(last, L, C, bf16);
+        AdviseMemory fm = advise_memory(first, &cfg, bf16), lm = advise_memory(last, &cfg, bf16);
         double usable = per_gpu * (1.0 - reserve);
         printf("advice: nothing fits in %d x %.0f GB. Shard over more GPUs (ZeRO-3/FSDP): %s needs %d, %s (the "
                "lightest %s choice) needs %d GPUs of %.0f GB.",

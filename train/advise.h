@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include "optim/optim.h"
+#include "train/model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,9 +41,9 @@ typedef struct {
     size_t total;                         // the sum of the four
 } AdviseMemory;
 
-// The exact bytes for a GPT-2-style model of L layers and C channels (vocabulary 50304 padded,
-// 1024 positions, tied head) under optimizer o with its default hyperparameters.
-AdviseMemory advise_memory(const Optimizer* o, int L, int C, int bf16);
+// The exact bytes for the GPT-2-style model cfg (the trainer's own layout) under optimizer o with its
+// default hyperparameters.
+AdviseMemory advise_memory(const Optimizer* o, const GPT2Config* cfg, int bf16);
 
 #ifdef __cplusplus
 }

@@ -96,6 +96,9 @@ void model_layout_build(ModelLayout* ml, const GPT2Config* cfg) {
         p->shape.numel = p->shape.rows * p->shape.cols;
         p->shape.ndim = p->shape.rows > 1 ? 2 : 1;
         p->shape.decay = p->shape.ndim == 2; // weight decay on 2-D tensors only (GPT-2 practice)
+        p->shape.role = p->shape.ndim == 1 ? PARAM_VECTOR : (p->kind == P_WTE || p->kind == P_WPE) ? PARAM_EMBEDDING
+                      : p->kind == P_QKVW ? PARAM_ATTN_QKV : PARAM_MATRIX;
+        p->shape.heads = cfg->num_heads;
     }
     ml->unit_size[0] = so0;
     ml->unit_size[1] = so_block;
