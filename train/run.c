@@ -1,10 +1,14 @@
 // train/run.c: see run.h.
 #include <string.h>
 #include <math.h>
+#include <errno.h>
 #include <sys/stat.h>
 #include "train/run.h"
+#include "train/advise.h"
 #include "common/util.h"
 #include "common/ledger.h"
+#include "common/rng.h"
+#include "common/schedule.h"
 
 #define DEFAULT_TRAIN "data/gcide/gcide_train.bin"
 #define DEFAULT_VAL "data/gcide/gcide_val.bin"
@@ -77,7 +81,7 @@ void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* p
     if (h->step >= steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", path, h->step, steps);
 }
 
-void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen) {
+static void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen) {
     memset(s, 0, sizeof(*s));
     s->last_val = NAN;
     ckpt_path[0] = 0;
@@ -92,7 +96,7 @@ void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen) {
     }
 }
 
-int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_step, float loss, float norm,
+static int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_step, float loss, float norm,
                     float lr, double seconds, int skipped, const char* extra, const char* ckpt_path) {
     s->tokens_seen += a->total_batch;
     if (step > first_step || a->steps == first_step) { s->train_seconds += seconds; s->train_tokens += a->total_batch; }
@@ -119,7 +123,9 @@ int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_
     return 0;
 }
 
-RunDue run_due(const Args* a, int step, const char* ckpt_path) {
+// What is due after a step: the last step (of -x or -stop) always evaluates, samples and checkpoints.
+typedef struct { int last, val, sample, checkpoint; } RunDue;
+static RunDue run_due(const Args* a, int step, const char* ckpt_path) {
     RunDue d;
     d.last = step == a->steps || step == a->stop_at;
     d.val = (a->val_every && step % a->val_every == 0) || d.last;
@@ -128,7 +134,7 @@ RunDue run_due(const Args* a, int step, const char* ckpt_path) {
     return d;
 }
 
-void run_record_val(RunStats* s, Logger* lg, int step, float val_loss, int batches) {
+static void run_record_val(RunStats* s, Logger* lg, int step, float val_loss, int batches) {
     s->last_val = val_loss;
     printf("val loss %.6f (step %d, %d batches)\n", val_loss, step, batches);
     logger_write(lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, val_loss);
@@ -143,7 +149,7 @@ void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, 
     h->tokens_seen = (uint64_t)s->tokens_seen;
 }
 
-void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
+static void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
                        size_t state_bytes, size_t num_params, const char* extra_json) {
     double train_loss = 0.0;
     int nl = s->nrecent < 10 ? s->nrecent : 10;
@@ -158,4 +164,194 @@ void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char*
                  "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f%s}",
                  opt_name, a->steps, train_loss, s->last_val, tps, peak_mib, state_bytes, (double)state_bytes / num_params,
                  num_params, s->skipped_total, rss_mib, extra_json ? extra_json : "");
+}
+
+// ------------------------------------------------------------------------------------------------
+// The run as the trainers' main() sees it
+
+void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
+    // state bytes/param on the d12 shapes (GPT-2 124M) with each optimizer's defaults
+    GPT2Config cfg = parse_model("d12");
+    ModelLayout ml;
+    model_layout_build(&ml, &cfg);
+    if (has_kernel) printf("%-17s %-12s %-5s %s\n", "name", "B/param(d12)", "cuda", "description [paper]");
+    else printf("%-17s %-12s %s\n", "name", "B/param(d12)", "description [paper]");
+    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
+        const Optimizer* o = OPTIMIZERS[i];
+        double bpp = (double)optimizer_layout_bytes(&ml, o, &o->defaults) / ml.num_params;
+        if (has_kernel) printf("%-17s %-12.4f %-5s %s [%s]\n", o->name, bpp, has_kernel(o) ? "yes" : "no", o->description, o->paper);
+        else printf("%-17s %-12.4f %s [%s]\n", o->name, bpp, o->description, o->paper);
+    }
+    model_layout_free(&ml);
+}
+
+int run_setup(Run* r, int argc, char** argv, int (*has_kernel)(const Optimizer*)) {
+    memset(r, 0, sizeof(*r));
+    if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
+    parse_args(&r->a, argc, argv);
+    if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); return 0; }
+    r->opt = optim_find(r->a.opt_name);
+    if (!r->opt) {
+        fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", r->a.opt_name);
+        optim_print_names(stderr);
+        fprintf(stderr, " (or -opt list)\n");
+        return EXIT_USER;
+    }
+    if (has_kernel && !has_kernel(r->opt)) {
+        fprintf(stderr, "error: %s has no CUDA kernels yet; use ./train_cpu (`make train GPU=0`), or one of:", r->opt->name);
+        for (int i = 0; i < NUM_OPTIMIZERS; i++) if (has_kernel(OPTIMIZERS[i])) fprintf(stderr, " %s", OPTIMIZERS[i]->name);
+        fprintf(stderr, "\n");
+        return EXIT_USER;
+    }
+    r->cfg = parse_model(r->a.model);
+    r->accum = run_check_args(&r->a, &r->cfg, r->opt, &r->hyper);
+    ledger_init(&r->led, r->a.memory_only);
+    return -1;
+}
+
+void run_print_model(const Run* r, const char* precision_note, const char* extra) {
+    const GPT2Config* c = &r->cfg;
+    size_t P = r->layout->num_params;
+    printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", r->a.model, c->num_layers,
+           c->channels, c->num_heads, c->vocab_size, c->padded_vocab_size, P, P / 1e6);
+    printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s%s\n", r->opt->name, r->hyper.lr,
+           r->state_bytes, (double)r->state_bytes / P, precision_note, r->a.sr ? ", stochastic rounding" : "", extra);
+}
+
+int run_memory_only(Run* r, const char* where) {
+    if (!r->a.memory_only) return 0;
+    size_t P = r->layout->num_params;
+    printf("memory ledger for B=%d T=%d%s (nothing allocated):\n", r->a.B, r->a.T, where);
+    ledger_print(&r->led, stdout, P);
+    printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", r->opt->name,
+           P, r->state_bytes, (double)r->state_bytes / P, r->led.current / 1048576.0);
+    return 1;
+}
+
+// Every checkpoint blob of this run as host memory: the trainer's blobs, staged to the host if needed.
+static int gather_blobs(Run* r, CkptBlob* blobs) {
+    int n = r->ops.ckpt_blobs(r->ops.model, blobs);
+    CHECK(n > 0 && n <= CKPT_MAX_BLOBS);
+    return n;
+}
+
+static void release_blobs(Run* r, CkptBlob* blobs, int n) {
+    if (r->ops.ckpt_release) r->ops.ckpt_release(r->ops.model, blobs, n);
+}
+
+static void resume(Run* r) {
+    char err[1024];
+    CkptHeader h, mine;
+    CkptBlob blobs[CKPT_MAX_BLOBS];
+    if (ckpt_read_header(r->ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
+    run_check_resume(&h, &mine, r->ckpt_path, r->a.steps);
+    int nb = gather_blobs(r, blobs);
+    if (ckpt_load(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    if (r->ops.ckpt_from_host) r->ops.ckpt_from_host(r->ops.model, blobs, nb);
+    release_blobs(r, blobs, nb);
+    r->start_step = h.step;
+    r->stats.skipped_total = h.skipped_steps;
+    r->stats.tokens_seen = (long)h.tokens_seen;
+    if (dataloader_seek(&r->data.train, h.data_position) != 0)
+        user_error("cannot resume: data position in %s is past the end of %s", r->ckpt_path, r->data.train_path);
+    printf("resumed from %s at step %d\n", r->ckpt_path, r->start_step);
+}
+
+static void save_checkpoint(Run* r, int step) {
+    char err[1024];
+    CkptHeader h;
+    CkptBlob blobs[CKPT_MAX_BLOBS];
+    model_checkpoint_header(&h, r->layout, r->a.precision, r->opt->name);
+    run_ckpt_header(&h, &r->stats, &r->a, step, dataloader_position(&r->data.train));
+    int nb = gather_blobs(r, blobs);
+    if (r->ops.ckpt_to_host) r->ops.ckpt_to_host(r->ops.model, blobs, nb);
+    if (ckpt_save(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);
+    else printf("checkpoint: %s (step %d)\n", r->ckpt_path, step);
+    release_blobs(r, blobs, nb);
+}
+
+void run_start(Run* r, const ModelOps* ops) {
+    const Args* a = &r->a;
+    r->ops = *ops;
+    run_open_data(&r->data, a, r->cfg.vocab_size);
+    ledger_record(&r->led, MEM_DATA, strcmp(r->trainer, "gpu") ? "token shards (train+val)" : "token shards (host)",
+                  dataloader_bytes(&r->data.train) + dataloader_bytes(&r->data.val), NULL);
+    run_begin(&r->stats, a, r->ckpt_path, sizeof(r->ckpt_path));
+    r->ops.init(r->ops.model, a->seed);
+    if (a->resume) resume(r);
+    if (logger_open(&r->lg, a->out_dir, a->resume) != 0) user_error("cannot write %s/log.jsonl: %s", a->out_dir, strerror(errno));
+    printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a->B, a->T,
+           a->total_batch, r->accum, r->accum > 1 ? "s" : "", a->steps, a->warmup, a->final_lr_frac, a->grad_clip);
+    printf("memory ledger:\n");
+    ledger_print(&r->led, stdout, r->layout->num_params);
+    fflush(stdout);
+}
+
+int run_opt_step(const Run* r, int step) { return step - r->stats.skipped_total; }
+
+int run_after_step(Run* r, int step, float loss, float norm, float lr, double seconds, int skipped, const char* extra) {
+    const Args* a = &r->a;
+    int rc = run_record_step(&r->stats, a, &r->lg, step, r->start_step + 1, loss, norm, lr, seconds, skipped, extra, r->ckpt_path);
+    if (rc) return rc;
+    RunDue due = run_due(a, step, r->ckpt_path);
+    if (due.val) {
+        float v = run_evaluate(&r->ops, &r->data.val, a->val_batches, a->B, a->T);
+        run_record_val(&r->stats, &r->lg, step, v, a->val_batches);
+    }
+    if (due.sample) run_sample(&r->ops, r->data.tok, r->cfg.vocab_size, a->sample_len, a->seed, step, a->T, stdout);
+    if (due.checkpoint) save_checkpoint(r, step);
+    if (step == a->stop_at) { printf("stopping after step %d as asked (-stop)\n", step); return 1; }
+    return 0;
+}
+
+int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const char* extra_json) {
+    if (rc != 3) {
+        fputs(memory_lines, stdout);
+        run_print_summary(&r->stats, &r->a, &r->lg, r->opt->name, peak_mib, r->state_bytes, r->layout->num_params, extra_json);
+    }
+    logger_close(&r->lg);
+    run_close_data(&r->data);
+    ledger_free_all(&r->led);
+    return rc == 3 ? 3 : 0;
+}
+
+float run_evaluate(const ModelOps* ops, DataLoader* dl, int batches, int B, int T) {
+    size_t BT = (size_t)B * T;
+    int* buf = (int*)xmalloc(2 * BT * sizeof(int));
+    dataloader_reset(dl);
+    double sum = 0.0;
+    for (int i = 0; i < batches; i++) {
+        dataloader_next(dl, buf, buf + BT);
+        sum += ops->loss(ops->model, buf, buf + BT, B, T);
+    }
+    free(buf);
+    return (float)(sum / batches);
+}
+
+void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T, FILE* out) {
+    Rng rng;
+    rng_seed(&rng, seed * 1000003ull + (uint64_t)step);
+    int eot = tok ? tokenizer_eot(tok) : V - 1;
+    if (eot < 0 || eot >= V) eot = V - 1;
+    int* gen = (int*)xmalloc(sizeof(int) * (size_t)(len + 1));
+    float* probs = (float*)xmalloc(sizeof(float) * (size_t)V);
+    gen[0] = eot;
+    fprintf(out, "sample (step %d): ", step);
+    for (int i = 1; i <= len; i++) {
+        int start = i > T ? i - T : 0; // slide the context window
+        ops->next_token_probs(ops->model, gen + start, i - start, probs);
+        int next = sample_index(probs, V, rng_f32(&rng));
+        gen[i] = next;
+        if (tok) {
+            size_t bl = 0;
+            const unsigned char* bytes = tokenizer_decode(tok, next, &bl);
+            if (bytes) fwrite(bytes, 1, bl, out);
+        } else {
+            fprintf(out, "%d ", next);
+        }
+    }
+    fprintf(out, "\n");
+    free(gen);
+    free(probs);
 }
