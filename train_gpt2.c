@@ -249,12 +249,7 @@ static void softmax_crossentropy_forward(float* losses, float* logits, const int
     #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         float* x = logits + (size_t)i * V;
-        float maxv = -INFINITY;
-        for (int v = 0; v < V; v++) if (x[v] > maxv) maxv = x[v];
-        double sum = 0.0;
-        for (int v = 0; v < V; v++) { x[v] = expf(x[v] - maxv); sum += x[v]; }
-        float inv = (float)(1.0 / sum);
-        for (int v = 0; v < V; v++) x[v] *= inv;
+        softmax_inplace(x, V);
         if (targets) losses[i] = targets[i] >= 0 ? -logf(fmaxf(x[targets[i]], 1e-30f)) : 0.0f;
     }
 }
@@ -567,11 +562,10 @@ static void gpt2_backward(GPT2* m, int B, int T, float grad_scale, UnitDoneFn do
 // for optimizers that update inside backward (LOMO): they never hold the whole model's gradients.
 static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int T, int fused, Ledger* led) {
     memset(m, 0, sizeof(*m));
+    model_layout_build(&m->layout, cfg);
     m->config = *cfg;
     m->precision = precision;
-    m->B = B;
-    m->T = T;
-    model_layout_build(&m->layout, cfg);
+    m->B = B; m->T = T; // the largest batch forward and backward will run
     size_t P = m->layout.num_params;
     int bf = precision == PRECISION_BF16;
     if (bf) {
@@ -905,12 +899,10 @@ static void gpt2_free(GPT2* m, OptRun* o) {
 
 #ifndef TESTING
 int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
     Run run;
-    int rc = run_setup(&run, argc, argv, NULL);
+    int rc = run_setup(&run, argc, argv, "cpu", NULL);
     if (rc >= 0) return rc;
     const Args* a = &run.a;
-    run.trainer = "cpu";
     int fused = (run.opt->flags & OPT_FUSED_BACKWARD) != 0;
 
     // ---- model and optimizer state, everything through the ledger
@@ -920,9 +912,7 @@ int main(int argc, char** argv) {
     optimizer_setup(&orun, &model, run.opt, &run.hyper, &run.led);
     orun.stochastic_rounding = a->sr;
     orun.seed = a->seed;
-    run.layout = &model.layout;
-    run.state_bytes = optimizer_layout_bytes(&model.layout, run.opt, &run.hyper);
-    run_print_model(&run, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
+    run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
     if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
     ledger_record(&run.led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
 
@@ -939,7 +929,7 @@ int main(int argc, char** argv) {
     // ---- train
     for (int step = run.start_step + 1; step <= a->steps; step++) {
         double t0 = now_seconds();
-        float lr_scale = lr_multiplier(step, a->steps, a->warmup, a->final_lr_frac);
+        float lr_scale = run_lr_scale(&run, step);
         int opt_t = run_opt_step(&run, step);
         StepResult s = fused ? train_step_fused(&model, &orun, &run, opt_t, lr_scale)
                              : train_step(&model, &orun, &run, opt_t, lr_scale);

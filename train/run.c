@@ -185,8 +185,10 @@ void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
     model_layout_free(&ml);
 }
 
-int run_setup(Run* r, int argc, char** argv, int (*has_kernel)(const Optimizer*)) {
+int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kernel)(const Optimizer*)) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
     memset(r, 0, sizeof(*r));
+    r->trainer = trainer;
     if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     parse_args(&r->a, argc, argv);
     if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); return 0; }
@@ -207,6 +209,12 @@ int run_setup(Run* r, int argc, char** argv, int (*has_kernel)(const Optimizer*)
     r->accum = run_check_args(&r->a, &r->cfg, r->opt, &r->hyper);
     ledger_init(&r->led, r->a.memory_only);
     return -1;
+}
+
+void run_set_model(Run* r, const ModelLayout* layout, const char* precision_note, const char* extra) {
+    r->layout = layout;
+    r->state_bytes = optimizer_layout_bytes(layout, r->opt, &r->hyper);
+    run_print_model(r, precision_note, extra);
 }
 
 void run_print_model(const Run* r, const char* precision_note, const char* extra) {
@@ -288,6 +296,8 @@ void run_start(Run* r, const ModelOps* ops) {
     fflush(stdout);
 }
 
+float run_lr_scale(const Run* r, int step) { return lr_multiplier(step, r->a.steps, r->a.warmup, r->a.final_lr_frac); }
+
 int run_opt_step(const Run* r, int step) { return step - r->stats.skipped_total; }
 
 int run_after_step(Run* r, int step, float loss, float norm, float lr, double seconds, int skipped, const char* extra) {
@@ -329,6 +339,38 @@ float run_evaluate(const ModelOps* ops, DataLoader* dl, int batches, int B, int 
     return (float)(sum / batches);
 }
 
+// Bytes of the UTF-8 character that starts with lead byte c and whose second byte is c2 (0 when not
+// yet known), or 0 when no valid character starts so (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+static int utf8_len(unsigned char c, int c2) {
+    if (c < 0x80) return 1;
+    if (c < 0xC2 || c > 0xF4) return 0;
+    int n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (c2 < 0) return n;
+    if ((c2 & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && c2 < 0xA0) || (c == 0xED && c2 > 0x9F) || (c == 0xF0 && c2 < 0x90) || (c == 0xF4 && c2 > 0x8F)) return 0;
+    return n;
+}
+
+// A GPT-2 token is a run of bytes that may end inside a multi-byte character: print only whole
+// characters (invalid bytes as U+FFFD) and keep an unfinished one for the next token. Returns the
+// number of bytes kept at the start of buf. final: the text ends here (an unfinished character is
+// printed as U+FFFD).
+size_t utf8_write_whole(FILE* out, unsigned char* buf, size_t n, int final) {
+    size_t i = 0;
+    while (i < n) {
+        int len = utf8_len(buf[i], i + 1 < n ? buf[i + 1] : -1);
+        int ok = len > 0;
+        for (int k = 1; ok && k < len && i + k < n; k++) ok = (buf[i + k] & 0xC0) == 0x80;
+        if (ok && i + len > n) break;          // a valid start, unfinished: wait for more bytes
+        if (ok) { fwrite(buf + i, 1, (size_t)len, out); i += (size_t)len; }
+        else { fputs("\xEF\xBF\xBD", out); i++; } // U+FFFD for a byte that starts no valid character
+    }
+    size_t keep = n - i;
+    if (final && keep) { fputs("\xEF\xBF\xBD", out); keep = 0; }
+    else memmove(buf, buf + i, keep);
+    return keep;
+}
+
 void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T, FILE* out) {
     Rng rng;
     rng_seed(&rng, seed * 1000003ull + (uint64_t)step);
@@ -337,6 +379,8 @@ void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint6
     int* gen = (int*)xmalloc(sizeof(int) * (size_t)(len + 1));
     float* probs = (float*)xmalloc(sizeof(float) * (size_t)V);
     gen[0] = eot;
+    unsigned char pending[64]; // bytes of an unfinished UTF-8 character (a token is at most a few bytes)
+    size_t npend = 0;
     fprintf(out, "sample (step %d): ", step);
     for (int i = 1; i <= len; i++) {
         int start = i > T ? i - T : 0; // slide the context window
@@ -346,11 +390,16 @@ void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint6
         if (tok) {
             size_t bl = 0;
             const unsigned char* bytes = tokenizer_decode(tok, next, &bl);
-            if (bytes) fwrite(bytes, 1, bl, out);
+            for (size_t k = 0; bytes && k < bl; k++) {
+                if (npend == sizeof(pending)) npend = utf8_write_whole(out, pending, npend, 1);
+                pending[npend++] = bytes[k];
+            }
+            npend = utf8_write_whole(out, pending, npend, 0);
         } else {
             fprintf(out, "%d ", next);
         }
     }
+    utf8_write_whole(out, pending, npend, 1);
     fprintf(out, "\n");
     free(gen);
     free(probs);

@@ -76,14 +76,18 @@ typedef struct {
     Logger lg;
     char ckpt_path[1100];    // DIR/checkpoint.bin, empty without -o
     int start_step;          // 0, or the checkpoint's step on resume
-    const char* trainer;     // "cpu" or "gpu": the memory-only title and the config record
+    const char* trainer;     // "cpu" or "gpu"
 } Run;
 
-// Parses the flags and picks the optimizer and the model shape; fills r->hyper and r->accum and starts
+// Sets up stdout (line-buffered), parses the flags and picks the optimizer and the model shape; fills r->hyper and r->accum and starts
 // r->led (dry with -memory-only). Returns -1 to go on, or an exit code for main to return: after
 // -advise, after `-opt list` (has_kernel, may be NULL, adds a column saying which optimizers this
 // trainer runs), or for an unknown optimizer.
-int run_setup(Run* r, int argc, char** argv, int (*has_kernel)(const Optimizer*));
+int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kernel)(const Optimizer*));
+
+// The trainer's model is built: its layout, the optimizer's exact state bytes, and the model and
+// optimizer lines printed.
+void run_set_model(Run* r, const ModelLayout* layout, const char* precision_note, const char* extra);
 
 // Prints the model and optimizer lines (`extra` appended to the optimizer line, e.g. ", recompute GELU").
 // r->layout and r->state_bytes must be set.
@@ -108,6 +112,9 @@ int run_after_step(Run* r, int step, float loss, float norm, float lr, double se
 // allocations. Returns main's exit code: 3 for a failed run, else 0.
 int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const char* extra_json);
 
+// The learning-rate schedule's multiplier at `step` (warmup, cosine to -q).
+float run_lr_scale(const Run* r, int step);
+
 // The optimizer's step count for global step `step`: applied updates only, as torch counts them
 // (a skipped non-finite step does not advance it).
 int run_opt_step(const Run* r, int step);
@@ -119,6 +126,10 @@ float run_evaluate(const ModelOps* ops, DataLoader* dl, int batches, int B, int 
 void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T, FILE* out);
 
 // Lower-level pieces (tests use them)
+
+// Prints the whole UTF-8 characters of buf[0..n) (invalid bytes as U+FFFD) and moves an unfinished
+// last character to the start of buf; returns its length (0 when final: it is printed as U+FFFD).
+size_t utf8_write_whole(FILE* out, unsigned char* buf, size_t n, int final);
 
 // Checks the batch and optimizer flags against the model and fills the derived values (-d default,
 // -u default, Sophia's interval); returns the number of gradient-accumulation micro-steps.
