@@ -617,6 +617,7 @@ typedef struct {
     int stochastic_rounding;  // -sr 1: stochastic rounding of the bf16 copy
     uint64_t seed;
     long nonfinite;           // non-finite gradient elements reported by the optimizer
+    long nonfinite_update;    // non-finite updated weights (rolled back) in the current step
 } OptRun;
 
 // State layout for every tensor (shared with the CUDA trainer), one ledger allocation per state name.
@@ -655,18 +656,29 @@ static OptHyper tensor_hyper(const OptRun* o, const ModelTensor* p) {
     return h;
 }
 
-// bf16 mode: after the optimizer wrote the fp32 master of tensor p, refresh its bf16 working copy.
-// Stochastic rounding draws its bits from a hash of (seed, step, element), so a resumed run rounds
-// exactly as the uninterrupted one did.
-static void write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step) {
-    if (!m->params_bf16) return;
-    const float* src = m->params_f32 + p->offset;
+// After the optimizer wrote the fp32 master of tensor p: refresh its bf16 working copy (bf16 mode) and
+// check the update. Stochastic rounding draws its bits from the stream of (seed, step, tensor offset)
+// (common/numerics.h), so a resumed run rounds exactly as the uninterrupted one did. A non-finite
+// master value is never kept: in bf16 mode the working copy still holds the weight from before this
+// step, so the element goes back to it (its optimizer state may be spoilt: the next steps will tell).
+// Returns the number of non-finite values found.
+static size_t write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step) {
+    float* src = m->params_f32 + p->offset;
+    size_t n = p->shape.numel, bad = 0;
+    if (!m->params_bf16) {
+        #pragma omp parallel for reduction(+:bad) if (n > 65536)
+        for (size_t i = 0; i < n; i++) bad += !isfinite(src[i]);
+        return bad;
+    }
     bf16* dst = m->params_bf16 + p->offset;
-    size_t n = p->shape.numel;
     const uint64_t stream = sr_stream(o->seed, step, p->offset);
     const int sr = o->stochastic_rounding;
-    #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = master_to_bf16(src[i], sr, stream, i);
+    #pragma omp parallel for reduction(+:bad) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(src[i])) dst[i] = master_to_bf16(src[i], sr, stream, i);
+        else { src[i] = bf16_to_f32(dst[i]); bad++; }
+    }
+    return bad;
 }
 
 // Runs the optimizer on tensor i with an fp32 gradient (already scaled by the clip factor).
@@ -678,7 +690,7 @@ static void optimizer_apply(GPT2* m, OptRun* o, int i, const float* grad, int st
     OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0 };
     o->opt->step(&h, &ot, &st);
     o->nonfinite += st.nonfinite;
-    write_bf16_copy(m, o, p, step);
+    o->nonfinite_update += (long)write_bf16_copy(m, o, p, step);
 }
 
 // fp32 gradient of tensor p times `scale`: a pointer into the fp32 grads (scaled in place), or the bf16
@@ -795,6 +807,12 @@ static void ops_init(void* vt, uint64_t seed) {
     optimizer_init_state(t->o, t->m);
 }
 
+static void ops_set_weights(void* vt, const float* w) {
+    GPT2* m = ((Trainer*)vt)->m;
+    memcpy(m->params_f32, w, m->layout.num_params * sizeof(float));
+    if (m->params_bf16) for (size_t i = 0; i < m->layout.num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
+}
+
 static float ops_loss(void* vt, const int* inputs, const int* targets, int B, int T) {
     GPT2* m = ((Trainer*)vt)->m;
     gpt2_forward(m, inputs, targets, B, T, 0);
@@ -828,7 +846,9 @@ static StepResult train_step(GPT2* m, OptRun* o, Run* r, int opt_t, float lr_sca
     res.norm = (float)sqrt(grad_sumsq(m));
     if (!isfinite(res.loss) || !isfinite(res.norm)) { res.skipped = 1; return res; }
     float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
+    o->nonfinite_update = 0;
     optimizer_step(m, o, opt_t, lr_scale, clip_scale);
+    if (o->nonfinite_update) res.skipped = 2; // a non-finite update: rolled back, counted like a skip
     return res;
 }
 
@@ -840,6 +860,7 @@ static StepResult train_step_fused(GPT2* m, OptRun* o, Run* r, int opt_t, float 
     const Args* a = &r->a;
     StepResult res = { 0.0f, 0.0f, 0 };
     FusedCtx c = { o, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
+    o->nonfinite_update = 0;
     dataloader_next(&r->data.train, m->inputs, m->targets);
     gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
     res.loss = m->mean_loss;
@@ -857,6 +878,7 @@ static StepResult train_step_fused(GPT2* m, OptRun* o, Run* r, int opt_t, float 
     gpt2_backward(m, a->B, a->T, 1.0f, fused_unit_done, &c);
     if (a->grad_clip <= 0.0f) res.norm = (float)sqrt(c.sumsq);
     if (c.nonfinite_units) res.skipped = 1;
+    else if (o->nonfinite_update) res.skipped = 2;
     return res;
 }
 
@@ -913,13 +935,13 @@ int main(int argc, char** argv) {
     orun.stochastic_rounding = a->sr;
     orun.seed = a->seed;
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
-    if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
     ledger_record(&run.led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
+    if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
 
     // ---- data, init or resume, log
     Trainer tr = { &model, &orun };
-    ModelOps ops = { &tr, ops_ckpt_blobs, NULL, NULL, NULL, ops_init, ops_loss, ops_next_token_probs };
-    run_start(&run, &ops);
+    ModelOps ops = { &tr, ops_ckpt_blobs, NULL, NULL, NULL, ops_init, ops_set_weights, ops_loss, ops_next_token_probs };
+    if (run_start(&run, &ops)) { rc = run_finish(&run, RUN_STOP, "", 0.0, ""); gpt2_free(&model, &orun); return rc; }
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();

@@ -434,6 +434,7 @@ static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
 static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) { for (int i = 0; i < n; i++) free(blobs[i].data); }
 
 static void ops_init(void* vt, uint64_t seed) { gpt2_init(((Trainer*)vt)->m, seed); }
+static void ops_set_weights(void* vt, const float* w) { gpt2_upload_params(((Trainer*)vt)->m, w); }
 
 static float ops_loss(void* vt, const int* inputs, const int* targets, int B, int T) {
     GPT2* m = ((Trainer*)vt)->m;
@@ -601,8 +602,10 @@ int main(int argc, char** argv) {
 
     // ---- data, init or resume, log
     Trainer tr = { &model, &orun, {0} };
-    ModelOps ops = { &tr, ops_ckpt_blobs, ops_ckpt_to_host, ops_ckpt_from_host, ops_ckpt_release, ops_init, ops_loss, ops_next_token_probs };
-    run_start(&run, &ops);
+    ModelOps ops = { &tr, ops_ckpt_blobs, ops_ckpt_to_host, ops_ckpt_from_host, ops_ckpt_release, ops_init, ops_set_weights,
+                     ops_loss, ops_next_token_probs };
+    run.device = prop.name;
+    if (run_start(&run, &ops)) { rc = run_finish(&run, RUN_STOP, "", 0.0, ""); dev_free_all(); gpt2_free_host(&model); return rc; }
     StepTimer tm;
     timer_init(&tm, run.accum);
     printf("device: %s, %d SMs, %.2f GiB; in use after setup %.2f MiB (total - free, includes the CUDA context)\n", prop.name,

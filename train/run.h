@@ -36,6 +36,9 @@ typedef struct {
     void (*ckpt_release)(void* model, CkptBlob* blobs, int n);    // frees staging; may be NULL
     // GPT-2 initialisation from the seed (train/model.c's draws), and a fresh optimizer state.
     void (*init)(void* model, uint64_t seed);
+    // Replaces the weights with w (num_params fp32, host): the master, and its bf16 copy rounded to
+    // nearest (-init: another run's weights, fresh optimizer state).
+    void (*set_weights)(void* model, const float* w);
     // Mean loss of the batch (B, T) against its targets, forward only.
     float (*loss)(void* model, const int* inputs, const int* targets, int B, int T);
     // Probabilities (V) of the token after tokens[0..n-1] (batch 1).
@@ -58,7 +61,25 @@ typedef struct {
     long train_tokens;
     long tokens_seen;        // all tokens trained on, restored on resume
     float last_val;
+    int last_step;           // the last step this process ran (the summary's steps)
+    double wall_seconds;     // all step time of this process (the step line's elapsed and eta)
 } RunStats;
+
+// run_after_step's answers, and main's exit codes (README "Exit codes").
+enum {
+    RUN_GO = 0,               // go on (exit 0 at the end)
+    RUN_STOP = 1,             // -stop reached: the loop ends, exit 0
+    RUN_EXIT_NONFINITE = 3,   // -max-skips non-finite steps in a row, or non-finite weights: nothing saved
+    RUN_EXIT_INTERRUPTED = 4, // SIGINT/SIGTERM/SIGHUP: checkpoint written (with -o), resume with -y 1
+    RUN_EXIT_WRITE = 5,       // a checkpoint or log write failed (disk full, permissions)
+};
+
+// Sampling from a checkpoint (-sample 1): an optional prompt, temperature and top-k.
+typedef struct {
+    const char* prompt;      // NULL: start from <|endoftext|> alone
+    float temperature;       // 1: the model's own distribution
+    int top_k;               // 0: every token
+} SampleOpts;
 
 // One run: its flags, optimizer, data, log and bookkeeping.
 typedef struct {
@@ -77,6 +98,7 @@ typedef struct {
     char ckpt_path[1100];    // DIR/checkpoint.bin, empty without -o
     int start_step;          // 0, or the checkpoint's step on resume
     const char* trainer;     // "cpu" or "gpu"
+    const char* device;      // the GPU's name (NULL on the CPU): the config record
 } Run;
 
 // Sets up stdout (line-buffered), parses the flags and picks the optimizer and the model shape; fills r->hyper and r->accum and starts
@@ -97,19 +119,24 @@ void run_print_model(const Run* r, const char* precision_note, const char* extra
 // (main then frees its layouts and exits 0). Without: returns 0.
 int run_memory_only(Run* r, const char* where);
 
-// Opens the data (the token shards go in the ledger), creates -o DIR, initialises the model through
-// ops.init or resumes from DIR/checkpoint.bin, opens the log, prints the batch line and the ledger.
-void run_start(Run* r, const ModelOps* ops);
+// Creates and locks -o DIR (a fresh run refuses a directory holding another run unless -overwrite 1),
+// opens the data (the token shards go in the ledger), initialises the model through ops.init, then
+// resumes from DIR/checkpoint.bin (-y 1) or takes -init PATH's weights, opens the log (a fresh run's
+// starts with a config record; a resumed run's is cut back to the checkpoint's step), prints the batch
+// line and the ledger, and catches SIGINT/SIGTERM/SIGHUP. Returns 0 to train; 1 when the run was only
+// -sample or -eval, already done (main then finishes with run_finish(r, RUN_STOP, ...)).
+int run_start(Run* r, const ModelOps* ops);
 
 // The per-step bookkeeping after the trainer's step: the step line (with `extra` appended, e.g.
-// " | MFU 41.0%"), log records, non-finite skips, then whatever is due (val loss, a sample, a
-// checkpoint). Returns 0 to go on, 1 when the run stops here (-stop), or 3 after -max-skips
-// consecutive non-finite steps (main returns it after run_finish).
+// " | MFU 41.0%", then elapsed time and ETA), log records, non-finite skips (skipped: 1 a non-finite
+// loss or gradient, 2 a non-finite update rolled back), then whatever is due (val loss, a sample, a
+// checkpoint, never of non-finite weights). Returns RUN_GO, RUN_STOP (-stop), or an exit code
+// (RUN_EXIT_*) that main passes to run_finish.
 int run_after_step(Run* r, int step, float loss, float norm, float lr, double seconds, int skipped, const char* extra);
 
-// The end of a run: unless it failed (rc 3), prints the trainer's memory_lines and the `summary:` line
-// (extra_json adds fields to its record); then closes the log and the data and frees the ledger's own
-// allocations. Returns main's exit code: 3 for a failed run, else 0.
+// The end of a run: unless it failed (non-finite, a failed write), prints the trainer's memory_lines
+// and the `summary:` line (extra_json adds fields to its record); then closes the log and the data and
+// frees the ledger's own allocations. Returns main's exit code (0, or the RUN_EXIT_* code).
 int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const char* extra_json);
 
 // The learning-rate schedule's multiplier at `step` (warmup, cosine to -q).
@@ -124,6 +151,9 @@ float run_evaluate(const ModelOps* ops, DataLoader* dl, int batches, int B, int 
 // Generates `len` tokens after <|endoftext|>, printed as they come (whole UTF-8 characters only).
 // Seeded from (seed, step) so sampling never disturbs the training stream.
 void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T, FILE* out);
+// The same with a prompt, temperature and top-k (so may be NULL); step < 0 prints no "sample (step N)".
+void run_generate(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T,
+                  const SampleOpts* so, FILE* out);
 
 // Lower-level pieces (tests use them)
 
