@@ -256,22 +256,22 @@ typedef struct {
     const char* name;
     int state_bytes_per_param;   // as documented at the top of each optimizer file
     unsigned flags;
-    float lr, beta1, beta2, eps, wd, momentum, rho, bs;
+    double lr, beta1, beta2, eps, wd, momentum, rho, bs;   // the typed decimals (OptHyper keeps doubles)
     int hess_interval;
 } Expect;
 
 // The reference implementations' defaults (shared/reference/optimizers.md; sgdm's momentum 0.9 is
 // ours, see optim/sgd.c).
 static const Expect EXPECT[] = {
-    {.name = "sgd", .state_bytes_per_param = 0, .lr = 1e-3f},
-    {.name = "sgdm", .state_bytes_per_param = 4, .lr = 1e-3f, .momentum = 0.9f},
-    {.name = "adam", .state_bytes_per_param = 8, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f},
-    {.name = "adamw", .state_bytes_per_param = 8, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-     .wd = 1e-2f},
-    {.name = "lion", .state_bytes_per_param = 4, .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.99f},
-    {.name = "sophia", .state_bytes_per_param = 8, .flags = OPT_HESSIAN, .lr = 1e-4f, .beta1 = 0.965f,
-     .beta2 = 0.99f, .wd = 0.1f, .rho = 0.04f, .bs = 5120.0f, .hess_interval = 10},
-    {.name = "lomo", .state_bytes_per_param = 0, .flags = OPT_FUSED_BACKWARD, .lr = 1e-3f},
+    {.name = "sgd", .state_bytes_per_param = 0, .lr = 1e-3},
+    {.name = "sgdm", .state_bytes_per_param = 4, .lr = 1e-3, .momentum = 0.9},
+    {.name = "adam", .state_bytes_per_param = 8, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8},
+    {.name = "adamw", .state_bytes_per_param = 8, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+     .wd = 1e-2},
+    {.name = "lion", .state_bytes_per_param = 4, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.99},
+    {.name = "sophia", .state_bytes_per_param = 8, .flags = OPT_HESSIAN, .lr = 1e-4, .beta1 = 0.965,
+     .beta2 = 0.99, .wd = 0.1, .rho = 0.04, .bs = 5120.0, .hess_interval = 10},
+    {.name = "lomo", .state_bytes_per_param = 0, .flags = OPT_FUSED_BACKWARD, .lr = 1e-3},
 };
 
 static void check_table(void) {
