@@ -514,7 +514,7 @@ static void list_optimizers(void) {
     for (int i = 0; i < NUM_OPTIMIZERS; i++) {
         const Optimizer* o = OPTIMIZERS[i];
         double bpp = (double)optimizer_layout_bytes(&m.layout, o, &o->defaults) / m.layout.num_params;
-        printf("%-17s %-12.4f %-5s %s [%s]\n", o->name, bpp, gpu_opt_kind(o->name) >= 0 ? "yes" : "no", o->description, o->paper);
+        printf("%-17s %-12.4f %-5s %s [%s]\n", o->name, bpp, optim_has_cuda(o) ? "yes" : "no", o->description, o->paper);
     }
     gpt2_free_host(&m);
 }
@@ -542,7 +542,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, " (or -opt list)\n");
         return EXIT_USER;
     }
-    if (gpu_opt_kind(opt->name) < 0)
+    if (!optim_has_cuda(opt))
         user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw, lion, adam8bit, adamw8bit, paged_adamw8bit, adafactor, came", opt->name);
     GPT2Config cfg = parse_model(a.model);
     if (!attention_head_size_ok(cfg.channels / cfg.num_heads))

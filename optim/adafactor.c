@@ -61,7 +61,7 @@ static void adafactor_step(const OptHyper* h, OptTensor* p, OptStep* st) {
 
     // The step size of this step for this tensor (host scalars in double, as in Python).
     const AdafactorScalars k = adafactor_scalars(h, st->lr, st->t);
-    const float lr_t = adafactor_lr_t(k, k.scale_parameter ? fac_rms(theta, s->numel) : 0.0);
+    const float lr_t = adafactor_step_size(k, k.scale_parameter ? fac_rms(theta, s->numel) : 0.0);
 
     FacWork w = fac_work_alloc(s);
     const float clip_div = fac_second_moment(&w, v_row, v_col, g, k.eps1, k.beta2t, k.clip_threshold);

@@ -40,7 +40,7 @@ static inline AdafactorScalars adafactor_scalars(const OptHyper* h, double lr, i
 }
 
 // This tensor's step size lr_t = rho * max(eps2, RMS(theta)) (rms_theta: RMS of theta before the step).
-HD static inline float adafactor_lr_t(AdafactorScalars s, double rms_theta) {
+HD static inline float adafactor_step_size(AdafactorScalars s, double rms_theta) {
     return (float)(s.rho * (s.scale_parameter ? fmax(s.eps2, rms_theta) : 1.0));
 }
 

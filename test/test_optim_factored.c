@@ -126,8 +126,8 @@ static void run_variant(const VecFile* vf, const Variant* v) {
     size_t nW, nb;
     Tensor T[2];
     memset(T, 0, sizeof(T));
-    T[0].shape = (ParamShape){ "W", 2, 9, 6, 54, 1 };   // (9, 6) matrix, decays
-    T[1].shape = (ParamShape){ "b", 1, 1, 13, 13, 0 };  // (13) vector, does not decay
+    T[0].shape = (ParamShape){ "W", 2, 9, 6, 54, 1, PARAM_MATRIX, 0 };   // (9, 6) matrix, decays
+    T[1].shape = (ParamShape){ "b", 1, 1, 13, 13, 0, PARAM_VECTOR, 0 };  // (13) vector, does not decay
     const float* W0 = vec_get(vf, "W0", &nW);
     const float* b0 = vec_get(vf, "b0", &nb);
     CHECK(nW == 54 && nb == 13);
@@ -204,10 +204,10 @@ static void run_variant(const VecFile* vf, const Variant* v) {
 // ---- layouts and bytes ---------------------------------------------------------------------------
 
 static ParamShape mat(size_t rows, size_t cols) {
-    return (ParamShape){ "m", 2, rows, cols, rows * cols, 1 };
+    return (ParamShape){ "m", 2, rows, cols, rows * cols, 1, PARAM_MATRIX, 0 };
 }
 static ParamShape vec(size_t n) {
-    return (ParamShape){ "v", 1, 1, n, n, 0 };
+    return (ParamShape){ "v", 1, 1, n, n, 0, PARAM_VECTOR, 0 };
 }
 
 static void check_bytes(const char* what, size_t got, size_t want) {
