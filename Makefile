@@ -104,6 +104,10 @@ NVCCLIBS += -Xcompiler -fopenmp
 endif
 train_gpu: train_gpt2.cu $(LIB_OBJS)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d train_gpt2.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
+# bench/bench_optim.cu: the optimizer step alone on the GPU (scripts/bench_optim.sh runs it; GPU only).
+build/bench/bench_optim: bench/bench_optim.cu $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d bench/bench_optim.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
 test/bin/test_gpt2cu: test/test_gpt2cu.cu $(LIB_OBJS)
 	@mkdir -p test/bin
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d test/test_gpt2cu.cu $(LIB_OBJS) $(NVCCLIBS) -o $@

@@ -485,7 +485,7 @@ static void oom_exit(const char* what) {
 }
 
 // Which optimizers this trainer runs (the -opt list column; others are refused at start).
-static int has_kernel(const Optimizer* o) { return gpu_opt_kind(o->name) >= 0; }
+static int has_kernel(const Optimizer* o) { return optim_has_cuda(o); }
 
 // The CUDA device, with a clean message when there is none.
 static cudaDeviceProp device_setup(void) {

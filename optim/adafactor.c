@@ -36,8 +36,7 @@
 // GPT-2 d12 (124,475,904 params: 50 matrices with rows+cols = 200,320, 148 vectors with 121,344
 // elements): 1,286,656 bytes = 0.0103 B/param; with -beta1 499,190,272 bytes = 4.0103 B/param.
 #include <math.h>
-#include "optim_common.h"
-#include "factored.h"
+#include "optim/adafactor.h"
 
 static int adafactor_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     int n = 0;
@@ -61,34 +60,20 @@ static void adafactor_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     float* m = h->use_beta1 ? (float*)p->state[factored ? 2 : 1] : NULL; // (numel) exp_avg
 
     // The step size of this step for this tensor (host scalars in double, as in Python).
-    const double t = (double)st->t;
-    const double eps2 = fac_hyper(h->eps2);
-    const double rho = h->relative_step ? fmin(1e-2, 1.0 / sqrt(t)) : (double)st->lr;
-    const double scale = h->scale_parameter ? fmax(eps2, fac_rms(theta, s->numel)) : 1.0;
-    const float lr_t = (float)(rho * scale);
-    const double beta2t = 1.0 - pow(t, fac_hyper(h->decay_rate));
+    const AdafactorScalars k = adafactor_scalars(h, st->lr, st->t);
+    const float lr_t = adafactor_step_size(k, k.scale_parameter ? fac_rms(theta, s->numel) : 0.0);
 
     FacWork w = fac_work_alloc(s);
-    const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)fac_hyper(h->eps), beta2t,
-                                             fac_hyper(h->clip_threshold));
+    const float clip_div = fac_second_moment(&w, v_row, v_col, g, k.eps1, k.beta2t, k.clip_threshold);
 
-    const double beta1 = fac_hyper(h->beta1);
-    const float b1 = (float)beta1, omb1 = (float)(1.0 - beta1);
-    const double wd = fac_hyper(optim_wd(h, p));
-    const float wd_alpha = (float)(-wd * (double)lr_t); // HF: p.add_(p, alpha=-wd*lr_t)
+    const double wd = s->decay ? k.wd : 0.0;
+    const float wd_alpha = fac_wd_alpha(wd, (double)lr_t); // HF: p.add_(p, alpha=-wd*lr_t)
     const size_t rows = w.rows, cols = w.cols;
     OPTIM_PARALLEL_FOR(s->numel)
     for (size_t i = 0; i < rows; i++) {
         for (size_t j = 0; j < cols; j++) {
-            const size_t k = i * cols + j;
-            float u = fac_pre(&w, i, j) * g[k] / clip_div * lr_t;
-            if (m) {
-                m[k] = m[k] * b1 + omb1 * u;
-                u = m[k];
-            }
-            float th = theta[k];
-            if (wd != 0.0) th = th + wd_alpha * th;
-            theta[k] = th - u;
+            const size_t e = i * cols + j;
+            theta[e] = adafactor_update(theta[e], g[e], fac_pre(&w, i, j), clip_div, lr_t, m ? m + e : NULL, k, wd, wd_alpha);
         }
     }
     fac_work_free(&w);
@@ -100,13 +85,13 @@ const Optimizer OPT_ADAFACTOR = {
     .paper = "Shazeer & Stern 2018, arXiv:1804.04235",
     .flags = 0,
     .defaults = {
-        .lr = 1e-2f,            // used only with relative_step off (-l given): the relative step's cap
-        .beta1 = 0.0f,          // no first moment unless -beta1 (use_beta1)
-        .eps = 1e-30f,
-        .eps2 = 1e-3f,
-        .weight_decay = 0.0f,
-        .clip_threshold = 1.0f,
-        .decay_rate = -0.8f,
+        .lr = 1e-2,             // used only with relative_step off (-l given): the relative step's cap
+        .beta1 = 0.0,           // no first moment unless -beta1 (use_beta1)
+        .eps = 1e-30,
+        .eps2 = 1e-3,
+        .weight_decay = 0.0,
+        .clip_threshold = 1.0,
+        .decay_rate = -0.8,
         .relative_step = 1,
         .scale_parameter = 1,
         .use_beta1 = 0,

@@ -48,15 +48,15 @@ static void adalomo_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     float* v_col = factored ? (float*)p->state[1] : NULL; // (cols)
 
     const double t = (double)st->t;
-    const double beta2t = 1.0 - pow(t, fac_hyper(h->decay_rate));
+    const double beta2t = 1.0 - pow(t, h->decay_rate);
     FacWork w = fac_work_alloc(s);
-    const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)fac_hyper(h->eps), beta2t,
-                                             fac_hyper(h->clip_threshold));
+    const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)h->eps, beta2t,
+                                             h->clip_threshold);
 
     // Parameter scaling: RMS of theta before this step's update.
-    const double scale = fmax(fac_hyper(h->eps2), fac_rms(theta, s->numel));
+    const double scale = fmax(h->eps2, fac_rms(theta, s->numel));
     const float lr_t = (float)((double)st->lr * scale);
-    const double wd = fac_hyper(optim_wd(h, p));
+    const double wd = optim_wd(h, p);
     const float decay = (float)(1.0 - (double)lr_t * wd);
     const float neg_lr = -lr_t;
     const size_t rows = w.rows, cols = w.cols;
@@ -79,12 +79,12 @@ const Optimizer OPT_ADALOMO = {
     .paper = "Lv et al. 2023, arXiv:2310.10195",
     .flags = OPT_FUSED_BACKWARD,
     .defaults = {
-        .lr = 1e-3f,
-        .eps = 1e-30f,
-        .eps2 = 1e-3f,
-        .weight_decay = 0.0f,
-        .clip_threshold = 1.0f,
-        .decay_rate = -0.8f,
+        .lr = 1e-3,
+        .eps = 1e-30,
+        .eps2 = 1e-3,
+        .weight_decay = 0.0,
+        .clip_threshold = 1.0,
+        .decay_rate = -0.8,
         .relative_step = 0,     // documentation only: step() hard-wires these three
         .scale_parameter = 1,
         .use_beta1 = 0,

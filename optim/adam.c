@@ -26,7 +26,7 @@
 // Where a simplified sketch differs (see docs/optimizers.md): the bias corrections 1 - beta^t, eps added
 // after the bias correction of sqrt(v) (not inside the square root), and AdamW's decay decoupled and applied
 // first with the scheduled lr, while Adam's is a coupled L2 term in the gradient.
-#include "optim_common.h"
+#include "optim/adam.h"
 
 static int adam_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     out[0] = optim_spec("exp_avg", DT_F32, s->numel);
@@ -34,48 +34,28 @@ static int adam_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT
     return 2;
 }
 
-// One Adam step; `decoupled` picks AdamW's weight decay over Adam's L2 term.
-static void adam_update(const OptHyper* h, OptTensor* p, const OptStep* st, int decoupled) {
-    const float lr = st->lr;
-    const float wd = optim_wd(h, p);
-    const float beta1 = h->beta1, beta2 = h->beta2, eps = h->eps;
-    const float one_minus_beta1 = optim_one_minus(beta1);
-    const float one_minus_beta2 = optim_one_minus(beta2);
-    const double bc1 = 1.0 - pow((double)beta1, (double)st->t);
-    const double bc2 = 1.0 - pow((double)beta2, (double)st->t);
-    const float step_size = (float)((double)lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float decay = decoupled ? optim_decay_factor(lr, wd) : 1.0f;
-    const float l2 = decoupled ? 0.0f : wd;
+// One Adam step over the tensor; `decoupled` picks AdamW's weight decay over Adam's L2 term.
+static void adam_tensor_step(const OptHyper* h, OptTensor* p, const OptStep* st, int decoupled) {
+    const AdamScalars s = adam_scalars(h, st->lr, st->t, decoupled);
+    const int decays = p->shape->decay;
     float* theta = p->param;        // (numel)
     const float* grad = p->grad;    // (numel)
     float* m = (float*)p->state[0]; // (numel) exp_avg
     float* v = (float*)p->state[1]; // (numel) exp_avg_sq
     const size_t n = p->shape->numel;
     OPTIM_PARALLEL_FOR(n)
-    for (size_t i = 0; i < n; i++) {
-        float th = theta[i];
-        float g = grad[i];
-        if (l2 != 0.0f) g = g + l2 * th;
-        if (decoupled) th = th * decay;
-        float mi = beta1 * m[i] + one_minus_beta1 * g;
-        float vi = beta2 * v[i] + one_minus_beta2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        theta[i] = th + (-step_size * mi) / denom;
-    }
+    for (size_t i = 0; i < n; i++) theta[i] = adam_update(theta[i], grad[i], m + i, v + i, s, decays);
 }
 
-static void adam_step(const OptHyper* h, OptTensor* p, OptStep* st) { adam_update(h, p, st, 0); }
-static void adamw_step(const OptHyper* h, OptTensor* p, OptStep* st) { adam_update(h, p, st, 1); }
+static void adam_step(const OptHyper* h, OptTensor* p, OptStep* st) { adam_tensor_step(h, p, st, 0); }
+static void adamw_step(const OptHyper* h, OptTensor* p, OptStep* st) { adam_tensor_step(h, p, st, 1); }
 
 const Optimizer OPT_ADAM = {
     .name = "adam",
     .description = "Adam with coupled L2 weight decay (torch.optim.Adam)",
     .paper = "Kingma & Ba 2015, arXiv 1412.6980",
     .flags = 0,
-    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f },
+    .defaults = { .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0 },
     .layout = adam_layout,
     .init = NULL,
     .step = adam_step,
@@ -87,7 +67,7 @@ const Optimizer OPT_ADAMW = {
     .description = "Adam with decoupled weight decay (torch.optim.AdamW)",
     .paper = "Loshchilov & Hutter 2019, arXiv 1711.05101",
     .flags = 0,
-    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 1e-2f },
+    .defaults = { .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 1e-2 },
     .layout = adam_layout,
     .init = NULL,
     .step = adamw_step,

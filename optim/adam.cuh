@@ -1,31 +1,34 @@
-// optim/adam.cuh: the CUDA twins of optim/adam.c (`-opt adam`, `-opt adamw`), one fused multi-tensor
-// launch per step (optim/optim.cuh). Same math, same order as adam.c; the scalars (bias
-// corrections, 1 - beta, the decay factor) are computed on the host in double exactly as adam.c does.
+// optim/adam.cuh: the CUDA side of optim/adam.c (`-opt adam`, `-opt adamw`): one multi-tensor launch per
+// step (optim/optim.cuh's multi_tensor_kernel) whose per-element op is adam.h's adam_update, with
+// adam.h's scalars: the functions the CPU loop calls, so the two sides do the same operations in the same
+// order. Included by optim/optim.cuh.
 #ifndef OPTIM_ADAM_CUH
 #define OPTIM_ADAM_CUH
 
-#include "common/cuda_util.cuh"
+#include "optim/adam.h"
 
-typedef struct {
-    float beta1, beta2, eps;
-    float one_minus_beta1, one_minus_beta2;
-    float step_size;   // lr / (1 - beta1^t)
-    float bc2_sqrt;    // sqrt(1 - beta2^t)
-    float decay;       // adamw: 1 - lr * wd for decaying tensors (non-decaying: 1)
-    float l2;          // adam: wd for decaying tensors (non-decaying: 0)
-    int decoupled;
-} AdamScalars;
+struct AdamOp {
+    AdamScalars s;
+    __device__ float operator()(float th, float g, const GpuOptTensor& t, size_t li) const {
+        return adam_update(th, g, (float*)t.sp[0] + li, (float*)t.sp[1] + li, s, t.decay); // exp_avg, exp_avg_sq
+    }
+};
 
-__device__ __forceinline__ float adam_update(float th, float g, float* m, float* v, const AdamScalars& a, int decays) {
-    const float l2 = decays ? a.l2 : 0.0f;
-    if (l2 != 0.0f) g = g + l2 * th;
-    if (a.decoupled) th = th * (decays ? a.decay : 1.0f);
-    float mi = a.beta1 * (*m) + a.one_minus_beta1 * g;
-    float vi = a.beta2 * (*v) + a.one_minus_beta2 * g * g;
-    *m = mi;
-    *v = vi;
-    float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
-    return th + (-a.step_size * mi) / denom;
+template <int DECOUPLED, typename G>
+static void adam_variant_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
+    const AdamOp op = { adam_scalars(&o->hyper, a->lr, a->step, DECOUPLED) };
+    multi_tensor_launch(o, master, grad, pbf16, a, op);
 }
+template <typename G>
+static void adam_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
+    adam_variant_launch<0, G>(o, master, grad, pbf16, a);
+}
+template <typename G>
+static void adamw_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
+    adam_variant_launch<1, G>(o, master, grad, pbf16, a);
+}
+
+static const GpuOptimizer OPT_ADAM_CUDA = GPU_OPTIMIZER(NULL, gpu_opt_elementwise_setup, adam_step_launch);
+static const GpuOptimizer OPT_ADAMW_CUDA = GPU_OPTIMIZER(NULL, gpu_opt_elementwise_setup, adamw_step_launch);
 
 #endif

@@ -28,7 +28,8 @@
 //   m, v requantized with the new absmax: nearest code, plus the sign guard for m (quant8.h).
 // p is updated from the fp32 m and v of this step; only what is stored for the next step is 8-bit.
 // Scalars are fp32 as the kernel receives them: 1 - beta1, 1 - beta2 and 1 - lr*wd are computed in
-// fp32 (optim_common.h's torch-style helpers would compute them in double).
+// fp32 (optim_common.h's torch-style helpers would compute them in double). The math lives in
+// optim/adam8bit.h, shared with the CUDA kernels (optim/adam8bit.cuh).
 // The fp32 path for small tensors is bitsandbytes' 32-bit kernel (kOptimizer32bit2State), the same
 // algebra with v += (1 - beta2) * (g * g) and no non-finite guard: a NaN gradient reaches m, v and p
 // there, as in bitsandbytes and torch; it is still counted.
@@ -71,6 +72,7 @@
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
+#include "optim/adam8bit.h"   // after the pragma: the header's functions inline into the loops below
 
 // bitsandbytes keeps fp32 state below min_8bit_size and, whatever min_8bit_size says, below 4096.
 #define BNB_8BIT_FLOOR 4096
@@ -95,61 +97,18 @@ static int adam8bit_layout(const OptHyper* h, const ParamShape* s, StateSpec out
     return 4;
 }
 
-// The per-step scalars, in fp32 as the kernel holds them.
-typedef struct {
-    float beta1, beta2;
-    float one_minus_beta1, one_minus_beta2;
-    float step_size;  // -lr * sqrt(1 - beta2^t) / (1 - beta1^t)
-    float eps_hat;    // sqrt(1 - beta2^t) * eps
-    float decay;      // 1 - lr * wd
-    int decays;       // wd > 0
-    const Q8Map* mmap;  // signed map for m
-    const Q8Map* vmap;  // unsigned map for v
-} AdamScalars;
-
-static AdamScalars adam8bit_scalars(const OptHyper* h, const OptTensor* p, const OptStep* st) {
-    AdamScalars k;
-    const float lr = st->lr, wd = optim_wd(h, p);
-    k.beta1 = h->beta1;
-    k.beta2 = h->beta2;
-    k.one_minus_beta1 = 1.0f - h->beta1;
-    k.one_minus_beta2 = 1.0f - h->beta2;
-    const float c1 = (float)(1.0 - pow((double)h->beta1, (double)st->t));
-    const float c2 = (float)sqrt(1.0 - pow((double)h->beta2, (double)st->t));
-    k.step_size = -lr * c2 / c1;
-    k.eps_hat = c2 * h->eps;
-    k.decay = 1.0f - lr * wd;
-    k.decays = wd > 0.0f;
-    k.mmap = q8_map_signed();
-    k.vmap = q8_map_unsigned();
-    return k;
-}
-
-// p after one Adam update with new moments m, v (the caller skips elements with a non-finite g).
-static inline float adam8bit_param(const AdamScalars* k, float p, float m, float v) {
-    p = p + k->step_size * (m / (sqrtf(v) + k->eps_hat));
-    if (k->decays) p = p * k->decay;
-    return p;
-}
-
-// New m, v of one element from its codes and the block's old absmax.
-static inline void adam8bit_moments(const AdamScalars* k, float g, uint8_t cm, uint8_t cv, float am,
-                                    float av, float* m, float* v) {
-    if (!isfinite(g)) { *m = 0.0f; *v = 0.0f; return; }
-    *v = q8_dequantize(k->vmap, cv, av) * k->beta2 + k->one_minus_beta2 * g * g;
-    *m = q8_dequantize(k->mmap, cm, am) * k->beta1 + k->one_minus_beta1 * g;
-}
-
 // One block of n elements. The moments are computed twice (once for the new absmax, once to update
 // p and requantize) rather than kept in scratch: the same fp32 operations on the same inputs give the
 // same values, and a block needs no memory at any -qblock. Returns the non-finite gradient count.
-static long adam8bit_block(const AdamScalars* k, float* p, const float* g, uint8_t* cm, uint8_t* cv,
+static long adam8bit_block(Adam8bitScalars k, int decays, float* p, const float* g, uint8_t* cm, uint8_t* cv,
                            float* am, float* av, size_t n) {
+    const Q8Map* mmap = q8_map_signed();    // for m
+    const Q8Map* vmap = q8_map_unsigned();  // for v
     const float am_old = *am, av_old = *av;
     float am_new = 0.0f, av_new = 0.0f;
     for (size_t i = 0; i < n; i++) {
         float m, v;
-        adam8bit_moments(k, g[i], cm[i], cv[i], am_old, av_old, &m, &v);
+        adam8bit_moments(k, mmap->code, vmap->code, g[i], cm[i], cv[i], am_old, av_old, &m, &v);
         // max |.| as the kernel's fmaxf (which skips NaN), written as a compare so it stays inline
         if (fabsf(m) > am_new) am_new = fabsf(m);
         if (fabsf(v) > av_new) av_new = fabsf(v);
@@ -157,11 +116,11 @@ static long adam8bit_block(const AdamScalars* k, float* p, const float* g, uint8
     long nonfinite = 0;
     for (size_t i = 0; i < n; i++) {
         float m, v;
-        adam8bit_moments(k, g[i], cm[i], cv[i], am_old, av_old, &m, &v);
-        if (isfinite(g[i])) p[i] = adam8bit_param(k, p[i], m, v);
+        adam8bit_moments(k, mmap->code, vmap->code, g[i], cm[i], cv[i], am_old, av_old, &m, &v);
+        if (isfinite(g[i])) p[i] = adam8bit_param(k, decays, p[i], m, v);
         else nonfinite++;
-        cm[i] = q8_quantize(k->mmap, 1, m, am_new);
-        cv[i] = q8_quantize(k->vmap, 0, v, av_new);
+        cm[i] = q8_quantize(mmap, 1, m, am_new);
+        cv[i] = q8_quantize(vmap, 0, v, av_new);
     }
     *am = am_new;
     *av = av_new;
@@ -175,7 +134,8 @@ static long adam8bit_block(const AdamScalars* k, float* p, const float* g, uint8
 #define ADAM8BIT_PARALLEL_FOR(n)
 #endif
 
-static long adam8bit_step_quantized(const AdamScalars* k, const OptHyper* h, OptTensor* p) {
+static long adam8bit_step_quantized(Adam8bitScalars k, const OptHyper* h, OptTensor* p) {
+    const int decays = p->shape->decay;
     const size_t n = p->shape->numel, block = (size_t)h->qblock;
     const size_t nblocks = q8_num_blocks(n, block);
     float* theta = p->param;              // (numel)
@@ -188,13 +148,14 @@ static long adam8bit_step_quantized(const AdamScalars* k, const OptHyper* h, Opt
     ADAM8BIT_PARALLEL_FOR(n)
     for (size_t b = 0; b < nblocks; b++) {
         const size_t lo = b * block, len = lo + block < n ? block : n - lo;
-        nonfinite += adam8bit_block(k, theta + lo, grad + lo, cm + lo, cv + lo, am + b, av + b, len);
+        nonfinite += adam8bit_block(k, decays, theta + lo, grad + lo, cm + lo, cv + lo, am + b, av + b, len);
     }
     return nonfinite;
 }
 
-static long adam8bit_step_fp32(const AdamScalars* k, OptTensor* p) {
+static long adam8bit_step_fp32(Adam8bitScalars k, OptTensor* p) {
     const size_t n = p->shape->numel;
+    const int decays = p->shape->decay;
     float* theta = p->param;          // (numel)
     const float* grad = p->grad;      // (numel)
     float* m = (float*)p->state[0];   // (numel) exp_avg
@@ -202,23 +163,20 @@ static long adam8bit_step_fp32(const AdamScalars* k, OptTensor* p) {
     long nonfinite = 0;
     ADAM8BIT_PARALLEL_FOR(n)
     for (size_t i = 0; i < n; i++) {
-        const float g = grad[i];
-        nonfinite += !isfinite(g);
-        m[i] = m[i] * k->beta1 + k->one_minus_beta1 * g;
-        v[i] = v[i] * k->beta2 + k->one_minus_beta2 * (g * g);
-        theta[i] = adam8bit_param(k, theta[i], m[i], v[i]);
+        nonfinite += !isfinite(grad[i]);
+        theta[i] = adam8bit_fp32_update(theta[i], grad[i], m + i, v + i, k, decays);
     }
     return nonfinite;
 }
 
 static void adam8bit_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const AdamScalars k = adam8bit_scalars(h, p, st);
-    st->nonfinite += adam8bit_is_quantized(h, p->shape) ? adam8bit_step_quantized(&k, h, p)
-                                                         : adam8bit_step_fp32(&k, p);
+    const Adam8bitScalars k = adam8bit_scalars(h, st->lr, st->t);
+    st->nonfinite += adam8bit_is_quantized(h, p->shape) ? adam8bit_step_quantized(k, h, p)
+                                                         : adam8bit_step_fp32(k, p);
 }
 
 #define ADAM8BIT_DEFAULTS(wd)                                                                   \
-    { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = (wd), .qblock = 256, \
+    { .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = (wd), .qblock = 256, \
       .min_8bit_size = 4096 }
 #define ADAM8BIT_PAPER "Dettmers et al. 2022, 8-bit Optimizers via Block-wise Quantization, arXiv 2110.02861"
 
@@ -227,7 +185,7 @@ const Optimizer OPT_ADAM8BIT = {
     .description = "bitsandbytes Adam8bit: m, v in 8 bits (dynamic maps, fp32 absmax per -qblock), wd 0",
     .paper = ADAM8BIT_PAPER,
     .flags = 0,
-    .defaults = ADAM8BIT_DEFAULTS(0.0f),
+    .defaults = ADAM8BIT_DEFAULTS(0.0),
     .layout = adam8bit_layout,
     .init = NULL,
     .step = adam8bit_step,
@@ -239,7 +197,7 @@ const Optimizer OPT_ADAMW8BIT = {
     .description = "bitsandbytes AdamW8bit: adam8bit with decoupled weight decay 1e-2 after the step",
     .paper = ADAM8BIT_PAPER,
     .flags = 0,
-    .defaults = ADAM8BIT_DEFAULTS(1e-2f),
+    .defaults = ADAM8BIT_DEFAULTS(1e-2),
     .layout = adam8bit_layout,
     .init = NULL,
     .step = adam8bit_step,
@@ -251,7 +209,7 @@ const Optimizer OPT_PAGED_ADAMW8BIT = {
     .description = "bitsandbytes PagedAdamW8bit: on the CPU exactly adamw8bit; on the GPU its state lives in managed memory",
     .paper = ADAM8BIT_PAPER,
     .flags = 0,
-    .defaults = ADAM8BIT_DEFAULTS(1e-2f),
+    .defaults = ADAM8BIT_DEFAULTS(1e-2),
     .layout = adam8bit_layout,
     .init = NULL,
     .step = adam8bit_step,

@@ -32,8 +32,7 @@
 // Bytes: 4*numel + 8*(rows+cols) per matrix, 8*numel per vector. GPT-2 d12: 499,991,552 bytes
 // = 4.0168 B/param (AdamW: 8).
 #include <math.h>
-#include "optim_common.h"
-#include "factored.h"
+#include "optim/came.h"
 
 static int came_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     int n = 0;
@@ -60,27 +59,20 @@ static void came_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     float* res_row = factored ? (float*)p->state[3] : NULL; // (rows)
     float* res_col = factored ? (float*)p->state[4] : NULL; // (cols)
 
-    const double beta1 = fac_hyper(h->beta1);
-    const float b1 = (float)beta1, omb1 = (float)(1.0 - beta1);
-    const float eps2 = (float)fac_hyper(h->eps2);
-    const float lr = st->lr;
-    const double wd = fac_hyper(optim_wd(h, p));
-    const float wd_alpha = (float)(-wd * (double)lr); // reference: p.add_(p, alpha=-wd*lr)
+    const CameScalars k = came_scalars(h, st->lr);
+    const double wd = s->decay ? k.wd : 0.0;
+    const float wd_alpha = fac_wd_alpha(wd, k.lr_d); // reference: p.add_(p, alpha=-wd*lr)
 
     FacWork w = fac_work_alloc(s);
-    const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)fac_hyper(h->eps),
-                                             fac_hyper(h->beta2), fac_hyper(h->clip_threshold));
+    const float clip_div = fac_second_moment(&w, v_row, v_col, g, k.eps1, k.beta2, k.clip_threshold);
     const size_t rows = w.rows, cols = w.cols;
 
     if (!factored) {
         // 1-D: the update is the momentum of the clipped update itself.
         OPTIM_PARALLEL_FOR(cols)
         for (size_t j = 0; j < cols; j++) {
-            float u = w.cf[j] * g[j] / clip_div;
-            m[j] = m[j] * b1 + omb1 * u;
-            float th = theta[j];
-            if (wd != 0.0) th = th + wd_alpha * th;
-            theta[j] = th - m[j] * lr;
+            const float mk = came_momentum(m + j, came_u(w.cf[j], g[j], clip_div), k);
+            theta[j] = came_apply(theta[j], 1.0f, mk, k, wd, wd_alpha);
         }
         fac_work_free(&w);
         return;
@@ -95,12 +87,9 @@ static void came_step(const OptHyper* h, OptTensor* p, OptStep* st) {
         for (size_t i = fac_chunk_row(&w, c); i < fac_chunk_row(&w, c + 1); i++) {
             double rs = 0.0;
             for (size_t j = 0; j < cols; j++) {
-                const size_t k = i * cols + j;
-                float u = fac_pre(&w, i, j) * g[k] / clip_div;
-                float mk = m[k] * b1 + omb1 * u;
-                m[k] = mk;
-                float d = u - mk;
-                float res = d * d + eps2;
+                const size_t e = i * cols + j;
+                const float u = came_u(fac_pre(&w, i, j), g[e], clip_div);
+                const float res = came_residual(u, came_momentum(m + e, u, k), k);
                 rs += res;
                 cs[j] += res;
             }
@@ -108,16 +97,14 @@ static void came_step(const OptHyper* h, OptTensor* p, OptStep* st) {
         }
     }
     fac_sums_reduce(&w);
-    fac_ema_from_sums(&w, res_row, res_col, fac_hyper(h->beta3));
+    fac_ema_from_sums(&w, res_row, res_col, k.beta3);
     fac_factors(&w, res_row, res_col); // now pre = S^-1/2, the confidence
 
     OPTIM_PARALLEL_FOR(s->numel)
     for (size_t i = 0; i < rows; i++) {
         for (size_t j = 0; j < cols; j++) {
-            const size_t k = i * cols + j;
-            float th = theta[k];
-            if (wd != 0.0) th = th + wd_alpha * th;
-            theta[k] = th - fac_pre(&w, i, j) * m[k] * lr;
+            const size_t e = i * cols + j;
+            theta[e] = came_apply(theta[e], fac_pre(&w, i, j), m[e], k, wd, wd_alpha);
         }
     }
     fac_work_free(&w);
@@ -129,14 +116,14 @@ const Optimizer OPT_CAME = {
     .paper = "Luo et al., ACL 2023, arXiv:2307.02047",
     .flags = 0,
     .defaults = {
-        .lr = 2e-4f,            // the reference has none (asserts lr > 0); its README's example
-        .beta1 = 0.9f,
-        .beta2 = 0.999f,
-        .beta3 = 0.9999f,
-        .eps = 1e-30f,
-        .eps2 = 1e-16f,
-        .weight_decay = 0.0f,
-        .clip_threshold = 1.0f,
+        .lr = 2e-4,             // the reference has none (asserts lr > 0); its README's example
+        .beta1 = 0.9,
+        .beta2 = 0.999,
+        .beta3 = 0.9999,
+        .eps = 1e-30,
+        .eps2 = 1e-16,
+        .weight_decay = 0.0,
+        .clip_threshold = 1.0,
     },
     .layout = came_layout,
     .init = NULL,

@@ -78,11 +78,11 @@ void fac_ema_from_sums(const FacWork* w, float* r, float* c, double beta) {
     const float b = (float)beta, omb = (float)(1.0 - beta);
     for (size_t i = 0; i < w->rows; i++) {
         float mean = (float)(w->row_sum[i] / (double)w->cols);   // mean over the columns of row i
-        r[i] = r[i] * b + omb * mean;
+        r[i] = fac_ema(r[i], b, omb, mean);
     }
     for (size_t j = 0; j < w->cols; j++) {
         float mean = (float)(w->col_sum[j] / (double)w->rows);   // mean over the rows of column j
-        c[j] = c[j] * b + omb * mean;
+        c[j] = fac_ema(c[j], b, omb, mean);
     }
 }
 
@@ -91,8 +91,8 @@ void fac_factors(FacWork* w, const float* r, const float* c) {
     double sum_r = 0.0;
     for (size_t i = 0; i < w->rows; i++) sum_r += (double)r[i];
     const float mean_r = (float)(sum_r / (double)w->rows);
-    for (size_t i = 0; i < w->rows; i++) w->rf[i] = 1.0f / sqrtf(r[i] / mean_r);
-    for (size_t j = 0; j < w->cols; j++) w->cf[j] = 1.0f / sqrtf(c[j]);
+    for (size_t i = 0; i < w->rows; i++) w->rf[i] = fac_rsqrt(r[i] / mean_r);
+    for (size_t j = 0; j < w->cols; j++) w->cf[j] = fac_rsqrt(c[j]);
 }
 
 // Sum over all elements of (pre[i][j]*g[i][j])^2: per-row partials in double (rows are independent,
@@ -137,7 +137,7 @@ float fac_second_moment(FacWork* w, float* v_row, float* v_col, const float* g, 
                 const float* gi = g + i * cols;
                 double rs = 0.0;
                 for (size_t j = 0; j < cols; j++) {
-                    float u = gi[j] * gi[j] + eps1;
+                    float u = fac_sq_eps(gi[j], eps1);
                     rs += u;
                     cs[j] += u;
                 }
@@ -152,22 +152,10 @@ float fac_second_moment(FacWork* w, float* v_row, float* v_col, const float* g, 
         const float b = (float)beta, omb = (float)(1.0 - beta);
         OPTIM_PARALLEL_FOR(n)
         for (size_t j = 0; j < n; j++) {
-            float u = g[j] * g[j] + eps1;
-            v[j] = v[j] * b + omb * u;
-            w->cf[j] = 1.0f / sqrtf(v[j]);
+            v[j] = fac_ema(v[j], b, omb, fac_sq_eps(g[j], eps1));
+            w->cf[j] = fac_rsqrt(v[j]);
         }
     }
     // Update clipping: U is divided by max(1, RMS(U)/d), d = clip_threshold.
-    double rms = sqrt(precond_sumsq(w, g) / (double)n);
-    double div = rms / clip_threshold;
-    return (float)(div > 1.0 ? div : 1.0);
-}
-
-double fac_hyper(float x) {
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof(buf), "%.*g", prec, (double)x);
-        if (strtof(buf, NULL) == x) return strtod(buf, NULL);
-    }
-    return (double)x; // NaN
+    return fac_clip_div(precond_sumsq(w, g), n, clip_threshold);
 }

@@ -1,7 +1,8 @@
-// optim/factored.cuh: the CUDA twins of optim/adafactor.c (`-opt adafactor`) and optim/came.c
+// optim/factored.cuh: the CUDA side of optim/adafactor.c (`-opt adafactor`) and optim/came.c
 // (`-opt came`): the factored second moment of optim/factored.h in a few fused launches over all
 // tensors (never one launch per tensor per reduction), deterministic (fixed-order double reductions,
-// no float atomics).
+// no float atomics). The scalars and the per-element math are adafactor.h's, came.h's and factored.h's,
+// the functions the CPU loops call. Included by optim/optim.cuh.
 //
 // Work table: every tensor is cut into items; a matrix (rows, cols) into runs of FAC_ITEM_ROWS whole
 // rows, a vector into runs of FAC_ITEM_ELEMS elements. One thread block per item (grid-stride).
@@ -30,10 +31,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include "common/cuda_util.cuh"
-#include "optim/optim.h"
-#include "optim/state.h"
-#include "common/ledger.h"
+#include "optim/adafactor.h"
+#include "optim/came.h"
 
 #define FAC_ITEM_ROWS 64      // matrix rows per work item
 #define FAC_ITEM_ELEMS 8192   // vector elements per work item
@@ -63,17 +62,10 @@ typedef struct {
 
 typedef struct {
     int came;           // 0: adafactor, 1: came
-    float eps1;         // added to g^2
-    float b2, omb2;     // second-moment EMA (adafactor: 1 - t^decay_rate; came: beta2), rounded once
-    float b3, omb3;     // came's residual EMA
-    float b1, omb1;     // first moment
-    float eps2f;        // came's residual epsilon
-    double eps2d;       // adafactor's parameter-scale floor
-    double clip_threshold;
-    double rho;         // adafactor's relative step (or the scheduled lr)
-    int scale_parameter;// adafactor: multiply by max(eps2, RMS(theta))
-    double wd;          // weight decay of decaying tensors (0 for the others)
-    float lr;           // came: the scheduled lr
+    AdafactorScalars af;// adafactor's scalars (adafactor.h)
+    CameScalars cm;     // came's scalars (came.h)
+    float eps1;         // added to g^2 (either's)
+    float b2, omb2;     // the second moment's EMA (adafactor: beta2_t; came: beta2)
     float clip_scale;   // the trainer's gradient clipping factor
     int sr;             // stochastic rounding of the bf16 copy
     uint64_t seed;
@@ -91,17 +83,6 @@ typedef struct {
     float* clip_div;                // (ntensors)
     float* lr_t;                    // (ntensors)
 } FacGpu;
-
-// fac_hyper() of factored.c (a hyperparameter as the user typed it: the shortest decimal that rounds to
-// the same fp32 value, read as a double), again here because factored.h has no C++ linkage.
-static double fac_hyper_host(float x) {
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof(buf), "%.*g", prec, (double)x);
-        if (strtof(buf, NULL) == x) return strtod(buf, NULL);
-    }
-    return (double)x;
-}
 
 // Builds the tables from the shared state layout; buf: the device buffers of the layout.
 static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* buf, const ParamShape* shapes,
@@ -204,16 +185,16 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
 
 // ---- device helpers ----------------------------------------------------------------------------
 
-__device__ __forceinline__ double warp_sum_d(double v) {
+__device__ __forceinline__ double warp_sum_double(double v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     return v; // lane 0 holds the sum
 }
 
 // Sum over the block in a fixed order (each thread's value, the warps' trees, the warps in order);
 // the result is returned to every thread. red: 32 doubles of shared memory.
-__device__ double block_sum_d(double v, double* red) {
+__device__ double block_sum_double(double v, double* red) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    v = warp_sum_d(v);
+    v = warp_sum_double(v);
     __syncthreads(); // red is free (a previous call's readers are done)
     if (lane == 0) red[warp] = v;
     __syncthreads();
@@ -222,32 +203,8 @@ __device__ double block_sum_d(double v, double* red) {
     return s;
 }
 
-template <typename G>
-__device__ __forceinline__ float fac_grad(const G* grad, size_t gi, float clip_scale) {
-    float g = ldf(grad[gi]);
-    if (clip_scale != 1.0f) g = g * clip_scale;
-    return g;
-}
-
-// Per-tensor base of the stochastic-rounding hash, as multi_tensor_step_kernel (the CPU's write_bf16_copy()).
-__device__ __forceinline__ uint64_t fac_sr_base(const FacArgs& a, size_t param_off) {
-    return sr_stream(a.seed, a.step, param_off);
-}
-
-__device__ __forceinline__ void fac_store(float* master, bf16d* pbf16, const FacArgs& a, uint64_t base, size_t param_off,
-                                          size_t li, float th) {
-    const size_t gi = param_off + li;
-    master[gi] = th;
-    if (pbf16) pbf16[gi] = bf16_from_bits(master_to_bf16(th, a.sr, base, li));
-}
-
 // The unclipped update's preconditioner for element (i, j) of a matrix: rf[i]*cf[j] (fac_pre()).
-__device__ __forceinline__ float fac_pre_d(const FacTensor& t, size_t i, size_t j) { return t.rf[i] * t.cf[j]; }
-
-// came's clipped U and new momentum for matrix element k = (i, j) (came.c's second pass, same order).
-__device__ __forceinline__ float came_u(const FacTensor& t, float g, size_t i, size_t j, float clip_div) {
-    return fac_pre_d(t, i, j) * g / clip_div;
-}
+__device__ __forceinline__ float fac_pre_dev(const FacTensor& t, size_t i, size_t j) { return t.rf[i] * t.cf[j]; }
 
 // Row sums and this item's column partials of a matrix item (rows lo..hi), u from val(i, j, pass):
 // pass 0 (a warp per row) may write state (came's momentum), pass 1 (a thread per column) only reads.
@@ -257,7 +214,7 @@ __device__ void fac_rowcol(const FacTensor& t, const FacItem& it, int item_local
     for (size_t i = it.lo + warp; i < it.hi; i += nwarps) {
         double rs = 0.0;
         for (size_t j = lane; j < t.cols; j += 32) rs += (double)val(i, j, 0);
-        rs = warp_sum_d(rs);
+        rs = warp_sum_double(rs);
         if (lane == 0) t.row_sum[i] = rs;
     }
     __syncthreads(); // pass 0's state writes are visible to the block
@@ -279,34 +236,33 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
         const FacItem it = items[k];
         const FacTensor t = tensors[it.tensor];
         const size_t e0 = t.factored ? it.lo * t.cols : it.lo, e1 = t.factored ? it.hi * t.cols : it.hi;
-        if (!a.came && a.scale_parameter) {
+        if (!a.came && a.af.scale_parameter) {
             double s = 0.0;
             for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
                 const double x = master[t.param_off + e];
                 s += x * x;
             }
-            s = block_sum_d(s, red);
+            s = block_sum_double(s, red);
             if (threadIdx.x == 0) part_theta[k] = s;
         }
         if (t.factored) {
             const G* g = grad + t.param_off;
             const float eps1 = a.eps1, cs = a.clip_scale;
             fac_rowcol(t, it, k - t.item0, [&](size_t i, size_t j, int) {
-                const float gv = fac_grad(g, i * t.cols + j, cs);
+                const float gv = opt_grad(g, i * t.cols + j, cs);
                 return gv * gv + eps1;
             });
         } else {
             // the full v: EMA now (each element once), and this item's part of sum (rsqrt(v)*g)^2
             double s = 0.0;
             for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
-                const float g = fac_grad(grad, t.param_off + e, a.clip_scale);
-                const float u = g * g + a.eps1;
-                const float v = t.v_row[e] * a.b2 + a.omb2 * u;
+                const float g = opt_grad(grad, t.param_off + e, a.clip_scale);
+                const float v = fac_ema(t.v_row[e], a.b2, a.omb2, fac_sq_eps(g, a.eps1));
                 t.v_row[e] = v;
-                const float pu = (1.0f / sqrtf(v)) * g;
+                const float pu = fac_rsqrt(v) * g;
                 s += (double)pu * (double)pu;
             }
-            s = block_sum_d(s, red);
+            s = block_sum_double(s, red);
             if (threadIdx.x == 0) part_u[k] = s;
         }
         __syncthreads(); // red and the shared state are reused by the next item
@@ -317,7 +273,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
 // res: 0 for (v_row, v_col) with b2, 1 for came's (res_row, res_col) with b3.
 __global__ void __launch_bounds__(FAC_THREADS) fac_ema_kernel(const FacTensor* tensors, const int* fac, int nfac, int res, FacArgs a) {
     __shared__ double red[32];
-    const float b = res ? a.b3 : a.b2, omb = res ? a.omb3 : a.omb2;
+    const float b = res ? a.cm.b3 : a.b2, omb = res ? a.cm.omb3 : a.omb2;
     for (int q = blockIdx.x; q < nfac; q += gridDim.x) {
         const FacTensor t = tensors[fac[q]];
         float* r = res ? t.res_row : t.v_row;
@@ -325,7 +281,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_ema_kernel(const FacTensor* t
         double sr = 0.0;
         for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) {
             const float mean = (float)(t.row_sum[i] / (double)t.cols);
-            const float ri = r[i] * b + omb * mean;
+            const float ri = fac_ema(r[i], b, omb, mean);
             r[i] = ri;
             sr += (double)ri;
         }
@@ -333,12 +289,12 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_ema_kernel(const FacTensor* t
             double cs = 0.0;
             for (int p = 0; p < t.nitems; p++) cs += t.col_part[(size_t)p * t.cols + j];
             const float mean = (float)(cs / (double)t.rows);
-            const float cj = c[j] * b + omb * mean;
+            const float cj = fac_ema(c[j], b, omb, mean);
             c[j] = cj;
-            t.cf[j] = 1.0f / sqrtf(cj);
+            t.cf[j] = fac_rsqrt(cj);
         }
-        const float mean_r = (float)(block_sum_d(sr, red) / (double)t.rows);
-        for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) t.rf[i] = 1.0f / sqrtf(r[i] / mean_r);
+        const float mean_r = (float)(block_sum_double(sr, red) / (double)t.rows);
+        for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) t.rf[i] = fac_rsqrt(r[i] / mean_r);
         __syncthreads();
     }
 }
@@ -355,10 +311,10 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_usq_kernel(const G* grad, con
         double s = 0.0;
         for (size_t e = it.lo * t.cols + threadIdx.x; e < it.hi * t.cols; e += blockDim.x) {
             const size_t i = e / t.cols, j = e - i * t.cols;
-            const float u = fac_pre_d(t, i, j) * fac_grad(grad, t.param_off + e, a.clip_scale);
+            const float u = fac_pre_dev(t, i, j) * opt_grad(grad, t.param_off + e, a.clip_scale);
             s += (double)u * (double)u;
         }
-        s = block_sum_d(s, red);
+        s = block_sum_double(s, red);
         if (threadIdx.x == 0) part_u[k] = s;
         __syncthreads();
     }
@@ -372,15 +328,14 @@ __global__ void fac_scalars_kernel(const FacTensor* tensors, int ntensors, const
     const FacTensor t = tensors[ti];
     double su = 0.0, st = 0.0;
     for (int p = 0; p < t.nitems; p++) su += part_u[t.item0 + p];
-    const double div = sqrt(su / (double)t.numel) / a.clip_threshold;
-    clip_div[ti] = (float)(div > 1.0 ? div : 1.0);
+    clip_div[ti] = fac_clip_div(su, t.numel, a.came ? a.cm.clip_threshold : a.af.clip_threshold);
     if (!a.came) {
-        double scale = 1.0;
-        if (a.scale_parameter) {
+        double rms = 0.0;
+        if (a.af.scale_parameter) {
             for (int p = 0; p < t.nitems; p++) st += part_theta[t.item0 + p];
-            scale = fmax(a.eps2d, t.numel ? sqrt(st / (double)t.numel) : 0.0);
+            rms = t.numel ? sqrt(st / (double)t.numel) : 0.0;
         }
-        lr_t[ti] = (float)(a.rho * scale);
+        lr_t[ti] = adafactor_step_size(a.af, rms);
     }
 }
 
@@ -393,27 +348,22 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, 
         const FacItem it = items[k];
         const FacTensor t = tensors[it.tensor];
         const float cd = clip_div[it.tensor], lt = lr_t[it.tensor];
-        const double wd = t.decay ? a.wd : 0.0;
-        const float wd_alpha = (float)(-wd * (double)lt);
-        const uint64_t base = fac_sr_base(a, t.param_off);
+        const double wd = t.decay ? a.af.wd : 0.0;
+        const float wd_alpha = fac_wd_alpha(wd, (double)lt);
+        const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
         const size_t e0 = t.factored ? it.lo * t.cols : it.lo, e1 = t.factored ? it.hi * t.cols : it.hi;
         for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
-            const float g = fac_grad(grad, t.param_off + e, a.clip_scale);
+            const float g = opt_grad(grad, t.param_off + e, a.clip_scale);
             float pre;
             if (t.factored) {
                 const size_t i = e / t.cols;
-                pre = fac_pre_d(t, i, e - i * t.cols);
+                pre = fac_pre_dev(t, i, e - i * t.cols);
             } else {
-                pre = 1.0f / sqrtf(t.v_row[e]);
+                pre = fac_rsqrt(t.v_row[e]);
             }
-            float u = pre * g / cd * lt;
-            if (t.m) {
-                t.m[e] = t.m[e] * a.b1 + a.omb1 * u;
-                u = t.m[e];
-            }
-            float th = master[t.param_off + e];
-            if (wd != 0.0) th = th + wd_alpha * th;
-            fac_store(master, pbf16, a, base, t.param_off, e, th - u);
+            const size_t gi = t.param_off + e;
+            const float th = adafactor_update(master[gi], g, pre, cd, lt, t.m ? t.m + e : NULL, a.af, wd, wd_alpha);
+            opt_store(master, pbf16, gi, th, a.sr, base, e);
         }
     }
 }
@@ -427,34 +377,26 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, co
         const FacTensor t = tensors[it.tensor];
         const float cd = clip_div[it.tensor];
         if (!t.factored) {
-            const double wd = t.decay ? a.wd : 0.0;
-            const float wd_alpha = (float)(-wd * (double)a.lr);
-            const uint64_t base = fac_sr_base(a, t.param_off);
+            const double wd = t.decay ? a.cm.wd : 0.0;
+            const float wd_alpha = fac_wd_alpha(wd, a.cm.lr_d);
+            const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
             for (size_t e = it.lo + threadIdx.x; e < it.hi; e += blockDim.x) {
-                const float g = fac_grad(grad, t.param_off + e, a.clip_scale);
-                const float u = (1.0f / sqrtf(t.v_row[e])) * g / cd;
-                const float mk = t.m[e] * a.b1 + a.omb1 * u;
-                t.m[e] = mk;
-                float th = master[t.param_off + e];
-                if (wd != 0.0) th = th + wd_alpha * th;
-                fac_store(master, pbf16, a, base, t.param_off, e, th - mk * a.lr);
+                const size_t gi = t.param_off + e;
+                const float g = opt_grad(grad, gi, a.clip_scale);
+                const float mk = came_momentum(t.m + e, came_u(fac_rsqrt(t.v_row[e]), g, cd), a.cm);
+                opt_store(master, pbf16, gi, came_apply(master[gi], 1.0f, mk, a.cm, wd, wd_alpha), a.sr, base, e);
             }
             continue;
         }
         const G* g = grad + t.param_off;
-        const float cs = a.clip_scale, b1 = a.b1, omb1 = a.omb1, eps2 = a.eps2f;
+        const float cs = a.clip_scale;
+        const CameScalars cm = a.cm;
         fac_rowcol(t, it, k - t.item0, [&](size_t i, size_t j, int pass) {
             const size_t e = i * t.cols + j;
-            const float u = came_u(t, fac_grad(g, e, cs), i, j, cd);
-            float mk;
-            if (pass == 0) {
-                mk = t.m[e] * b1 + omb1 * u;
-                t.m[e] = mk;
-            } else {
-                mk = t.m[e]; // the new m, written in pass 0
-            }
-            const float d = u - mk;
-            return d * d + eps2;
+            const float u = came_u(fac_pre_dev(t, i, j), opt_grad(g, e, cs), cd);
+            // pass 0 updates m; pass 1 reads the new m written in pass 0
+            const float mk = pass == 0 ? came_momentum(t.m + e, u, cm) : t.m[e];
+            return came_residual(u, mk, cm);
         });
         __syncthreads();
     }
@@ -467,55 +409,39 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_apply_kernel(float* mast
         const FacItem it = items[k];
         const FacTensor t = tensors[it.tensor];
         if (!t.factored) continue;
-        const double wd = t.decay ? a.wd : 0.0;
-        const float wd_alpha = (float)(-wd * (double)a.lr);
-        const uint64_t base = fac_sr_base(a, t.param_off);
+        const double wd = t.decay ? a.cm.wd : 0.0;
+        const float wd_alpha = fac_wd_alpha(wd, a.cm.lr_d);
+        const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
         for (size_t e = it.lo * t.cols + threadIdx.x; e < it.hi * t.cols; e += blockDim.x) {
-            const size_t i = e / t.cols, j = e - i * t.cols;
-            float th = master[t.param_off + e];
-            if (wd != 0.0) th = th + wd_alpha * th;
-            fac_store(master, pbf16, a, base, t.param_off, e, th - fac_pre_d(t, i, j) * t.m[e] * a.lr);
+            const size_t i = e / t.cols, j = e - i * t.cols, gi = t.param_off + e;
+            opt_store(master, pbf16, gi, came_apply(master[gi], fac_pre_dev(t, i, j), t.m[e], a.cm, wd, wd_alpha), a.sr, base, e);
         }
     }
 }
 
-// One adafactor or came step over every tensor (see the top of the file). h: the optimizer's
-// hyperparameters; lr: the scheduled lr (OptStep.lr); step: 1-based.
+// One adafactor or came step over every tensor (see the top of the file); a->lr: the scheduled lr.
 template <typename G>
-static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G* grad, bf16d* pbf16, int step, float lr,
-                     float clip_scale, int sr, uint64_t seed) {
+static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* ga) {
     if (f->ntensors == 0 || f->nitems == 0) return;
     FacArgs a;
     memset(&a, 0, sizeof(a));
     a.came = f->on == 2;
-    const double t = (double)step;
-    a.eps1 = (float)fac_hyper_host(h->eps);
-    a.clip_threshold = fac_hyper_host(h->clip_threshold);
-    const double beta1 = fac_hyper_host(h->beta1);
-    a.b1 = (float)beta1;
-    a.omb1 = (float)(1.0 - beta1);
-    a.wd = fac_hyper_host(h->weight_decay);
-    a.lr = lr;
-    a.clip_scale = clip_scale;
-    a.sr = sr;
-    a.seed = seed;
-    a.step = step;
     if (!a.came) {
-        a.eps2d = fac_hyper_host(h->eps2);
-        a.rho = h->relative_step ? fmin(1e-2, 1.0 / sqrt(t)) : (double)lr;
-        a.scale_parameter = h->scale_parameter;
-        const double beta2t = 1.0 - pow(t, fac_hyper_host(h->decay_rate));
-        a.b2 = (float)beta2t;
-        a.omb2 = (float)(1.0 - beta2t);
+        a.af = adafactor_scalars(h, ga->lr, ga->step);
+        a.eps1 = a.af.eps1;
+        a.b2 = a.af.b2;
+        a.omb2 = a.af.omb2;
     } else {
-        const double beta2 = fac_hyper_host(h->beta2), beta3 = fac_hyper_host(h->beta3);
-        a.b2 = (float)beta2;
-        a.omb2 = (float)(1.0 - beta2);
-        a.b3 = (float)beta3;
-        a.omb3 = (float)(1.0 - beta3);
-        a.eps2f = (float)fac_hyper_host(h->eps2);
+        a.cm = came_scalars(h, ga->lr);
+        a.eps1 = a.cm.eps1;
+        a.b2 = a.cm.b2;
+        a.omb2 = a.cm.omb2;
     }
-    const int max_grid = 132 * 16;
+    a.clip_scale = ga->clip_scale;
+    a.sr = ga->sr;
+    a.seed = ga->seed;
+    a.step = ga->step;
+    const int max_grid = OPT_MAX_GRID;
     const int gi = f->nitems < max_grid ? f->nitems : max_grid;
     const int gf = f->nfac < max_grid ? f->nfac : max_grid;
     fac_stats_kernel<G><<<gi, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_items, f->nitems, f->part_theta, f->part_u, a);
@@ -542,5 +468,24 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
         KERNEL_CHECK();
     }
 }
+
+// The entries (optim/registry.h): FacGpu in GpuOpt.own.
+static void fac_gpu_setup(GpuOpt* o, int came, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
+    FacGpu* f = (FacGpu*)xcalloc(1, sizeof(FacGpu));
+    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, n, led);
+    o->own = f;
+}
+static void adafactor_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
+    fac_gpu_setup(o, 0, shapes, param_offsets, n, led);
+}
+static void came_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
+    fac_gpu_setup(o, 1, shapes, param_offsets, n, led);
+}
+template <typename G>
+static void fac_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
+    fac_step<G>((const FacGpu*)o->own, &o->hyper, master, grad, pbf16, a);
+}
+static const GpuOptimizer OPT_ADAFACTOR_CUDA = GPU_OPTIMIZER(NULL, adafactor_setup, fac_step_launch);
+static const GpuOptimizer OPT_CAME_CUDA = GPU_OPTIMIZER(NULL, came_setup, fac_step_launch);
 
 #endif

@@ -25,7 +25,13 @@
 #define OPTIM_FACTORED_H
 
 #include <stddef.h>
-#include "optim.h"
+#include <math.h>
+#include "common/numerics.h"
+#include "optim/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define FAC_CHUNKS 16   // row chunks of the parallel column sums (fixed: results never depend on threads)
 
@@ -79,12 +85,28 @@ void fac_factors(FacWork* w, const float* r, const float* c);
 float fac_second_moment(FacWork* w, float* v_row, float* v_col, const float* g, float eps1, double beta,
                         double clip_threshold);
 
-// A hyperparameter as the user wrote it. OptHyper keeps fp32, but the references keep Python floats
-// (double) and compute 1 - beta in double: with beta3 = 0.9999, fp32 gives 1 - beta3 = 1.000166e-4,
-// 1.7e-4 away from the reference's 1e-4, which shows in CAME's early steps. This returns the
-// shortest decimal that rounds to the same fp32 value, read as a double: exactly the decimal typed
-// whenever it had at most 6 significant digits (FLT_DIG; every default and every sensible flag).
-// A few snprintf calls per hyperparameter per tensor per step: microseconds, next to the O(numel) math.
-double fac_hyper(float x);
+// ---- per-element pieces shared by the CPU loops (factored.c, adafactor.c, came.c, adalomo.c) and
+// the CUDA kernels (factored.cuh): the same expressions, in the same order, on both sides.
+
+// u = g^2 + eps1, the value whose row/column means (or full EMA) the second moment tracks.
+HD static inline float fac_sq_eps(float g, float eps1) { return g * g + eps1; }
+// One EMA step in the references' form state*beta + (1-beta)*x (b, omb: beta and 1-beta, each rounded
+// to fp32 once from double).
+HD static inline float fac_ema(float state, float b, float omb, float x) { return state * b + omb * x; }
+// A factor of the reconstruction: 1/sqrt(x) (rf = fac_rsqrt(r/mean(r)), cf = fac_rsqrt(c), or of v).
+HD static inline float fac_rsqrt(float x) { return 1.0f / sqrtf(x); }
+// The update-clipping divisor max(1, RMS(U)/d) from the sum of U^2 over n elements, in double.
+HD static inline float fac_clip_div(double sumsq, size_t n, double clip_threshold) {
+    const double div = sqrt(sumsq / (double)n) / clip_threshold;
+    return (float)(div > 1.0 ? div : 1.0);
+}
+// HF/CAME's decoupled weight decay p.add_(p, alpha=-wd*lr): the alpha, rounded to fp32 once.
+HD static inline float fac_wd_alpha(double wd, double lr) { return (float)(-wd * lr); }
+// theta + alpha*theta when the tensor decays (wd != 0).
+HD static inline float fac_decay(float th, double wd, float wd_alpha) { return wd != 0.0 ? th + wd_alpha * th : th; }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

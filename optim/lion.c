@@ -18,7 +18,7 @@
 //
 // Where a simplified sketch differs (see docs/optimizers.md): the sign is taken of the beta1 interpolation
 // of the old m with g, while the stored m is updated afterwards with beta2; weight decay is decoupled, first.
-#include "optim_common.h"
+#include "optim/lion.h"
 
 static int lion_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     out[0] = optim_spec("exp_avg", DT_F32, s->numel);
@@ -26,21 +26,14 @@ static int lion_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT
 }
 
 static void lion_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const float lr = st->lr;
-    const float decay = optim_decay_factor(lr, optim_wd(h, p));
-    const float beta1 = h->beta1, beta2 = h->beta2;
-    const float one_minus_beta1 = optim_one_minus(beta1);
-    const float one_minus_beta2 = optim_one_minus(beta2);
+    const LionScalars s = lion_scalars(h, st->lr);
+    const int decays = p->shape->decay;
     float* theta = p->param;        // (numel)
     const float* g = p->grad;       // (numel)
     float* m = (float*)p->state[0]; // (numel) exp_avg
     const size_t n = p->shape->numel;
     OPTIM_PARALLEL_FOR(n)
-    for (size_t i = 0; i < n; i++) {
-        float c = beta1 * m[i] + one_minus_beta1 * g[i];
-        theta[i] = theta[i] * decay - lr * optim_sign(c);
-        m[i] = beta2 * m[i] + one_minus_beta2 * g[i];
-    }
+    for (size_t i = 0; i < n; i++) theta[i] = lion_update(theta[i], g[i], m + i, s, decays);
 }
 
 const Optimizer OPT_LION = {
@@ -48,7 +41,7 @@ const Optimizer OPT_LION = {
     .description = "sign of the beta1-interpolated momentum, one fp32 state, decoupled weight decay",
     .paper = "Chen et al. 2023, Symbolic Discovery of Optimization Algorithms, arXiv 2302.06675",
     .flags = 0,
-    .defaults = { .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.99f, .weight_decay = 0.0f },
+    .defaults = { .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.99, .weight_decay = 0.0 },
     .layout = lion_layout,
     .init = NULL,
     .step = lion_step,

@@ -23,26 +23,20 @@
 // Where a simplified sketch differs (see docs/optimizers.md): clipping by global norm costs a second
 // forward and backward; the tied embedding keeps its gradient alive across the whole backward, so the
 // trainer holds one block plus the embedding unit; gradient accumulation is impossible.
-#include "optim_common.h"
+#include "optim/lomo.h"
 
 static int lomo_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     return 0;
 }
 
 static void lomo_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const float lr = st->lr;
-    const float wd = optim_wd(h, p);
-    const float decay = optim_decay_factor(lr, wd);
+    const LomoScalars s = lomo_scalars(h, st->lr);
+    const int decays = p->shape->decay;
     float* theta = p->param;      // (numel)
     const float* g = p->grad;     // (numel)
     const size_t n = p->shape->numel;
-    if (wd > 0.0f) {
-        OPTIM_PARALLEL_FOR(n)
-        for (size_t i = 0; i < n; i++) theta[i] = theta[i] * decay - lr * g[i];
-    } else {
-        OPTIM_PARALLEL_FOR(n)
-        for (size_t i = 0; i < n; i++) theta[i] = theta[i] - lr * g[i];
-    }
+    OPTIM_PARALLEL_FOR(n)
+    for (size_t i = 0; i < n; i++) theta[i] = lomo_update(theta[i], g[i], s, decays);
 }
 
 const Optimizer OPT_LOMO = {
@@ -50,7 +44,7 @@ const Optimizer OPT_LOMO = {
     .description = "plain SGD fused into the backward pass: one layer's gradients alive at a time, no state",
     .paper = "Lv et al. 2023, Full Parameter Fine-tuning for LLMs with Limited Resources, arXiv 2306.09782",
     .flags = OPT_FUSED_BACKWARD,
-    .defaults = { .lr = 1e-3f, .weight_decay = 0.0f },
+    .defaults = { .lr = 1e-3, .weight_decay = 0.0 },
     .layout = lomo_layout,
     .init = NULL,
     .step = lomo_step,

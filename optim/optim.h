@@ -59,24 +59,29 @@ typedef struct {
 
 // Every hyperparameter any optimizer reads. Defaults come from each optimizer's table entry;
 // flags override them. Fields an optimizer does not read are ignored by it.
+// The real-valued ones are doubles holding the decimal the user typed (or the table's literal, written
+// without an `f`), because the references are Python code whose hyperparameters are Python floats:
+// `1 - beta2` there is 1 - 0.999 in double (1.0000000000000009e-3), while 1 - (double)0.999f is
+// 9.9998713e-4, 1.3e-5 away. Each optimizer's scalars function (optim/NAME.h) derives its per-step
+// scalars from these doubles and rounds each to fp32 once, where it meets an fp32 tensor, as torch does.
 typedef struct {
-    float lr;              // peak learning rate (-l); the schedule scales it per step
-    float beta1;           // -beta1 (momentum for sgdm is `momentum`)
-    float beta2;           // -beta2
-    float beta3;           // -beta3 (CAME's instability EMA)
-    float eps;             // -eps   (Adafactor/CAME: eps1, added to g^2)
-    float eps2;            // -eps2  (Adafactor: RMS floor for parameter scaling; CAME: added to the residual)
-    float weight_decay;    // -c
-    float momentum;        // -momentum (sgdm)
+    double lr;              // peak learning rate (-l); the schedule scales it per step
+    double beta1;           // -beta1 (momentum for sgdm is `momentum`)
+    double beta2;           // -beta2
+    double beta3;           // -beta3 (CAME's instability EMA)
+    double eps;             // -eps   (Adafactor/CAME: eps1, added to g^2)
+    double eps2;            // -eps2  (Adafactor: RMS floor for parameter scaling; CAME: added to the residual)
+    double weight_decay;    // -c
+    double momentum;        // -momentum (sgdm)
     int nesterov;          // -nesterov (sgdm)
-    float clip_threshold;  // Adafactor/CAME update clipping threshold d
-    float decay_rate;      // Adafactor's beta2_t = 1 - t^decay_rate
+    double clip_threshold;  // Adafactor/CAME update clipping threshold d
+    double decay_rate;      // Adafactor's beta2_t = 1 - t^decay_rate
     int relative_step;     // Adafactor: lr = min(1e-2, 1/sqrt(t)); switched off when -l is given
     int scale_parameter;   // Adafactor: lr scaled by max(eps2, RMS(theta))
     int use_beta1;         // Adafactor: keep a first moment (set when -beta1 is given)
-    float rho;             // Sophia's clipping constant
+    double rho;             // Sophia's clipping constant
     int hess_interval;     // Sophia: Hessian estimate every k steps
-    float bs;              // Sophia: batch size in tokens (the GNB estimator's B factor)
+    double bs;              // Sophia: batch size in tokens (the GNB estimator's B factor)
     int qblock;            // 8-bit optimizers: quantization block size (-qblock)
     int min_8bit_size;     // 8-bit optimizers: tensors with fewer elements keep fp32 state
 } OptHyper;
@@ -91,7 +96,7 @@ typedef struct {
 
 typedef struct {
     int t;                   // step number, first step is 1
-    float lr;                // learning rate for this step (peak lr times the schedule)
+    double lr;               // learning rate for this step (peak lr times the schedule), a Python float
     float lr_scale;          // the schedule's multiplier alone (lr / peak lr)
     long nonfinite;          // out: count of non-finite gradient elements seen (8-bit optimizers)
 } OptStep;
@@ -99,7 +104,6 @@ typedef struct {
 enum {
     OPT_FUSED_BACKWARD = 1 << 0, // LOMO family: step() is called inside backward, layer by layer
     OPT_HESSIAN        = 1 << 1, // Sophia: hessian() is fed a Gauss-Newton-Bartlett gradient every k steps
-    OPT_CUDA           = 1 << 2, // has CUDA kernels (optim/NAME.cuh)
 };
 
 typedef struct Optimizer {
@@ -123,6 +127,7 @@ extern const Optimizer* const OPTIMIZERS[];
 extern const int NUM_OPTIMIZERS;
 const Optimizer* optim_find(const char* name);       // NULL if unknown
 void optim_print_names(FILE* f);                     // "sgd, sgdm, adam, ..."
+int optim_has_cuda(const Optimizer* o);              // 1 if its registry line names CUDA kernels
 
 // Shared helpers for layouts and tests.
 size_t optim_state_bytes(const Optimizer* o, const OptHyper* h, const ParamShape* s);

@@ -35,6 +35,8 @@
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
+#include "common/numerics.h"
+#include "optim/optim_common.h"   // FDIV_RN
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,7 +71,7 @@ void q8_build_dynamic_map(int is_signed, float out[Q8_CODES]);
 
 // bitsandbytes' search, literally (quantize_2D): the reference q8_nearest is built from and tested
 // against. Index of the code nearest to x (x already divided by the block absmax).
-static inline uint8_t q8_search(const float* code, float x) {
+HD static inline uint8_t q8_search(const float* code, float x) {
     int p = 127;
     for (int step = 64; step > 0; step >>= 1) p += (x > code[p]) ? step : -step;
     // p is even now, and x lies between code[p-1] and code[p+1]: pick by midpoint, ties stay at p.
@@ -98,10 +100,17 @@ static inline uint8_t q8_nearest(const Q8Map* m, float x) {
 // guard when sign_guard is set (the signed map, for m). The index wraps like bitsandbytes' unsigned
 // char: in an all-zero block (absmax 0, s/absmax = NaN) m gets index 0, guarded to 255; both decode
 // to 0 because absmax is 0.
-static inline uint8_t q8_quantize(const Q8Map* m, int sign_guard, float s, float absmax) {
-    uint8_t c = q8_nearest(m, s / absmax);
-    if (sign_guard && !!signbit(m->code[c]) != !!signbit(s)) c = (uint8_t)(s > 0.0f ? c + 1 : c - 1);
+HD static inline uint8_t q8_sign_guard(const float* code, int sign_guard, uint8_t c, float s) {
+    if (sign_guard && !!signbit(code[c]) != !!signbit(s)) c = (uint8_t)(s > 0.0f ? c + 1 : c - 1);
     return c;
+}
+static inline uint8_t q8_quantize(const Q8Map* m, int sign_guard, float s, float absmax) {
+    return q8_sign_guard(m->code, sign_guard, q8_nearest(m, s / absmax), s);
+}
+// The same code by bitsandbytes' search on a bare codebook (the CUDA kernel's way: its codebook sits in
+// shared memory, where the 64 KiB bucket table would not fit).
+HD static inline uint8_t q8_quantize_search(const float* code, int sign_guard, float s, float absmax) {
+    return q8_sign_guard(code, sign_guard, q8_search(code, FDIV_RN(s, absmax)), s);
 }
 
 static inline float q8_dequantize(const Q8Map* m, uint8_t c, float absmax) { return m->code[c] * absmax; }

@@ -1,30 +1,24 @@
-// optim/registry.c: the one switch. Adding an optimizer = its own files + one line below.
+// optim/registry.c: the one switch on the CPU side: optim/registry.h's list as a table.
 #include <string.h>
 #include <stdio.h>
 #include "optim.h"
+#include "registry.h"
 
-// One line per optimizer, in the order `-opt list` prints them.
-#define OPTIMIZER_LIST(X) \
-    X(OPT_SGD)            \
-    X(OPT_SGDM)           \
-    X(OPT_ADAM)           \
-    X(OPT_ADAMW)          \
-    X(OPT_LION)           \
-    X(OPT_SOPHIA)         \
-    X(OPT_LOMO)           \
-    X(OPT_ADAFACTOR)      \
-    X(OPT_CAME)           \
-    X(OPT_ADALOMO)        \
-    X(OPT_ADAM8BIT)       \
-    X(OPT_ADAMW8BIT)      \
-    X(OPT_PAGED_ADAMW8BIT) \
-    /* REGISTRY-END: new optimizers go above this line */
-
-#define DECLARE_OPTIMIZER(o) extern const Optimizer o;
+#define DECLARE_OPTIMIZER(o, backends) extern const Optimizer o;
 OPTIMIZER_LIST(DECLARE_OPTIMIZER)
-#define OPTIMIZER_ADDRESS(o) &o,
+#define OPTIMIZER_ADDRESS(o, backends) &o,
 const Optimizer* const OPTIMIZERS[] = { OPTIMIZER_LIST(OPTIMIZER_ADDRESS) };
 const int NUM_OPTIMIZERS = (int)(sizeof(OPTIMIZERS) / sizeof(OPTIMIZERS[0]));
+
+// Parallel to OPTIMIZERS[]: 1 where the registry line says CPU_CUDA.
+#define OPTIMIZER_HAS_CUDA(o, backends) OPTIM_HAS_CUDA_##backends,
+static const int HAS_CUDA[] = { OPTIMIZER_LIST(OPTIMIZER_HAS_CUDA) };
+
+int optim_has_cuda(const Optimizer* o) {
+    for (int i = 0; i < NUM_OPTIMIZERS; i++)
+        if (OPTIMIZERS[i] == o) return HAS_CUDA[i];
+    return 0;
+}
 
 const Optimizer* optim_find(const char* name) {
     for (int i = 0; i < NUM_OPTIMIZERS; i++)

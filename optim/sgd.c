@@ -25,7 +25,7 @@
 // Where a simplified sketch differs (see docs/optimizers.md): torch's weight decay is a coupled L2 term
 // added to the gradient (so it enters the momentum), the lr sits outside the buffer (b = mu*b + g, not
 // Sutskever's form or a (1-mu)-damped EMA), and the first step sets b = g.
-#include "optim_common.h"
+#include "optim/sgd.h"
 
 // ---- sgd -----------------------------------------------------------------------------------------
 
@@ -34,17 +34,13 @@ static int sgd_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_
 }
 
 static void sgd_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const float lr = st->lr;
-    const float wd = optim_wd(h, p);
+    const SgdScalars s = sgd_scalars(h, st->lr);
+    const int decays = p->shape->decay;
     float* theta = p->param;      // (numel)
     const float* g = p->grad;     // (numel)
     const size_t n = p->shape->numel;
     OPTIM_PARALLEL_FOR(n)
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i];
-        if (wd != 0.0f) d = d + wd * theta[i];
-        theta[i] = theta[i] - lr * d;
-    }
+    for (size_t i = 0; i < n; i++) theta[i] = sgd_update(theta[i], g[i], s, decays);
 }
 
 const Optimizer OPT_SGD = {
@@ -52,7 +48,7 @@ const Optimizer OPT_SGD = {
     .description = "plain SGD, coupled L2 weight decay (torch.optim.SGD, momentum 0)",
     .paper = "Robbins & Monro 1951, Ann. Math. Stat. 22(3)",
     .flags = 0,
-    .defaults = { .lr = 1e-3f, .weight_decay = 0.0f, .momentum = 0.0f, .nesterov = 0 },
+    .defaults = { .lr = 1e-3, .weight_decay = 0.0, .momentum = 0.0, .nesterov = 0 },
     .layout = sgd_layout,
     .init = NULL,
     .step = sgd_step,
@@ -62,30 +58,21 @@ const Optimizer OPT_SGD = {
 // ---- sgdm ----------------------------------------------------------------------------------------
 
 static int sgdm_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
-    if (h->momentum == 0.0f) return 0;   // torch keeps no buffer without momentum
+    if (h->momentum == 0.0) return 0;   // torch keeps no buffer without momentum
     out[0] = optim_spec("momentum_buffer", DT_F32, s->numel);
     return 1;
 }
 
 static void sgdm_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    if (h->momentum == 0.0f) { sgd_step(h, p, st); return; }
-    const float lr = st->lr;
-    const float wd = optim_wd(h, p);
-    const float mu = h->momentum;
-    const int nesterov = h->nesterov;
+    if (h->momentum == 0.0) { sgd_step(h, p, st); return; }
+    const SgdScalars s = sgd_scalars(h, st->lr);
+    const int decays = p->shape->decay;
     float* theta = p->param;          // (numel)
     const float* g = p->grad;         // (numel)
     float* buf = (float*)p->state[0]; // (numel) momentum_buffer, zero before the first step
     const size_t n = p->shape->numel;
     OPTIM_PARALLEL_FOR(n)
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i];
-        if (wd != 0.0f) d = d + wd * theta[i];
-        float b = mu * buf[i] + d;    // dampening 0: torch adds d with alpha 1
-        buf[i] = b;
-        d = nesterov ? d + mu * b : b;
-        theta[i] = theta[i] - lr * d;
-    }
+    for (size_t i = 0; i < n; i++) theta[i] = sgdm_update(theta[i], g[i], buf + i, s, decays);
 }
 
 const Optimizer OPT_SGDM = {
@@ -93,7 +80,7 @@ const Optimizer OPT_SGDM = {
     .description = "SGD with momentum b = mu*b + g (torch.optim.SGD), -nesterov for Nesterov momentum",
     .paper = "Polyak 1964 (heavy ball); Sutskever et al. 2013, ICML (Nesterov form)",
     .flags = 0,
-    .defaults = { .lr = 1e-3f, .weight_decay = 0.0f, .momentum = 0.9f, .nesterov = 0 },
+    .defaults = { .lr = 1e-3, .weight_decay = 0.0, .momentum = 0.9, .nesterov = 0 },
     .layout = sgdm_layout,
     .init = NULL,
     .step = sgdm_step,

@@ -29,7 +29,7 @@
 // Where a simplified sketch differs (see docs/optimizers.md): the bs factor in the denominator, the exact
 // clip min(|m| / (rho*bs*h + 1e-15), 1) * sign(m), and h refreshed only every k steps from labels sampled
 // from the model's own softmax (the trainer's extra backward, train_gpt2.c: sophia_gnb_update).
-#include "optim_common.h"
+#include "optim/sophia.h"
 
 static int sophia_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     out[0] = optim_spec("exp_avg", DT_F32, s->numel);
@@ -38,36 +38,24 @@ static int sophia_layout(const OptHyper* h, const ParamShape* s, StateSpec out[O
 }
 
 static void sophia_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const float lr = st->lr;
-    const float decay = optim_decay_factor(lr, optim_wd(h, p));
-    const float beta1 = h->beta1;
-    const float one_minus_beta1 = optim_one_minus(beta1);
-    const float rho_bs = (float)((double)h->rho * (double)h->bs);
-    const float tiny = 1e-15f;            // the reference's guard against h = 0
+    const SophiaScalars s = sophia_scalars(h, st->lr);
+    const int decays = p->shape->decay;
     float* theta = p->param;              // (numel)
     const float* g = p->grad;             // (numel)
     float* m = (float*)p->state[0];       // (numel) exp_avg
     const float* hess = (const float*)p->state[1]; // (numel) hessian
     const size_t n = p->shape->numel;
     OPTIM_PARALLEL_FOR(n)
-    for (size_t i = 0; i < n; i++) {
-        float th = theta[i] * decay;
-        float mi = beta1 * m[i] + one_minus_beta1 * g[i];
-        m[i] = mi;
-        float ratio = fabsf(mi) / (rho_bs * hess[i] + tiny);
-        if (ratio > 1.0f) ratio = 1.0f;   // clamp(max=1); a NaN stays NaN, as in torch
-        theta[i] = th - lr * optim_sign(mi) * ratio;
-    }
+    for (size_t i = 0; i < n; i++) theta[i] = sophia_update(theta[i], g[i], m + i, hess[i], s, decays);
 }
 
 static void sophia_hessian(const OptHyper* h, OptTensor* p) {
-    const float beta2 = h->beta2;
-    const float one_minus_beta2 = optim_one_minus(beta2);
+    const SophiaScalars s = sophia_scalars(h, 0.0);
     const float* g = p->grad;             // (numel) the GNB gradient
     float* hess = (float*)p->state[1];    // (numel) hessian
     const size_t n = p->shape->numel;
     OPTIM_PARALLEL_FOR(n)
-    for (size_t i = 0; i < n; i++) hess[i] = beta2 * hess[i] + one_minus_beta2 * g[i] * g[i];
+    for (size_t i = 0; i < n; i++) hess[i] = sophia_hessian_update(hess[i], g[i], s);
 }
 
 const Optimizer OPT_SOPHIA = {
@@ -75,8 +63,8 @@ const Optimizer OPT_SOPHIA = {
     .description = "SophiaG: momentum over a clipped diagonal Gauss-Newton-Bartlett Hessian EMA, every k steps",
     .paper = "Liu et al. 2023, Sophia, arXiv 2305.14342",
     .flags = OPT_HESSIAN,
-    .defaults = { .lr = 1e-4f, .beta1 = 0.965f, .beta2 = 0.99f, .rho = 0.04f, .weight_decay = 0.1f,
-                  .hess_interval = 10, .bs = 5120.0f },
+    .defaults = { .lr = 1e-4, .beta1 = 0.965, .beta2 = 0.99, .rho = 0.04, .weight_decay = 0.1,
+                  .hess_interval = 10, .bs = 5120.0 },
     .layout = sophia_layout,
     .init = NULL,
     .step = sophia_step,

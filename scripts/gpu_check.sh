@@ -3,7 +3,8 @@
 #   1. build the CPU and CUDA trainers, the CPU tests and test/bin/test_gpt2cu (nvcc -arch=sm_90)
 #   2. run test_gpt2cu (model vs PyTorch vectors, optimizer kernels vs CPU, 20 steps GPU vs CPU, checkpoints)
 #   3. run the CPU tests (test/bin/test_* except test_gpt2cu, and test/sh/*.sh)
-#   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw)
+#   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw) and scripts/bench_optim.sh (the
+#      optimizer step alone, every optimizer with CUDA kernels, d12)
 #   5. write a short markdown table to $OUT/gpu_check.md and print it last
 # Data: nothing is fetched. test_gpt2cu writes its own synthetic shard; the benchmark uses
 # data/gcide/*.bin if it was carried along, else a synthetic shard. CPU tests that need `make data`
@@ -80,8 +81,18 @@ else
     row bench FAILED "see bench.log"
 fi
 
+# 4b. the optimizer step alone (bench/bench_optim.cu): ms, bytes moved, GB/s, % of the copy bandwidth
+start=$SECONDS
+if OUT="$OUT" bash scripts/bench_optim.sh > "$OUT/bench_optim.log" 2>&1 && [ -f "$OUT/bench_optim.md" ]; then
+    n=$(grep -c '^| [a-z]' "$OUT/bench_optim.md" | head -1)
+    row bench_optim ok "$((n - 1)) optimizers ($((SECONDS - start)) s, bench_optim.md)"
+else
+    row bench_optim FAILED "see bench_optim.log"
+fi
+
 echo >> "$summary"
 grep '^FAIL' "$OUT/test_gpt2cu.log" | head -20 | sed 's/^/    /' >> "$summary"
 echo >> "$summary"
 [ -f "$OUT/bench_gpu.md" ] && cat "$OUT/bench_gpu.md" >> "$summary"
+[ -f "$OUT/bench_optim.md" ] && { echo >> "$summary"; cat "$OUT/bench_optim.md" >> "$summary"; }
 cat "$summary"

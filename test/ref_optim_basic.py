@@ -18,9 +18,11 @@ References:
     shared/reference/optimizers.md (sections 3, 4, 5), using the same torch ops in the same order as
     the reference implementations (so fp32 rounding matches to a few ulps).
 
-Every hyperparameter is a float32-representable value, so the C side (fp32 OptHyper) and the Python
-side (double scalars) start from identical numbers; derived scalars (1 - lr*wd, bias corrections)
-are computed in double on both sides.
+Every hyperparameter is the Python float as typed (0.999, not the float32 nearest to it), as a user
+passes it to torch; the C side reads the same doubles ("<case>.hyper64": each double's 8 bytes stored
+as two float32 words) into OptHyper, which keeps doubles, so derived scalars (1 - beta, 1 - lr*wd, the
+bias corrections) are the same doubles on both sides, rounded to fp32 once. Only the per-step lr is a
+float32 value ("<case>.lr"), the same on both sides.
 """
 import os
 import sys
@@ -145,7 +147,7 @@ def sign_margin(x, terms, seen):
 
 # ---- running a case -------------------------------------------------------------------------------
 def run_case(name, opt, ref, hp):
-    hp = {k: f32(hp.get(k, 0.0)) for k in HYPER_FIELDS}
+    hp = {k: float(hp.get(k, 0.0)) for k in HYPER_FIELDS}   # Python floats, as typed
     lrs = [f32(hp["lr"] * s) for s in LR_SCALE]
     wd_of = {k: (hp["weight_decay"] if DECAYS[k] else 0.0) for k in SHAPES}
     theta = {k: THETA0[k].clone() for k in SHAPES}
@@ -219,7 +221,8 @@ def run_case(name, opt, ref, hp):
         assert 0.1 < frac < 0.9, (name, frac)
         print(f"  {name}: ratio clipped to 1 in {frac:.0%} of elements after the first Hessian update")
 
-    arrays = [(f"{name}.hyper", [hp[f] for f in HYPER_FIELDS]), (f"{name}.lr", lrs),
+    hyper64 = np.array([hp[f] for f in HYPER_FIELDS], dtype="<f8").view("<f4")   # exact doubles
+    arrays = [(f"{name}.hyper64", hyper64), (f"{name}.lr", lrs),
               (f"{name}.nstates", [nstates])]
     for (k, s), seq in out.items():
         arrays.append((f"{name}.{k}.{s}", torch.stack([x.reshape(-1) for x in seq])))

@@ -140,13 +140,40 @@ static void check_model(const VecFile* vf, int precision) {
 }
 
 // ---- 3: optimizer kernels vs the CPU step functions -----------------------------------------------
+// The step's gradient on the device: fp32 as is, or (bf16 mode) rounded to bf16, and the host copy
+// replaced by the rounded values so the CPU step sees what the kernel reads.
+static void upload_grad(void* d_grad, float* grad, bf16* grad_b, size_t P, int bf16_mode) {
+    if (bf16_mode) {
+        for (size_t i = 0; i < P; i++) { grad_b[i] = f32_to_bf16(grad[i]); grad[i] = bf16_to_f32(grad_b[i]); }
+        CUDA_CHECK(cudaMemcpy(d_grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
+    } else {
+        CUDA_CHECK(cudaMemcpy(d_grad, grad, P * sizeof(float), cudaMemcpyHostToDevice));
+    }
+}
+
+// The bf16 working copy the kernel wrote after step `step` must be, bit for bit, the CPU's rounding
+// (nearest, or stochastic with common/numerics.h's stream) of the GPU's own master values gpu_theta.
+static void check_bf16_copy(const char* label, const bf16d* d_pbf16, const float* gpu_theta, const ParamShape* shapes,
+                            const size_t* offs, int nt, size_t P, uint64_t seed, int step, int sr) {
+    bf16* pb = (bf16*)xmalloc(P * sizeof(bf16));
+    CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (int i = 0; i < nt; i++) {
+        const uint64_t base = sr_stream(seed, step, offs[i]);
+        for (size_t j = 0; j < shapes[i].numel; j++) bad += pb[offs[i] + j] != master_to_bf16(gpu_theta[offs[i] + j], sr, base, j);
+    }
+    char why[96];
+    snprintf(why, sizeof(why), "%zu of %zu bf16 values differ", bad, P);
+    test_check(bad == 0, why, "optimizer kernel %s: bf16 copy is the CPU's %s rounding of the master", label, sr ? "stochastic" : "nearest");
+    free(pb);
+}
 static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf16_mode, int sr) {
     const Optimizer* opt = optim_find(opt_name);
     CHECK(opt);
     OptHyper h = opt->defaults;
-    h.lr = 1e-2f;
-    h.weight_decay = 0.1f;
-    if (!strcmp(opt_name, "sgdm")) { h.momentum = 0.9f; h.nesterov = momentum_nesterov; }
+    h.lr = 1e-2;
+    h.weight_decay = 0.1;
+    if (!strcmp(opt_name, "sgdm")) { h.momentum = 0.9; h.nesterov = momentum_nesterov; }
     const size_t rows[6] = { 1, 1, 1, 33, 1, 3 }, cols[6] = { 1, 3, 127, 65, 4097, 5000 };
     const int nt = 6;
     ParamShape shapes[6];
@@ -206,12 +233,7 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
     size_t nties = 0;
     for (int step = 1; step <= 3; step++) {
         for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
-        if (bf16_mode) {
-            for (size_t i = 0; i < P; i++) { grad_b[i] = f32_to_bf16(grad[i]); grad[i] = bf16_to_f32(grad_b[i]); }
-            CUDA_CHECK(cudaMemcpy(d_grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
-        } else {
-            CUDA_CHECK(cudaMemcpy(d_grad, grad, P * sizeof(float), cudaMemcpyHostToDevice));
-        }
+        upload_grad(d_grad, grad, grad_b, P, bf16_mode);
         memcpy(before, cpu_theta, P * sizeof(float));
         if (is_lion)
             for (int i = 0; i < nt; i++)
@@ -223,7 +245,7 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
         // CPU: the trainer's optimizer_apply(), per tensor (gradient widened and scaled as tensor_grad_f32)
         for (int i = 0; i < nt; i++) {
             OptHyper th = h;
-            if (!shapes[i].decay) th.weight_decay = 0.0f;
+            if (!shapes[i].decay) th.weight_decay = 0.0;
             float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
@@ -280,22 +302,7 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
     test_check(ok_master, why, "optimizer kernel %s: master vs CPU step (rtol 1e-5, 3 steps)", label);
     test_check(ok_delta, why, "optimizer kernel %s: updates vs CPU step (rtol 1e-3)", label);
     if (o.layout.nbuf > 0) test_check(ok_state, why, "optimizer kernel %s: states vs CPU (rtol 1e-5)", label);
-    if (bf16_mode) {
-        bf16* pb = (bf16*)xmalloc(P * sizeof(bf16));
-        CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
-        size_t bad = 0;
-        for (int i = 0; i < nt; i++) {
-            uint64_t base = sr_stream(o.seed, 3, offs[i]);
-            for (size_t j = 0; j < shapes[i].numel; j++) {
-                float v = gpu_theta[offs[i] + j];
-                bf16 want = master_to_bf16(v, sr, base, j);
-                bad += pb[offs[i] + j] != want;
-            }
-        }
-        snprintf(why, sizeof(why), "%zu of %zu bf16 values differ", bad, P);
-        test_check(bad == 0, why, "optimizer kernel %s: bf16 copy is the CPU's %s rounding of the master", label, sr ? "stochastic" : "nearest");
-        free(pb);
-    }
+    if (bf16_mode) check_bf16_copy(label, d_pbf16, gpu_theta, shapes, offs, nt, P, o.seed, 3, sr);
     for (int i = 0; i < nt; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
     free(theta); free(cpu_theta); free(grad); free(grad_b); free(before); free(gpu_theta);
     CUDA_CHECK(cudaFree(d_master));
@@ -318,9 +325,9 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     const Optimizer* opt = optim_find(opt_name);
     CHECK(opt);
     OptHyper h = opt->defaults;
-    h.weight_decay = 0.1f;
+    h.weight_decay = 0.1;
     h.use_beta1 = use_beta1;
-    if (use_beta1) h.beta1 = 0.9f;
+    if (use_beta1) h.beta1 = 0.9;
     const int nt = 7;
     const size_t rows[7] = { 1, 1, 1, 33, 3, 300, 129 }, cols[7] = { 1, 3, 8193, 65, 5000, 7, 257 };
     ParamShape shapes[7];
@@ -368,15 +375,10 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     int ok_master = 1, ok_stat = 1, ok_state = 1;
     for (int step = 1; step <= 3; step++) {
         for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
-        if (bf16_mode) {
-            for (size_t i = 0; i < P; i++) { grad_b[i] = f32_to_bf16(grad[i]); grad[i] = bf16_to_f32(grad_b[i]); }
-            CUDA_CHECK(cudaMemcpy(d_grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
-        } else {
-            CUDA_CHECK(cudaMemcpy(d_grad, grad, P * sizeof(float), cudaMemcpyHostToDevice));
-        }
+        upload_grad(d_grad, grad, grad_b, P, bf16_mode);
         for (int i = 0; i < nt; i++) {
             OptHyper th = h;
-            if (!shapes[i].decay) th.weight_decay = 0.0f;
+            if (!shapes[i].decay) th.weight_decay = 0.0;
             float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
@@ -420,22 +422,7 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     test_check(ok_master, why, "optimizer kernel %s: master vs CPU step (rtol 1e-5, 3 steps)", label);
     test_check(ok_stat, why, "optimizer kernel %s: factored statistics vs CPU (rtol 1e-6)", label);
     test_check(ok_state, why, "optimizer kernel %s: momentum and residual states vs CPU (rtol 1e-5)", label);
-    if (bf16_mode) {
-        bf16* pb = (bf16*)xmalloc(P * sizeof(bf16));
-        CUDA_CHECK(cudaMemcpy(pb, d_pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
-        size_t bad = 0;
-        for (int i = 0; i < nt; i++) {
-            uint64_t base = sr_stream(o.seed, 3, offs[i]);
-            for (size_t j = 0; j < shapes[i].numel; j++) {
-                float v = gpu_theta[offs[i] + j];
-                bf16 want = master_to_bf16(v, sr, base, j);
-                bad += pb[offs[i] + j] != want;
-            }
-        }
-        snprintf(why, sizeof(why), "%zu of %zu bf16 values differ", bad, P);
-        test_check(bad == 0, why, "optimizer kernel %s: bf16 copy is the CPU's %s rounding of the master", label, sr ? "stochastic" : "nearest");
-        free(pb);
-    }
+    if (bf16_mode) check_bf16_copy(label, d_pbf16, gpu_theta, shapes, offs, nt, P, o.seed, 3, sr);
     for (int i = 0; i < nt; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
     free(cpu_theta); free(grad); free(grad_b); free(gpu_theta);
     CUDA_CHECK(cudaFree(d_master));
@@ -456,8 +443,8 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
     const Optimizer* opt = optim_find(opt_name);
     CHECK(opt);
     OptHyper h = opt->defaults;
-    h.lr = 1e-2f;
-    h.weight_decay = 0.1f;
+    h.lr = 1e-2;
+    h.weight_decay = 0.1;
     h.qblock = qblock;
     const size_t rows[6] = { 1, 1, 33, 1, 3, 129 }, cols[6] = { 3, 4095, 65, 4097, 5000, 67 };
     const int nt = 6;
@@ -490,9 +477,11 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
     for (size_t i = 0; i < P; i++) cpu_theta[i] = rng_normal(&r);
     float *d_master = NULL, *gpu_theta = (float*)xmalloc(P * sizeof(float)), *grad = (float*)xmalloc(P * sizeof(float));
     void* d_grad = NULL;
+    bf16d* d_pbf16 = NULL;
     bf16* grad_b = (bf16*)xmalloc(P * sizeof(bf16));
     CUDA_CHECK(cudaMalloc(&d_master, P * sizeof(float)));
     CUDA_CHECK(cudaMalloc(&d_grad, P * sizeof(float)));
+    if (bf16_mode) CUDA_CHECK(cudaMalloc(&d_pbf16, P * sizeof(bf16)));
     CUDA_CHECK(cudaMemcpy(d_master, cpu_theta, P * sizeof(float), cudaMemcpyHostToDevice));
     const float lr_scales[3] = { 0.3f, 1.0f, 0.7f }, clips[3] = { 1.0f, 0.5f, 1.0f };
     char label[96], why[256] = "";
@@ -503,12 +492,7 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
         // gradient scales vary by row (x1..x10), so blocks hold a spread of magnitudes
         for (size_t i = 0; i < P; i++) grad[i] = 0.1f * (1.0f + (float)(i % 10)) * rng_normal(&r);
         if (step == 2) { grad[offs[3] + 5] = NAN; grad[offs[4] + 4999] = INFINITY; }
-        if (bf16_mode) {
-            for (size_t i = 0; i < P; i++) { grad_b[i] = f32_to_bf16(grad[i]); grad[i] = bf16_to_f32(grad_b[i]); }
-            CUDA_CHECK(cudaMemcpy(d_grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
-        } else {
-            CUDA_CHECK(cudaMemcpy(d_grad, grad, P * sizeof(float), cudaMemcpyHostToDevice));
-        }
+        upload_grad(d_grad, grad, grad_b, P, bf16_mode);
         for (int i = 0; i < nt; i++) {
             const TensorStates* ts = &o.layout.tensors[i];
             float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
@@ -520,7 +504,7 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
             cpu_nonfinite += st.nonfinite;
             free(gs);
         }
-        if (bf16_mode) gpu_opt_step<bf16d>(&o, d_master, (const bf16d*)d_grad, (bf16d*)NULL, step, lr_scales[step - 1], clips[step - 1]);
+        if (bf16_mode) gpu_opt_step<bf16d>(&o, d_master, (const bf16d*)d_grad, d_pbf16, step, lr_scales[step - 1], clips[step - 1]);
         else gpu_opt_step<float>(&o, d_master, (const float*)d_grad, (bf16d*)NULL, step, lr_scales[step - 1], clips[step - 1]);
         CUDA_CHECK(cudaDeviceSynchronize());
         CUDA_CHECK(cudaMemcpy(gpu_theta, d_master, P * sizeof(float), cudaMemcpyDeviceToHost));
@@ -557,6 +541,7 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
     test_check(ok_master, why, "optimizer kernel %s: master vs CPU step (rtol 1e-6, 3 steps)", label);
     test_check(ok_codes, why, "optimizer kernel %s: 8-bit codes equal the CPU's", label);
     test_check(ok_f32, why, "optimizer kernel %s: absmax and fp32 states vs CPU (rtol 1e-6)", label);
+    if (bf16_mode) check_bf16_copy(label, d_pbf16, gpu_theta, shapes, offs, nt, P, o.seed, 3, o.stochastic_rounding);
     const long gn = gpu_opt_nonfinite(&o);
     snprintf(why, sizeof(why), "gpu %ld cpu %ld", gn, cpu_nonfinite);
     test_check(gn == cpu_nonfinite && gn == 2, why, "optimizer kernel %s: non-finite gradient elements counted (%ld)", label, gn);
@@ -570,6 +555,7 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
     free(cpu_theta); free(gpu_theta); free(grad); free(grad_b);
     CUDA_CHECK(cudaFree(d_master));
     CUDA_CHECK(cudaFree(d_grad));
+    if (d_pbf16) CUDA_CHECK(cudaFree(d_pbf16));
     dev_free_all();
     state_layout_free(&o.layout);
 }

@@ -197,8 +197,7 @@ static void test_maps(const VecFile* vf) {
 }
 
 // ---- 2. quantization --------------------------------------------------------------------------
-static float f32_from_bits(uint32_t b) { float x; memcpy(&x, &b, sizeof(x)); return x; }
-static uint32_t f32_bits(float x) { uint32_t b; memcpy(&b, &x, sizeof(b)); return b; }
+// f32_bits, f32_from_bits: common/numerics.h
 
 // q8_nearest (the table walk) returns what bitsandbytes' search (q8_search) returns: on both edges of
 // every bucket (+-1 ulp), every code and midpoint (+-2 ulps), 2^20 hashed values over the whole fp32
@@ -673,9 +672,9 @@ static void test_layout(void) {
     const OptHyper* dp = &OPT_PAGED_ADAMW8BIT.defaults;
     test_check(!strcmp(OPT_ADAM8BIT.name, "adam8bit") && !strcmp(OPT_ADAMW8BIT.name, "adamw8bit") &&
                !strcmp(OPT_PAGED_ADAMW8BIT.name, "paged_adamw8bit"), NULL, "table: names");
-    test_check(d8->lr == 1e-3f && d8->beta1 == 0.9f && d8->beta2 == 0.999f && d8->eps == 1e-8f && d8->weight_decay == 0.0f &&
-               d8->qblock == 256 && d8->min_8bit_size == 4096 && dw->weight_decay == 1e-2f && dp->weight_decay == 1e-2f &&
-               dw->lr == 1e-3f && dp->qblock == 256 && dw->min_8bit_size == 4096, NULL,
+    test_check(d8->lr == 1e-3 && d8->beta1 == 0.9 && d8->beta2 == 0.999 && d8->eps == 1e-8 && d8->weight_decay == 0.0 &&
+               d8->qblock == 256 && d8->min_8bit_size == 4096 && dw->weight_decay == 1e-2 && dp->weight_decay == 1e-2 &&
+               dw->lr == 1e-3 && dp->qblock == 256 && dw->min_8bit_size == 4096, NULL,
                "table: defaults lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 0 / 1e-2 / 1e-2, qblock 256, min_8bit_size 4096");
     test_check(strstr(OPT_PAGED_ADAMW8BIT.description, "adamw8bit") && strstr(OPT_PAGED_ADAMW8BIT.description, "managed memory"),
                NULL, "table: paged_adamw8bit says it is adamw8bit on the CPU");

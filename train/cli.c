@@ -65,13 +65,13 @@ int parse_int(const char* flag, const char* v, long lo, long hi) {
     return (int)x;
 }
 
-float parse_float(const char* flag, const char* v, double lo, double hi) {
+double parse_float(const char* flag, const char* v, double lo, double hi) {
     char* end;
     errno = 0;
     double x = strtod(v, &end);
     if (errno || end == v || *end || !isfinite(x)) user_error("flag %s expects a number, got '%s'", flag, v);
     if (x < lo || x > hi) user_error("flag %s must be between %g and %g, got %g", flag, lo, hi, x);
-    return (float)x;
+    return x;
 }
 
 void parse_args(Args* a, int argc, char** argv) {
@@ -188,7 +188,7 @@ OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step) {
     if (a->nesterov >= 0) h.nesterov = a->nesterov;
     if (a->qblock > 0) h.qblock = a->qblock;
     if (a->hess_interval > 0) h.hess_interval = a->hess_interval;
-    if (opt->flags & OPT_HESSIAN) h.bs = (float)tokens_per_step;
+    if (opt->flags & OPT_HESSIAN) h.bs = (double)tokens_per_step;
     return h;
 }
 

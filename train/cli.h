@@ -48,7 +48,7 @@ typedef struct {
     const char* eval_path;    // -eval: print the loss and perplexity on these tokens and exit
     int overwrite;            // -overwrite 1: a fresh run may replace another run's files in -o DIR
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
-    float lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho;
+    double lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho; // as typed (optim.h: OptHyper)
     int nesterov, qblock, hess_interval;
 } Args;
 
@@ -56,7 +56,7 @@ void print_usage(FILE* f);
 // Parses argv into a (user mistakes: a message and exit 2).
 void parse_args(Args* a, int argc, char** argv);
 int parse_int(const char* flag, const char* v, long lo, long hi);
-float parse_float(const char* flag, const char* v, double lo, double hi);
+double parse_float(const char* flag, const char* v, double lo, double hi);
 // "dN" (L=N, C=64N, heads=N) or "L:C:H"; GPT-2's vocabulary (50257, padded to 50304) and 1024 positions.
 GPT2Config parse_model(const char* s);
 // The optimizer's defaults with the flags the user gave applied over them.

@@ -36,10 +36,11 @@ int run_check_args(Args* a, const GPT2Config* cfg, const Optimizer* opt, OptHype
     // and its bias correction 1 - beta^t is 0; an eps of 0 where the algorithm divides by it (its
     // default is > 0) gives 0/0 on every weight whose gradient is 0 (e.g. the padded vocabulary rows)
     const char* bname[3] = { "-beta1", "-beta2", "-beta3" };
-    const float bval[3] = { a->beta1, a->beta2, a->beta3 };
+    const double bval[3] = { a->beta1, a->beta2, a->beta3 };
     for (int i = 0; i < 3; i++)
-        if (!isnan(bval[i]) && bval[i] >= 1.0f)
-            user_error("%s rounds to 1 in fp32 (the EMA would never move and its bias correction divides by 0); use at most 0.9999999", bname[i]);
+        if (!isnan(bval[i]) && (float)bval[i] >= 1.0f)
+            user_error("%s %.10g rounds to 1 in fp32, where the optimizer keeps its state: the average would never forget "
+                       "(and a bias correction 1 - beta^t would divide by 0); use at most 0.9999999", bname[i], bval[i]);
     if (!isnan(a->eps) && a->eps <= 0.0f && opt->defaults.eps > 0.0f)
         user_error("-eps 0: %s divides by (a root of) its second moment plus eps, which is 0 wherever the gradient is 0; use a small eps such as %g", opt->name, opt->defaults.eps);
     if (!isnan(a->eps2) && a->eps2 <= 0.0f && opt->defaults.eps2 > 0.0f && !strcmp(opt->name, "came"))
