@@ -1,6 +1,7 @@
 // train/run.c: see run.h.
 #include <string.h>
 #include <math.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include "train/run.h"
 #include "common/util.h"
@@ -65,16 +66,55 @@ void run_close_data(RunData* d) {
     d->tok = NULL;
 }
 
+// One flag of the run as text ("default" for an -l left to the optimizer).
+static void flag_text(char* buf, size_t n, double v, int is_lr) {
+    if (is_lr && isnan(v)) snprintf(buf, n, "default");
+    else snprintf(buf, n, "%.9g", v);
+}
+
 void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* path, int steps) {
     if (h->num_layers != mine->num_layers || h->channels != mine->channels || h->num_heads != mine->num_heads ||
-        h->vocab_size != mine->vocab_size || h->max_seq_len != mine->max_seq_len)
-        user_error("cannot resume: %s holds a model L=%d C=%d heads=%d, this run is L=%d C=%d heads=%d; use the same -model",
-                   path, h->num_layers, h->channels, h->num_heads, mine->num_layers, mine->channels, mine->num_heads);
+        h->vocab_size != mine->vocab_size || h->padded_vocab_size != mine->padded_vocab_size ||
+        h->max_seq_len != mine->max_seq_len || (mine->num_params && h->num_params != mine->num_params))
+        user_error("cannot resume: %s holds a model L=%d C=%d heads=%d vocab=%d (padded %d) params=%llu, this run is L=%d C=%d heads=%d "
+                   "vocab=%d (padded %d) params=%llu; use the same -model", path, h->num_layers, h->channels, h->num_heads,
+                   h->vocab_size, h->padded_vocab_size, (unsigned long long)h->num_params, mine->num_layers, mine->channels,
+                   mine->num_heads, mine->vocab_size, mine->padded_vocab_size, (unsigned long long)mine->num_params);
     if (h->precision != mine->precision)
         user_error("cannot resume: %s was written with -precision %s; use the same precision", path, h->precision ? "bf16" : "fp32");
     if (strncmp(h->optimizer, mine->optimizer, sizeof(h->optimizer)) != 0)
         user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %.32s", path, h->optimizer, mine->optimizer);
+    if (h->step < 0 || h->skipped_steps < 0)
+        user_error("cannot resume: %s is corrupt (step %d, %d skipped steps)", path, h->step, h->skipped_steps);
     if (h->step >= steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", path, h->step, steps);
+    // The flags a bit-exact resume depends on: compared when this run's header carries them (the caller
+    // filled `mine` with run_ckpt_header) and the checkpoint recorded them (version 2).
+    if (mine->run_B <= 0) return;
+    if (h->run_B <= 0) {
+        if (h->seed != mine->seed)
+            user_error("cannot resume: %s was written with -seed %llu, this run has -seed %llu; pass the same flags to resume",
+                       path, (unsigned long long)h->seed, (unsigned long long)mine->seed);
+        fprintf(stderr, "note: %s does not record -b -t -d -sr -l (format version 1): make sure they are the ones it was written with\n", path);
+        return;
+    }
+    struct { const char* flag; double old, now; int is_lr; } f[] = {
+        { "-b", h->run_B, mine->run_B, 0 }, { "-t", h->run_T, mine->run_T, 0 },
+        { "-d", h->run_total_batch, mine->run_total_batch, 0 }, { "-seed", (double)h->seed, (double)mine->seed, 0 },
+        { "-sr", h->run_sr, mine->run_sr, 0 }, { "-l", h->run_lr, mine->run_lr, 1 },
+    };
+    char msg[1024];
+    size_t len = 0;
+    msg[0] = 0;
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        int same = f[i].old == f[i].now || (isnan(f[i].old) && isnan(f[i].now));
+        if (i == 3) same = h->seed == mine->seed;  // exact in 64 bits
+        if (same || len >= sizeof(msg) - 1) continue;
+        char o[40], n[40];
+        if (i == 3) { snprintf(o, sizeof(o), "%llu", (unsigned long long)h->seed); snprintf(n, sizeof(n), "%llu", (unsigned long long)mine->seed); }
+        else { flag_text(o, sizeof(o), f[i].old, f[i].is_lr); flag_text(n, sizeof(n), f[i].now, f[i].is_lr); }
+        len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%s%s %s (now %s)", len ? ", " : "", f[i].flag, o, n);
+    }
+    if (len) user_error("cannot resume: %s was written with %s; pass the same flags to resume it", path, msg);
 }
 
 void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen) {
@@ -97,8 +137,9 @@ int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_
     s->tokens_seen += a->total_batch;
     if (step > first_step || a->steps == first_step) { s->train_seconds += seconds; s->train_tokens += a->total_batch; }
     if (skipped) {
-        s->skipped_total++;
-        s->consecutive_skips++;
+        // saturating: a restored count near INT_MAX must not overflow
+        if (s->skipped_total < INT_MAX) s->skipped_total++;
+        if (s->consecutive_skips < INT_MAX) s->consecutive_skips++;
         printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a->steps,
                isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", isfinite(loss) ? "gradient" : "loss", s->skipped_total);
         logger_write(lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"skipped_total\":%d}", step, isfinite(loss) ? "0" : "null", s->skipped_total);
@@ -141,6 +182,12 @@ void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, 
     h->seed = a->seed;
     h->data_position = data_position;
     h->tokens_seen = (uint64_t)s->tokens_seen;
+    // what a bit-exact resume needs (run_check_resume compares them): -b -t -d -sr -l (-seed above)
+    h->run_B = a->B;
+    h->run_T = a->T;
+    h->run_total_batch = a->total_batch;
+    h->run_sr = a->sr;
+    h->run_lr = a->lr;
 }
 
 void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
