@@ -145,7 +145,7 @@ test-asan: $(ASAN_TEST_BINS) $(FUZZ_BINS) train_cpu_asan prepare_data $(DATA_TRA
 FUZZ_ITERS ?= 20000
 FUZZ_SEED ?= 1
 fuzz: $(FUZZ_BINS) $(VOCAB)
-	@for f in $(FUZZ_BINS); do t=$${f#test/bin-asan/fuzz_}; ./$$f -n $(FUZZ_ITERS) -seed $(FUZZ_SEED) -max 65536 test/fuzz/corpus/$$t || exit 1; done
+	@for f in $(FUZZ_BINS); do t=$${f#test/bin-asan/fuzz_}; FUZZ_TMPDIR=$$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp) ./$$f -n $(FUZZ_ITERS) -seed $(FUZZ_SEED) -max 65536 test/fuzz/corpus/$$t || exit 1; done
 
 # optional: the same targets under clang's libFuzzer (coverage-guided), when clang has -fsanitize=fuzzer.
 # Each binary compiles the library sources itself (clang's sanitizer runtime must not mix with gcc's).
