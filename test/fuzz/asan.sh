@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")/../.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-FUZZ_ITERS=${FUZZ_ITERS:-1000}
+FUZZ_ITERS=${FUZZ_ITERS:-3000}
 passed=0
 failed=0
 log=$(mktemp)
