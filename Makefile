@@ -112,5 +112,58 @@ test/bin/test_gpt2cu: test/test_gpt2cu.cu $(LIB_OBJS)
 	@mkdir -p test/bin
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d test/test_gpt2cu.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
 
+# ---- sanitizers and fuzzing: make test-asan ---------------------------------------------------------
+# The CPU trainer, the C tests and the fuzz drivers built with AddressSanitizer (LeakSanitizer
+# included) and UndefinedBehaviorSanitizer, objects in build-asan/ so they never mix with the normal
+# build. -fno-sanitize-recover=all: any UBSan finding stops the program, so it fails the test.
+# test/fuzz/asan.sh runs the C test binaries, a few shell checks with TRAIN=./train_cpu_asan and a
+# bounded deterministic fuzz run of each target (test/fuzz/fuzz_*.c, seeds in test/fuzz/corpus/).
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+ASAN_CFLAGS := -O1 -march=native -std=gnu11 -Wall -Wextra -Wno-unused-parameter -I. $(ASAN_FLAGS)
+ifeq ($(HAS_OMP),1)
+ASAN_CFLAGS += -fopenmp
+endif
+ASAN_OBJS := $(patsubst %.c,build-asan/%.o,$(LIB_SRCS))
+ASAN_TEST_BINS := $(patsubst test/%.c,test/bin-asan/%,$(TEST_SRCS))
+FUZZ_SRCS := $(wildcard test/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst test/fuzz/%.c,test/bin-asan/%,$(FUZZ_SRCS))
+FUZZ_SUPPORT := test/fuzz/driver.c test/fuzz/scratch.c
+.PHONY: test-asan fuzz clean-asan fuzz-libfuzzer
+
+build-asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) $(DEPFLAGS) -c $< -o $@
+train_cpu_asan: train_gpt2.c $(ASAN_OBJS)
+	$(CC) $(ASAN_CFLAGS) $(DEPFLAGS) train_gpt2.c $(ASAN_OBJS) $(LDLIBS) -o $@
+test/bin-asan/test_%: test/test_%.c $(ASAN_OBJS)
+	@mkdir -p test/bin-asan
+	$(CC) $(ASAN_CFLAGS) $(DEPFLAGS) $< $(ASAN_OBJS) $(LDLIBS) -o $@
+test/bin-asan/fuzz_%: test/fuzz/fuzz_%.c $(FUZZ_SUPPORT) $(ASAN_OBJS)
+	@mkdir -p test/bin-asan
+	$(CC) $(ASAN_CFLAGS) $(DEPFLAGS) $< $(FUZZ_SUPPORT) $(ASAN_OBJS) $(LDLIBS) -o $@
+
+test-asan: $(ASAN_TEST_BINS) $(FUZZ_BINS) train_cpu_asan prepare_data $(DATA_TRAIN)
+	bash test/fuzz/asan.sh
+
+# a longer fuzz run: make fuzz FUZZ_ITERS=200000 (FUZZ_SEED picks another deterministic stream)
+FUZZ_ITERS ?= 20000
+FUZZ_SEED ?= 1
+fuzz: $(FUZZ_BINS) $(VOCAB)
+	@for f in $(FUZZ_BINS); do t=$${f#test/bin-asan/fuzz_}; FUZZ_TMPDIR=$$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp) ./$$f -n $(FUZZ_ITERS) -seed $(FUZZ_SEED) -max 65536 test/fuzz/corpus/$$t || exit 1; done
+
+# optional: the same targets under clang's libFuzzer (coverage-guided), when clang has -fsanitize=fuzzer.
+# Each binary compiles the library sources itself (clang's sanitizer runtime must not mix with gcc's).
+# Run e.g. ./build-fuzz/fuzz_checkpoint -max_total_time=60 test/fuzz/corpus/checkpoint
+LIBFUZZER_CC ?= clang
+fuzz-libfuzzer:
+	@mkdir -p build-fuzz
+	@for f in $(FUZZ_SRCS); do t=$$(basename $$f .c); echo "$(LIBFUZZER_CC) ... -o build-fuzz/$$t"; \
+	  $(LIBFUZZER_CC) -O1 -g -march=native -std=gnu11 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    $$f test/fuzz/scratch.c $(LIB_SRCS) -lm -o build-fuzz/$$t || exit 1; done
+
+clean-asan:
+	rm -rf build-asan build-fuzz test/bin-asan train_cpu_asan
+
 # the header dependencies written by the compiles above (absent before the first build)
 -include $(wildcard build/*.d build/*/*.d build/*/*/*.d test/bin/*.d *.d)
+-include $(wildcard build-asan/*/*.d test/bin-asan/*.d)

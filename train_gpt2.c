@@ -919,6 +919,29 @@ static void gpt2_free(GPT2* m, OptRun* o) {
     model_layout_free(&m->layout);
 }
 
+// The model and the optimizer state, everything through the ledger (a dry ledger only plans).
+static void build(GPT2* m, OptRun* o, const Run* r, Ledger* led) {
+    const Args* a = &r->a;
+    gpt2_build(m, &r->cfg, a->precision, a->B, a->T, (r->opt->flags & OPT_FUSED_BACKWARD) != 0, led);
+    optimizer_setup(o, m, r->opt, &r->hyper, led);
+    o->stochastic_rounding = a->sr;
+    o->seed = a->seed;
+    ledger_record(led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
+}
+
+// Pre-flight: the whole plan, dry, against the memory this machine has available (exit 2 with the
+// ledger's numbers when it cannot fit, instead of failing halfway through the allocations).
+static void preflight(const Run* r) {
+    Ledger dry;
+    ledger_init(&dry, 1);
+    GPT2 m;
+    OptRun o;
+    build(&m, &o, r, &dry);
+    char msg[1024];
+    if (ledger_check_fits(&dry, ledger_mem_available(NULL), msg, sizeof(msg)) != 0) user_error("%s", msg);
+    gpt2_free(&m, &o);
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
     Run run;
@@ -927,15 +950,12 @@ int main(int argc, char** argv) {
     const Args* a = &run.a;
     int fused = (run.opt->flags & OPT_FUSED_BACKWARD) != 0;
 
-    // ---- model and optimizer state, everything through the ledger
+    // ---- model and optimizer state, everything through the ledger (planned dry first)
+    if (!a->memory_only) preflight(&run);
     GPT2 model;
-    gpt2_build(&model, &run.cfg, a->precision, a->B, a->T, fused, &run.led);
     OptRun orun;
-    optimizer_setup(&orun, &model, run.opt, &run.hyper, &run.led);
-    orun.stochastic_rounding = a->sr;
-    orun.seed = a->seed;
+    build(&model, &orun, &run, &run.led);
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
-    ledger_record(&run.led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
     if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
 
     // ---- data, init or resume, log

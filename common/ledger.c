@@ -113,6 +113,40 @@ void ledger_print(const Ledger* L, FILE* f, size_t num_params) {
     fprintf(f, "+-------------------+----------------------------+----------------+------------+-----------+--------+\n");
 }
 
+size_t ledger_mem_available(const char* meminfo_path) {
+    FILE* f = fopen(meminfo_path ? meminfo_path : "/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t avail = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long kb;
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { avail = (size_t)kb * 1024; break; }
+    }
+    fclose(f);
+    return avail;
+}
+
+int ledger_check_fits(const Ledger* L, size_t available, char* msg, size_t msglen) {
+    size_t need = L->peak > L->current ? L->peak : L->current;
+    if (available == 0 || need <= available) { if (msglen) msg[0] = 0; return 0; }
+    // the three largest categories: where the memory goes, so the user knows which flag to turn
+    size_t bytes[MEM_NCAT];
+    int order[MEM_NCAT];
+    for (int c = 0; c < MEM_NCAT; c++) { bytes[c] = ledger_category_bytes(L, (MemCategory)c); order[c] = c; }
+    for (int i = 1; i < MEM_NCAT; i++)
+        for (int j = i; j > 0 && bytes[order[j]] > bytes[order[j - 1]]; j--) { int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
+    char parts[256];
+    size_t len = 0;
+    parts[0] = 0;
+    for (int i = 0; i < 3 && bytes[order[i]]; i++)
+        len += (size_t)snprintf(parts + len, sizeof(parts) - len, "%s%s %.1f MiB", i ? ", " : "",
+                                ledger_category_name((MemCategory)order[i]), bytes[order[i]] / 1048576.0);
+    snprintf(msg, msglen, "this run needs %.1f MiB (memory ledger: %s) but only %.1f MiB are available (MemAvailable); "
+             "use a smaller model (-model), batch (-b) or sequence length (-t), or a lighter optimizer (-opt list)",
+             need / 1048576.0, parts, available / 1048576.0);
+    return -1;
+}
+
 size_t process_peak_rss(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;

@@ -60,6 +60,13 @@ size_t ledger_category_bytes(const Ledger* L, MemCategory c);
 size_t ledger_label_bytes(const Ledger* L, const char* label);
 // The table printed at start: one line per allocation, bytes, MiB, bytes/param, share of total.
 void ledger_print(const Ledger* L, FILE* f, size_t num_params);
+// Pre-flight: the memory this process may still use, MemAvailable of meminfo_path (NULL:
+// /proc/meminfo) in bytes; 0 when unknown (no such file or field).
+size_t ledger_mem_available(const char* meminfo_path);
+// Pre-flight check before allocating: 0 when the ledger's peak (a dry ledger holding the whole plan)
+// fits in `available` bytes (or available is 0: unknown); -1 when it does not, with one line in msg
+// giving the ledger's numbers (total and its largest categories) and what to do.
+int ledger_check_fits(const Ledger* L, size_t available, char* msg, size_t msglen);
 // Peak resident set size of this process in bytes (getrusage), 0 if unknown.
 size_t process_peak_rss(void);
 

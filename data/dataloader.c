@@ -4,6 +4,7 @@
 #include "data/dataloader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -70,6 +71,36 @@ static int shard_header(FILE* f, const char* path, ShardInfo* info, char* err, s
     return 0;
 }
 
+// Opens a data file for reading only if it is a regular file. O_NONBLOCK so a FIFO is refused at
+// once instead of blocking until a writer appears; the flag is cleared before reading.
+static FILE* open_data_file(const char* path, char* err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot open data file '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        set_err(err, errlen, "cannot stat data file '%s': %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "data file '%s' is %s, not a token shard file; give a .bin shard (globs allowed, e.g. 'dir/*.bin') or a .txt file",
+                path, S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)" : "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    FILE* f = fdopen(fd, "rb");
+    if (!f) {
+        set_err(err, errlen, "cannot open data file '%s': %s", path, strerror(errno));
+        close(fd);
+    }
+    return f;
+}
+
 static void glob_error(const char* pattern, int rc, char* err, size_t errlen) {
     if (rc == GLOB_NOMATCH)
         set_err(err, errlen, "no data file matches '%s'; run `make data` for the default dataset, or give an existing "
@@ -78,55 +109,68 @@ static void glob_error(const char* pattern, int rc, char* err, size_t errlen) {
         set_err(err, errlen, "cannot list data files matching '%s' (glob error %d)", pattern, rc);
 }
 
-int dataloader_open(DataLoader* dl, const char* pattern, int B, int T, int vocab_size, char* err, size_t errlen) {
-    memset(dl, 0, sizeof(*dl));
+// Pass 1 of opening: every matching file's header checked against its size, token counts summed,
+// and the total compared with one batch (B*T+1). On success g holds the file list (caller frees).
+static int count_tokens(glob_t* g, const char* pattern, int B, int T, uint64_t* total_out, char* err, size_t errlen) {
     if (B <= 0 || T <= 0) {
         set_err(err, errlen, "batch size (%d) and sequence length (%d) must be positive", B, T);
         return -1;
     }
-    if (vocab_size <= 0 || vocab_size > 65536) {
-        set_err(err, errlen, "vocabulary size %d cannot be stored in uint16 shards (1..65536)", vocab_size);
-        return -1;
-    }
-    glob_t g;
-    int rc = glob(pattern, GLOB_ERR, NULL, &g);
-    if (rc != 0 || g.gl_pathc == 0) {
+    int rc = glob(pattern, GLOB_ERR, NULL, g);
+    if (rc != 0 || g->gl_pathc == 0) {
         glob_error(pattern, rc == 0 ? GLOB_NOMATCH : rc, err, errlen);
-        if (rc == 0) globfree(&g);
+        if (rc == 0) globfree(g);
         return -1;
     }
-    // pass 1: validate every header against its file size, and sum the token counts
     uint64_t total = 0;
-    for (size_t i = 0; i < g.gl_pathc; i++) {
-        const char* path = g.gl_pathv[i];
-        FILE* f = fopen(path, "rb");
-        if (!f) {
-            set_err(err, errlen, "cannot open data file '%s': %s", path, strerror(errno));
-            goto fail;
-        }
+    for (size_t i = 0; i < g->gl_pathc; i++) {
+        const char* path = g->gl_pathv[i];
+        FILE* f = open_data_file(path, err, errlen);
         ShardInfo info;
-        int bad = shard_header(f, path, &info, err, errlen);
-        fclose(f);
-        if (bad) goto fail;
+        int bad = !f || shard_header(f, path, &info, err, errlen) != 0;
+        if (f) fclose(f);
+        if (bad) { globfree(g); return -1; }
         total += info.n_tokens;
     }
     uint64_t need = (uint64_t)B * (uint64_t)T + 1;
     if (total < need) {
         set_err(err, errlen, "data '%s' holds %llu tokens, fewer than the %llu one batch needs (B*T+1 with B=%d, T=%d); "
-                "use a smaller batch size or sequence length, or more data", pattern,
+                "use a smaller batch size (-b) or sequence length (-t), or more data", pattern,
                 (unsigned long long)total, (unsigned long long)need, B, T);
-        goto fail;
+        globfree(g);
+        return -1;
     }
+    *total_out = total;
+    return 0;
+}
+
+int dataloader_check(const char* pattern, int B, int T, uint64_t* n_tokens, char* err, size_t errlen) {
+    glob_t g;
+    uint64_t total = 0;
+    if (count_tokens(&g, pattern, B, T, &total, err, errlen) != 0) return -1;
+    globfree(&g);
+    if (n_tokens) *n_tokens = total;
+    return 0;
+}
+
+int dataloader_open(DataLoader* dl, const char* pattern, int B, int T, int vocab_size, char* err, size_t errlen) {
+    memset(dl, 0, sizeof(*dl));
+    if (vocab_size <= 0 || vocab_size > 65536) {
+        set_err(err, errlen, "vocabulary size %d cannot be stored in uint16 shards (1..65536)", vocab_size);
+        return -1;
+    }
+    glob_t g;
+    uint64_t total = 0;
+    if (count_tokens(&g, pattern, B, T, &total, err, errlen) != 0) return -1;
     // pass 2: read the tokens and check each is a valid id
     dl->tokens = xmalloc(total * sizeof(uint16_t));
     uint64_t at = 0;
     for (size_t i = 0; i < g.gl_pathc; i++) {
         const char* path = g.gl_pathv[i];
-        FILE* f = fopen(path, "rb");
+        FILE* f = open_data_file(path, err, errlen);
         ShardInfo info;
         if (!f || shard_header(f, path, &info, err, errlen) != 0) {  // changed since pass 1?
             if (f) fclose(f);
-            else set_err(err, errlen, "cannot open data file '%s': %s", path, strerror(errno));
             goto fail;
         }
         uint16_t* dst = dl->tokens + at;
@@ -176,6 +220,10 @@ void dataloader_next(DataLoader* dl, int* inputs, int* targets) {
 void dataloader_reset(DataLoader* dl) { dl->pos = 0; }
 uint64_t dataloader_position(const DataLoader* dl) { return dl->pos; }
 uint64_t dataloader_num_tokens(const DataLoader* dl) { return dl->n_tokens; }
+uint64_t dataloader_batches(const DataLoader* dl) {
+    uint64_t bt = (uint64_t)dl->B * (uint64_t)dl->T;
+    return bt && dl->n_tokens > 0 ? (dl->n_tokens - 1) / bt : 0;
+}
 size_t dataloader_bytes(const DataLoader* dl) { return (size_t)dl->n_tokens * sizeof(uint16_t); }
 
 int dataloader_seek(DataLoader* dl, uint64_t pos) {

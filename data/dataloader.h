@@ -40,12 +40,18 @@ typedef struct {
 // together hold at least B*T+1 tokens. Returns 0, or -1 with a one-line message in err naming the
 // file and what to do (dl is then empty and needs no dataloader_free).
 int dataloader_open(DataLoader* dl, const char* pattern, int B, int T, int vocab_size, char* err, size_t errlen);
+// Pass 1 of dataloader_open alone: every file's header and size, and at least B*T+1 tokens in all,
+// without reading the tokens (cheap: call it before allocating the model, so that too little data is
+// reported as such and not as the memory a huge B*T would need). Only regular files are accepted (a
+// directory or a FIFO is named as such). 0 (n_tokens set when not NULL), or -1 with a message.
+int dataloader_check(const char* pattern, int B, int T, uint64_t* n_tokens, char* err, size_t errlen);
 // Fill inputs (B, T) and targets (B, T) (caller-owned) with the next batch.
 void dataloader_next(DataLoader* dl, int* inputs, int* targets);
 void dataloader_reset(DataLoader* dl);                   // back to the first batch
 uint64_t dataloader_position(const DataLoader* dl);      // where the next batch starts
 int dataloader_seek(DataLoader* dl, uint64_t pos);       // 0, or -1 if pos > number of tokens
 uint64_t dataloader_num_tokens(const DataLoader* dl);
+uint64_t dataloader_batches(const DataLoader* dl);       // distinct batches before the position wraps
 size_t dataloader_bytes(const DataLoader* dl);           // heap bytes held (for the memory ledger)
 void dataloader_free(DataLoader* dl);
 

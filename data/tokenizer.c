@@ -37,6 +37,9 @@
 #include "data/unicode_tables.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,10 +109,23 @@ static uint64_t fnv1a(const unsigned char* s, size_t n) {
     return h;
 }
 
-// Read a whole file; returns malloc'd bytes (NUL-terminated, *n excludes the NUL) or NULL.
-static char* read_file(const char* path, size_t* n) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return NULL;
+// Read a whole regular file; returns malloc'd bytes (NUL-terminated, *n excludes the NUL) or NULL with
+// the reason in why. Opened with O_NONBLOCK and checked with fstat first, so a FIFO or a directory
+// given as a vocabulary file is refused at once instead of blocking (a FIFO waits for a writer).
+static char* read_file(const char* path, size_t* n, char* why, size_t whylen) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { snprintf(why, whylen, "%s", strerror(errno)); return NULL; }
+    struct stat st;
+    if (fstat(fd, &st) != 0) { snprintf(why, whylen, "%s", strerror(errno)); close(fd); return NULL; }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "%s", S_ISDIR(st.st_mode) ? "it is a directory" : S_ISFIFO(st.st_mode) ? "it is a FIFO (named pipe), not a regular file" : "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    FILE* f = fdopen(fd, "rb");
+    if (!f) { snprintf(why, whylen, "%s", strerror(errno)); close(fd); return NULL; }
     char* buf = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
@@ -124,7 +140,7 @@ static char* read_file(const char* path, size_t* n) {
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(buf); errno = EIO; return NULL; }
+    if (bad) { free(buf); snprintf(why, whylen, "read error"); return NULL; }
     buf[len] = 0;
     *n = len;
     return buf;
@@ -592,9 +608,10 @@ typedef struct { int32_t id; uint32_t off, len; } VocabEntry;
 // Parse encoder.json into t->n_vocab, t->tok_off, t->tok_bytes, t->eot.
 static int load_encoder(Tokenizer* t, const char* path, const int16_t cp_to_byte[324], char* err, size_t errlen) {
     size_t n;
-    char* text = read_file(path, &n);
+    char reason[128];
+    char* text = read_file(path, &n, reason, sizeof(reason));
     if (!text) {
-        set_err(err, errlen, "cannot read GPT-2 vocabulary '%s': %s; run `make data` (or bash data/fetch.sh) to fetch it", path, strerror(errno));
+        set_err(err, errlen, "cannot read GPT-2 vocabulary '%s': %s; run `make data` (or bash data/fetch.sh) to fetch it", path, reason);
         return -1;
     }
     Json j = { (const unsigned char*)text, n, 0 };
@@ -675,9 +692,10 @@ done_quiet:
 
 static int load_merges(Tokenizer* t, const char* path, const int16_t cp_to_byte[324], char* err, size_t errlen) {
     size_t n;
-    char* text = read_file(path, &n);
+    char reason[128];
+    char* text = read_file(path, &n, reason, sizeof(reason));
     if (!text) {
-        set_err(err, errlen, "cannot read GPT-2 merges '%s': %s; run `make data` (or bash data/fetch.sh) to fetch it", path, strerror(errno));
+        set_err(err, errlen, "cannot read GPT-2 merges '%s': %s; run `make data` (or bash data/fetch.sh) to fetch it", path, reason);
         return -1;
     }
     ByteMap bm = { 1, NULL, NULL };

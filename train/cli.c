@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <math.h>
 #include <errno.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include "train/cli.h"
 #include "common/util.h"
@@ -57,11 +58,12 @@ void print_usage(FILE* f) {
 }
 
 int parse_int(const char* flag, const char* v, long lo, long hi) {
+    // 64-bit parse, range-checked before narrowing: no value wraps into the range
     char* end;
     errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end) user_error("flag %s expects an integer, got '%s'", flag, v);
-    if (x < lo || x > hi) user_error("flag %s must be between %ld and %ld, got %ld", flag, lo, hi, x);
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end) user_error("flag %s expects an integer, got '%s'", flag, v);
+    if (errno == ERANGE || x < lo || x > hi) user_error("flag %s must be between %ld and %ld, got %s", flag, lo, hi, v);
     return (int)x;
 }
 
@@ -145,6 +147,11 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-k")) a->hess_interval = parse_int(f, v, 1, 1 << 20);
         else user_error("unknown flag %s (run ./train -h for the list)", f);
     }
+    // one step of -d tokens is -d / (b*t) micro-steps: bounded so that a step finishes (64-bit product)
+    long long bt = (long long)a->B * a->T;
+    if (a->total_batch > 0 && a->total_batch / bt > MAX_MICRO_STEPS)
+        user_error("-d %d is %lld micro-steps of -b %d x -t %d tokens, more than %d per step; use a smaller -d or a larger -b/-t",
+                   a->total_batch, a->total_batch / bt, a->B, a->T, MAX_MICRO_STEPS);
     if (a->qblock > 0 && (a->qblock & (a->qblock - 1))) user_error("-qblock must be a power of two (e.g. 256 or 2048), got %d", a->qblock);
     if (a->resume && !a->out_dir) user_error("-y 1 resumes from DIR/checkpoint.bin: give the directory with -o DIR");
     if (a->ckpt_every && !a->out_dir) user_error("-n writes checkpoints into -o DIR: give -o DIR");
@@ -155,20 +162,42 @@ void parse_args(Args* a, int argc, char** argv) {
     if (a->prompt && !a->sample_only) user_error("-prompt goes with -sample 1");
 }
 
+// One decimal field of a -model spec, parsed in 64 bits so that no value can wrap (strtoll saturates
+// and sets ERANGE far beyond any valid size). Returns the end of the digits, or NULL if none.
+static const char* model_field(const char* p, long long* out) {
+    if (*p < '0' || *p > '9') return NULL;  // no sign, no spaces
+    char* end;
+    errno = 0;
+    long long v = strtoll(p, &end, 10);
+    if (errno == ERANGE) v = LLONG_MAX;
+    *out = v;
+    return end;
+}
+
 GPT2Config parse_model(const char* s) {
     GPT2Config c;
     c.max_seq_len = 1024;
     c.vocab_size = 50257;
     c.padded_vocab_size = 50304; // 50257 rounded up to a multiple of 128
-    int L = 0, C = 0, H = 0;
-    char tail;
-    if (s[0] == 'd' && sscanf(s + 1, "%d%c", &L, &tail) == 1) { C = 64 * L; H = L; }
-    else if (sscanf(s, "%d:%d:%d%c", &L, &C, &H, &tail) != 3)
+    long long L = 0, C = 0, H = 0;
+    const char* p;
+    if (s[0] == 'd' && (p = model_field(s + 1, &L)) && !*p) {
+        // C = 64 L and H = L, computed only once L is known to be in range
+        C = L >= 1 && L <= 200 ? 64 * L : 0;
+        H = L;
+    } else if (!((p = model_field(s, &L)) && *p == ':' && (p = model_field(p + 1, &C)) && *p == ':' &&
+                 (p = model_field(p + 1, &H)) && !*p))
         user_error("-model must be dN (e.g. d12) or L:C:H (e.g. 4:256:4), got '%s'", s);
-    if (L < 1 || L > 200 || C < 1 || C > 16384 || H < 1 || C % H != 0)
+    if (L < 1 || L > 200 || C < 1 || C > 16384 || H < 1 || H > C || C % H != 0)
         user_error("-model %s: need 1 <= L <= 200, 1 <= C <= 16384 and C divisible by the head count", s);
-    c.num_layers = L; c.channels = C; c.num_heads = H;
+    c.num_layers = (int)L; c.channels = (int)C; c.num_heads = (int)H;
     return c;
+}
+
+void check_val_batches(const Args* a, uint64_t available, const char* val_path) {
+    if ((uint64_t)a->val_batches > available)
+        user_error("-m %d: the val data %s holds only %llu batches of -b %d x -t %d tokens; use -m %llu or less", a->val_batches,
+                   val_path, (unsigned long long)available, a->B, a->T, (unsigned long long)(available ? available : 1));
 }
 
 int file_exists(const char* p) { struct stat st; return stat(p, &st) == 0; }

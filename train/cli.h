@@ -59,6 +59,11 @@ int parse_int(const char* flag, const char* v, long lo, long hi);
 double parse_float(const char* flag, const char* v, double lo, double hi);
 // "dN" (L=N, C=64N, heads=N) or "L:C:H"; GPT-2's vocabulary (50257, padded to 50304) and 1024 positions.
 GPT2Config parse_model(const char* s);
+// Gradient accumulation bound: -d may ask for at most this many micro-steps (-d / (b*t)) per step.
+#define MAX_MICRO_STEPS 4096
+// -m at most the batches the val data holds (dataloader_batches of the val loader): more would only
+// wrap and evaluate the same tokens again. Exit 2 with a message otherwise.
+void check_val_batches(const Args* a, uint64_t available, const char* val_path);
 // The optimizer's defaults with the flags the user gave applied over them.
 OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step);
 int file_exists(const char* path);

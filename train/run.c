@@ -2,6 +2,7 @@
 #include <string.h>
 #include <math.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <time.h>
 #include <fcntl.h>
@@ -88,16 +89,55 @@ void run_close_data(RunData* d) {
     d->tok = NULL;
 }
 
+// One flag of the run as text ("default" for an -l left to the optimizer).
+static void flag_text(char* buf, size_t n, double v, int is_lr) {
+    if (is_lr && isnan(v)) snprintf(buf, n, "default");
+    else snprintf(buf, n, "%.9g", v);
+}
+
 void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* path, int steps) {
     if (h->num_layers != mine->num_layers || h->channels != mine->channels || h->num_heads != mine->num_heads ||
-        h->vocab_size != mine->vocab_size || h->max_seq_len != mine->max_seq_len)
-        user_error("cannot resume: %s holds a model L=%d C=%d heads=%d, this run is L=%d C=%d heads=%d; use the same -model",
-                   path, h->num_layers, h->channels, h->num_heads, mine->num_layers, mine->channels, mine->num_heads);
+        h->vocab_size != mine->vocab_size || h->padded_vocab_size != mine->padded_vocab_size ||
+        h->max_seq_len != mine->max_seq_len || (mine->num_params && h->num_params != mine->num_params))
+        user_error("cannot resume: %s holds a model L=%d C=%d heads=%d vocab=%d (padded %d) params=%llu, this run is L=%d C=%d heads=%d "
+                   "vocab=%d (padded %d) params=%llu; use the same -model", path, h->num_layers, h->channels, h->num_heads,
+                   h->vocab_size, h->padded_vocab_size, (unsigned long long)h->num_params, mine->num_layers, mine->channels,
+                   mine->num_heads, mine->vocab_size, mine->padded_vocab_size, (unsigned long long)mine->num_params);
     if (h->precision != mine->precision)
         user_error("cannot resume: %s was written with -precision %s; use the same precision", path, h->precision ? "bf16" : "fp32");
     if (strncmp(h->optimizer, mine->optimizer, sizeof(h->optimizer)) != 0)
         user_error("cannot resume: %s was written by -opt %.32s, this run uses -opt %.32s", path, h->optimizer, mine->optimizer);
+    if (h->step < 0 || h->skipped_steps < 0)
+        user_error("cannot resume: %s is corrupt (step %d, %d skipped steps)", path, h->step, h->skipped_steps);
     if (h->step >= steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", path, h->step, steps);
+    // The flags a bit-exact resume depends on: compared when this run's header carries them (the caller
+    // filled `mine` with run_ckpt_header) and the checkpoint recorded them (version 2).
+    if (mine->run_B <= 0) return;
+    if (h->run_B <= 0) {
+        if (h->seed != mine->seed)
+            user_error("cannot resume: %s was written with -seed %llu, this run has -seed %llu; pass the same flags to resume",
+                       path, (unsigned long long)h->seed, (unsigned long long)mine->seed);
+        fprintf(stderr, "note: %s does not record -b -t -d -sr -l (format version 1): make sure they are the ones it was written with\n", path);
+        return;
+    }
+    struct { const char* flag; double old, now; int is_lr; } f[] = {
+        { "-b", h->run_B, mine->run_B, 0 }, { "-t", h->run_T, mine->run_T, 0 },
+        { "-d", h->run_total_batch, mine->run_total_batch, 0 }, { "-seed", (double)h->seed, (double)mine->seed, 0 },
+        { "-sr", h->run_sr, mine->run_sr, 0 }, { "-l", h->run_lr, mine->run_lr, 1 },
+    };
+    char msg[1024];
+    size_t len = 0;
+    msg[0] = 0;
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        int same = f[i].old == f[i].now || (isnan(f[i].old) && isnan(f[i].now));
+        if (i == 3) same = h->seed == mine->seed;  // exact in 64 bits
+        if (same || len >= sizeof(msg) - 1) continue;
+        char o[40], n[40];
+        if (i == 3) { snprintf(o, sizeof(o), "%llu", (unsigned long long)h->seed); snprintf(n, sizeof(n), "%llu", (unsigned long long)mine->seed); }
+        else { flag_text(o, sizeof(o), f[i].old, f[i].is_lr); flag_text(n, sizeof(n), f[i].now, f[i].is_lr); }
+        len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%s%s %s (now %s)", len ? ", " : "", f[i].flag, o, n);
+    }
+    if (len) user_error("cannot resume: %s was written with %s; pass the same flags to resume it", path, msg);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -185,8 +225,9 @@ static int record_step(Run* r, int step, float loss, float norm, float lr, doubl
     s->wall_seconds += seconds;
     if (step > first_step || a->steps == first_step) { s->train_seconds += seconds; s->train_tokens += a->total_batch; }
     if (skipped) {
-        if (s->skipped_total < INT32_MAX) s->skipped_total++;
-        s->consecutive_skips++;
+        // saturating: a restored count near INT_MAX must not overflow
+        if (s->skipped_total < INT_MAX) s->skipped_total++;
+        if (s->consecutive_skips < INT_MAX) s->consecutive_skips++;
         const char* what = skipped == 2 ? "update" : isfinite(loss) ? "gradient" : "loss";
         printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a->steps,
                isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", what, s->skipped_total);
@@ -239,6 +280,12 @@ void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, 
     h->seed = a->seed;
     h->data_position = data_position;
     h->tokens_seen = (uint64_t)s->tokens_seen;
+    // what a bit-exact resume needs (run_check_resume compares them): -b -t -d -sr -l (-seed above)
+    h->run_B = a->B;
+    h->run_T = a->T;
+    h->run_total_batch = a->total_batch;
+    h->run_sr = a->sr;
+    h->run_lr = a->lr;
 }
 
 // A JSON number, or null for NaN/inf (JSON has no NaN).
@@ -364,6 +411,11 @@ int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kern
     }
     r->cfg = parse_model(r->a.model);
     r->accum = run_check_args(&r->a, &r->cfg, r->opt, &r->hyper);
+    // too little data is named as such before the model's memory is planned
+    char e[1024];
+    size_t tl = strlen(r->a.train_path);
+    if (!r->a.memory_only && !(tl > 4 && !strcmp(r->a.train_path + tl - 4, ".txt")) && file_exists(r->a.train_path) &&
+        dataloader_check(r->a.train_path, r->a.B, r->a.T, NULL, e, sizeof(e)) != 0) user_error("train data: %s", e);
     ledger_init(&r->led, r->a.memory_only);
     return -1;
 }
@@ -422,21 +474,26 @@ static void resume(Run* r) {
     char err[1024];
     CkptHeader h, mine;
     CkptBlob blobs[CKPT_MAX_BLOBS];
-    if (ckpt_read_header(r->ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    // the newest checkpoint that proves itself (checkpoint.bin, else checkpoint.prev.bin with a warning)
+    char chosen[1100], warn[2048];
+    if (ckpt_choose(r->ckpt_path, chosen, sizeof(chosen), warn, sizeof(warn), err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    if (warn[0]) fprintf(stderr, "warning: %s\n", warn);
+    if (ckpt_read_header(chosen, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
     model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
-    run_check_resume(&h, &mine, r->ckpt_path, r->a.steps);
+    run_ckpt_header(&mine, &r->stats, &r->a, 0, 0); // this run's flags, compared with the checkpoint's
+    run_check_resume(&h, &mine, chosen, r->a.steps);
     int nb = gather_blobs(r, blobs);
-    if (ckpt_load(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    if (ckpt_load(chosen, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
     if (r->ops.ckpt_from_host) r->ops.ckpt_from_host(r->ops.model, blobs, nb);
     release_blobs(r, blobs, nb);
     r->start_step = h.step;
     r->stats.skipped_total = h.skipped_steps;
     r->stats.tokens_seen = (long)h.tokens_seen;
     if (dataloader_seek(&r->data.train, h.data_position) != 0)
-        user_error("cannot resume: data position in %s is past the end of %s", r->ckpt_path, r->data.train_path);
+        user_error("cannot resume: data position in %s is past the end of %s", chosen, r->data.train_path);
     if (logger_cut_back(r->a.out_dir, h.step) != 0)
         user_error("cannot resume: cannot rewrite %s/log.jsonl to step %d: %s", r->a.out_dir, h.step, strerror(errno));
-    printf("resumed from %s at step %d\n", r->ckpt_path, r->start_step);
+    printf("resumed from %s at step %d\n", chosen, r->start_step);
 }
 
 // The model's weights from PATH: a checkpoint of this trainer (any optimizer or precision: its fp32
@@ -547,6 +604,7 @@ int run_start(Run* r, const ModelOps* ops) {
     r->stats.last_val = NAN;
     open_run_dir(r);
     run_open_data(&r->data, a, r->cfg.vocab_size);
+    if (!a->eval_path && !a->sample_only) check_val_batches(a, dataloader_batches(&r->data.val), r->data.val_path);
     ledger_record(&r->led, MEM_DATA, shards_label(r), dataloader_bytes(&r->data.train) + dataloader_bytes(&r->data.val), NULL);
     r->ops.init(r->ops.model, a->seed);
     if (a->sample_only || a->eval_path) {

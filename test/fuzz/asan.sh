@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# test/fuzz/asan.sh (run by `make test-asan`): the fast tests under AddressSanitizer + LeakSanitizer +
+# UndefinedBehaviorSanitizer (binaries from build-asan/: test/bin-asan/*, ./train_cpu_asan), then a
+# bounded, deterministic fuzz run of every target in test/fuzz/. Counts PASS/FAIL lines like
+# test/run.sh; a sanitizer report makes its program exit non-zero, which counts as a failure.
+# Last line: "N passed, N failed".
+set -u
+cd "$(dirname "$0")/../.."
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+FUZZ_ITERS=${FUZZ_ITERS:-3000}
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+run_one() {
+    local name=$1; shift
+    local start=$SECONDS
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local p f
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    grep -E '^FAIL ' "$log"
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $name: exited with status $rc without reporting a failure (a sanitizer finding?); the report:"
+        grep -E -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:|fuzz oracle failed|fuzz_cli: child' "$log" | head -n 40 | sed 's/^/    /'
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    printf '%-28s %4d passed, %d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
+}
+
+# Known findings outside these files, reported and awaiting their fix: until then their leak check is
+# off (every other check, ASan and UBSan, stays on).
+#  - test/test_gpt2.c does not free the optimizer state layout of optimizer_setup (5 sites, 322 KB)
+#  - train_gpt2.c main leaks the model and optimizer (68 MB) on the exit-3 path (-max-skips), which
+#    test/sh/cli.sh exercises
+no_leak_check() { ASAN_OPTIONS="${ASAN_OPTIONS}:detect_leaks=0" "$@"; }
+
+for t in test/bin-asan/test_*; do
+    case $t in *.d) continue ;; esac
+    name=asan:$(basename "$t")
+    if [ "$(basename "$t")" = test_gpt2 ]; then
+        echo "NOTE $name: leak check off (known leak in test/test_gpt2.c)"
+        run_one "$name" no_leak_check "$t"
+    else
+        run_one "$name" "$t"
+    fi
+done
+
+# shell checks against the sanitized trainer: test/sh/reliability.sh (bad flags, special files, damaged
+# checkpoints, resume); `ASAN_SHELL_ALL=1` adds test/sh/cli.sh (slower: a 40-step diverging run)
+run_one "asan:reliability.sh" env TRAIN=./train_cpu_asan bash test/sh/reliability.sh
+if [ "${ASAN_SHELL_ALL:-0}" = 1 ]; then
+    echo "NOTE asan:cli.sh: leak check off (known leak on the exit-3 path of train_gpt2.c)"
+    run_one "asan:cli.sh" no_leak_check env TRAIN=./train_cpu_asan bash test/sh/cli.sh
+fi
+
+# bounded deterministic fuzzing: FUZZ_ITERS mutated inputs per target (the cli target forks per input:
+# a quarter of that), seed 1, inputs up to 4 KiB
+fuzz_one() {
+    local t=$1 n=$2
+    local out
+    # scratch files in memory when possible: the targets write each input to a file (and the checkpoint
+    # target fsyncs its re-saves), which on a disk costs more than the code under test
+    local tmpdir=/dev/shm
+    [ -d /dev/shm ] && [ -w /dev/shm ] || tmpdir=${TMPDIR:-/tmp}
+    out=$(FUZZ_TMPDIR=$tmpdir "test/bin-asan/fuzz_$t" -n "$n" -seed 1 -max 4096 "test/fuzz/corpus/$t" 2>&1)
+    local rc=$?
+    if [ $rc -eq 0 ]; then echo "PASS $(echo "$out" | tail -n 1)"; else echo "$out" | tail -n 40; echo "FAIL fuzz_$t: exit $rc"; return 1; fi
+}
+for f in test/bin-asan/fuzz_*; do
+    case $f in *.d) continue ;; esac
+    t=${f#test/bin-asan/fuzz_}
+    n=$FUZZ_ITERS
+    [ "$t" = cli ] && n=$((FUZZ_ITERS / 4))
+    run_one "asan:fuzz_$t" fuzz_one "$t" "$n"
+    grep '^PASS fuzz_' "$log" | sed 's/^PASS /    /'
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
