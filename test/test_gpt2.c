@@ -148,6 +148,7 @@ static void check_bf16_master(const VecFile* vf) {
            gb = ledger_category_bytes(&t.led, MEM_GRADS);
     test_check(pb == 2 * P && mb == 4 * P && gb == 2 * P, "wrong bytes", "bf16 ledger: params 2, master 4, grads 2 bytes/param");
     free(before);
+    state_layout_free(&o.layout);
     tiny_free(&t);
 }
 
@@ -209,6 +210,8 @@ static void check_lomo(const VecFile* vf) {
     test_check(gb == want && b.m.grads_f32 == NULL && b.m.grads_bf16 == NULL, why,
                "lomo: ledger gradient bytes are unit 0 + one block (%zu), not the model (%zu)", gb,
                a.m.layout.num_params * sizeof(float));
+    state_layout_free(&oa.layout);
+    state_layout_free(&ob.layout);
     tiny_free(&a);
     tiny_free(&b);
 }
@@ -230,6 +233,7 @@ static void check_state_bytes(const VecFile* vf) {
         snprintf(why, sizeof(why), "ledger %zu, layouts %zu", got, want);
         test_check(got == want && want == optimizer_layout_bytes(&t.m.layout, o, &o->defaults), why,
                    "%s: ledger state bytes equal the layout formula (tiny model, %zu bytes)", o->name, got);
+        state_layout_free(&r.layout);
         tiny_free(&t);
         GPT2Config cfg = parse_model("d12");
         GPT2 m;
@@ -242,6 +246,7 @@ static void check_state_bytes(const VecFile* vf) {
         snprintf(why, sizeof(why), "ledger %zu, layouts %zu", got, want);
         test_check(got == want, why, "%s: ledger state bytes equal the layout formula (d12, %.4f B/param)", o->name,
                    (double)got / m.layout.num_params);
+        state_layout_free(&r.layout);
         model_layout_free(&m.layout);
     }
 }

@@ -33,30 +33,16 @@ run_one() {
     printf '%-28s %4d passed, %d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
 }
 
-# Known findings outside these files, reported and awaiting their fix: until then their leak check is
-# off (every other check, ASan and UBSan, stays on).
-#  - test/test_gpt2.c does not free the optimizer state layout of optimizer_setup (5 sites, 322 KB)
-#  - train_gpt2.c main leaks the model and optimizer (68 MB) on the exit-3 path (-max-skips), which
-#    test/sh/cli.sh exercises
-no_leak_check() { ASAN_OPTIONS="${ASAN_OPTIONS}:detect_leaks=0" "$@"; }
-
 for t in test/bin-asan/test_*; do
     case $t in *.d) continue ;; esac
-    name=asan:$(basename "$t")
-    if [ "$(basename "$t")" = test_gpt2 ]; then
-        echo "NOTE $name: leak check off (known leak in test/test_gpt2.c)"
-        run_one "$name" no_leak_check "$t"
-    else
-        run_one "$name" "$t"
-    fi
+    run_one "asan:$(basename "$t")" "$t"
 done
 
 # shell checks against the sanitized trainer: test/sh/reliability.sh (bad flags, special files, damaged
 # checkpoints, resume); `ASAN_SHELL_ALL=1` adds test/sh/cli.sh (slower: a 40-step diverging run)
 run_one "asan:reliability.sh" env TRAIN=./train_cpu_asan bash test/sh/reliability.sh
 if [ "${ASAN_SHELL_ALL:-0}" = 1 ]; then
-    echo "NOTE asan:cli.sh: leak check off (known leak on the exit-3 path of train_gpt2.c)"
-    run_one "asan:cli.sh" no_leak_check env TRAIN=./train_cpu_asan bash test/sh/cli.sh
+    run_one "asan:cli.sh" env TRAIN=./train_cpu_asan bash test/sh/cli.sh
 fi
 
 # bounded deterministic fuzzing: FUZZ_ITERS mutated inputs per target (the cli target forks per input:
