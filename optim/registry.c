@@ -18,6 +18,8 @@
     X(OPT_ADAM8BIT)       \
     X(OPT_ADAMW8BIT)      \
     X(OPT_PAGED_ADAMW8BIT) \
+    X(OPT_ADAMW4BIT)      \
+    X(OPT_GALORE_ADAMW)   \
     /* REGISTRY-END: new optimizers go above this line */
 
 #define DECLARE_OPTIMIZER(o) extern const Optimizer o;

@@ -1,0 +1,269 @@
+// optim/galore.c: GaLore AdamW (`-opt galore_adamw`) of Zhao et al. 2024, "GaLore: Memory-Efficient LLM
+// Training by Gradient Low-Rank Projection" (ICML 2024, arXiv 2403.03507), as the official
+// jiaweizzhao/GaLore computes it (galore_torch/adamw.py with GaLoreProjector, proj_type "std").
+//
+// Math, for a projected 2-D weight G (rows, cols) at step t = 1, 2, ... (r = min(-rank, rows, cols)):
+//   projector, refreshed when (t - 1) % T == 0 (the official `iter % update_proj_gap == 0` with its
+//   0-based iter), from the SVD of the current gradient G = U S Vh:
+//     rows >= cols ("right"): P = Vh[:r, :] (r, cols),  R = G P^T (rows, r),   back: N P   (rows, cols)
+//     rows <  cols ("left"):  P = U[:, :r]  (rows, r),  R = P^T G (r, cols),   back: P N   (rows, cols)
+//   Adam in the projected space (transformers-style AdamW, which GaLore ships):
+//     m = beta1*m + (1-beta1)*R,  v = beta2*v + (1-beta2)*R*R,  N = m / (sqrt(v) + eps)
+//     p = p - lr*sqrt(1-beta2^t)/(1-beta1^t) * (alpha * back(N))
+//     p = p - lr*wd*p                      decoupled decay AFTER the update, only when wd > 0
+//   m and v are NOT reset when the projector changes (the official code keeps them), so the projected
+//   coordinates' signs matter across a refresh: ours are fixed (each singular vector's largest-magnitude
+//   component positive), which torch's LAPACK SVD does not promise; test/ref_optim_beyond2.py applies
+//   the same convention to torch.linalg.svd.
+// Which tensors are projected: the block matrices (attention qkv and proj, MLP fc and proj), as the
+// official GPT/LLaMA scripts target the "attn" and "mlp" modules. Embeddings (wte, also the tied LM
+// head, and wpe) and 1-D tensors get the same AdamW without projection (alpha 1). Our fused qkv (3C, C)
+// is one matrix projected once (LLaMA's q, k, v are three).
+//
+// The SVD: only the top-r singular vectors of the smaller side are needed, so we form the Gram matrix of
+// that side in double (G^T G (cols, cols) for "right", G G^T (rows, rows) for "left"; products of fp32
+// values are exact in double) and diagonalize it with the cyclic Jacobi eigenvalue method in double:
+// rotations zero each off-diagonal element in turn (row-cyclic order), sweeps repeat until the
+// off-diagonal Frobenius norm is below 1e-13 of the whole matrix's (or 60 sweeps). Eigenvectors come
+// out orthonormal to ~1e-15, singular values are sqrt of the eigenvalues. Squaring the singular values
+// loses accuracy only for vectors with sigma below ~1e-8 sigma_1, far below what rank r keeps.
+// Cost: O(k * s^3) for s = min(rows, cols) and k ~ 8-12 sweeps, plus rows*cols*s for the Gram; every
+// projected matrix, once every T steps (timings in docs/optimizers.md).
+//
+// State, per projected matrix: galore_proj (the projector, f32, r*cols or rows*r), exp_avg and
+// exp_avg_sq in the projected shape (f32, rows*r or r*cols each), galore_step (f32, 1: the step at
+// which the projector was computed, 0 = never; exact below 2^24). All start as zero bytes. So a
+// projected matrix holds exactly 4*(r*cols + 2*rows*r + 1) bytes for rows >= cols and
+// 4*(rows*r + 2*r*cols + 1) otherwise. Other tensors: exp_avg, exp_avg_sq (8 B/param).
+// Scratch inside step(): the projected gradient (the size of m) and 64 rows of the projected-back
+// update; at a refresh the two s x s double matrices of the SVD.
+//
+// Defaults: the official AdamW's lr 1e-3, betas (0.9, 0.999), eps 1e-6, weight_decay 0; GaLore's rank
+// 128, update_proj_gap 200, scale 0.25 (the paper's alpha for pre-training).
+#include <stdlib.h>
+#include <string.h>
+#include "optim_common.h"
+#include "galore.h"
+#include "cpu/matmul.h"
+#include "common/util.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#define GALORE_BACK_ROWS 64     // rows of the projected-back update computed at a time
+#define JACOBI_TOL 1e-13        // stop when off-diagonal norm <= JACOBI_TOL * norm
+#define JACOBI_MAX_SWEEPS 60
+
+static int galore_projected(const ParamShape* s) {
+    return s->ndim == 2 && (s->role == PARAM_MATRIX || s->role == PARAM_ATTN_QKV);
+}
+
+static size_t galore_rank(const OptHyper* h, const ParamShape* s) {
+    size_t small = s->rows < s->cols ? s->rows : s->cols;
+    return (size_t)h->rank < small ? (size_t)h->rank : small;
+}
+
+static int galore_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
+    if (!galore_projected(s)) {
+        out[0] = optim_spec("exp_avg", DT_F32, s->numel);
+        out[1] = optim_spec("exp_avg_sq", DT_F32, s->numel);
+        return 2;
+    }
+    CHECK(h->rank > 0);  // the trainer validates -rank
+    const size_t r = galore_rank(h, s);
+    const int right = s->rows >= s->cols;
+    const size_t low = right ? s->rows * r : r * s->cols;   // the projected shape
+    out[0] = optim_spec("exp_avg", DT_F32, low);
+    out[1] = optim_spec("exp_avg_sq", DT_F32, low);
+    out[2] = optim_spec("galore_proj", DT_F32, right ? r * s->cols : s->rows * r);
+    out[3] = optim_spec("galore_step", DT_F32, 1);
+    return 4;
+}
+
+// ---- the SVD ------------------------------------------------------------------------------------
+
+// Gram matrix (s, s) in double of the smaller side of G (rows, cols).
+static void gram(const float* G, size_t rows, size_t cols, double* A) {
+    if (rows >= cols) {  // G^T G: A[a][b] = sum_i G[i][a] G[i][b]
+        const size_t s = cols;
+        OPTIM_PARALLEL_FOR(rows * s * 8)
+        for (size_t a = 0; a < s; a++) {
+            double* Aa = A + a * s;
+            for (size_t b = 0; b < s; b++) Aa[b] = 0.0;
+            for (size_t i = 0; i < rows; i++) {
+                const float* gi = G + i * cols;
+                const double ga = gi[a];
+                if (ga == 0.0) continue;
+                for (size_t b = 0; b < s; b++) Aa[b] += ga * (double)gi[b];
+            }
+        }
+    } else {             // G G^T: A[a][b] = sum_j G[a][j] G[b][j]
+        const size_t s = rows;
+        OPTIM_PARALLEL_FOR(cols * s * 8)
+        for (size_t a = 0; a < s; a++) {
+            const float* ga = G + a * cols;
+            for (size_t b = 0; b < s; b++) {
+                const float* gb = G + b * cols;
+                double acc = 0.0;
+                for (size_t j = 0; j < cols; j++) acc += (double)ga[j] * (double)gb[j];
+                A[a * s + b] = acc;
+            }
+        }
+    }
+}
+
+// Cyclic Jacobi: A (s, s) symmetric is overwritten (its diagonal ends as the eigenvalues), V (s, s)
+// receives the eigenvectors as columns. Returns the sweeps used.
+static int jacobi_eigen(double* A, double* V, size_t s) {
+    for (size_t i = 0; i < s * s; i++) V[i] = 0.0;
+    for (size_t i = 0; i < s; i++) V[i * s + i] = 1.0;
+    int sweep = 0;
+    for (; sweep < JACOBI_MAX_SWEEPS; sweep++) {
+        double off = 0.0, all = 0.0;
+        for (size_t i = 0; i < s; i++)
+            for (size_t j = 0; j < s; j++) {
+                const double a = A[i * s + j] * A[i * s + j];
+                all += a;
+                if (i != j) off += a;
+            }
+        if (off <= JACOBI_TOL * JACOBI_TOL * all) break;
+        for (size_t p = 0; p + 1 < s; p++) {
+            for (size_t q = p + 1; q < s; q++) {
+                const double apq = A[p * s + q];
+                if (apq == 0.0) continue;
+                // rotation zeroing A[p][q]: theta = cot(2 phi), t = tan(phi) the smaller root
+                const double theta = (A[q * s + q] - A[p * s + p]) / (2.0 * apq);
+                const double t = (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                const double c = 1.0 / sqrt(t * t + 1.0), sn = t * c;
+                for (size_t k = 0; k < s; k++) {  // columns p, q: A <- A P
+                    const double akp = A[k * s + p], akq = A[k * s + q];
+                    A[k * s + p] = c * akp - sn * akq;
+                    A[k * s + q] = sn * akp + c * akq;
+                }
+                double* Ap = A + p * s;
+                double* Aq = A + q * s;
+                for (size_t k = 0; k < s; k++) {  // rows p, q: A <- P^T A
+                    const double apk = Ap[k], aqk = Aq[k];
+                    Ap[k] = c * apk - sn * aqk;
+                    Aq[k] = sn * apk + c * aqk;
+                }
+                A[p * s + q] = A[q * s + p] = 0.0;
+                for (size_t k = 0; k < s; k++) {  // V <- V P
+                    const double vkp = V[k * s + p], vkq = V[k * s + q];
+                    V[k * s + p] = c * vkp - sn * vkq;
+                    V[k * s + q] = sn * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    return sweep;
+}
+
+int galore_svd_projector(const float* G, size_t rows, size_t cols, int r, float* out, double* sv) {
+    const size_t s = rows < cols ? rows : cols;
+    const int right = rows >= cols;
+    CHECK(r >= 1 && (size_t)r <= s);
+    double* A = (double*)xmalloc(s * s * sizeof(double));  // (s, s) Gram, then diagonalized
+    double* V = (double*)xmalloc(s * s * sizeof(double));  // (s, s) eigenvectors as columns
+    size_t* order = (size_t*)xmalloc(s * sizeof(size_t));
+    gram(G, rows, cols, A);
+    const int sweeps = jacobi_eigen(A, V, s);
+    // eigenvalues descending (selection of the r largest; a tie keeps the lower index first)
+    for (size_t i = 0; i < s; i++) order[i] = i;
+    for (int k = 0; k < r; k++) {
+        size_t best = k;
+        for (size_t i = k + 1; i < s; i++)
+            if (A[order[i] * s + order[i]] > A[order[best] * s + order[best]]) best = i;
+        size_t tmp = order[k]; order[k] = order[best]; order[best] = tmp;
+    }
+    for (int k = 0; k < r; k++) {
+        const size_t col = order[k];
+        const double lam = A[col * s + col];
+        if (sv) sv[k] = lam > 0.0 ? sqrt(lam) : 0.0;
+        size_t big = 0;  // sign: largest-magnitude component positive
+        for (size_t i = 1; i < s; i++) if (fabs(V[i * s + col]) > fabs(V[big * s + col])) big = i;
+        const double sign = V[big * s + col] < 0.0 ? -1.0 : 1.0;
+        for (size_t i = 0; i < s; i++) {
+            const float x = (float)(sign * V[i * s + col]);
+            if (right) out[(size_t)k * cols + i] = x;  // row k of Vh (r, cols)
+            else out[i * (size_t)r + k] = x;           // column k of U (rows, r)
+        }
+    }
+    free(order);
+    free(V);
+    free(A);
+    return sweeps;
+}
+
+// ---- the step -------------------------------------------------------------------------------------
+
+static void galore_step_plain(const GaloreScalars* k, OptTensor* p) {
+    const size_t n = p->shape->numel;
+    float* theta = p->param;         // (n)
+    const float* grad = p->grad;     // (n)
+    float* m = (float*)p->state[0];  // (n)
+    float* v = (float*)p->state[1];  // (n)
+    OPTIM_PARALLEL_FOR(n)
+    for (size_t i = 0; i < n; i++) theta[i] = galore_param(k, theta[i], galore_adam(k, grad[i], &m[i], &v[i]));
+}
+
+static void galore_step_projected(const OptHyper* h, const GaloreScalars* k, OptTensor* p, int t) {
+    const ParamShape* s = p->shape;
+    const size_t rows = s->rows, cols = s->cols, r = galore_rank(h, s);
+    const int right = rows >= cols;
+    const size_t low = right ? rows * r : r * cols;
+    float* m = (float*)p->state[0];     // (low)
+    float* v = (float*)p->state[1];     // (low)
+    float* P = (float*)p->state[2];     // (r, cols) right, (rows, r) left
+    float* pstep = (float*)p->state[3]; // (1)
+    const float* G = p->grad;           // (rows, cols)
+    if (*pstep == 0.0f || (t - 1) % h->update_proj_gap == 0) {
+        galore_svd_projector(G, rows, cols, (int)r, P, NULL);
+        *pstep = (float)t;
+    }
+    float* R = (float*)xmalloc(low * sizeof(float));  // projected gradient, then N = m / (sqrt(v) + eps)
+    if (right)  // R (rows, r) = G (rows, cols) @ P^T (cols, r)
+        matmul_gemm((int)rows, (int)r, (int)cols, G, (long)cols, 1, P, 1, (long)cols, R, (long)r, 0, NULL);
+    else        // R (r, cols) = P^T (r, rows) @ G (rows, cols)
+        matmul_gemm((int)r, (int)cols, (int)rows, P, 1, (long)r, G, (long)cols, 1, R, (long)cols, 0, NULL);
+    OPTIM_PARALLEL_FOR(low)
+    for (size_t i = 0; i < low; i++) R[i] = galore_adam(k, R[i], &m[i], &v[i]);
+    float* U = (float*)xmalloc(GALORE_BACK_ROWS * cols * sizeof(float));  // (64, cols) of back(N)
+    for (size_t i0 = 0; i0 < rows; i0 += GALORE_BACK_ROWS) {
+        const size_t nr = rows - i0 < GALORE_BACK_ROWS ? rows - i0 : GALORE_BACK_ROWS;
+        if (right)  // U = N[i0:i0+nr] (nr, r) @ P (r, cols)
+            matmul_gemm((int)nr, (int)cols, (int)r, R + i0 * r, (long)r, 1, P, (long)cols, 1, U, (long)cols, 0, NULL);
+        else        // U = P[i0:i0+nr] (nr, r) @ N (r, cols)
+            matmul_gemm((int)nr, (int)cols, (int)r, P + i0 * r, (long)r, 1, R, (long)cols, 1, U, (long)cols, 0, NULL);
+        float* theta = p->param + i0 * cols;
+        const size_t n = nr * cols;
+        OPTIM_PARALLEL_FOR(n)
+        for (size_t i = 0; i < n; i++) theta[i] = galore_param(k, theta[i], U[i]);
+    }
+    free(U);
+    free(R);
+}
+
+static void galore_adamw_step(const OptHyper* h, OptTensor* p, OptStep* st) {
+    const int proj = galore_projected(p->shape);
+    const GaloreScalars k = galore_scalars(st->lr, optim_wd(h, p), h->beta1, h->beta2, h->eps,
+                                           proj ? h->galore_scale : 1.0, st->t);
+    if (proj) galore_step_projected(h, &k, p, st->t);
+    else galore_step_plain(&k, p);
+}
+
+const Optimizer OPT_GALORE_ADAMW = {
+    .name = "galore_adamw",
+    .description = "GaLore AdamW: block matrices' gradients projected to rank -rank by an SVD every -update-proj-gap steps",
+    .paper = "Zhao et al. 2024, GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, arXiv 2403.03507",
+    .flags = 0,
+    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.0f,
+                  .rank = 128, .update_proj_gap = 200, .galore_scale = 0.25f },
+    .layout = galore_layout,
+    .init = NULL,
+    .step = galore_adamw_step,
+    .hessian = NULL,
+};
