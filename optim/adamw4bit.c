@@ -94,21 +94,14 @@ typedef struct {
     float* m_scale_new;        // (nblocks)
     float* v_a_new;            // (rows) or (nblocks)
     float* v_b_new;            // (cols)
-    const float* mmap;
-    const float* vmap;
+    const Q4Map* mmap;
+    const Q4Map* vmap;
 } A4Tensor;
 
-// Old v scale of element i.
-static inline float a4_v_scale_old(const A4Tensor* q, size_t i) {
-    return q->rank1 ? a4_rank1_scale(q->v_a[i / q->cols], q->v_b[i % q->cols]) : q->v_a[i / A4_BLOCK];
-}
-
-// New m, v of element i (a pure function of the old codes, old scales and g: computing it twice gives
-// the same bits).
-static inline void a4_element(const Adam4Scalars* k, const A4Tensor* q, size_t i, float g, float* m, float* v) {
-    *m = a4_decode(q->mmap, q4_get(q->mq, i), q->m_scale[i / A4_BLOCK]);
-    *v = a4_decode(q->vmap, q4_get(q->vq, i), a4_v_scale_old(q, i));
-    adamw4bit_moments(k, g, m, v);
+// Old v of element i at (row, col) (a vector: row 0, col = i).
+static inline float a4_v_old(const A4Tensor* q, size_t i, size_t row, size_t col) {
+    const float scale = q->rank1 ? a4_rank1_scale(q->v_a[row], q->v_b[col]) : q->v_a[i / A4_BLOCK];
+    return a4_decode(q->vmap, q4_get(q->vq, i), scale);
 }
 
 // Rank-1 statistics of the new v: row maxima and column maxima, over fixed row chunks.
@@ -122,8 +115,9 @@ static void a4_rank1_stats(const Adam4Scalars* k, const A4Tensor* q, const float
         for (size_t i = rows * c / nchunks; i < rows * (c + 1) / nchunks; i++) {
             float rm = 0.0f;
             for (size_t j = 0; j < cols; j++) {
-                float m, v;
-                a4_element(k, q, i * cols + j, grad[i * cols + j], &m, &v);
+                const size_t e = i * cols + j;
+                float m = 0.0f, v = a4_v_old(q, e, i, j);  // m is not needed here
+                adamw4bit_moments(k, grad[e], &m, &v);
                 const float a = fabsf(v);
                 if (a > rm) rm = a;
                 if (a > cm[j]) cm[j] = a;
@@ -139,30 +133,42 @@ static void a4_rank1_stats(const Adam4Scalars* k, const A4Tensor* q, const float
     free(part);
 }
 
-// One block of A4_BLOCK elements [lo, hi): new m scale (and v scale for a vector), the parameter update,
-// and the new codes. Returns the non-finite gradient count.
+// One block of A4_BLOCK elements [lo, hi): new m, v (kept on the stack), the new m scale (and v scale for
+// a vector), the parameter update, and the new codes. Returns the non-finite gradient count.
 static long a4_block(const Adam4Scalars* k, const A4Tensor* q, uint8_t* mq, uint8_t* vq, float* theta,
                      const float* grad, size_t b) {
     const size_t lo = b * A4_BLOCK, hi = lo + A4_BLOCK < q->n ? lo + A4_BLOCK : q->n;
+    const size_t cols = q->rank1 ? q->cols : q->n;
+    float m[A4_BLOCK], v[A4_BLOCK];
+    uint8_t cm[A4_BLOCK], cv[A4_BLOCK];
     float am = 0.0f, av = 0.0f;
+    const float ms_old = q->m_scale[b];
+    size_t row = lo / cols, col = lo % cols;
     for (size_t i = lo; i < hi; i++) {
-        float m, v;
-        a4_element(k, q, i, grad[i], &m, &v);
-        if (fabsf(m) > am) am = fabsf(m);
-        if (fabsf(v) > av) av = fabsf(v);
+        const size_t e = i - lo;
+        m[e] = a4_decode(q->mmap, q4_get(q->mq, i), ms_old);
+        v[e] = a4_v_old(q, i, row, col);
+        adamw4bit_moments(k, grad[i], &m[e], &v[e]);
+        if (fabsf(m[e]) > am) am = fabsf(m[e]);
+        if (fabsf(v[e]) > av) av = fabsf(v[e]);
+        if (++col == cols) { col = 0; row++; }
     }
     q->m_scale_new[b] = am;
     if (!q->rank1) q->v_a_new[b] = av;
     long nonfinite = 0;
-    uint8_t cm[A4_BLOCK], cv[A4_BLOCK];
+    float vs[A4_BLOCK];  // new v scale per element
+    row = lo / cols;
+    col = lo % cols;
     for (size_t i = lo; i < hi; i++) {
-        float m, v;
-        a4_element(k, q, i, grad[i], &m, &v);
         nonfinite += !isfinite(grad[i]);
-        theta[i] = adamw4bit_param(k, theta[i], m, v);
-        const float vs = q->rank1 ? a4_rank1_scale(q->v_a_new[i / q->cols], q->v_b_new[i % q->cols]) : av;
-        cm[i - lo] = a4_encode(q->mmap, m, am);
-        cv[i - lo] = a4_encode(q->vmap, v, vs);
+        theta[i] = adamw4bit_param(k, theta[i], m[i - lo], v[i - lo]);
+        vs[i - lo] = q->rank1 ? a4_rank1_scale(q->v_a_new[row], q->v_b_new[col]) : av;
+        if (++col == cols) { col = 0; row++; }
+    }
+    const size_t len = hi - lo;
+    for (size_t e = 0; e < len; e++) {  // separate loops without branches: they vectorize
+        cm[e] = a4_encode(q->mmap, m[e], am);
+        cv[e] = a4_encode(q->vmap, v[e], vs[e]);
     }
     // blocks start at even elements, so a block owns whole bytes; a lone last element gets a 0 high nibble
     for (size_t i = lo; i < hi; i += 2) {

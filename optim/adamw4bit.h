@@ -54,8 +54,8 @@ HD static inline float adamw4bit_param(const Adam4Scalars* k, float p, float m, 
 
 // Decoding: map[code] * scale; m's scale is its block's max |m|; v's is min(row max, column max) for a
 // matrix (rank-1 normalization) or its block's max for a vector.
-HD static inline float a4_decode(const float* map, uint8_t code, float scale) { return map[code] * scale; }
-HD static inline uint8_t a4_encode(const float* map, float x, float scale) { return q4_nearest(map, x / scale); }
+HD static inline float a4_decode(const Q4Map* map, uint8_t code, float scale) { return map->code[code] * scale; }
+HD static inline uint8_t a4_encode(const Q4Map* map, float x, float scale) { return q4_nearest(map, x / scale); }
 HD static inline float a4_rank1_scale(float row_max, float col_max) { return row_max < col_max ? row_max : col_max; }
 
 #endif

@@ -48,11 +48,12 @@ HD static inline float galore_param(const GaloreScalars* k, float p, float u) {
     return p;
 }
 
-// The projector of a (rows, cols) gradient G: its top-r singular vectors, from a cyclic Jacobi
-// eigendecomposition (in double) of the Gram matrix of its smaller side (galore.c). side 'R' (rows >=
+// The projector of a (rows, cols) gradient G: its top-r singular vectors, from the eigendecomposition
+// (in double: Householder tridiagonalization + implicit QL) of the Gram matrix of its smaller side
+// (galore.c). side 'R' (rows >=
 // cols): out = Vh[:r, :], (r, cols); side 'L' (rows < cols): out = U[:, :r], (rows, r). Each vector's
 // sign is fixed: its largest-magnitude component is positive (the first one on a tie). sv (r) receives
-// the singular values in descending order (may be NULL). Returns the Jacobi sweeps used.
+// the singular values in descending order (may be NULL). Returns the QL iterations used.
 int galore_svd_projector(const float* G, size_t rows, size_t cols, int r, float* out, double* sv);
 
 #endif

@@ -10,8 +10,8 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-static float q4_signed_map_[Q4_CODES];
-static float q4_linear_map_[Q4_CODES];
+static Q4Map q4_signed_map_;
+static Q4Map q4_linear_map_;
 
 // torch.linspace(start, end, steps) in fp32, two-sided like PyTorch's CPU kernel (quant8.c explains).
 static void linspace_f32(float start, float end, int steps, float* out) {
@@ -46,10 +46,16 @@ void q4_build_signed_map(float out[Q4_CODES]) {
     qsort(out, Q4_CODES, sizeof(float), cmp_float);  // n == 16
 }
 
-__attribute__((constructor)) static void q4_build_maps(void) {
-    q4_build_signed_map(q4_signed_map_);
-    for (int k = 0; k < Q4_CODES; k++) q4_linear_map_[k] = (float)(k + 1) / 16.0f;  // exact
+static void q4_build_mids(Q4Map* m) {
+    for (int k = 0; k < Q4_CODES - 1; k++) m->mid[k] = (m->code[k] + m->code[k + 1]) * 0.5f;
 }
 
-const float* q4_map_signed(void) { return q4_signed_map_; }
-const float* q4_map_linear(void) { return q4_linear_map_; }
+__attribute__((constructor)) static void q4_build_maps(void) {
+    q4_build_signed_map(q4_signed_map_.code);
+    for (int k = 0; k < Q4_CODES; k++) q4_linear_map_.code[k] = (float)(k + 1) / 16.0f;  // exact
+    q4_build_mids(&q4_signed_map_);
+    q4_build_mids(&q4_linear_map_);
+}
+
+const Q4Map* q4_map_signed(void) { return &q4_signed_map_; }
+const Q4Map* q4_map_linear(void) { return &q4_linear_map_; }

@@ -18,7 +18,8 @@
 //     k/16 for k = 1..16 (exact in fp32). Without a zero code, a v that is nonzero never decodes to 0,
 //     which is what keeps 1/sqrt(v) from exploding (the paper's "zero-point problem").
 //
-// Rounding is the official kernel's deterministic nearest (quantize_bsearch<false>): x <= map[0] gives
+// Rounding is the official kernel's deterministic nearest (quantize_bsearch<false>, q4_search below, and
+// q4_nearest, the same answer computed without branches): x <= map[0] gives
 // 0, x >= map[15] gives 15; otherwise a binary search finds lo, the first entry above x, and x rounds
 // up to lo only if (map[lo-1] + map[lo]) * 0.5f < x (a tie goes down). A NaN (0 / 0 in an all-zero
 // block or row) fails every comparison and the kernel returns lo - 1 = -1, masked to 15; its scale is 0
@@ -36,25 +37,44 @@ extern "C" {
 
 #define Q4_CODES 16
 
-// The two maps, built before main() (quant4.c).
-const float* q4_map_signed(void);    // (16) for m
-const float* q4_map_linear(void);    // (16) for v, no zero
 // Builds create_dynamic_map(True, 3, 4) into out (what q4_map_signed returns); for the tests.
 void q4_build_signed_map(float out[Q4_CODES]);
 
-// Index of the map entry nearest to x, exactly as the official kernel rounds (see above).
-HD static inline uint8_t q4_nearest(const float* map, float x) {
-    if (x <= map[0]) return 0;
-    if (map[Q4_CODES - 1] <= x) return Q4_CODES - 1;
+// A map with the midpoints q4_nearest needs.
+typedef struct {
+    float code[Q4_CODES];      // ascending
+    float mid[Q4_CODES - 1];   // mid[k] = (code[k] + code[k+1]) * 0.5f, as the kernel computes it
+} Q4Map;
+
+// The two maps, built before main() (quant4.c).
+const Q4Map* q4_map_signed(void);    // for m
+const Q4Map* q4_map_linear(void);    // for v, no zero
+
+// Index of the map entry nearest to x, by the official kernel's algorithm literally: the reference that
+// q4_nearest is tested against.
+HD static inline uint8_t q4_search(const float* code, float x) {
+    if (x <= code[0]) return 0;
+    if (code[Q4_CODES - 1] <= x) return Q4_CODES - 1;
     int lo = 0, hi = Q4_CODES;
     while (lo < hi) {
         const int mi = (lo + hi) >> 1;
-        if (map[mi] <= x) lo = mi + 1;
+        if (code[mi] <= x) lo = mi + 1;
         else hi = mi;
     }
     if (lo == 0) return Q4_CODES - 1;  // NaN: the kernel's lo - 1 = -1, masked to 4 bits
-    const float mid = (map[lo - 1] + map[lo]) * 0.5f;
+    const float mid = (code[lo - 1] + code[lo]) * 0.5f;
     return (uint8_t)(mid < x ? lo : lo - 1);
+}
+
+// The same answer as q4_search, without branches (so loops over elements vectorize): the number of
+// midpoints strictly below x. For code[lo-1] <= x < code[lo] every midpoint below code[lo-1] counts and
+// none above code[lo] does, so the count is lo - 1, plus 1 exactly when mid[lo-1] < x: the kernel's
+// rule, ties going down. x <= code[0] counts 0 and x >= code[15] counts 15, as the kernel's early exits;
+// NaN counts 0 and is mapped to 15.
+HD static inline uint8_t q4_nearest(const Q4Map* m, float x) {
+    int c = 0;
+    for (int k = 0; k < Q4_CODES - 1; k++) c += m->mid[k] < x;
+    return (uint8_t)(x != x ? Q4_CODES - 1 : c);
 }
 
 // The 4-bit code of element i of a packed array.

@@ -7,7 +7,7 @@
 //  2. adamw4bit: 12 steps on (67, 129) and (97, 61) matrices, a 4099-vector (all quantized), a
 //     (21, 37) matrix and a 301-vector (fp32 state below the 4096 threshold); after every step the
 //     parameters, the 4-bit codes and the scales against the transcription of lpmm's step.
-//  3. The Jacobi SVD against torch.linalg.svd (float64) on (20, 12), (12, 20), (67, 129), (129, 67).
+//  3. The SVD (Householder + QL on the Gram matrix) against torch.linalg.svd (float64) on (20, 12), (12, 20), (67, 129), (129, 67).
 //  4. galore_adamw: 12 steps with update_proj_gap 5 (projector refreshes at steps 1, 6, 11) on
 //     "left" (37, 83) and "right" (83, 37) matrices at rank 12, a (40, 24) matrix at rank 128 (capped
 //     to 24), an unprojected embedding (21, 37) and a 301-vector; parameters, m, v and the projector
@@ -143,8 +143,10 @@ static void test_maps(const VecFile* vf) {
     size_t n;
     const float* ws = vec_get(vf, "map4_signed", &n);
     const float* wl = vec_get(vf, "map4_linear", NULL);
-    const float* ms = q4_map_signed();
-    const float* ml = q4_map_linear();
+    const Q4Map* qs = q4_map_signed();
+    const Q4Map* ql = q4_map_linear();
+    const float* ms = qs->code;
+    const float* ml = ql->code;
     int ds = 0, dl = 0;
     for (int i = 0; i < Q4_CODES; i++) { ds += ms[i] != ws[i]; dl += ml[i] != wl[i]; }
     test_check(n == Q4_CODES && ds == 0, "entries differ", "q4 signed map: all 16 entries equal lpmm's construction in torch (%d differ)", ds);
@@ -154,10 +156,37 @@ static void test_maps(const VecFile* vf) {
                NULL, "q4 signed map anchors: [0] = -0.8875, [7] = 0, [8] = 0.0055, [15] = 1");
     // rounding: ties go down, the ends clamp, NaN -> 15
     const float mid = (ml[3] + ml[4]) * 0.5f;  // 4.5/16, exact
-    int ok = q4_nearest(ml, mid) == 3 && q4_nearest(ml, nextafterf(mid, 1.0f)) == 4 && q4_nearest(ml, 0.0f) == 0
-          && q4_nearest(ml, 2.0f) == 15 && q4_nearest(ml, NAN) == 15 && q4_nearest(ms, 0.0f) == 7
-          && q4_nearest(ms, -1.0f) == 0 && q4_nearest(ms, 0.00275f) == 7 && q4_nearest(ms, 0.0028f) == 8;
-    test_check(ok, NULL, "q4_nearest: ties go to the lower code, ends clamp, NaN -> 15 (lpmm's quantize_bsearch)");
+    int ok = q4_search(ml, mid) == 3 && q4_search(ml, nextafterf(mid, 1.0f)) == 4 && q4_search(ml, 0.0f) == 0
+          && q4_search(ml, 2.0f) == 15 && q4_search(ml, NAN) == 15 && q4_search(ms, 0.0f) == 7
+          && q4_search(ms, -1.0f) == 0 && q4_search(ms, 0.00275f) == 7 && q4_search(ms, 0.0028f) == 8;
+    test_check(ok, NULL, "q4_search: ties go to the lower code, ends clamp, NaN -> 15 (lpmm's quantize_bsearch)");
+    // q4_nearest (branch-free) == q4_search on every midpoint +-4 ulps, every code +-4 ulps, the ends,
+    // NaN, infinities, and a sweep
+    int diff = 0, checked = 0;
+    for (int map = 0; map < 2; map++) {
+        const Q4Map* qm = map ? ql : qs;
+        float pts[2 * Q4_CODES + 4];
+        int np = 0;
+        for (int k = 0; k < Q4_CODES; k++) pts[np++] = qm->code[k];
+        for (int k = 0; k < Q4_CODES - 1; k++) pts[np++] = qm->mid[k];
+        pts[np++] = INFINITY;
+        pts[np++] = -INFINITY;
+        pts[np++] = NAN;
+        for (int a = 0; a < np; a++) {
+            float x = pts[a];
+            for (int u = 0; u < 4; u++) x = nextafterf(x, -INFINITY);
+            for (int u = 0; u <= 8; u++, x = nextafterf(x, INFINITY)) {
+                diff += q4_nearest(qm, x) != q4_search(qm->code, x);
+                checked++;
+            }
+        }
+        for (int i = -300000; i <= 300000; i++) {
+            const float x = (float)i * 4e-6f;
+            diff += q4_nearest(qm, x) != q4_search(qm->code, x);
+            checked++;
+        }
+    }
+    test_check(diff == 0, "differs", "q4_nearest (branch-free) == q4_search (the kernel's binary search) on %d values", checked);
     // against brute force nearest on a sweep (ties excluded: brute force has no rule for them)
     int bad = 0;
     for (int i = -1200; i <= 1200; i++) {
@@ -166,7 +195,7 @@ static void test_maps(const VecFile* vf) {
             const float* mp = map ? ml : ms;
             int best = 0;
             for (int k = 1; k < Q4_CODES; k++) if (fabsf(mp[k] - x) < fabsf(mp[best] - x)) best = k;
-            bad += q4_nearest(mp, x) != best;
+            bad += q4_nearest(map ? ql : qs, x) != best;
         }
     }
     test_check(bad == 0, "differs from brute force", "q4_nearest equals brute-force nearest on 4802 values (%d differ)", bad);
@@ -269,10 +298,11 @@ static void test_adamw4bit(const VecFile* vf) {
 
 // ---- 3. the SVD ---------------------------------------------------------------------------------
 // Tolerances: singular values within 1e-6 * sigma_1 (the Gram matrix is exact to ~1e-16 relative in
-// double, and Jacobi's eigenvalues to ~1e-13 * |A|, so sigma_i is off by ~1e-13 sigma_1^2 / sigma_i);
-// vectors elementwise within 2e-6 of the float64 reference rounded to fp32 (fp32 rounding is 6e-8;
-// an eigenvector's error is ~1e-13 |A| / gap, and the smallest relative gap here, 1.4e-5 in sigma,
-// is 2.8e-5 in sigma^2: 4e-9); and the subspace spanned by the first r vectors: the sine of the largest
+// double, and a backward-stable symmetric eigensolver's eigenvalues to ~1e-15 * |A|, so sigma_i is off
+// by ~1e-15 sigma_1^2 / sigma_i; the reference's are stored in fp32, 6e-8 relative); vectors
+// elementwise within 2e-6 of the float64 reference rounded to fp32 (fp32 rounding is 6e-8; an
+// eigenvector's error is ~1e-15 |A| / gap, and the smallest relative gap here, 1.4e-5 in sigma, is
+// 2.8e-5 in sigma^2: 4e-11); and the subspace spanned by the first r vectors: the sine of the largest
 // principal angle (bounded by ||Q_ref - Q Q^T Q_ref||_F) below 1e-5.
 static void test_svd(const VecFile* vf) {
     static const size_t shapes[4][2] = { { 20, 12 }, { 12, 20 }, { 67, 129 }, { 129, 67 } };
@@ -283,7 +313,7 @@ static void test_svd(const VecFile* vf) {
         grad_of(11 + 2 * (uint32_t)k, 1, rows, cols, 0, G);
         float* P = (float*)malloc(s * (right ? cols : rows) * sizeof(float));
         double* sv = (double*)malloc(s * sizeof(double));
-        const int sweeps = galore_svd_projector(G, rows, cols, (int)s, P, sv);
+        const int iters = galore_svd_projector(G, rows, cols, (int)s, P, sv);
         char key[32];
         snprintf(key, sizeof(key), "svd%d_S", k);
         const float* wS = vec_get(vf, key, NULL);
@@ -314,11 +344,11 @@ static void test_svd(const VecFile* vf) {
             free(proj);
         }
         resid = sqrt(resid);
-        printf("# svd %zux%zu: %d sweeps, max |dsigma|/sigma_1 %.3g, max |dvector| %.3g, subspace residual (r=%zu) %.3g\n",
-               rows, cols, sweeps, ds, dv, r, resid);
-        test_check(ds <= 1e-6, "singular values differ", "jacobi svd %zux%zu: singular values within 1e-6 sigma_1 of torch.linalg.svd (max %.3g)", rows, cols, ds);
-        test_check(dv <= 2e-6, "vectors differ", "jacobi svd %zux%zu: sign-fixed singular vectors within 2e-6 of torch.linalg.svd's (max %.3g)", rows, cols, dv);
-        test_check(resid <= 1e-5, "subspace differs", "jacobi svd %zux%zu: top-%zu subspace, sin(largest principal angle) <= %.3g <= 1e-5", rows, cols, r, resid);
+        printf("# svd %zux%zu: %d QL iterations, max |dsigma|/sigma_1 %.3g, max |dvector| %.3g, subspace residual (r=%zu) %.3g\n",
+               rows, cols, iters, ds, dv, r, resid);
+        test_check(ds <= 1e-6, "singular values differ", "svd %zux%zu: singular values within 1e-6 sigma_1 of torch.linalg.svd (max %.3g)", rows, cols, ds);
+        test_check(dv <= 2e-6, "vectors differ", "svd %zux%zu: sign-fixed singular vectors within 2e-6 of torch.linalg.svd's (max %.3g)", rows, cols, dv);
+        test_check(resid <= 1e-5, "subspace differs", "svd %zux%zu: top-%zu subspace, sin(largest principal angle) <= %.3g <= 1e-5", rows, cols, r, resid);
         free(sv);
         free(P);
         free(G);
