@@ -47,7 +47,6 @@
 #include <float.h>
 #include "optim_common.h"
 #include "galore.h"
-#include "cpu/matmul.h"
 #include "common/util.h"
 
 #if defined(__clang__)
@@ -277,6 +276,37 @@ int galore_svd_projector(const float* G, size_t rows, size_t cols, int r, float*
     return iters;
 }
 
+// ---- the projections (plain loops: optim/ stays free of the trainer's matmul, so tools that link only
+// optim/*.c, like the decision guide, still link) ---------------------------------------------------
+
+// C (M, N) = A (M, K) @ B^T, B (N, K): row-by-row dot products, both operands contiguous.
+static void mm_abt(size_t M, size_t N, size_t K, const float* A, const float* B, float* C) {
+    OPTIM_PARALLEL_FOR(M * N * K)
+    for (size_t i = 0; i < M; i++)
+        for (size_t n = 0; n < N; n++) {
+            const float* a = A + i * K;
+            const float* b = B + n * K;
+            float acc = 0.0f;
+            for (size_t k = 0; k < K; k++) acc += a[k] * b[k];
+            C[i * N + n] = acc;
+        }
+}
+
+// C (M, N) = A (M, K) @ B (K, N), A element (i, k) at A[i*rs_a + k*cs_a]: each row of C accumulates
+// rows of B (contiguous axpys).
+static void mm_ab(size_t M, size_t N, size_t K, const float* A, size_t rs_a, size_t cs_a, const float* B, float* C) {
+    OPTIM_PARALLEL_FOR(M * N * K)
+    for (size_t i = 0; i < M; i++) {
+        float* c = C + i * N;
+        for (size_t n = 0; n < N; n++) c[n] = 0.0f;
+        for (size_t k = 0; k < K; k++) {
+            const float a = A[i * rs_a + k * cs_a];
+            const float* b = B + k * N;
+            for (size_t n = 0; n < N; n++) c[n] += a * b[n];
+        }
+    }
+}
+
 // ---- the step -------------------------------------------------------------------------------------
 
 static void galore_step_plain(const GaloreScalars* k, OptTensor* p) {
@@ -305,18 +335,18 @@ static void galore_step_projected(const OptHyper* h, const GaloreScalars* k, Opt
     }
     float* R = (float*)xmalloc(low * sizeof(float));  // projected gradient, then N = m / (sqrt(v) + eps)
     if (right)  // R (rows, r) = G (rows, cols) @ P^T (cols, r)
-        matmul_gemm((int)rows, (int)r, (int)cols, G, (long)cols, 1, P, 1, (long)cols, R, (long)r, 0, NULL);
+        mm_abt(rows, r, cols, G, P, R);
     else        // R (r, cols) = P^T (r, rows) @ G (rows, cols)
-        matmul_gemm((int)r, (int)cols, (int)rows, P, 1, (long)r, G, (long)cols, 1, R, (long)cols, 0, NULL);
+        mm_ab(r, cols, rows, P, 1, r, G, R);
     OPTIM_PARALLEL_FOR(low)
     for (size_t i = 0; i < low; i++) R[i] = galore_adam(k, R[i], &m[i], &v[i]);
     float* U = (float*)xmalloc(GALORE_BACK_ROWS * cols * sizeof(float));  // (64, cols) of back(N)
     for (size_t i0 = 0; i0 < rows; i0 += GALORE_BACK_ROWS) {
         const size_t nr = rows - i0 < GALORE_BACK_ROWS ? rows - i0 : GALORE_BACK_ROWS;
         if (right)  // U = N[i0:i0+nr] (nr, r) @ P (r, cols)
-            matmul_gemm((int)nr, (int)cols, (int)r, R + i0 * r, (long)r, 1, P, (long)cols, 1, U, (long)cols, 0, NULL);
+            mm_ab(nr, cols, r, R + i0 * r, r, 1, P, U);
         else        // U = P[i0:i0+nr] (nr, r) @ N (r, cols)
-            matmul_gemm((int)nr, (int)cols, (int)r, P + i0 * r, (long)r, 1, R, (long)cols, 1, U, (long)cols, 0, NULL);
+            mm_ab(nr, cols, r, P + i0 * r, r, 1, R, U);
         float* theta = p->param + i0 * cols;
         const size_t n = nr * cols;
         OPTIM_PARALLEL_FOR(n)
