@@ -84,6 +84,9 @@ typedef struct {
     double bs;              // Sophia: batch size in tokens (the GNB estimator's B factor)
     int qblock;            // 8-bit optimizers: quantization block size (-qblock)
     int min_8bit_size;     // 8-bit optimizers: tensors with fewer elements keep fp32 state
+    int rank;              // GaLore: projection rank r (-rank); capped by each matrix's smaller side
+    int update_proj_gap;   // GaLore: the projector is recomputed (SVD of the gradient) every T steps
+    float galore_scale;    // GaLore: alpha, the scale of the update projected back (-galore-scale)
 } OptHyper;
 
 // What the trainer passes to step() for one tensor.

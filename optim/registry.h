@@ -25,6 +25,8 @@
     X(OPT_ADAM8BIT,        CPU_CUDA)      \
     X(OPT_ADAMW8BIT,       CPU_CUDA)      \
     X(OPT_PAGED_ADAMW8BIT, CPU_CUDA)      \
+    X(OPT_ADAMW4BIT,       CPU_ONLY)      \
+    X(OPT_GALORE_ADAMW,    CPU_ONLY)      \
     /* REGISTRY-END: new optimizers go above this line */
 
 // 1 for the optimizers whose line says CPU_CUDA (used by both expansions).

@@ -33,6 +33,9 @@ void print_usage(FILE* f) {
 "  -momentum F     sgdm momentum           -nesterov 0|1   sgdm Nesterov\n"
 "  -qblock N       8-bit block size        -rho F          sophia rho\n"
 "  -k N            sophia: Hessian estimate every N steps\n"
+"  -rank N         galore: projection rank (capped by each matrix's smaller side)   [128]\n"
+"  -update-proj-gap N  galore: recompute the projectors (SVD) every N steps         [200]\n"
+"  -galore-scale F galore: scale alpha of the projected-back update                 [0.25]\n"
 "evaluation, output, checkpoints:\n"
 "  -v N            val loss every N steps (and at the end)                          [50]\n"
 "  -m N            val batches                                                      [8]\n"
@@ -89,6 +92,8 @@ void parse_args(Args* a, int argc, char** argv) {
     a->seed = 1337; a->precision = PRECISION_BF16; a->max_skips = 5; a->temperature = 1.0f;
     a->lr = a->beta1 = a->beta2 = a->beta3 = a->eps = a->eps2 = a->wd = a->momentum = a->rho = NAN;
     a->nesterov = a->qblock = a->hess_interval = -1;
+    a->rank = a->update_proj_gap = -1;
+    a->galore_scale = NAN;
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
         if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { print_usage(stdout); exit(0); }
@@ -145,6 +150,9 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-qblock")) a->qblock = parse_int(f, v, 64, 1 << 16);
         else if (!strcmp(f, "-rho")) a->rho = parse_float(f, v, 0.0, 1e6);
         else if (!strcmp(f, "-k")) a->hess_interval = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-rank")) a->rank = parse_int(f, v, 1, 1 << 16);
+        else if (!strcmp(f, "-update-proj-gap")) a->update_proj_gap = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-galore-scale")) a->galore_scale = parse_float(f, v, 0.0, 1e3);
         else user_error("unknown flag %s (run ./train -h for the list)", f);
     }
     // one step of -d tokens is -d / (b*t) micro-steps: bounded so that a step finishes (64-bit product)
@@ -217,6 +225,9 @@ OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step) {
     if (a->nesterov >= 0) h.nesterov = a->nesterov;
     if (a->qblock > 0) h.qblock = a->qblock;
     if (a->hess_interval > 0) h.hess_interval = a->hess_interval;
+    if (a->rank > 0) h.rank = a->rank;
+    if (a->update_proj_gap > 0) h.update_proj_gap = a->update_proj_gap;
+    if (!isnan(a->galore_scale)) h.galore_scale = a->galore_scale;
     if (opt->flags & OPT_HESSIAN) h.bs = (double)tokens_per_step;
     return h;
 }

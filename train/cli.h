@@ -50,6 +50,8 @@ typedef struct {
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
     double lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho; // as typed (optim.h: OptHyper)
     int nesterov, qblock, hess_interval;
+    int rank, update_proj_gap;  // -rank, -update-proj-gap (GaLore); -1 = default
+    float galore_scale;         // -galore-scale (GaLore); NAN = default
 } Args;
 
 void print_usage(FILE* f);

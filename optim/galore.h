@@ -1,0 +1,59 @@
+// optim/galore.h: the per-element math of GaLore AdamW (optim/galore.c explains the algorithm), written
+// once for the CPU loop and a future CUDA kernel (HD: host and device), and the projector's SVD.
+#ifndef OPTIM_GALORE_H
+#define OPTIM_GALORE_H
+
+#include <math.h>
+#include <stddef.h>
+#include "common/numerics.h"
+
+// Per-step scalars, from Python floats (double) rounded to fp32 once, as the official code's
+// `p.add_(norm_grad, alpha=-step_size)` and `p.add_(p, alpha=-lr * weight_decay)` see them.
+typedef struct {
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+    float neg_step_size;  // -lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+    float neg_lr_wd;      // -lr * wd, applied after the update when wd > 0
+    int decays;           // wd > 0
+    float scale;          // alpha (galore_scale); 1 for tensors that are not projected
+} GaloreScalars;
+
+static inline GaloreScalars galore_scalars(double lr, double wd, double beta1, double beta2, double eps,
+                                           double scale, int t) {
+    GaloreScalars k;
+    k.beta1 = (float)beta1;
+    k.one_minus_beta1 = (float)(1.0 - beta1);
+    k.beta2 = (float)beta2;
+    k.one_minus_beta2 = (float)(1.0 - beta2);
+    k.eps = (float)eps;
+    k.neg_step_size = (float)-(lr * sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t)));
+    k.neg_lr_wd = (float)(-lr * wd);
+    k.decays = wd > 0.0;
+    k.scale = (float)scale;
+    return k;
+}
+
+// Adam on one element (of the projected gradient, or of the full one for unprojected tensors): updates
+// m, v and returns the normalized gradient m / (sqrt(v) + eps) (no bias correction inside: it is folded
+// into the step size, as in the transformers-style AdamW GaLore ships).
+HD static inline float galore_adam(const GaloreScalars* k, float g, float* m, float* v) {
+    *m = *m * k->beta1 + k->one_minus_beta1 * g;
+    *v = *v * k->beta2 + k->one_minus_beta2 * g * g;
+    return *m / (sqrtf(*v) + k->eps);
+}
+
+// The parameter after the step, from u = the normalized gradient back in the full space (before alpha).
+HD static inline float galore_param(const GaloreScalars* k, float p, float u) {
+    p = p + k->neg_step_size * (u * k->scale);
+    if (k->decays) p = p + k->neg_lr_wd * p;
+    return p;
+}
+
+// The projector of a (rows, cols) gradient G: its top-r singular vectors, from the eigendecomposition
+// (in double: Householder tridiagonalization + implicit QL) of the Gram matrix of its smaller side
+// (galore.c). side 'R' (rows >=
+// cols): out = Vh[:r, :], (r, cols); side 'L' (rows < cols): out = U[:, :r], (rows, r). Each vector's
+// sign is fixed: its largest-magnitude component is positive (the first one on a tie). sv (r) receives
+// the singular values in descending order (may be NULL). Returns the QL iterations used.
+int galore_svd_projector(const float* G, size_t rows, size_t cols, int r, float* out, double* sv);
+
+#endif
