@@ -79,6 +79,7 @@ typedef struct {
     float bs;              // Sophia: batch size in tokens (the GNB estimator's B factor)
     int qblock;            // 8-bit optimizers: quantization block size (-qblock)
     int min_8bit_size;     // 8-bit optimizers: tensors with fewer elements keep fp32 state
+    float aux_lr;          // muon: peak lr of its AdamW part (embeddings, vectors); -l is the Muon part's
 } OptHyper;
 
 // What the trainer passes to step() for one tensor.

@@ -18,6 +18,10 @@
     X(OPT_ADAM8BIT)       \
     X(OPT_ADAMW8BIT)      \
     X(OPT_PAGED_ADAMW8BIT) \
+    X(OPT_MUON)           \
+    X(OPT_ADAM_MINI)      \
+    X(OPT_LION8BIT)       \
+    X(OPT_SGDM8BIT)       \
     /* REGISTRY-END: new optimizers go above this line */
 
 #define DECLARE_OPTIMIZER(o) extern const Optimizer o;
