@@ -42,7 +42,8 @@
 //    rounded to bf16: what a bf16 GEMM with fp32 accumulation computes, up to the accumulation order.
 //
 // State: momentum_buffer (fp32, 4 B/param) for the Muon tensors; exp_avg and exp_avg_sq (fp32,
-// 8 B/param) for the AdamW tensors. d12: 5.2686 B/param (the embeddings are a third of GPT-2 small).
+// 8 B/param) for the AdamW tensors. d12: 656,068,608 bytes = 5.2706 B/param (the embeddings, on AdamW,
+// are a third of GPT-2 small).
 // The Newton-Schulz scratch, 4 * (2*s*l + 3*s*s) bytes for the largest matrix (26 MB on d12's
 // (3072, 768) mlp.fc), is allocated per call and freed: it is not in the memory ledger.
 #include <stdlib.h>
