@@ -39,6 +39,8 @@
 #include "adam_mini.h"
 #include "common/util.h"
 
+// No implicit fused multiply-adds: the ones PyTorch's kernels do (lerp, add with alpha) are explicit
+// fmaf calls in adam_mini.h, so the elementwise math equals the official code's rounding.
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)

@@ -1,6 +1,8 @@
 // optim/muon.c: Muon, MomentUm Orthogonalized by Newton-Schulz (`-opt muon`), as the official
 // KellerJordan/Muon muon.py (SingleDeviceMuonWithAuxAdam, the version whose muon_update scales by
-// max(1, rows/cols)^0.5) computes it: Muon for the hidden 2-D matrices, its built-in AdamW for the rest.
+// max(1, rows/cols)^0.5, as of commit 00ba60d) computes it: Muon for the hidden 2-D matrices, its
+// built-in AdamW for the rest. (Other Muon variants scale differently, e.g. Moonshot's
+// 0.2 * sqrt(max(rows, cols)) to match AdamW's update RMS; we follow the official package.)
 //
 // Muon part, for each hidden matrix (ParamShape.role PARAM_MATRIX or PARAM_ATTN_QKV), step t:
 //   m = lerp(m, g, 1 - beta)                   momentum.lerp_(grad, 1 - beta), fp32
@@ -53,8 +55,9 @@
 #include "cpu/matmul.h"
 #include "common/util.h"
 
-// Every operation rounded as written (no fused multiply-adds), so the test's transcription of the
-// official code matches to the last bit where the op order is the same.
+// Every operation rounded as written: no implicit fused multiply-adds; the ones PyTorch's kernels do
+// (lerp, add with alpha) are explicit fmaf calls in muon.h. So our steps equal the test's transcription
+// of the official code bit for bit where the op order is the same.
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
