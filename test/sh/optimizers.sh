@@ -10,9 +10,9 @@ FLAGS="-model 2:64:2 -b 4 -t 32 -x 16 -v 0 -gen 0 -u 2"
 lr_for() {
     case $1 in
         sgd|lomo) echo "-l 0.5" ;;
-        sgdm) echo "-l 0.05" ;;
+        sgdm|sgdm8bit) echo "-l 0.05" ;;
         adalomo) echo "-l 0.01" ;;
-        lion) echo "-l 3e-4" ;;
+        lion|lion8bit) echo "-l 3e-4" ;;
         came) echo "-l 1e-3" ;;
         *) echo "" ;;
     esac

@@ -69,7 +69,7 @@ cat > "$TMP/adv_main.c" <<'C'
 #include "train/advise.h"
 int main(int argc, char** argv) { return advise_main(argc, argv); }
 C
-if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" train/advise.c train/cli.c train/model.c optim/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
+if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" train/advise.c train/cli.c train/model.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
     out=$("$ADV" -advise 1 -model 32:4096:32 -mem 80)
     for o in $OPTS; do
         want=$(python3 - "$MT/ledger/7B__$o.txt" <<'PY'
