@@ -25,4 +25,4 @@ for spec in "$@"; do
     o=${spec%%=*}
     for lr in ${spec#*=}; do printf '%s %s %s %s\n' "$o" "$lr" "$steps" "$out"; done
 done | xargs -P "$JOBS" -L 1 bash -c 'echo "$1 $(run_one "$@")"' _
-echo "wall: $((SECONDS - start)) s (ended $(date -u +%FT%TZ), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
+echo "wall: $((SECONDS - start)) s (ended $(date -u +%FT%TZ), $(getconf _NPROCESSORS_ONLN) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS)"

@@ -304,8 +304,8 @@ static void test_registry_and_defaults(void) {
     test_check(a->relative_step == 1 && a->scale_parameter == 1 && a->use_beta1 == 0, NULL,
                "adafactor defaults: relative step and parameter scaling on, no beta1 (HF)");
     const OptHyper* c = &OPT_CAME.defaults;
-    test_check(c->lr == 2e-4f, NULL, "came default lr 2e-4 (README example; the reference has none)");
-    test_check(OPT_ADALOMO.defaults.lr == 1e-3f, NULL, "adalomo default lr 1e-3");
+    test_check(c->lr == 5e-5f, NULL, "came default lr 5e-5 (results/sweep/; the reference has none)");
+    test_check(OPT_ADALOMO.defaults.lr == 3e-2f, NULL, "adalomo default lr 3e-2 (results/sweep/)");
     // The hyperparameters as typed: 1 - beta3 must be 1e-4 as in Python, not 1 - (double)0.9999f.
     test_check(fac_hyper(0.9999f) == 0.9999 && fac_hyper(0.999f) == 0.999 && fac_hyper(-0.8f) == -0.8 &&
                    fac_hyper(1e-30f) == 1e-30 && fac_hyper(2e-4f) == 2e-4 && fac_hyper(1.0f) == 1.0,
