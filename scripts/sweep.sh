@@ -6,7 +6,9 @@
 #   scripts/sweep.sh adamw --lrs "3e-4 1e-3 3e-3" --steps 100 --model d4 --out results/sweep
 # Options: --lrs "..." (default: a grid around the optimizer's usual lr, below), --steps N [60],
 # --model S [d4], -b B [8], -t T [64], --train BIN [./train_cpu], --out DIR [results/sweep].
-# A diverged run (non-finite loss, exit 3) counts as the worst. Anything after `--` goes to every run.
+# --lrs may include the word `default`: that run passes no -l (the optimizer's own default; for adafactor
+# its relative step, which -l would turn off). A diverged run (non-finite loss, exit 3) counts as the
+# worst. Anything after `--` goes to every run. scripts/sweep_defaults.sh runs this for every optimizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 opt=${1:?usage: scripts/sweep.sh OPT [--lrs \"a b c\"] [--steps N] [--model S] [-b B] [-t T] [--train BIN] [--out DIR]}
@@ -38,8 +40,8 @@ echo "|---|---|---|---|"
 best=""; best_val=""
 for lr in $lrs; do
     rdir="$dir/lr_$lr"; mkdir -p "$rdir"; rm -f "$rdir/log.jsonl"
-    rc=0
-    $train -model "$model" -b "$B" -t "$T" -x "$steps" -v "$steps" -m 8 -gen 0 -seed 1337 -opt "$opt" -l "$lr" \
+    rc=0; lrflag=(-l "$lr"); [ "$lr" = default ] && lrflag=()
+    $train -model "$model" -b "$B" -t "$T" -x "$steps" -v "$steps" -m 8 -gen 0 -seed 1337 -opt "$opt" "${lrflag[@]}" \
         -o "$rdir" "${extra[@]}" > "$rdir/stdout.txt" 2>&1 || rc=$?
     rm -f "$rdir/checkpoint.bin"
     s=$(grep '^summary:' "$rdir/stdout.txt" || true)

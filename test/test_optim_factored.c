@@ -304,8 +304,8 @@ static void test_registry_and_defaults(void) {
     test_check(a->relative_step == 1 && a->scale_parameter == 1 && a->use_beta1 == 0, NULL,
                "adafactor defaults: relative step and parameter scaling on, no beta1 (HF)");
     const OptHyper* c = &OPT_CAME.defaults;
-    test_check(c->lr == 2e-4, NULL, "came default lr 2e-4 (README example; the reference has none)");
-    test_check(OPT_ADALOMO.defaults.lr == 1e-3, NULL, "adalomo default lr 1e-3");
+    test_check(c->lr == 5e-5, NULL, "came default lr 5e-5 (results/sweep/; the reference has none)");
+    test_check(OPT_ADALOMO.defaults.lr == 3e-2, NULL, "adalomo default lr 3e-2 (results/sweep/)");
     // The hyperparameters as typed (OptHyper keeps doubles): 1 - beta3 must be Python's 1 - 0.9999, not
     // 1 - (double)0.9999f (1.7e-4 away, which shows in CAME's early steps).
     test_check(c->beta3 == 0.9999 && 1.0 - c->beta3 == 1.0 - 0.9999 && c->beta2 == 0.999 &&
