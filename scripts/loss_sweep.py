@@ -385,7 +385,7 @@ def main():
             fl[fl.index("-x") + 1] = str(args.steps)
         return fl
 
-    all_opts = args.opts.split() or p["opts"] or list_opts(args.train)
+    all_opts = args.opts.split() or p["opts"] or list_opts(args.train, args.out)
     # AdamW first: the baseline of every Δ, and the fine-tuning table's starting point
     all_opts = sorted(all_opts, key=lambda o: o != "adamw")
     tables = []
@@ -462,9 +462,18 @@ def main():
     return 130 if stop == "interrupted" else 0
 
 
-def list_opts(train):
-    out = subprocess.run([train, "-opt", "list"], capture_output=True, text=True).stdout
-    return [l.split()[0] for l in out.splitlines()[1:] if l.strip()]
+def list_opts(train, out_dir):
+    """Every optimizer of `TRAIN -opt list`; without a runnable trainer (--rebuild, --plan on a machine
+    without the build), the optimizer folders already in OUT/pretrain."""
+    try:
+        out = subprocess.run([train, "-opt", "list"], capture_output=True, text=True).stdout
+        return [l.split()[0] for l in out.splitlines()[1:] if l.strip()]
+    except OSError:
+        d = os.path.join(out_dir, "pretrain")
+        found = sorted(o for o in os.listdir(d) if os.path.isdir(os.path.join(d, o)) and not o.startswith(("_", ".")) and o != "plot") if os.path.isdir(d) else []
+        if not found:
+            sys.exit("error: cannot run %s -opt list and %s has no runs: build the trainer or give --opts" % (train, d))
+        return found
 
 
 def prune_checkpoints(t, e, best):

@@ -329,6 +329,10 @@ def table_rows(d, sweep_seed=SWEEP_SEED, nseeds=3, grids=None):
                         row["failed"] = r["note"]
             grid = (grids or {}).get(o, []) if mode == "sweep" else []
             missing, best, ext, note = settle(points, grid) if mode == "sweep" else ([], 0 if points else None, None, "")
+            if missing and any(math.isfinite(v) for v in points.values()):
+                # an unfinished sweep: its best so far, marked as such (interim tables between GPU windows)
+                best = min((k for k in points if math.isfinite(points[k])), key=lambda k: (points[k], k))
+                note = "sweep incomplete (%d of %d points): best so far" % (len(points), len(points) + len(missing))
             row["points"], row["note"] = points, note
             row["best"] = best
             row["lr"] = (lr_name(best) if mode == "sweep" else "default") if best is not None else None
