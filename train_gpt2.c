@@ -5,9 +5,9 @@
 //   1. configuration and parameter layout (train/model.c, shared with the CUDA trainer)
 //   2. layers: encoder, layernorm, matmul (cpu/matmul.c), attention, gelu, residual, softmax+CE
 //   3. the model: forward, backward, with per-layer fp32 views of bf16 weights
-//   4. optimizer plumbing: state layout through the ledger, the step, LOMO's fused backward, Sophia's GNB
-//   5. checkpoints, evaluation, sampling
-//   6. the command line and the training loop (main)
+//   4. optimizer plumbing: state layout through the ledger, the step over every tensor, LOMO's unit hook
+//   5. the model as the shared run loop sees it (checkpoint blobs, init, loss, next-token probabilities)
+//   6. the step (train_step, train_step_fused for LOMO/AdaLomo, maybe_update_hessian for Sophia), main
 //
 // Mixed precision on the CPU (-precision bf16, the default): the working parameters and the
 // gradients are stored in bf16, the optimizer updates an fp32 master copy and writes the bf16 copy
@@ -36,7 +36,6 @@
 #include "common/logger.h"
 #include "common/checkpoint.h"
 #include "train/cli.h"
-#include "train/advise.h"
 #include "train/run.h"
 #include "train/model.h"
 #include "optim/optim.h"
@@ -250,12 +249,7 @@ static void softmax_crossentropy_forward(float* losses, float* logits, const int
     #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         float* x = logits + (size_t)i * V;
-        float maxv = -INFINITY;
-        for (int v = 0; v < V; v++) if (x[v] > maxv) maxv = x[v];
-        double sum = 0.0;
-        for (int v = 0; v < V; v++) { x[v] = expf(x[v] - maxv); sum += x[v]; }
-        float inv = (float)(1.0 / sum);
-        for (int v = 0; v < V; v++) x[v] *= inv;
+        softmax_inplace(x, V);
         if (targets) losses[i] = targets[i] >= 0 ? -logf(fmaxf(x[targets[i]], 1e-30f)) : 0.0f;
     }
 }
@@ -568,11 +562,10 @@ static void gpt2_backward(GPT2* m, int B, int T, float grad_scale, UnitDoneFn do
 // for optimizers that update inside backward (LOMO): they never hold the whole model's gradients.
 static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int T, int fused, Ledger* led) {
     memset(m, 0, sizeof(*m));
+    model_layout_build(&m->layout, cfg);
     m->config = *cfg;
     m->precision = precision;
-    m->B = B;
-    m->T = T;
-    model_layout_build(&m->layout, cfg);
+    m->B = B; m->T = T; // the largest batch forward and backward will run
     size_t P = m->layout.num_params;
     int bf = precision == PRECISION_BF16;
     if (bf) {
@@ -624,6 +617,7 @@ typedef struct {
     int stochastic_rounding;  // -sr 1: stochastic rounding of the bf16 copy
     uint64_t seed;
     long nonfinite;           // non-finite gradient elements reported by the optimizer
+    long nonfinite_update;    // non-finite updated weights (rolled back) in the current step
 } OptRun;
 
 // State layout for every tensor (shared with the CUDA trainer), one ledger allocation per state name.
@@ -662,18 +656,29 @@ static OptHyper tensor_hyper(const OptRun* o, const ModelTensor* p) {
     return h;
 }
 
-// bf16 mode: after the optimizer wrote the fp32 master of tensor p, refresh its bf16 working copy.
-// Stochastic rounding draws its bits from a hash of (seed, step, element), so a resumed run rounds
-// exactly as the uninterrupted one did.
-static void write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step) {
-    if (!m->params_bf16) return;
-    const float* src = m->params_f32 + p->offset;
+// After the optimizer wrote the fp32 master of tensor p: refresh its bf16 working copy (bf16 mode) and
+// check the update. Stochastic rounding draws its bits from the stream of (seed, step, tensor offset)
+// (common/numerics.h), so a resumed run rounds exactly as the uninterrupted one did. A non-finite
+// master value is never kept: in bf16 mode the working copy still holds the weight from before this
+// step, so the element goes back to it (its optimizer state may be spoilt: the next steps will tell).
+// Returns the number of non-finite values found.
+static size_t write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step) {
+    float* src = m->params_f32 + p->offset;
+    size_t n = p->shape.numel, bad = 0;
+    if (!m->params_bf16) {
+        #pragma omp parallel for reduction(+:bad) if (n > 65536)
+        for (size_t i = 0; i < n; i++) bad += !isfinite(src[i]);
+        return bad;
+    }
     bf16* dst = m->params_bf16 + p->offset;
-    size_t n = p->shape.numel;
     const uint64_t stream = sr_stream(o->seed, step, p->offset);
     const int sr = o->stochastic_rounding;
-    #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = master_to_bf16(src[i], sr, stream, i);
+    #pragma omp parallel for reduction(+:bad) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(src[i])) dst[i] = master_to_bf16(src[i], sr, stream, i);
+        else { src[i] = bf16_to_f32(dst[i]); bad++; }
+    }
+    return bad;
 }
 
 // Runs the optimizer on tensor i with an fp32 gradient (already scaled by the clip factor).
@@ -685,7 +690,7 @@ static void optimizer_apply(GPT2* m, OptRun* o, int i, const float* grad, int st
     OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0 };
     o->opt->step(&h, &ot, &st);
     o->nonfinite += st.nonfinite;
-    write_bf16_copy(m, o, p, step);
+    o->nonfinite_update += (long)write_bf16_copy(m, o, p, step);
 }
 
 // fp32 gradient of tensor p times `scale`: a pointer into the fp32 grads (scaled in place), or the bf16
@@ -785,94 +790,118 @@ static void fused_unit_done(GPT2* m, int unit, void* vctx) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// 5. checkpoints, evaluation, sampling
+// 5. the model as the shared run loop sees it (train/run.h): checkpoint blobs, init, loss, sampling
 
-// The checkpoint's blobs (names and order: train/model.c): fp32 weights, the bf16 copy (bf16 mode),
-// every optimizer state buffer.
-static int checkpoint_blobs(GPT2* m, OptRun* o, CkptBlob* blobs) {
-    return model_checkpoint_blobs(blobs, &m->layout, &o->layout, m->precision, m->params_f32, m->params_bf16, o->buf);
+typedef struct { GPT2* m; OptRun* o; } Trainer;
+
+// The checkpoint's blobs (names and order: train/model.c) point straight into the model: fp32 weights,
+// the bf16 copy (bf16 mode), every optimizer state buffer.
+static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
+    Trainer* t = (Trainer*)vt;
+    return model_checkpoint_blobs(blobs, &t->m->layout, &t->o->layout, t->m->precision, t->m->params_f32, t->m->params_bf16, t->o->buf);
 }
 
-static void checkpoint_header(const GPT2* m, const OptRun* o, CkptHeader* h) {
-    model_checkpoint_header(h, &m->layout, m->precision, o->opt->name);
+static void ops_init(void* vt, uint64_t seed) {
+    Trainer* t = (Trainer*)vt;
+    gpt2_init(t->m, seed);
+    optimizer_init_state(t->o, t->m);
 }
 
-// Mean loss over `batches` batches of the val loader, from its start (so every eval sees the same text).
-static float evaluate(GPT2* m, DataLoader* val, int batches, int B, int T) {
-    dataloader_reset(val);
-    double sum = 0.0;
-    for (int i = 0; i < batches; i++) {
-        dataloader_next(val, m->inputs, m->targets);
-        gpt2_forward(m, m->inputs, m->targets, B, T, 0);
-        sum += m->mean_loss;
-    }
-    return (float)(sum / batches);
+static void ops_set_weights(void* vt, const float* w) {
+    GPT2* m = ((Trainer*)vt)->m;
+    memcpy(m->params_f32, w, m->layout.num_params * sizeof(float));
+    if (m->params_bf16) for (size_t i = 0; i < m->layout.num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
 }
 
-// Generates `len` tokens after <|endoftext|> and prints them (decoded if a tokenizer is loaded).
-// Seeded from (seed, step) so sampling never disturbs the training stream.
-static void sample_text(GPT2* m, const Tokenizer* tok, int len, uint64_t seed, int step, int T, FILE* out) {
-    Rng rng;
-    rng_seed(&rng, seed * 1000003ull + (uint64_t)step);
-    int V = m->config.vocab_size;
-    int eot = tok ? tokenizer_eot(tok) : V - 1;
-    if (eot < 0 || eot >= V) eot = V - 1;
-    int* gen = (int*)xmalloc(sizeof(int) * (size_t)(len + 1));
-    gen[0] = eot;
-    fprintf(out, "sample (step %d): ", step);
-    for (int i = 1; i <= len; i++) {
-        int start = i > T ? i - T : 0; // slide the context window
-        int n = i - start;
-        gpt2_forward(m, gen + start, NULL, 1, n, 1);
-        int next = sample_index(m->acts.logits, V, rng_f32(&rng));
-        gen[i] = next;
-        if (tok) {
-            size_t bl = 0;
-            const unsigned char* bytes = tokenizer_decode(tok, next, &bl);
-            if (bytes) fwrite(bytes, 1, bl, out);
-        } else {
-            fprintf(out, "%d ", next);
-        }
-    }
-    fprintf(out, "\n");
-    free(gen);
+static float ops_loss(void* vt, const int* inputs, const int* targets, int B, int T) {
+    GPT2* m = ((Trainer*)vt)->m;
+    gpt2_forward(m, inputs, targets, B, T, 0);
+    return m->mean_loss;
+}
+
+static void ops_next_token_probs(void* vt, const int* tokens, int n, float* probs) {
+    GPT2* m = ((Trainer*)vt)->m;
+    gpt2_forward(m, tokens, NULL, 1, n, 1);
+    memcpy(probs, m->acts.logits, (size_t)m->config.vocab_size * sizeof(float));
 }
 
 // ------------------------------------------------------------------------------------------------
-// 6. command line and training loop
+// 6. the step: train_step (every optimizer but the fused ones), train_step_fused (LOMO, AdaLomo),
+//    maybe_update_hessian (Sophia), then main
 
-static void list_optimizers(void) {
-    // state bytes/param measured on the d12 shapes (GPT-2 124M) with each optimizer's defaults
-    GPT2Config cfg = parse_model("d12");
-    GPT2 m;
-    Ledger dry;
-    ledger_init(&dry, 1);
-    gpt2_build(&m, &cfg, PRECISION_BF16, 1, 1, 0, &dry);
-    printf("%-17s %-12s %s\n", "name", "B/param(d12)", "description [paper]");
-    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
-        const Optimizer* o = OPTIMIZERS[i];
-        double bpp = (double)optimizer_layout_bytes(&m.layout, o, &o->defaults) / m.layout.num_params;
-        printf("%-17s %-12.4f %s [%s]\n", o->name, bpp, o->description, o->paper);
+typedef struct { float loss, norm; int skipped; } StepResult;
+
+// Forward and backward over -d tokens (accum micro-steps), the global gradient norm, clipping, one
+// optimizer step. A non-finite loss or gradient skips the update (the caller counts and logs it).
+static StepResult train_step(GPT2* m, OptRun* o, Run* r, int opt_t, float lr_scale) {
+    const Args* a = &r->a;
+    StepResult res = { 0.0f, 0.0f, 0 };
+    zero_grads(m);
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next(&r->data.train, m->inputs, m->targets);
+        gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
+        res.loss += m->mean_loss / r->accum;
+        gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, NULL);
     }
-    model_layout_free(&m.layout);
+    res.norm = (float)sqrt(grad_sumsq(m));
+    if (!isfinite(res.loss) || !isfinite(res.norm)) { res.skipped = 1; return res; }
+    float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
+    o->nonfinite_update = 0;
+    optimizer_step(m, o, opt_t, lr_scale, clip_scale);
+    if (o->nonfinite_update) res.skipped = 2; // a non-finite update: rolled back, counted like a skip
+    return res;
 }
 
-// Sophia's Gauss-Newton-Bartlett estimate: on fresh batches, labels are sampled from the model's own
-// softmax, the loss on those labels is backpropagated, the gradient is clipped to norm 1 (as the
-// reference training script does), and the optimizer folds grad*grad into its Hessian EMA.
-static void sophia_gnb_update(GPT2* m, OptRun* o, DataLoader* train, int accum, int B, int T, uint64_t seed, int step) {
+// LOMO and AdaLomo update each unit inside backward, as soon as its gradient exists, so no model-wide
+// gradient is ever held. Clipping needs the global norm before the first update, so with -g it takes
+// two passes: the first backward only measures the norm, and the forward is repeated because backward
+// consumes the probabilities in place. (No gradient accumulation: run_check_args refuses it.)
+static StepResult train_step_fused(GPT2* m, OptRun* o, Run* r, int opt_t, float lr_scale) {
+    const Args* a = &r->a;
+    StepResult res = { 0.0f, 0.0f, 0 };
+    FusedCtx c = { o, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
+    o->nonfinite_update = 0;
+    dataloader_next(&r->data.train, m->inputs, m->targets);
+    gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
+    res.loss = m->mean_loss;
+    if (!isfinite(res.loss)) { res.skipped = 1; return res; }
+    if (a->grad_clip > 0.0f) {
+        c.norm_only = 1;
+        gpt2_backward(m, a->B, a->T, 1.0f, fused_unit_done, &c);
+        res.norm = (float)sqrt(c.sumsq);
+        if (!isfinite(res.norm)) { res.skipped = 1; return res; }
+        c.norm_only = 0;
+        c.sumsq = 0.0;
+        c.clip_scale = res.norm > a->grad_clip ? a->grad_clip / res.norm : 1.0f;
+        gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
+    }
+    gpt2_backward(m, a->B, a->T, 1.0f, fused_unit_done, &c);
+    if (a->grad_clip <= 0.0f) res.norm = (float)sqrt(c.sumsq);
+    if (c.nonfinite_units) res.skipped = 1;
+    else if (o->nonfinite_update) res.skipped = 2;
+    return res;
+}
+
+// Sophia's Gauss-Newton-Bartlett estimate, every k applied steps: on fresh batches, labels are sampled
+// from the model's own softmax, the loss on those labels is backpropagated, the gradient is clipped to
+// norm 1 (as the reference training script does), and the optimizer folds grad*grad into its Hessian
+// EMA. Seeded from (seed, step), so a resumed run draws the same labels.
+static void maybe_update_hessian(GPT2* m, OptRun* o, Run* r, int step, int opt_t) {
+    if (!(o->opt->flags & OPT_HESSIAN) || opt_t % r->hyper.hess_interval != 0) return;
+    const Args* a = &r->a;
     Rng rng;
-    rng_seed(&rng, seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
-    size_t BT = (size_t)B * T;
+    rng_seed(&rng, a->seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
+    size_t BT = (size_t)a->B * a->T;
     int V = m->config.vocab_size;
     zero_grads(m);
-    for (int micro = 0; micro < accum; micro++) {
-        dataloader_next(train, m->inputs, m->targets);
-        gpt2_forward(m, m->inputs, NULL, B, T, 0);
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next(&r->data.train, m->inputs, m->targets);
+        gpt2_forward(m, m->inputs, NULL, a->B, a->T, 0);
         softmax_crossentropy_forward(m->acts.losses, m->acts.logits, NULL, (int)BT, V);
         for (size_t i = 0; i < BT; i++) m->targets[i] = sample_index(m->acts.logits + i * V, V, rng_f32(&rng));
-        gpt2_backward(m, B, T, 1.0f / accum, accumulate_unit_bf16, NULL);
+        gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, NULL);
     }
+    logger_write(&r->lg, "{\"type\":\"hessian\",\"step\":%d}", step);
     double norm = sqrt(grad_sumsq(m));
     if (!isfinite(norm)) return; // a non-finite estimate is dropped, never folded into h
     float scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
@@ -885,175 +914,59 @@ static void sophia_gnb_update(GPT2* m, OptRun* o, DataLoader* train, int accum, 
     }
 }
 
+static void gpt2_free(GPT2* m, OptRun* o) {
+    state_layout_free(&o->layout);
+    model_layout_free(&m->layout);
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
-    Args a;
-    parse_args(&a, argc, argv);
-    if (!strcmp(a.opt_name, "list")) { list_optimizers(); return 0; }
-    const Optimizer* opt = optim_find(a.opt_name);
-    if (!opt) {
-        fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", a.opt_name);
-        optim_print_names(stderr);
-        fprintf(stderr, " (or -opt list)\n");
-        return EXIT_USER;
-    }
-    GPT2Config cfg = parse_model(a.model);
-    OptHyper hyper;
-    int accum = run_check_args(&a, &cfg, opt, &hyper);
-    int fused = (opt->flags & OPT_FUSED_BACKWARD) != 0;
+    Run run;
+    int rc = run_setup(&run, argc, argv, "cpu", NULL);
+    if (rc >= 0) return rc;
+    const Args* a = &run.a;
+    int fused = (run.opt->flags & OPT_FUSED_BACKWARD) != 0;
 
-    // ---- memory: everything through the ledger
-    Ledger led;
-    ledger_init(&led, a.memory_only);
+    // ---- model and optimizer state, everything through the ledger
     GPT2 model;
-    gpt2_build(&model, &cfg, a.precision, a.B, a.T, fused, &led);
+    gpt2_build(&model, &run.cfg, a->precision, a->B, a->T, fused, &run.led);
     OptRun orun;
-    optimizer_setup(&orun, &model, opt, &hyper, &led);
-    orun.stochastic_rounding = a.sr;
-    orun.seed = a.seed;
-    size_t state_bytes = optimizer_layout_bytes(&model.layout, opt, &hyper);
-    printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", a.model, cfg.num_layers,
-           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.layout.num_params, model.layout.num_params / 1e6);
-    printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s\n", opt->name, hyper.lr, state_bytes,
-           (double)state_bytes / model.layout.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32",
-           a.sr ? ", stochastic rounding" : "");
-    if (a.memory_only) {
-        printf("memory ledger for B=%d T=%d (nothing allocated):\n", a.B, a.T);
-        ledger_print(&led, stdout, model.layout.num_params);
-        printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", opt->name,
-               model.layout.num_params, state_bytes, (double)state_bytes / model.layout.num_params, led.current / 1048576.0);
-        state_layout_free(&orun.layout);
-        model_layout_free(&model.layout);
-        return 0;
-    }
+    optimizer_setup(&orun, &model, run.opt, &run.hyper, &run.led);
+    orun.stochastic_rounding = a->sr;
+    orun.seed = a->seed;
+    run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
+    ledger_record(&run.led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
+    if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
 
-    // ---- data
-    char err[1024];
-    RunData data;
-    run_open_data(&data, &a, cfg.vocab_size);
-    Tokenizer* tok = data.tok;
-    ledger_record(&led, MEM_DATA, "token shards (train+val)", dataloader_bytes(&data.train) + dataloader_bytes(&data.val), NULL);
-    ledger_record(&led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
-
-    // ---- init or resume
-    int start_step = 0;
-    RunStats stats;
-    char ckpt_path[1100];
-    run_begin(&stats, &a, ckpt_path, sizeof(ckpt_path));
-    gpt2_init(&model, a.seed);
-    if (a.resume) {
-        CkptHeader h, mine;
-        CkptBlob blobs[CKPT_MAX_BLOBS];
-        int nb = checkpoint_blobs(&model, &orun, blobs);
-        if (ckpt_read_header(ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
-        checkpoint_header(&model, &orun, &mine);
-        run_check_resume(&h, &mine, ckpt_path, a.steps);
-        if (ckpt_load(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
-        start_step = h.step;
-        stats.skipped_total = h.skipped_steps;
-        stats.tokens_seen = (long)h.tokens_seen;
-        if (dataloader_seek(&data.train, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, data.train_path);
-        printf("resumed from %s at step %d\n", ckpt_path, start_step);
-    } else {
-        optimizer_init_state(&orun, &model);
-    }
-    Logger lg;
-    if (logger_open(&lg, a.out_dir, a.resume) != 0) user_error("cannot write %s/log.jsonl: %s", a.out_dir, strerror(errno));
-
-    printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a.B, a.T,
-           a.total_batch, accum, accum > 1 ? "s" : "", a.steps, a.warmup, a.final_lr_frac, a.grad_clip);
-    printf("memory ledger:\n");
-    ledger_print(&led, stdout, model.layout.num_params);
-    fflush(stdout);
-
-    // ---- train
+    // ---- data, init or resume, log
+    Trainer tr = { &model, &orun };
+    ModelOps ops = { &tr, ops_ckpt_blobs, NULL, NULL, NULL, ops_init, ops_set_weights, ops_loss, ops_next_token_probs };
+    if (run_start(&run, &ops)) { rc = run_finish(&run, RUN_STOP, "", 0.0, ""); gpt2_free(&model, &orun); return rc; }
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
     printf("training on %d CPU thread%s\n", threads, threads > 1 ? "s" : "");
-    for (int step = start_step + 1; step <= a.steps; step++) {
+
+    // ---- train
+    for (int step = run.start_step + 1; step <= a->steps; step++) {
         double t0 = now_seconds();
-        float lr_scale = lr_multiplier(step, a.steps, a.warmup, a.final_lr_frac);
-        // the optimizer's own step count (bias corrections, Adafactor's schedules) counts applied
-        // updates only, as torch's does: a skipped non-finite step does not advance it
-        int opt_t = step - stats.skipped_total;
-        float loss = 0.0f, norm = 0.0f;
-        int skipped = 0;
-        if (fused) {
-            FusedCtx c = { &orun, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
-            dataloader_next(&data.train, model.inputs, model.targets);
-            gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
-            loss = model.mean_loss;
-            if (!isfinite(loss)) skipped = 1;
-            else {
-                if (a.grad_clip > 0.0f) {
-                    // two-pass clipping: the first backward only measures the global norm; the forward is
-                    // repeated because backward consumes the probabilities in place
-                    c.norm_only = 1;
-                    gpt2_backward(&model, a.B, a.T, 1.0f, fused_unit_done, &c);
-                    norm = (float)sqrt(c.sumsq);
-                    c.norm_only = 0;
-                    c.sumsq = 0.0;
-                    if (!isfinite(norm)) skipped = 1;
-                    c.clip_scale = norm > a.grad_clip ? a.grad_clip / norm : 1.0f;
-                    if (!skipped) gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
-                }
-                if (!skipped) {
-                    gpt2_backward(&model, a.B, a.T, 1.0f, fused_unit_done, &c);
-                    if (a.grad_clip <= 0.0f) norm = (float)sqrt(c.sumsq);
-                    if (c.nonfinite_units) skipped = 1;
-                }
-            }
-        } else {
-            zero_grads(&model);
-            for (int micro = 0; micro < accum; micro++) {
-                dataloader_next(&data.train, model.inputs, model.targets);
-                gpt2_forward(&model, model.inputs, model.targets, a.B, a.T, 0);
-                loss += model.mean_loss / accum;
-                gpt2_backward(&model, a.B, a.T, 1.0f / accum, accumulate_unit_bf16, NULL);
-            }
-            norm = (float)sqrt(grad_sumsq(&model));
-            if (!isfinite(loss) || !isfinite(norm)) skipped = 1;
-            else {
-                float clip_scale = (a.grad_clip > 0.0f && norm > a.grad_clip) ? a.grad_clip / norm : 1.0f;
-                optimizer_step(&model, &orun, opt_t, lr_scale, clip_scale);
-                if ((opt->flags & OPT_HESSIAN) && opt_t % hyper.hess_interval == 0) {
-                    sophia_gnb_update(&model, &orun, &data.train, accum, a.B, a.T, a.seed, step);
-                    logger_write(&lg, "{\"type\":\"hessian\",\"step\":%d}", step);
-                }
-            }
-        }
-        double dt = now_seconds() - t0;
-        float lr = hyper.lr * lr_scale;
-        int rc = run_record_step(&stats, &a, &lg, step, start_step + 1, loss, norm, lr, dt, skipped, "", ckpt_path);
-        if (rc) { logger_close(&lg); return rc; }
-        RunDue due = run_due(&a, step, ckpt_path);
-        if (due.val) run_record_val(&stats, &lg, step, evaluate(&model, &data.val, a.val_batches, a.B, a.T), a.val_batches);
-        if (due.sample) sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
-        if (due.checkpoint) {
-            CkptHeader h;
-            CkptBlob blobs[CKPT_MAX_BLOBS];
-            checkpoint_header(&model, &orun, &h);
-            run_ckpt_header(&h, &stats, &a, step, dataloader_position(&data.train));
-            int nb = checkpoint_blobs(&model, &orun, blobs);
-            if (ckpt_save(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);
-            else printf("checkpoint: %s (step %d)\n", ckpt_path, step);
-        }
-        if (step == a.stop_at) { printf("stopping after step %d as asked (-stop)\n", step); break; }
+        float lr_scale = run_lr_scale(&run, step);
+        int opt_t = run_opt_step(&run, step);
+        StepResult s = fused ? train_step_fused(&model, &orun, &run, opt_t, lr_scale)
+                             : train_step(&model, &orun, &run, opt_t, lr_scale);
+        if (!s.skipped) maybe_update_hessian(&model, &orun, &run, step, opt_t);
+        rc = run_after_step(&run, step, s.loss, s.norm, run.hyper.lr * lr_scale, now_seconds() - t0, s.skipped, "");
+        if (rc) break;
     }
 
     // ---- summary
-    printf("memory: ledger peak %.2f MiB, process peak RSS %.2f MiB\n", led.peak / 1048576.0, process_peak_rss() / 1048576.0);
-    if (orun.nonfinite) printf("note: the optimizer saw %ld non-finite gradient elements\n", orun.nonfinite);
-    run_print_summary(&stats, &a, &lg, opt->name, led.peak / 1048576.0, state_bytes, model.layout.num_params, "");
-    logger_close(&lg);
-    run_close_data(&data);
-    ledger_free_all(&led);
-    state_layout_free(&orun.layout);
-    model_layout_free(&model.layout);
-    return 0;
+    char mem[256];
+    int n = snprintf(mem, sizeof(mem), "memory: ledger peak %.2f MiB, process peak RSS %.2f MiB\n", run.led.peak / 1048576.0,
+                     process_peak_rss() / 1048576.0);
+    if (orun.nonfinite) snprintf(mem + n, sizeof(mem) - n, "note: the optimizer saw %ld non-finite gradient elements\n", orun.nonfinite);
+    rc = run_finish(&run, rc, mem, run.led.peak / 1048576.0, "");
+    gpt2_free(&model, &orun);
+    return rc;
 }
 #endif

@@ -6,8 +6,8 @@
 //   1. configuration and parameter layout (the CPU's: 16 tensors in one flat buffer, same order)
 //   2. the model on the device: buffers, forward, backward (kernels in cuda/*.cuh)
 //   3. gradient norm, initialisation, host <-> device copies
-//   4. checkpoints, evaluation, sampling
-//   5. the command line and the training loop (main), mirroring train_gpt2.c's
+//   4. the model as the shared run loop (train/run.c) sees it: checkpoint blobs, init, loss, sampling
+//   5. the device, the step (train_step, timed per phase with cudaEvents), main: train_gpt2.c's shape
 //
 // Mixed precision (-precision bf16, the default): parameters, gradients and activations are bf16 on the
 // device; LayerNorm statistics, softmax statistics and losses are fp32; the optimizer (one fused launch,
@@ -33,7 +33,6 @@
 #include "common/logger.h"
 #include "common/checkpoint.h"
 #include "train/cli.h"
-#include "train/advise.h"
 #include "train/run.h"
 #include "train/model.h"
 #include "optim/optim.h"
@@ -154,12 +153,11 @@ static Acts<T_> point_acts(GPT2* m, int B, int T) {
 // Allocates everything through the ledger (device memory with dev_alloc; a dry ledger only records).
 static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recompute, int B, int T, Ledger* led) {
     memset(m, 0, sizeof(*m));
+    model_layout_build(&m->layout, cfg);
     m->config = *cfg;
     m->precision = precision;
     m->recompute = recompute;
-    m->B = B;
-    m->T = T;
-    model_layout_build(&m->layout, cfg);
+    m->B = B; m->T = T; // the largest batch forward and backward will run
     size_t P = m->layout.num_params, BT = (size_t)B * T, C = cfg->channels;
     int bf = precision == PRECISION_BF16;
     m->elt = bf ? 2 : 4;
@@ -206,7 +204,7 @@ static T_* tensor_ptr(const GPT2* m, void* base, int k, int l) {
 // With grad_scale != 0 the classifier also turns the logits into d(mean loss * grad_scale)/d(logits)
 // in place, ready for gpt2_backward.
 template <typename T_>
-static void gpt2_forward_t(GPT2* m, int B, int T, int with_targets, float grad_scale) {
+static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_scale) {
     const GPT2Config* cfg = &m->config;
     int L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
     size_t BT = (size_t)B * T;
@@ -257,7 +255,7 @@ static void gpt2_forward_t(GPT2* m, int B, int T, int with_targets, float grad_s
 // Backward for the last forward (which must have run with grad_scale != 0). Gradients ADD into
 // m->grads (zero them first; accumulation over micro-steps is the caller's choice).
 template <typename T_>
-static void gpt2_backward_t(GPT2* m, int B, int T) {
+static void gpt2_backward(GPT2* m, int B, int T) {
     const GPT2Config* cfg = &m->config;
     int L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
     size_t BT = (size_t)B * T;
@@ -309,13 +307,14 @@ static void gpt2_backward_t(GPT2* m, int B, int T) {
                          m->d_group + BT, m->d_group + 2 * BT + 1, U, B, T, C);
 }
 
+// The storage type is picked once here: gpt2_forward<bf16d> or gpt2_forward<float> (same name, typed).
 static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_scale) {
-    if (m->precision == PRECISION_BF16) gpt2_forward_t<bf16d>(m, B, T, with_targets, grad_scale);
-    else gpt2_forward_t<float>(m, B, T, with_targets, grad_scale);
+    if (m->precision == PRECISION_BF16) gpt2_forward<bf16d>(m, B, T, with_targets, grad_scale);
+    else gpt2_forward<float>(m, B, T, with_targets, grad_scale);
 }
 static void gpt2_backward(GPT2* m, int B, int T) {
-    if (m->precision == PRECISION_BF16) gpt2_backward_t<bf16d>(m, B, T);
-    else gpt2_backward_t<float>(m, B, T);
+    if (m->precision == PRECISION_BF16) gpt2_backward<bf16d>(m, B, T);
+    else gpt2_backward<float>(m, B, T);
 }
 static void zero_grads(GPT2* m) { CUDA_CHECK(cudaMemset(m->grads, 0, m->layout.num_params * m->elt)); }
 
@@ -387,7 +386,7 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
 }
 
 // The state layout is train/model.c's (the CPU's); optim/optim.cuh turns it into device buffers.
-static void optimizer_setup_gpu(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
+static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
     int n = m->layout.num_tensors;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
     size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
@@ -405,34 +404,45 @@ static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float c
 }
 
 // ------------------------------------------------------------------------------------------------
-// 4. checkpoints, evaluation, sampling
+// 4. the model as the shared run loop sees it (train/run.h): checkpoint blobs, init, loss, sampling
+
+typedef struct {
+    GPT2* m;
+    GpuOpt* o;
+    void* dev[CKPT_MAX_BLOBS];  // the device buffers behind the checkpoint's host staging blobs
+} Trainer;
 
 // The checkpoint's blobs, named and ordered by train/model.c as on the CPU: "weights fp32", "weights
-// bf16" (bf16 mode), then every "opt: NAME" state buffer. dev[] gets the device buffers; data[] become
-// host staging buffers (allocated here, freed by the caller with free_blobs).
-static int checkpoint_blobs(GPT2* m, GpuOpt* o, CkptBlob* blobs, void** dev) {
-    int n = model_checkpoint_blobs(blobs, &m->layout, &o->layout, m->precision, m->master, m->params, o->buf);
+// bf16" (bf16 mode), then every "opt: NAME" state buffer, as host staging buffers of the device ones.
+static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
+    Trainer* t = (Trainer*)vt;
+    int n = model_checkpoint_blobs(blobs, &t->m->layout, &t->o->layout, t->m->precision, t->m->master, t->m->params, t->o->buf);
     for (int i = 0; i < n; i++) {
-        dev[i] = blobs[i].data;
+        t->dev[i] = blobs[i].data;
         blobs[i].data = xmalloc(blobs[i].bytes);
     }
     return n;
 }
-static void free_blobs(CkptBlob* blobs, int n) { for (int i = 0; i < n; i++) free(blobs[i].data); }
-
-static void checkpoint_header(const GPT2* m, const GpuOpt* o, CkptHeader* h) {
-    model_checkpoint_header(h, &m->layout, m->precision, o->opt->name);
+static void ops_ckpt_to_host(void* vt, CkptBlob* blobs, int n) {
+    Trainer* t = (Trainer*)vt;
+    for (int i = 0; i < n; i++) CUDA_CHECK(cudaMemcpy(blobs[i].data, t->dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
 }
+static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
+    Trainer* t = (Trainer*)vt;
+    for (int i = 0; i < n; i++) CUDA_CHECK(cudaMemcpy(t->dev[i], blobs[i].data, blobs[i].bytes, cudaMemcpyHostToDevice));
+}
+static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) { for (int i = 0; i < n; i++) free(blobs[i].data); }
 
-static float evaluate(GPT2* m, DataLoader* val, int batches, int B, int T) {
-    dataloader_reset(val);
-    double sum = 0.0;
-    for (int i = 0; i < batches; i++) {
-        dataloader_next(val, m->inputs, m->targets);
-        gpt2_forward(m, B, T, 1, 0.0f);
-        sum += m->mean_loss;
-    }
-    return (float)(sum / batches);
+static void ops_init(void* vt, uint64_t seed) { gpt2_init(((Trainer*)vt)->m, seed); }
+static void ops_set_weights(void* vt, const float* w) { gpt2_upload_params(((Trainer*)vt)->m, w); }
+
+static float ops_loss(void* vt, const int* inputs, const int* targets, int B, int T) {
+    GPT2* m = ((Trainer*)vt)->m;
+    size_t BT = (size_t)B * T;
+    memcpy(m->inputs, inputs, BT * sizeof(int));
+    memcpy(m->targets, targets, BT * sizeof(int));
+    gpt2_forward(m, B, T, 1, 0.0f);
+    return m->mean_loss;
 }
 
 // Probabilities (V, host) of the token after the last of the n tokens in m->inputs (batch 1).
@@ -449,47 +459,17 @@ static void next_token_probs(GPT2* m, int n, float* probs) {
         const float* row = point_acts<float>(m, 1, n).logits + (size_t)(n - 1) * Vp;
         CUDA_CHECK(cudaMemcpy(probs, row, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost));
     }
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++) if (probs[i] > mx) mx = probs[i];
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) { probs[i] = expf(probs[i] - mx); sum += probs[i]; }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < V; i++) probs[i] *= inv;
+    softmax_inplace(probs, V);
 }
 
-// As the CPU's sample_text: `len` tokens after <|endoftext|>, seeded from (seed, step).
-static void sample_text(GPT2* m, const Tokenizer* tok, int len, uint64_t seed, int step, int T, FILE* out) {
-    Rng rng;
-    rng_seed(&rng, seed * 1000003ull + (uint64_t)step);
-    int V = m->config.vocab_size;
-    int eot = tok ? tokenizer_eot(tok) : V - 1;
-    if (eot < 0 || eot >= V) eot = V - 1;
-    int* gen = (int*)xmalloc(sizeof(int) * (size_t)(len + 1));
-    float* probs = (float*)xmalloc(sizeof(float) * (size_t)V);
-    gen[0] = eot;
-    fprintf(out, "sample (step %d): ", step);
-    for (int i = 1; i <= len; i++) {
-        int start = i > T ? i - T : 0;
-        int n = i - start;
-        memcpy(m->inputs, gen + start, (size_t)n * sizeof(int));
-        next_token_probs(m, n, probs);
-        int next = sample_index(probs, V, rng_f32(&rng));
-        gen[i] = next;
-        if (tok) {
-            size_t bl = 0;
-            const unsigned char* bytes = tokenizer_decode(tok, next, &bl);
-            if (bytes) fwrite(bytes, 1, bl, out);
-        } else {
-            fprintf(out, "%d ", next);
-        }
-    }
-    fprintf(out, "\n");
-    free(gen);
-    free(probs);
+static void ops_next_token_probs(void* vt, const int* tokens, int n, float* probs) {
+    GPT2* m = ((Trainer*)vt)->m;
+    memcpy(m->inputs, tokens, (size_t)n * sizeof(int));
+    next_token_probs(m, n, probs);
 }
 
 // ------------------------------------------------------------------------------------------------
-// 5. command line and training loop
+// 5. the device, the step (train_step with per-phase event timing), main
 
 // Out of GPU memory, at start or in a step: the ledger so far, a hint, exit 2 (never a crash).
 static void oom_exit(const char* what) {
@@ -504,19 +484,84 @@ static void oom_exit(const char* what) {
     exit(EXIT_USER);
 }
 
-static void list_optimizers(void) {
-    GPT2Config cfg = parse_model("d12");
-    GPT2 m;
-    Ledger dry;
-    ledger_init(&dry, 1);
-    gpt2_build(&m, &cfg, PRECISION_BF16, 0, 1, 1, &dry);
-    printf("%-17s %-12s %-5s %s\n", "name", "B/param(d12)", "cuda", "description [paper]");
-    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
-        const Optimizer* o = OPTIMIZERS[i];
-        double bpp = (double)optimizer_layout_bytes(&m.layout, o, &o->defaults) / m.layout.num_params;
-        printf("%-17s %-12.4f %-5s %s [%s]\n", o->name, bpp, gpu_opt_kind(o->name) >= 0 ? "yes" : "no", o->description, o->paper);
+// Which optimizers this trainer runs (the -opt list column; others are refused at start).
+static int has_kernel(const Optimizer* o) { return gpu_opt_kind(o->name) >= 0; }
+
+// The CUDA device, with a clean message when there is none.
+static cudaDeviceProp device_setup(void) {
+    cudaDeviceProp prop;
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) user_error("no CUDA GPU found; use ./train_cpu (or `make train GPU=0`)");
+    CUDA_CHECK(cudaSetDevice(0));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    return prop;
+}
+
+// GPU time per phase from cudaEvents: forward and backward of each micro-step, then norm + optimizer.
+typedef struct {
+    cudaEvent_t* ev;     // (2 * accum + 2)
+    int nev, accum;
+    double fwd_ms, bwd_ms, opt_ms;
+    int timed_steps;
+    size_t dev_peak;     // device memory in use (total - free), the highest seen
+} StepTimer;
+
+static void timer_init(StepTimer* t, int accum) {
+    memset(t, 0, sizeof(*t));
+    t->accum = accum;
+    t->nev = 2 * accum + 2;
+    t->ev = (cudaEvent_t*)xcalloc((size_t)t->nev, sizeof(cudaEvent_t));
+    for (int i = 0; i < t->nev; i++) CUDA_CHECK(cudaEventCreate(&t->ev[i]));
+    t->dev_peak = device_used_bytes();
+}
+static void timer_peak(StepTimer* t) { size_t u = device_used_bytes(); if (u > t->dev_peak) t->dev_peak = u; }
+// Adds this step's phases (step 1 of a run warms up and is left out, as in tok/s).
+static void timer_add(StepTimer* t) {
+    float f = 0.0f, b = 0.0f, x;
+    for (int micro = 0; micro < t->accum; micro++) {
+        CUDA_CHECK(cudaEventElapsedTime(&x, micro == 0 ? t->ev[0] : t->ev[2 * micro], t->ev[1 + 2 * micro])); f += x;
+        CUDA_CHECK(cudaEventElapsedTime(&x, t->ev[1 + 2 * micro], t->ev[2 + 2 * micro])); b += x;
     }
-    gpt2_free_host(&m);
+    CUDA_CHECK(cudaEventElapsedTime(&x, t->ev[2 * t->accum], t->ev[t->nev - 1]));
+    t->fwd_ms += f; t->bwd_ms += b; t->opt_ms += x;
+    t->timed_steps++;
+}
+static void timer_free(StepTimer* t) {
+    for (int i = 0; i < t->nev; i++) CUDA_CHECK(cudaEventDestroy(t->ev[i]));
+    free(t->ev);
+}
+
+typedef struct { float loss, norm; int skipped; } StepResult;
+
+// Forward and backward over -d tokens (accum micro-steps), the global gradient norm, clipping, one
+// optimizer step, with events between the phases. Synchronizes at the end: an asynchronous kernel
+// fault surfaces at this step.
+static StepResult train_step(GPT2* m, GpuOpt* o, Run* r, int opt_t, float lr_scale, StepTimer* tm) {
+    const Args* a = &r->a;
+    StepResult res = { 0.0f, 0.0f, 0 };
+    zero_grads(m);
+    CUDA_CHECK(cudaEventRecord(tm->ev[0]));
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next(&r->data.train, m->inputs, m->targets);
+        gpt2_forward(m, a->B, a->T, 1, 1.0f / r->accum);
+        CUDA_CHECK(cudaEventRecord(tm->ev[1 + 2 * micro]));
+        if (micro == r->accum - 1) timer_peak(tm);
+        res.loss += m->mean_loss / r->accum;
+        gpt2_backward(m, a->B, a->T);
+        CUDA_CHECK(cudaEventRecord(tm->ev[2 + 2 * micro]));
+    }
+    timer_peak(tm);
+    res.norm = (float)sqrt(grad_sumsq(m));
+    if (!isfinite(res.loss) || !isfinite(res.norm)) res.skipped = 1;
+    else {
+        float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
+        optimizer_step(m, o, opt_t, lr_scale, clip_scale);
+    }
+    CUDA_CHECK(cudaEventRecord(tm->ev[tm->nev - 1]));
+    CUDA_CHECK(cudaEventSynchronize(tm->ev[tm->nev - 1]));
+    CUDA_CHECK(cudaGetLastError());
+    timer_peak(tm);
+    return res;
 }
 
 // Dense bf16 / TF32 peak of the card from its name (datasheet, SXM parts), 0 when unknown: for MFU.
@@ -529,200 +574,78 @@ static double device_peak_flops(const char* name, int precision) {
 
 #ifndef TESTING
 int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
-    Args a;
-    parse_args(&a, argc, argv);
-    int recompute = a.recompute;
-    if (!strcmp(a.opt_name, "list")) { list_optimizers(); return 0; }
-    const Optimizer* opt = optim_find(a.opt_name);
-    if (!opt) {
-        fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", a.opt_name);
-        optim_print_names(stderr);
-        fprintf(stderr, " (or -opt list)\n");
-        return EXIT_USER;
-    }
-    if (gpu_opt_kind(opt->name) < 0)
-        user_error("%s is CPU-only for now (issue 6); use ./train_cpu or one of sgd, sgdm, adam, adamw, lion, adam8bit, adamw8bit, paged_adamw8bit, adafactor, came", opt->name);
-    GPT2Config cfg = parse_model(a.model);
-    if (!attention_head_size_ok(cfg.channels / cfg.num_heads))
-        user_error("-model %s has head size %d; the CUDA attention kernels take 8, 16, 32, 64 or 128 (C / heads)", a.model,
-                   cfg.channels / cfg.num_heads);
-    OptHyper hyper;
-    int accum = run_check_args(&a, &cfg, opt, &hyper);
+    Run run;
+    int rc = run_setup(&run, argc, argv, "gpu", has_kernel);
+    if (rc >= 0) return rc;
+    if (!attention_head_size_ok(run.cfg.channels / run.cfg.num_heads))
+        user_error("-model %s has head size %d; the CUDA attention kernels take 8, 16, 32, 64 or 128 (C / heads)", run.a.model,
+                   run.cfg.channels / run.cfg.num_heads);
+    const Args* a = &run.a;
 
-    // ---- device and memory: everything through the ledger
-    Ledger led;
-    ledger_init(&led, a.memory_only);
-    g_oom_ledger = &led;
+    // ---- device, model and optimizer state, everything through the ledger
+    g_oom_ledger = &run.led;
     g_cuda_oom_hook = oom_exit;
     cudaDeviceProp prop;
     memset(&prop, 0, sizeof(prop));
-    if (!a.memory_only) {
-        int ndev = 0;
-        if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0)
-            user_error("no CUDA GPU found; use ./train_cpu (or `make train GPU=0`)");
-        CUDA_CHECK(cudaSetDevice(0));
-        CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    }
+    if (!a->memory_only) prop = device_setup();
     GPT2 model;
-    gpt2_build(&model, &cfg, a.precision, recompute, a.B, a.T, &led);
+    gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led);
     g_oom_num_params = model.layout.num_params;
-    matmul_setup(&led);
+    matmul_setup(&run.led);
     GpuOpt orun;
-    optimizer_setup_gpu(&orun, &model, opt, &hyper, &led);
-    orun.stochastic_rounding = a.sr;
-    orun.seed = a.seed;
-    size_t state_bytes = optimizer_layout_bytes(&model.layout, opt, &hyper);
-    printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", a.model, cfg.num_layers,
-           cfg.channels, cfg.num_heads, cfg.vocab_size, cfg.padded_vocab_size, model.layout.num_params, model.layout.num_params / 1e6);
-    printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s%s\n", opt->name, hyper.lr, state_bytes,
-           (double)state_bytes / model.layout.num_params, a.precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
-           a.sr ? ", stochastic rounding" : "", recompute ? ", recompute GELU (-r 1)" : "");
-    if (a.memory_only) {
-        printf("memory ledger for B=%d T=%d on the GPU (nothing allocated):\n", a.B, a.T);
-        ledger_print(&led, stdout, model.layout.num_params);
-        printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", opt->name,
-               model.layout.num_params, state_bytes, (double)state_bytes / model.layout.num_params, led.current / 1048576.0);
-        state_layout_free(&orun.layout);
-        gpt2_free_host(&model);
-        return 0;
-    }
+    optimizer_setup(&orun, &model, run.opt, &run.hyper, &run.led);
+    orun.stochastic_rounding = a->sr;
+    orun.seed = a->seed;
+    run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
+                  a->recompute ? ", recompute GELU (-r 1)" : "");
+    if (run_memory_only(&run, " on the GPU")) { state_layout_free(&orun.layout); gpt2_free_host(&model); return 0; }
 
-    // ---- data (as the CPU trainer)
-    char err[1024];
-    RunData data;
-    run_open_data(&data, &a, cfg.vocab_size);
-    Tokenizer* tok = data.tok;
-    ledger_record(&led, MEM_DATA, "token shards (host)", dataloader_bytes(&data.train) + dataloader_bytes(&data.val), NULL);
-
-    // ---- init or resume
-    int start_step = 0;
-    RunStats stats;
-    char ckpt_path[1100];
-    run_begin(&stats, &a, ckpt_path, sizeof(ckpt_path));
-    gpt2_init(&model, a.seed);
-    if (a.resume) {
-        CkptHeader h, mine;
-        CkptBlob blobs[CKPT_MAX_BLOBS];
-        void* dev[CKPT_MAX_BLOBS];
-        if (ckpt_read_header(ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
-        checkpoint_header(&model, &orun, &mine);
-        run_check_resume(&h, &mine, ckpt_path, a.steps);
-        int nb = checkpoint_blobs(&model, &orun, blobs, dev);
-        if (ckpt_load(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
-        for (int i = 0; i < nb; i++) CUDA_CHECK(cudaMemcpy(dev[i], blobs[i].data, blobs[i].bytes, cudaMemcpyHostToDevice));
-        free_blobs(blobs, nb);
-        start_step = h.step;
-        stats.skipped_total = h.skipped_steps;
-        stats.tokens_seen = (long)h.tokens_seen;
-        if (dataloader_seek(&data.train, h.data_position) != 0) user_error("cannot resume: data position in %s is past the end of %s", ckpt_path, data.train_path);
-        printf("resumed from %s at step %d\n", ckpt_path, start_step);
-    }
-    Logger lg;
-    if (logger_open(&lg, a.out_dir, a.resume) != 0) user_error("cannot write %s/log.jsonl: %s", a.out_dir, strerror(errno));
-
-    printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a.B, a.T,
-           a.total_batch, accum, accum > 1 ? "s" : "", a.steps, a.warmup, a.final_lr_frac, a.grad_clip);
-    printf("memory ledger:\n");
-    ledger_print(&led, stdout, model.layout.num_params);
-    size_t dev_peak = device_used_bytes();
+    // ---- data, init or resume, log
+    Trainer tr = { &model, &orun, {0} };
+    ModelOps ops = { &tr, ops_ckpt_blobs, ops_ckpt_to_host, ops_ckpt_from_host, ops_ckpt_release, ops_init, ops_set_weights,
+                     ops_loss, ops_next_token_probs };
+    run.device = prop.name;
+    if (run_start(&run, &ops)) { rc = run_finish(&run, RUN_STOP, "", 0.0, ""); dev_free_all(); gpt2_free_host(&model); return rc; }
+    StepTimer tm;
+    timer_init(&tm, run.accum);
     printf("device: %s, %d SMs, %.2f GiB; in use after setup %.2f MiB (total - free, includes the CUDA context)\n", prop.name,
-           prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, dev_peak / 1048576.0);
+           prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, tm.dev_peak / 1048576.0);
     fflush(stdout);
 
     // ---- train
-    const double peak_flops = device_peak_flops(prop.name, a.precision);
-    const double flops_per_token = 6.0 * model.layout.num_params + 12.0 * cfg.num_layers * cfg.channels * (double)a.T;
-    int nev = 2 * accum + 2;
-    cudaEvent_t* ev = (cudaEvent_t*)xcalloc((size_t)nev, sizeof(cudaEvent_t));
-    for (int i = 0; i < nev; i++) CUDA_CHECK(cudaEventCreate(&ev[i]));
-    double fwd_ms = 0.0, bwd_ms = 0.0, opt_ms = 0.0;
-    int timed_steps = 0;
-    for (int step = start_step + 1; step <= a.steps; step++) {
+    const double peak_flops = device_peak_flops(prop.name, a->precision);
+    const double flops_per_token = 6.0 * model.layout.num_params + 12.0 * run.cfg.num_layers * run.cfg.channels * (double)a->T;
+    for (int step = run.start_step + 1; step <= a->steps; step++) {
         double t0 = now_seconds();
-        float lr_scale = lr_multiplier(step, a.steps, a.warmup, a.final_lr_frac);
-        int opt_t = step - stats.skipped_total; // applied updates only, as the CPU trainer (and torch) count
-        float loss = 0.0f, norm = 0.0f;
-        int skipped = 0;
-        zero_grads(&model);
-        CUDA_CHECK(cudaEventRecord(ev[0]));
-        for (int micro = 0; micro < accum; micro++) {
-            dataloader_next(&data.train, model.inputs, model.targets);
-            gpt2_forward(&model, a.B, a.T, 1, 1.0f / accum);
-            CUDA_CHECK(cudaEventRecord(ev[1 + 2 * micro]));
-            if (micro == accum - 1) { size_t u = device_used_bytes(); if (u > dev_peak) dev_peak = u; }
-            loss += model.mean_loss / accum;
-            gpt2_backward(&model, a.B, a.T);
-            CUDA_CHECK(cudaEventRecord(ev[2 + 2 * micro]));
-        }
-        { size_t u = device_used_bytes(); if (u > dev_peak) dev_peak = u; }
-        norm = (float)sqrt(grad_sumsq(&model));
-        if (!isfinite(loss) || !isfinite(norm)) skipped = 1;
-        else {
-            float clip_scale = (a.grad_clip > 0.0f && norm > a.grad_clip) ? a.grad_clip / norm : 1.0f;
-            optimizer_step(&model, &orun, opt_t, lr_scale, clip_scale);
-        }
-        CUDA_CHECK(cudaEventRecord(ev[nev - 1]));
-        CUDA_CHECK(cudaEventSynchronize(ev[nev - 1]));
-        CUDA_CHECK(cudaGetLastError()); // an asynchronous kernel fault surfaces here, at this step
-        { size_t u = device_used_bytes(); if (u > dev_peak) dev_peak = u; }
+        float lr_scale = run_lr_scale(&run, step);
+        StepResult s = train_step(&model, &orun, &run, run_opt_step(&run, step), lr_scale, &tm);
         double dt = now_seconds() - t0;
-        if (step > start_step + 1 || a.steps == start_step + 1) {
-            // per-phase GPU time from the events (step 1 of a run warms up and is left out, as in tok/s)
-            float f = 0.0f, b = 0.0f, o = 0.0f, x;
-            for (int micro = 0; micro < accum; micro++) {
-                CUDA_CHECK(cudaEventElapsedTime(&x, micro == 0 ? ev[0] : ev[2 * micro], ev[1 + 2 * micro])); f += x;
-                CUDA_CHECK(cudaEventElapsedTime(&x, ev[1 + 2 * micro], ev[2 + 2 * micro])); b += x;
-            }
-            CUDA_CHECK(cudaEventElapsedTime(&x, ev[2 * accum], ev[nev - 1])); o = x;
-            fwd_ms += f; bwd_ms += b; opt_ms += o;
-            timed_steps++;
-        }
-        float lr = hyper.lr * lr_scale;
-        double tps = a.total_batch / dt;
+        if (step > run.start_step + 1 || a->steps == run.start_step + 1) timer_add(&tm);
         char mfu[32] = "";
-        if (peak_flops > 0) snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * tps * flops_per_token / peak_flops);
-        int rc = run_record_step(&stats, &a, &lg, step, start_step + 1, loss, norm, lr, dt, skipped, mfu, ckpt_path);
-        if (rc) { logger_close(&lg); return rc; }
-        RunDue due = run_due(&a, step, ckpt_path);
-        if (due.val) run_record_val(&stats, &lg, step, evaluate(&model, &data.val, a.val_batches, a.B, a.T), a.val_batches);
-        if (due.sample) sample_text(&model, tok, a.sample_len, a.seed, step, a.T, stdout);
-        if (due.checkpoint) {
-            CkptHeader h;
-            CkptBlob blobs[CKPT_MAX_BLOBS];
-            void* dev[CKPT_MAX_BLOBS];
-            checkpoint_header(&model, &orun, &h);
-            run_ckpt_header(&h, &stats, &a, step, dataloader_position(&data.train));
-            int nb = checkpoint_blobs(&model, &orun, blobs, dev);
-            for (int i = 0; i < nb; i++) CUDA_CHECK(cudaMemcpy(blobs[i].data, dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
-            if (ckpt_save(ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) fprintf(stderr, "warning: %s\n", err);
-            else printf("checkpoint: %s (step %d)\n", ckpt_path, step);
-            free_blobs(blobs, nb);
-        }
-        if (step == a.stop_at) { printf("stopping after step %d as asked (-stop)\n", step); break; }
+        if (peak_flops > 0) snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * a->total_batch / dt * flops_per_token / peak_flops);
+        rc = run_after_step(&run, step, s.loss, s.norm, run.hyper.lr * lr_scale, dt, s.skipped, mfu);
+        if (rc) break;
     }
 
     // ---- summary
-    double peak_mib = dev_peak / 1048576.0;
+    char mem[1024];
+    int n = 0, ts = tm.timed_steps;
     long nonfinite = gpu_opt_nonfinite(&orun); // the 8-bit kernels count them, as the CPU's adam8bit step
-    if (nonfinite) printf("note: the optimizer saw %ld non-finite gradient elements\n", nonfinite);
-    if (timed_steps > 0)
-        printf("gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, optimizer %.2f ms (incl. norm)\n",
-               timed_steps, fwd_ms / timed_steps, bwd_ms / timed_steps, opt_ms / timed_steps);
-    printf("memory: ledger peak %.2f MiB (cuBLASLt workspace %.2f MiB), device peak %.2f MiB (total - free, incl. CUDA context), "
-           "process peak RSS %.2f MiB\n", led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0, peak_mib, process_peak_rss() / 1048576.0);
+    if (nonfinite) n += snprintf(mem + n, sizeof(mem) - n, "note: the optimizer saw %ld non-finite gradient elements\n", nonfinite);
+    if (ts > 0)
+        n += snprintf(mem + n, sizeof(mem) - n, "gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, "
+                      "optimizer %.2f ms (incl. norm)\n", ts, tm.fwd_ms / ts, tm.bwd_ms / ts, tm.opt_ms / ts);
+    snprintf(mem + n, sizeof(mem) - n, "memory: ledger peak %.2f MiB (cuBLASLt workspace %.2f MiB), device peak %.2f MiB (total - free, "
+             "incl. CUDA context), process peak RSS %.2f MiB\n", run.led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0,
+             tm.dev_peak / 1048576.0, process_peak_rss() / 1048576.0);
     char extra[256];
-    snprintf(extra, sizeof(extra), ",\"ledger_peak_mib\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"opt_ms\":%.3f", led.peak / 1048576.0,
-             timed_steps ? fwd_ms / timed_steps : 0.0, timed_steps ? bwd_ms / timed_steps : 0.0, timed_steps ? opt_ms / timed_steps : 0.0);
-    run_print_summary(&stats, &a, &lg, opt->name, peak_mib, state_bytes, model.layout.num_params, extra);
-    logger_close(&lg);
-    for (int i = 0; i < nev; i++) CUDA_CHECK(cudaEventDestroy(ev[i]));
-    free(ev);
-    run_close_data(&data);
+    snprintf(extra, sizeof(extra), ",\"ledger_peak_mib\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"opt_ms\":%.3f", run.led.peak / 1048576.0,
+             ts ? tm.fwd_ms / ts : 0.0, ts ? tm.bwd_ms / ts : 0.0, ts ? tm.opt_ms / ts : 0.0);
+    rc = run_finish(&run, rc, mem, tm.dev_peak / 1048576.0, extra);
+    timer_free(&tm);
     dev_free_all();
     state_layout_free(&orun.layout);
     gpt2_free_host(&model);
-    return 0;
+    return rc;
 }
 #endif

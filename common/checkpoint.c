@@ -97,3 +97,31 @@ int ckpt_load(const char* path, CkptHeader* h, const CkptBlob* blobs, int nblobs
     fclose(f);
     return r;
 }
+
+int ckpt_load_blob(const char* path, const char* name, void* dst, size_t bytes, char* err, size_t errlen) {
+    CkptHeader h;
+    FILE* f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno)); return -1; }
+    int r = read_header_f(f, path, &h, err, errlen);
+    CkptBlobInfo infos[CKPT_MAX_BLOBS];
+    for (int i = 0; r == 0 && i < h.nblobs; i++)
+        if (fread(&infos[i], sizeof(infos[i]), 1, f) != 1) { snprintf(err, errlen, "checkpoint %s is truncated", path); r = -1; }
+    uint64_t offset = 0;
+    int found = -1;
+    for (int i = 0; r == 0 && i < h.nblobs && found < 0; i++) {
+        if (strncmp(infos[i].name, name, sizeof(infos[i].name)) == 0) found = i;
+        else offset += infos[i].bytes;
+    }
+    if (r == 0 && found < 0) { snprintf(err, errlen, "checkpoint %s has no '%s'", path, name); r = -1; }
+    if (r == 0 && infos[found].bytes != bytes) {
+        snprintf(err, errlen, "checkpoint %s holds '%s' of %llu bytes, this run needs %zu (another model?)", path, name,
+                 (unsigned long long)infos[found].bytes, bytes);
+        r = -1;
+    }
+    if (r == 0 && (fseek(f, (long)offset, SEEK_CUR) != 0 || fread(dst, 1, bytes, f) != bytes)) {
+        snprintf(err, errlen, "checkpoint %s is truncated (in '%s')", path, name);
+        r = -1;
+    }
+    fclose(f);
+    return r;
+}

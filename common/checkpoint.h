@@ -57,6 +57,10 @@ int ckpt_read_header(const char* path, CkptHeader* h, char* err, size_t errlen);
 // Reads the blobs into the given destinations; names and sizes must match exactly. 0 or -1.
 int ckpt_load(const char* path, CkptHeader* h, const CkptBlob* blobs, int nblobs, char* err, size_t errlen);
 
+// Reads one blob by name (any checkpoint of this trainer, whatever its optimizer): its size must be
+// `bytes`. 0, or -1 with a message (no such blob, another size, truncated).
+int ckpt_load_blob(const char* path, const char* name, void* dst, size_t bytes, char* err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,7 +1,10 @@
 // common/logger.c: see logger.h.
 #include <stdarg.h>
 #include <string.h>
-#include "logger.h"
+#include <stdlib.h>
+#include <time.h>
+#include <sys/time.h>
+#include "common/logger.h"
 
 int logger_open(Logger* lg, const char* dir, int append) {
     lg->f = NULL;
@@ -14,12 +17,45 @@ int logger_open(Logger* lg, const char* dir, int append) {
 
 void logger_write(Logger* lg, const char* fmt, ...) {
     if (!lg->f) return;
+    char buf[8192];
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(lg->f, fmt, ap);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    fputc('\n', lg->f);
-    fflush(lg->f);
+    if (n <= 0 || n >= (int)sizeof(buf) || buf[n - 1] != '}') { lg->failed = 1; return; }
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    buf[n - 1] = 0; // reopen the object to add the time as its last field
+    int ok = fprintf(lg->f, "%s%s\"time\":%.3f}\n", buf, n > 2 ? "," : "", tv.tv_sec + tv.tv_usec * 1e-6) > 0;
+    if (!ok || fflush(lg->f) != 0) lg->failed = 1;
+}
+
+// The integer after "step": in a record, or -1 without one.
+static long record_step(const char* line) {
+    const char* p = strstr(line, "\"step\":");
+    return p ? strtol(p + 7, NULL, 10) : -1;
+}
+
+int logger_cut_back(const char* dir, int step) {
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof(path), "%s/log.jsonl", dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE* in = fopen(path, "r");
+    if (!in) return 0; // no log yet: nothing to cut
+    FILE* out = fopen(tmp, "w");
+    if (!out) { fclose(in); return -1; }
+    char line[16384];
+    int ok = 1;
+    while (ok && fgets(line, sizeof(line), in)) {
+        int end_of_run = strstr(line, "\"type\":\"summary\"") || strstr(line, "\"type\":\"interrupted\"");
+        if (end_of_run || record_step(line) > step) continue;
+        ok = fputs(line, out) >= 0;
+    }
+    fclose(in);
+    ok = ok && fflush(out) == 0;
+    ok = (fclose(out) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) { remove(tmp); return -1; }
+    return 0;
 }
 
 void logger_close(Logger* lg) {

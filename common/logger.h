@@ -9,12 +9,20 @@
 extern "C" {
 #endif
 
-typedef struct { FILE* f; } Logger;
+typedef struct {
+    FILE* f;
+    int failed;          // a write failed (disk full, I/O error): the run must end, its log is incomplete
+} Logger;
 
 // Opens DIR/log.jsonl (append when resuming, else truncate). Returns 0 or -1 (errno set).
 int logger_open(Logger* lg, const char* dir, int append);
-// Writes a raw JSON object (the caller formats it) followed by a newline.
+// Writes a raw JSON object (the caller formats it, "{...}") followed by a newline; the wall-clock time
+// ("time": Unix seconds) is added as its last field. A failed write sets lg->failed.
 void logger_write(Logger* lg, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+// Before resuming from a checkpoint at `step`: cuts DIR/log.jsonl back to what that checkpoint had
+// seen, so each step appears once: records with a "step" above it, and the ends of earlier runs
+// (summary, interrupted), are dropped (through DIR/log.jsonl.tmp and a rename). 0, or -1 (errno).
+int logger_cut_back(const char* dir, int step);
 void logger_close(Logger* lg);
 // Escapes s as a JSON string body into out (always NUL-terminated).
 void json_escape(const char* s, char* out, size_t outlen);

@@ -43,6 +43,12 @@ void print_usage(FILE* f) {
 "  -seed N         random seed (init, sampling, stochastic rounding)                [1337]\n"
 "  -max-skips N    stop after N consecutive non-finite steps                        [5]\n"
 "  -stop N         end after step N as if interrupted (checkpoint kept; resume with -y 1) [off]\n"
+"  -overwrite 1    a fresh run may replace another run's log and checkpoint in -o DIR [0]\n"
+"using a checkpoint:\n"
+"  -init PATH      start from PATH's weights (a checkpoint.bin of any optimizer/precision), fresh optimizer state\n"
+"  -sample 1       print a sample from -init PATH (or -o DIR's checkpoint) and exit; -prompt TEXT, -gen N,\n"
+"                  -temp F (temperature) [1], -topk N (0 = all tokens) [0]\n"
+"  -eval PATH      print the loss and perplexity on PATH's tokens (shards or .txt; -m batches) and exit\n"
 "  -r 0|1          recompute GELU activations in backward (CUDA trainer)            [0]\n"
 "  -advise 1       optimizer decision guide instead of training: -params N | -model S, -mem GB,\n"
 "                  -gpus N, -task finetune|pretrain, -reserve F (see README)\n"
@@ -78,7 +84,7 @@ void parse_args(Args* a, int argc, char** argv) {
     a->bpe = "data/gpt2/vocab.bpe";
     a->B = 8; a->T = 64; a->total_batch = -1; a->steps = 200; a->warmup = -1; a->final_lr_frac = 0.1f;
     a->grad_clip = 1.0f; a->val_every = 50; a->val_batches = 8; a->sample_every = 0; a->sample_len = 48;
-    a->seed = 1337; a->precision = PRECISION_BF16; a->max_skips = 5;
+    a->seed = 1337; a->precision = PRECISION_BF16; a->max_skips = 5; a->temperature = 1.0f;
     a->lr = a->beta1 = a->beta2 = a->beta3 = a->eps = a->eps2 = a->wd = a->momentum = a->rho = NAN;
     a->nesterov = a->qblock = a->hess_interval = -1;
     for (int i = 1; i < argc; i++) {
@@ -113,6 +119,13 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-memory-only")) a->memory_only = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-r")) a->recompute = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-stop")) a->stop_at = parse_int(f, v, 1, 1 << 30);
+        else if (!strcmp(f, "-init")) a->init_path = v;
+        else if (!strcmp(f, "-sample")) a->sample_only = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-prompt")) a->prompt = v;
+        else if (!strcmp(f, "-temp")) a->temperature = parse_float(f, v, 1e-3, 100.0);
+        else if (!strcmp(f, "-topk")) a->top_k = parse_int(f, v, 0, 1 << 20);
+        else if (!strcmp(f, "-eval")) a->eval_path = v;
+        else if (!strcmp(f, "-overwrite")) a->overwrite = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-precision")) {
             if (!strcmp(v, "bf16")) a->precision = PRECISION_BF16;
             else if (!strcmp(v, "fp32")) a->precision = PRECISION_FP32;
@@ -135,6 +148,11 @@ void parse_args(Args* a, int argc, char** argv) {
     if (a->qblock > 0 && (a->qblock & (a->qblock - 1))) user_error("-qblock must be a power of two (e.g. 256 or 2048), got %d", a->qblock);
     if (a->resume && !a->out_dir) user_error("-y 1 resumes from DIR/checkpoint.bin: give the directory with -o DIR");
     if (a->ckpt_every && !a->out_dir) user_error("-n writes checkpoints into -o DIR: give -o DIR");
+    if (a->out_dir && !a->out_dir[0]) user_error("-o needs a directory name (got an empty one)");
+    if (a->out_dir && strlen(a->out_dir) > 900)
+        user_error("-o: the directory name is %zu characters long; use one under 900 (paths inside it must fit)", strlen(a->out_dir));
+    if (a->resume && a->init_path) user_error("-y 1 resumes a run with its own weights; -init starts a new one: give one of them");
+    if (a->prompt && !a->sample_only) user_error("-prompt goes with -sample 1");
 }
 
 GPT2Config parse_model(const char* s) {

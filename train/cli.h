@@ -40,6 +40,13 @@ typedef struct {
     int memory_only;          // -memory-only
     int recompute;            // -r: recompute GELU activations in backward (CUDA trainer; the CPU keeps them)
     int stop_at;              // -stop: end after this step, as if interrupted (the schedule still follows -x)
+    const char* init_path;    // -init: start from this checkpoint's weights (fresh optimizer state)
+    int sample_only;          // -sample 1: print a sample from the weights (-init, or -o DIR's checkpoint) and exit
+    const char* prompt;       // -prompt: text the sample continues (default: <|endoftext|>)
+    float temperature;        // -temp: sampling temperature (1 = the model's own distribution)
+    int top_k;                // -topk: sample among the k most likely tokens only (0 = all)
+    const char* eval_path;    // -eval: print the loss and perplexity on these tokens and exit
+    int overwrite;            // -overwrite 1: a fresh run may replace another run's files in -o DIR
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
     float lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho;
     int nesterov, qblock, hess_interval;

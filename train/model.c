@@ -171,6 +171,15 @@ int model_checkpoint_blobs(CkptBlob* blobs, const ModelLayout* ml, const StateLa
 // ------------------------------------------------------------------------------------------------
 // Small helpers
 
+void softmax_inplace(float* x, int V) {
+    float maxv = -INFINITY;
+    for (int v = 0; v < V; v++) if (x[v] > maxv) maxv = x[v];
+    double sum = 0.0;
+    for (int v = 0; v < V; v++) { x[v] = expf(x[v] - maxv); sum += x[v]; }
+    float inv = (float)(1.0 / sum);
+    for (int v = 0; v < V; v++) x[v] *= inv;
+}
+
 int sample_index(const float* p, int n, float u) {
     float c = 0.0f;
     for (int i = 0; i < n; i++) { c += p[i]; if (u < c) return i; }

@@ -93,6 +93,9 @@ int model_checkpoint_blobs(CkptBlob* blobs, const ModelLayout* ml, const StateLa
 // ------------------------------------------------------------------------------------------------
 // Small helpers both training loops use
 
+// In place: logits x (V) -> probabilities, max-subtracted, the sum in double. The CPU's classifier and
+// the CUDA trainer's sampling both use it, so they turn the same logits into the same probabilities.
+void softmax_inplace(float* x, int V);
 // Index drawn from probabilities p (n), with u uniform in [0, 1).
 int sample_index(const float* p, int n, float u);
 // Monotonic wall clock in seconds.

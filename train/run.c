@@ -1,10 +1,20 @@
 // train/run.c: see run.h.
 #include <string.h>
 #include <math.h>
+#include <errno.h>
+#include <signal.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include "train/run.h"
+#include "train/advise.h"
 #include "common/util.h"
 #include "common/ledger.h"
+#include "common/rng.h"
+#include "common/schedule.h"
 
 #define DEFAULT_TRAIN "data/gcide/gcide_train.bin"
 #define DEFAULT_VAL "data/gcide/gcide_val.bin"
@@ -22,6 +32,18 @@ int run_check_args(Args* a, const GPT2Config* cfg, const Optimizer* opt, OptHype
     *hyper = make_hyper(a, opt, a->total_batch);
     if ((opt->flags & OPT_HESSIAN) && hyper->hess_interval < 1) hyper->hess_interval = 10;
     if (hyper->nesterov && hyper->momentum <= 0.0f) user_error("-nesterov 1 needs a momentum > 0 (-momentum F)");
+    // constants that make the update undefined: an EMA coefficient that rounds to 1 in fp32 never moves
+    // and its bias correction 1 - beta^t is 0; an eps of 0 where the algorithm divides by it (its
+    // default is > 0) gives 0/0 on every weight whose gradient is 0 (e.g. the padded vocabulary rows)
+    const char* bname[3] = { "-beta1", "-beta2", "-beta3" };
+    const float bval[3] = { a->beta1, a->beta2, a->beta3 };
+    for (int i = 0; i < 3; i++)
+        if (!isnan(bval[i]) && bval[i] >= 1.0f)
+            user_error("%s rounds to 1 in fp32 (the EMA would never move and its bias correction divides by 0); use at most 0.9999999", bname[i]);
+    if (!isnan(a->eps) && a->eps <= 0.0f && opt->defaults.eps > 0.0f)
+        user_error("-eps 0: %s divides by (a root of) its second moment plus eps, which is 0 wherever the gradient is 0; use a small eps such as %g", opt->name, opt->defaults.eps);
+    if (!isnan(a->eps2) && a->eps2 <= 0.0f && opt->defaults.eps2 > 0.0f && !strcmp(opt->name, "came"))
+        user_error("-eps2 0: came divides by its instability statistic plus eps2, which can be 0; use a small eps2 such as %g", opt->defaults.eps2);
     if (hyper->lr <= 0.0f && !hyper->relative_step) user_error("%s needs a learning rate > 0: pass -l", opt->name);
     return accum;
 }
@@ -77,49 +99,124 @@ void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* p
     if (h->step >= steps) user_error("cannot resume: %s is at step %d already, -x is %d; raise -x", path, h->step, steps);
 }
 
-void run_begin(RunStats* s, const Args* a, char* ckpt_path, size_t pathlen) {
-    memset(s, 0, sizeof(*s));
-    s->last_val = NAN;
-    ckpt_path[0] = 0;
-    if (a->out_dir) {
-        // mkdir -p: existing directories are fine; an unwritable path fails when the log is opened
-        char dir[1024];
-        snprintf(dir, sizeof(dir), "%s", a->out_dir);
-        for (char* p = dir + 1; *p; p++)
-            if (*p == '/') { *p = 0; mkdir(dir, 0755); *p = '/'; }
-        mkdir(dir, 0755);
-        snprintf(ckpt_path, pathlen, "%s/checkpoint.bin", a->out_dir);
-    }
+// ------------------------------------------------------------------------------------------------
+// Signals: SIGINT, SIGTERM (what a scheduler sends before preemption) and SIGHUP finish the current step,
+// write a checkpoint and exit with RUN_EXIT_INTERRUPTED; a second signal exits at once.
+
+static volatile sig_atomic_t g_signal = 0;
+
+static void on_signal(int sig) {
+    if (g_signal) _exit(128 + sig); // the second one: stop now
+    g_signal = sig;
 }
 
-int run_record_step(RunStats* s, const Args* a, Logger* lg, int step, int first_step, float loss, float norm,
-                    float lr, double seconds, int skipped, const char* extra, const char* ckpt_path) {
+static void catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; // a read or write in progress completes; the loop looks at the flag
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static const char* signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
+}
+
+// ------------------------------------------------------------------------------------------------
+// The run directory: created, locked against a second run, never silently taken from another run.
+
+static void make_dirs(const char* path) {
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s", path);
+    for (char* p = dir + 1; *p; p++)
+        if (*p == '/') { *p = 0; mkdir(dir, 0755); *p = '/'; }
+    mkdir(dir, 0755);
+}
+
+// Takes DIR/.lock for the life of the process (flock: released by the kernel however the process ends).
+static void lock_dir(const char* dir) {
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) user_error("cannot use -o %s: %s", dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+        user_error("another run is using -o %s right now (it holds %s); wait for it to end or choose another -o", dir, path);
+    // fd stays open on purpose: the lock lasts until exit
+}
+
+static void open_run_dir(Run* r) {
+    const Args* a = &r->a;
+    r->ckpt_path[0] = 0;
+    if (!a->out_dir) return;
+    make_dirs(a->out_dir);
+    struct stat st;
+    if (stat(a->out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) user_error("-o %s is not a directory I can create or use", a->out_dir);
+    snprintf(r->ckpt_path, sizeof(r->ckpt_path), "%s/checkpoint.bin", a->out_dir);
+    if (a->sample_only || a->eval_path) return; // reading only: no lock, nothing replaced
+    lock_dir(a->out_dir);
+    char log_path[1100];
+    snprintf(log_path, sizeof(log_path), "%s/log.jsonl", a->out_dir);
+    if (!a->resume && !a->overwrite && (file_exists(log_path) || file_exists(r->ckpt_path)))
+        user_error("-o %s holds another run (log.jsonl or checkpoint.bin): resume it with -y 1, choose another -o, "
+                   "or pass -overwrite 1 to replace it", a->out_dir);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Per-step bookkeeping
+
+// Seconds as "1h02m", "3m05s" or "42s".
+static void format_duration(double sec, char* out, size_t n) {
+    long s = sec > 0 ? (long)(sec + 0.5) : 0;
+    if (s >= 3600) snprintf(out, n, "%ldh%02ldm", s / 3600, (s % 3600) / 60);
+    else if (s >= 60) snprintf(out, n, "%ldm%02lds", s / 60, s % 60);
+    else snprintf(out, n, "%lds", s);
+}
+
+static int record_step(Run* r, int step, float loss, float norm, float lr, double seconds, int skipped, const char* extra) {
+    RunStats* s = &r->stats;
+    const Args* a = &r->a;
+    int first_step = r->start_step + 1;
+    s->last_step = step;
     s->tokens_seen += a->total_batch;
+    s->wall_seconds += seconds;
     if (step > first_step || a->steps == first_step) { s->train_seconds += seconds; s->train_tokens += a->total_batch; }
     if (skipped) {
-        s->skipped_total++;
+        if (s->skipped_total < INT32_MAX) s->skipped_total++;
         s->consecutive_skips++;
+        const char* what = skipped == 2 ? "update" : isfinite(loss) ? "gradient" : "loss";
         printf("step %5d/%d | loss %s | norm %s | SKIPPED (non-finite %s; %d skipped so far)\n", step, a->steps,
-               isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", isfinite(loss) ? "gradient" : "loss", s->skipped_total);
-        logger_write(lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"skipped_total\":%d}", step, isfinite(loss) ? "0" : "null", s->skipped_total);
+               isfinite(loss) ? "ok" : "nan/inf", isfinite(norm) ? "ok" : "nan/inf", what, s->skipped_total);
+        logger_write(&r->lg, "{\"type\":\"skip\",\"step\":%d,\"loss\":%s,\"what\":\"%s\",\"skipped_total\":%d}", step,
+                     isfinite(loss) ? "0" : "null", what, s->skipped_total);
         if (s->consecutive_skips >= a->max_skips) {
-            fprintf(stderr, "error: %d consecutive steps had a non-finite loss or gradient; stopping. "
+            fprintf(stderr, "error: %d consecutive steps had a non-finite loss, gradient or update; stopping. "
                     "%s Try a lower learning rate (-l) or gradient clipping (-g 1).\n", s->consecutive_skips,
-                    ckpt_path && ckpt_path[0] && file_exists(ckpt_path) ? "The last checkpoint is intact." : "No checkpoint was written.");
-            return 3;
+                    r->ckpt_path[0] && file_exists(r->ckpt_path) ? "The last checkpoint is intact." : "No checkpoint was written.");
+            logger_write(&r->lg, "{\"type\":\"failed\",\"step\":%d,\"why\":\"%d consecutive non-finite steps\"}", step, s->consecutive_skips);
+            return RUN_EXIT_NONFINITE;
         }
     } else {
         s->consecutive_skips = 0;
         s->recent_loss[s->nrecent++ % 10] = loss;
     }
-    printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s%s\n", step, a->steps, loss, lr, norm,
-           seconds * 1000.0, a->total_batch / seconds, extra ? extra : "");
-    logger_write(lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
+    // elapsed: this process's step time; eta: the remaining steps at the mean step time so far
+    int done = step - r->start_step, left = (a->stop_at && a->stop_at < a->steps ? a->stop_at : a->steps) - step;
+    char el[32], eta[32];
+    format_duration(s->wall_seconds, el, sizeof(el));
+    format_duration(left * s->wall_seconds / done, eta, sizeof(eta));
+    printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s%s | %s, eta %s\n", step, a->steps, loss, lr, norm,
+           seconds * 1000.0, a->total_batch / seconds, extra ? extra : "", el, eta);
+    logger_write(&r->lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
                  step, isfinite(loss) ? loss : -1.0f, lr, isfinite(norm) ? norm : -1.0f, seconds * 1000.0, a->total_batch / seconds, skipped);
-    return 0;
+    return RUN_GO;
 }
 
-RunDue run_due(const Args* a, int step, const char* ckpt_path) {
+// What is due after a step: the last step (of -x or -stop) always evaluates, samples and checkpoints.
+typedef struct { int last, val, sample, checkpoint; } RunDue;
+static RunDue run_due(const Args* a, int step, const char* ckpt_path) {
     RunDue d;
     d.last = step == a->steps || step == a->stop_at;
     d.val = (a->val_every && step % a->val_every == 0) || d.last;
@@ -128,10 +225,10 @@ RunDue run_due(const Args* a, int step, const char* ckpt_path) {
     return d;
 }
 
-void run_record_val(RunStats* s, Logger* lg, int step, float val_loss, int batches) {
-    s->last_val = val_loss;
-    printf("val loss %.6f (step %d, %d batches)\n", val_loss, step, batches);
-    logger_write(lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, val_loss);
+static void record_val(Run* r, int step, float val_loss) {
+    r->stats.last_val = val_loss;
+    printf("val loss %.6f (step %d, %d batches)\n", val_loss, step, r->a.val_batches);
+    logger_write(&r->lg, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, val_loss);
 }
 
 void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, uint64_t data_position) {
@@ -143,19 +240,492 @@ void run_ckpt_header(CkptHeader* h, const RunStats* s, const Args* a, int step, 
     h->tokens_seen = (uint64_t)s->tokens_seen;
 }
 
-void run_print_summary(const RunStats* s, const Args* a, Logger* lg, const char* opt_name, double peak_mib,
-                       size_t state_bytes, size_t num_params, const char* extra_json) {
+// A JSON number, or null for NaN/inf (JSON has no NaN).
+static void json_num(char* out, size_t n, double x) {
+    if (isfinite(x)) snprintf(out, n, "%.9g", x); else snprintf(out, n, "null");
+}
+
+static void print_summary(Run* r, double peak_mib, const char* extra_json) {
+    const RunStats* s = &r->stats;
+    size_t P = r->layout->num_params;
     double train_loss = 0.0;
     int nl = s->nrecent < 10 ? s->nrecent : 10;
     for (int i = 0; i < nl; i++) train_loss += s->recent_loss[i];
     train_loss = nl ? train_loss / nl : NAN;
     double tps = s->train_seconds > 0 ? s->train_tokens / s->train_seconds : 0.0;
     double rss_mib = process_peak_rss() / 1048576.0;
+    int steps = s->last_step; // the steps this run reached (-stop ends early; a resumed run counts from 1)
     printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
-           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", opt_name, a->steps, train_loss, s->last_val, tps,
-           peak_mib, state_bytes, (double)state_bytes / num_params, num_params, s->skipped_total, rss_mib);
-    logger_write(lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%.9g,\"val_loss\":%.9g,\"tok_per_s\":%.1f,"
+           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", r->opt->name, steps, train_loss, s->last_val, tps,
+           peak_mib, r->state_bytes, (double)r->state_bytes / P, P, s->skipped_total, rss_mib);
+    char tl[32], vl[32];
+    json_num(tl, sizeof(tl), train_loss);
+    json_num(vl, sizeof(vl), s->last_val);
+    logger_write(&r->lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%s,\"val_loss\":%s,\"tok_per_s\":%.1f,"
                  "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f%s}",
-                 opt_name, a->steps, train_loss, s->last_val, tps, peak_mib, state_bytes, (double)state_bytes / num_params,
-                 num_params, s->skipped_total, rss_mib, extra_json ? extra_json : "");
+                 r->opt->name, steps, tl, vl, tps, peak_mib, r->state_bytes, (double)r->state_bytes / P, P, s->skipped_total,
+                 rss_mib, extra_json ? extra_json : "");
+}
+
+// The first record of a fresh run's log: everything needed to know what ran (and to rerun it).
+static void write_config_record(Run* r) {
+    const Args* a = &r->a;
+    const OptHyper* h = &r->hyper;
+    char git[80] = "unknown", host[128] = "unknown", date[64], esc[4][1100];
+    FILE* p = popen("git rev-parse --short=12 HEAD 2>/dev/null && (git diff --quiet HEAD 2>/dev/null || echo dirty)", "r");
+    if (p) {
+        char line[64], rev[64] = "";
+        int dirty = 0;
+        if (fgets(line, sizeof(line), p)) { line[strcspn(line, "\n")] = 0; snprintf(rev, sizeof(rev), "%s", line); }
+        if (fgets(line, sizeof(line), p) && !strncmp(line, "dirty", 5)) dirty = 1;
+        pclose(p);
+        if (rev[0]) snprintf(git, sizeof(git), "%s%s", rev, dirty ? "-dirty" : "");
+    }
+    struct utsname u;
+    if (uname(&u) == 0) snprintf(host, sizeof(host), "%s", u.nodename);
+    time_t now = time(NULL);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    json_escape(r->data.train_path, esc[0], sizeof(esc[0]));
+    json_escape(r->data.val_path, esc[1], sizeof(esc[1]));
+    json_escape(a->init_path ? a->init_path : "", esc[2], sizeof(esc[2]));
+    json_escape(r->device ? r->device : "", esc[3], sizeof(esc[3]));
+    const GPT2Config* c = &r->cfg;
+    logger_write(&r->lg, "{\"type\":\"config\",\"trainer\":\"%s\",\"device\":\"%s\",\"git\":\"%s\",\"host\":\"%s\",\"date\":\"%s\","
+                 "\"model\":\"%s\",\"layers\":%d,\"channels\":%d,\"heads\":%d,\"vocab\":%d,\"params\":%zu,"
+                 "\"train\":\"%s\",\"val\":\"%s\",\"init\":\"%s\",\"precision\":\"%s\",\"sr\":%d,\"B\":%d,\"T\":%d,\"tokens_per_step\":%d,"
+                 "\"steps\":%d,\"warmup\":%d,\"final_lr_frac\":%g,\"grad_clip\":%g,\"seed\":%llu,\"opt\":\"%s\",\"lr\":%.9g,"
+                 "\"beta1\":%.9g,\"beta2\":%.9g,\"beta3\":%.9g,\"eps\":%.9g,\"eps2\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,"
+                 "\"nesterov\":%d,\"relative_step\":%d,\"qblock\":%d,\"rho\":%.9g,\"hess_interval\":%d,\"state_bytes\":%zu,"
+                 "\"val_every\":%d,\"val_batches\":%d,\"ckpt_every\":%d,\"recompute\":%d}",
+                 r->trainer, esc[3], git, host, date, a->model, c->num_layers, c->channels, c->num_heads, c->vocab_size,
+                 r->layout->num_params, esc[0], esc[1], esc[2], a->precision == PRECISION_BF16 ? "bf16" : "fp32", a->sr, a->B, a->T,
+                 a->total_batch, a->steps, a->warmup, a->final_lr_frac, a->grad_clip, (unsigned long long)a->seed, r->opt->name,
+                 h->lr, h->beta1, h->beta2, h->beta3, h->eps, h->eps2, h->weight_decay, h->momentum, h->nesterov, h->relative_step,
+                 h->qblock, h->rho, h->hess_interval, r->state_bytes, a->val_every, a->val_batches, a->ckpt_every, a->recompute);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The run as the trainers' main() sees it
+
+// "lr=0.001 betas=(0.9,0.999) eps=1e-08 wd=0.01": the constants an optimizer reads, from its defaults.
+static void format_defaults(const Optimizer* o, char* out, size_t n) {
+    const OptHyper* d = &o->defaults;
+    int k = 0;
+    if (d->relative_step) k += snprintf(out + k, n - k, "lr=relative");
+    else k += snprintf(out + k, n - k, "lr=%g", d->lr);
+    if (d->beta1 > 0 || d->beta2 > 0) k += snprintf(out + k, n - k, " betas=(%g,%g%s%.0g)", d->beta1, d->beta2, d->beta3 > 0 ? "," : "", d->beta3 > 0 ? d->beta3 : 0.0);
+    if (d->beta3 > 0) { k -= 2; k += snprintf(out + k, n - k, "%g)", d->beta3); }
+    if (d->momentum > 0) k += snprintf(out + k, n - k, " momentum=%g", d->momentum);
+    if (d->eps > 0) k += snprintf(out + k, n - k, " eps=%g", d->eps);
+    if (d->eps2 > 0) k += snprintf(out + k, n - k, " eps2=%g", d->eps2);
+    if (d->weight_decay > 0) k += snprintf(out + k, n - k, " wd=%g", d->weight_decay);
+    if (d->rho > 0) k += snprintf(out + k, n - k, " rho=%g", d->rho);
+    if (d->qblock > 0) k += snprintf(out + k, n - k, " block=%d", d->qblock);
+}
+
+void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
+    // state bytes/param on the d12 shapes (GPT-2 124M) with each optimizer's defaults
+    GPT2Config cfg = parse_model("d12");
+    ModelLayout ml;
+    model_layout_build(&ml, &cfg);
+    if (has_kernel) printf("%-17s %-12s %-5s %-44s %s\n", "name", "B/param(d12)", "cuda", "defaults", "description [paper]");
+    else printf("%-17s %-12s %-44s %s\n", "name", "B/param(d12)", "defaults", "description [paper]");
+    for (int i = 0; i < NUM_OPTIMIZERS; i++) {
+        const Optimizer* o = OPTIMIZERS[i];
+        double bpp = (double)optimizer_layout_bytes(&ml, o, &o->defaults) / ml.num_params;
+        char def[128];
+        format_defaults(o, def, sizeof(def));
+        if (has_kernel) printf("%-17s %-12.4f %-5s %-44s %s [%s]\n", o->name, bpp, has_kernel(o) ? "yes" : "no", def, o->description, o->paper);
+        else printf("%-17s %-12.4f %-44s %s [%s]\n", o->name, bpp, def, o->description, o->paper);
+    }
+    model_layout_free(&ml);
+}
+
+int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kernel)(const Optimizer*)) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    memset(r, 0, sizeof(*r));
+    r->trainer = trainer;
+    if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
+    parse_args(&r->a, argc, argv);
+    if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); return 0; }
+    r->opt = optim_find(r->a.opt_name);
+    if (!r->opt) {
+        fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", r->a.opt_name);
+        optim_print_names(stderr);
+        fprintf(stderr, " (or -opt list)\n");
+        return EXIT_USER;
+    }
+    if (has_kernel && !has_kernel(r->opt)) {
+        fprintf(stderr, "error: %s has no CUDA kernels yet; use ./train_cpu (`make train GPU=0`), or one of:", r->opt->name);
+        for (int i = 0; i < NUM_OPTIMIZERS; i++) if (has_kernel(OPTIMIZERS[i])) fprintf(stderr, " %s", OPTIMIZERS[i]->name);
+        fprintf(stderr, "\n");
+        return EXIT_USER;
+    }
+    r->cfg = parse_model(r->a.model);
+    r->accum = run_check_args(&r->a, &r->cfg, r->opt, &r->hyper);
+    ledger_init(&r->led, r->a.memory_only);
+    return -1;
+}
+
+void run_set_model(Run* r, const ModelLayout* layout, const char* precision_note, const char* extra) {
+    r->layout = layout;
+    r->state_bytes = optimizer_layout_bytes(layout, r->opt, &r->hyper);
+    run_print_model(r, precision_note, extra);
+}
+
+void run_print_model(const Run* r, const char* precision_note, const char* extra) {
+    const GPT2Config* c = &r->cfg;
+    size_t P = r->layout->num_params;
+    printf("model %s: L=%d C=%d heads=%d vocab=%d (padded %d), %zu parameters (%.2fM)\n", r->a.model, c->num_layers,
+           c->channels, c->num_heads, c->vocab_size, c->padded_vocab_size, P, P / 1e6);
+    printf("optimizer %s: lr %g, state %zu bytes (%.4f B/param); precision %s%s%s\n", r->opt->name, r->hyper.lr,
+           r->state_bytes, (double)r->state_bytes / P, precision_note, r->a.sr ? ", stochastic rounding" : "", extra);
+}
+
+static const char* shards_label(const Run* r) { return strcmp(r->trainer, "gpu") ? "token shards (train+val)" : "token shards (host)"; }
+
+int run_memory_only(Run* r, const char* where) {
+    if (!r->a.memory_only) return 0;
+    size_t P = r->layout->num_params;
+    // the token shards a real run would hold, when the data is there to measure (the ledger is exact)
+    RunData d;
+    memset(&d, 0, sizeof(d));
+    const char* shard_note = "";
+    if (!strcmp(r->a.train_path, "data/gcide/gcide_train.bin") && !file_exists(r->a.train_path))
+        shard_note = "(the token shards are not counted: the default dataset is missing; `make data` adds them)\n";
+    else {
+        run_open_data(&d, &r->a, r->cfg.vocab_size);
+        ledger_record(&r->led, MEM_DATA, shards_label(r), dataloader_bytes(&d.train) + dataloader_bytes(&d.val), NULL);
+        run_close_data(&d);
+    }
+    printf("memory ledger for B=%d T=%d%s (nothing allocated):\n", r->a.B, r->a.T, where);
+    ledger_print(&r->led, stdout, P);
+    fputs(shard_note, stdout);
+    printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", r->opt->name,
+           P, r->state_bytes, (double)r->state_bytes / P, r->led.current / 1048576.0);
+    return 1;
+}
+
+// Every checkpoint blob of this run as host memory: the trainer's blobs, staged to the host if needed.
+static int gather_blobs(Run* r, CkptBlob* blobs) {
+    int n = r->ops.ckpt_blobs(r->ops.model, blobs);
+    CHECK(n > 0 && n <= CKPT_MAX_BLOBS);
+    return n;
+}
+
+static void release_blobs(Run* r, CkptBlob* blobs, int n) {
+    if (r->ops.ckpt_release) r->ops.ckpt_release(r->ops.model, blobs, n);
+}
+
+static void resume(Run* r) {
+    char err[1024];
+    CkptHeader h, mine;
+    CkptBlob blobs[CKPT_MAX_BLOBS];
+    if (ckpt_read_header(r->ckpt_path, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
+    run_check_resume(&h, &mine, r->ckpt_path, r->a.steps);
+    int nb = gather_blobs(r, blobs);
+    if (ckpt_load(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    if (r->ops.ckpt_from_host) r->ops.ckpt_from_host(r->ops.model, blobs, nb);
+    release_blobs(r, blobs, nb);
+    r->start_step = h.step;
+    r->stats.skipped_total = h.skipped_steps;
+    r->stats.tokens_seen = (long)h.tokens_seen;
+    if (dataloader_seek(&r->data.train, h.data_position) != 0)
+        user_error("cannot resume: data position in %s is past the end of %s", r->ckpt_path, r->data.train_path);
+    if (logger_cut_back(r->a.out_dir, h.step) != 0)
+        user_error("cannot resume: cannot rewrite %s/log.jsonl to step %d: %s", r->a.out_dir, h.step, strerror(errno));
+    printf("resumed from %s at step %d\n", r->ckpt_path, r->start_step);
+}
+
+// The model's weights from PATH: a checkpoint of this trainer (any optimizer or precision: its fp32
+// weights), or llm.c's GPT-2 file (gpt2_124M.bin: fp32, or gpt2_124M_bf16.bin), whose parameters are
+// stored in the same 16-tensor order as ours.
+static void load_weights(Run* r, const char* path) {
+    char err[1024];
+    size_t P = r->layout->num_params;
+    float* w = (float*)xmalloc(P * sizeof(float));
+    int32_t hdr[256];
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) user_error("-init %s: not a readable file", path);
+    FILE* f = fopen(path, "rb");
+    if (!f) user_error("-init %s: %s", path, strerror(errno));
+    int is_llmc = fread(hdr, sizeof(hdr), 1, f) == 1 && hdr[0] == 20240326;
+    if (is_llmc) {
+        // llm.c: 256 int32 (magic, version 3 fp32 / 5 bf16, maxT, V, L, NH, C, Vp), then the parameters
+        const GPT2Config* c = &r->cfg;
+        if (hdr[1] != 3 && hdr[1] != 5) user_error("-init %s: llm.c checkpoint version %d; this trainer reads 3 (fp32) and 5 (bf16)", path, hdr[1]);
+        if (hdr[2] != c->max_seq_len || hdr[3] != c->vocab_size || hdr[4] != c->num_layers || hdr[5] != c->num_heads ||
+            hdr[6] != c->channels || hdr[7] != c->padded_vocab_size)
+            user_error("-init %s holds an llm.c model L=%d C=%d heads=%d (T=%d, V=%d, Vp=%d); this run is -model %d:%d:%d: use the same shape",
+                       path, hdr[4], hdr[6], hdr[5], hdr[2], hdr[3], hdr[7], c->num_layers, c->channels, c->num_heads);
+        size_t elt = hdr[1] == 3 ? 4 : 2;
+        if ((uint64_t)st.st_size != sizeof(hdr) + P * elt)
+            user_error("-init %s: %lld bytes, an llm.c file of this shape has %zu", path, (long long)st.st_size, sizeof(hdr) + P * elt);
+        int ok = 1;
+        if (elt == 4) ok = fread(w, 4, P, f) == P;
+        else {
+            uint16_t* b = (uint16_t*)xmalloc(P * 2);
+            ok = fread(b, 2, P, f) == P;
+            for (size_t i = 0; ok && i < P; i++) w[i] = bf16_to_f32(b[i]);
+            free(b);
+        }
+        if (!ok) user_error("-init %s is truncated", path);
+    }
+    fclose(f);
+    if (!is_llmc) {
+        CkptHeader h, mine;
+        if (ckpt_read_header(path, &h, err, sizeof(err)) != 0) user_error("-init: %s", err);
+        model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
+        if (h.num_layers != mine.num_layers || h.channels != mine.channels || h.num_heads != mine.num_heads ||
+            h.vocab_size != mine.vocab_size || h.max_seq_len != mine.max_seq_len)
+            user_error("-init %s holds a model L=%d C=%d heads=%d; this run is L=%d C=%d heads=%d: use the same -model",
+                       path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
+        if (ckpt_load_blob(path, "weights fp32", w, P * sizeof(float), err, sizeof(err)) != 0) user_error("-init: %s", err);
+    }
+    for (size_t i = 0; i < P; i++)
+        if (!isfinite(w[i])) user_error("-init %s: weight %zu is not finite; this file cannot start a run", path, i);
+    r->ops.set_weights(r->ops.model, w);
+    free(w);
+    printf("weights from %s (%s; fresh optimizer state)\n", path, is_llmc ? "llm.c format" : "checkpoint");
+}
+
+// Never writes non-finite weights: returns RUN_EXIT_NONFINITE instead, with the last checkpoint intact.
+static int save_checkpoint(Run* r, int step) {
+    char err[1024];
+    CkptHeader h;
+    CkptBlob blobs[CKPT_MAX_BLOBS];
+    model_checkpoint_header(&h, r->layout, r->a.precision, r->opt->name);
+    run_ckpt_header(&h, &r->stats, &r->a, step, dataloader_position(&r->data.train));
+    int nb = gather_blobs(r, blobs);
+    if (r->ops.ckpt_to_host) r->ops.ckpt_to_host(r->ops.model, blobs, nb);
+    const float* w = (const float*)blobs[0].data; // "weights fp32"
+    size_t bad = 0;
+    for (size_t i = 0; i < blobs[0].bytes / sizeof(float); i++) bad += !isfinite(w[i]);
+    int rc = RUN_GO;
+    if (bad) {
+        fprintf(stderr, "error: %zu weights are not finite after step %d; no checkpoint written (%s). "
+                "Try a lower learning rate (-l) or gradient clipping (-g 1).\n", bad, step,
+                file_exists(r->ckpt_path) ? "the last checkpoint is intact" : "there is no earlier checkpoint");
+        logger_write(&r->lg, "{\"type\":\"failed\",\"step\":%d,\"why\":\"non-finite weights\"}", step);
+        rc = RUN_EXIT_NONFINITE;
+    } else if (ckpt_save(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s; stopping so that no work goes unsaved unnoticed\n", err);
+        rc = RUN_EXIT_WRITE;
+    } else {
+        printf("checkpoint: %s (step %d)\n", r->ckpt_path, step);
+    }
+    release_blobs(r, blobs, nb);
+    return rc;
+}
+
+// -eval PATH: loss and perplexity of the model on PATH's tokens (shards, or a .txt tokenized whole).
+static void eval_only(Run* r) {
+    const Args* a = &r->a;
+    char err[1024], path[1024], none[1024];
+    snprintf(path, sizeof(path), "%s", a->eval_path);
+    size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".txt")) {
+        if (!r->data.tok) user_error("-eval %s is a text file, which needs the GPT-2 vocabulary; run `make data` first", path);
+        if (data_text_to_shards(r->data.tok, a->eval_path, "data/cache", 0.0, path, none, sizeof(path), err, sizeof(err)) != 0)
+            user_error("-eval: %s", err);
+    }
+    DataLoader dl;
+    if (dataloader_open(&dl, path, a->B, a->T, r->cfg.vocab_size, err, sizeof(err)) != 0) user_error("-eval data: %s", err);
+    uint64_t avail = (dataloader_num_tokens(&dl) - 1) / ((uint64_t)a->B * a->T);
+    int batches = (uint64_t)a->val_batches < avail ? a->val_batches : (int)avail;
+    float loss = run_evaluate(&r->ops, &dl, batches, a->B, a->T);
+    printf("eval: loss %.6f perplexity %.4f (%d batches of %dx%d tokens from %s)\n", loss, exp(loss), batches, a->B, a->T, a->eval_path);
+    dataloader_free(&dl);
+}
+
+int run_start(Run* r, const ModelOps* ops) {
+    const Args* a = &r->a;
+    r->ops = *ops;
+    memset(&r->stats, 0, sizeof(r->stats));
+    r->stats.last_val = NAN;
+    open_run_dir(r);
+    run_open_data(&r->data, a, r->cfg.vocab_size);
+    ledger_record(&r->led, MEM_DATA, shards_label(r), dataloader_bytes(&r->data.train) + dataloader_bytes(&r->data.val), NULL);
+    r->ops.init(r->ops.model, a->seed);
+    if (a->sample_only || a->eval_path) {
+        // use a checkpoint: -init PATH, else -o DIR's checkpoint, else (said so) the untrained model
+        const char* from = a->init_path ? a->init_path : (r->ckpt_path[0] && file_exists(r->ckpt_path)) ? r->ckpt_path : NULL;
+        if (from) load_weights(r, from);
+        else printf("no -init PATH and no checkpoint in -o DIR: using the untrained model (seed %llu)\n", (unsigned long long)a->seed);
+        if (a->eval_path) eval_only(r);
+        if (a->sample_only) {
+            SampleOpts so = { a->prompt, a->temperature, a->top_k };
+            run_generate(&r->ops, r->data.tok, r->cfg.vocab_size, a->sample_len > 0 ? a->sample_len : 48, a->seed, -1, a->T, &so, stdout);
+        }
+        return 1;
+    }
+    if (a->resume) resume(r);
+    else if (a->init_path) load_weights(r, a->init_path);
+    if (logger_open(&r->lg, a->out_dir, a->resume) != 0) user_error("cannot write %s/log.jsonl: %s", a->out_dir, strerror(errno));
+    if (!a->resume) write_config_record(r);
+    else logger_write(&r->lg, "{\"type\":\"resume\",\"step\":%d}", r->start_step);
+    printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a->B, a->T,
+           a->total_batch, r->accum, r->accum > 1 ? "s" : "", a->steps, a->warmup, a->final_lr_frac, a->grad_clip);
+    printf("memory ledger:\n");
+    ledger_print(&r->led, stdout, r->layout->num_params);
+    fflush(stdout);
+    catch_signals();
+    return 0;
+}
+
+float run_lr_scale(const Run* r, int step) { return lr_multiplier(step, r->a.steps, r->a.warmup, r->a.final_lr_frac); }
+
+int run_opt_step(const Run* r, int step) { return step - r->stats.skipped_total; }
+
+int run_after_step(Run* r, int step, float loss, float norm, float lr, double seconds, int skipped, const char* extra) {
+    const Args* a = &r->a;
+    int rc = record_step(r, step, loss, norm, lr, seconds, skipped, extra);
+    if (rc) return rc;
+    RunDue due = run_due(a, step, r->ckpt_path);
+    int sig = g_signal;
+    if (due.val) record_val(r, step, run_evaluate(&r->ops, &r->data.val, a->val_batches, a->B, a->T));
+    if (due.sample) run_sample(&r->ops, r->data.tok, r->cfg.vocab_size, a->sample_len, a->seed, step, a->T, stdout);
+    if ((due.checkpoint || (sig && r->ckpt_path[0])) && (rc = save_checkpoint(r, step))) return rc;
+    if (r->lg.failed) {
+        fprintf(stderr, "error: writing %s/log.jsonl failed (disk full?); stopping after step %d%s\n", a->out_dir, step,
+                r->ckpt_path[0] ? ", whose checkpoint is written" : "");
+        return RUN_EXIT_WRITE;
+    }
+    if (sig) {
+        logger_write(&r->lg, "{\"type\":\"interrupted\",\"step\":%d,\"signal\":\"%s\"}", step, signal_name(sig));
+        if (r->ckpt_path[0]) printf("interrupted by %s after step %d; checkpoint %s; resume with the same flags and -y 1\n",
+                                    signal_name(sig), step, r->ckpt_path);
+        else printf("interrupted by %s after step %d; nothing saved (no -o DIR)\n", signal_name(sig), step);
+        return RUN_EXIT_INTERRUPTED;
+    }
+    if (step == a->stop_at) { printf("stopping after step %d as asked (-stop)\n", step); return RUN_STOP; }
+    return RUN_GO;
+}
+
+int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const char* extra_json) {
+    if ((rc == RUN_GO || rc == RUN_STOP || rc == RUN_EXIT_INTERRUPTED) && r->stats.last_step > 0) {
+        fputs(memory_lines, stdout);
+        print_summary(r, peak_mib, extra_json);
+    }
+    logger_close(&r->lg);
+    run_close_data(&r->data);
+    ledger_free_all(&r->led);
+    return rc == RUN_STOP ? 0 : rc;
+}
+
+float run_evaluate(const ModelOps* ops, DataLoader* dl, int batches, int B, int T) {
+    size_t BT = (size_t)B * T;
+    int* buf = (int*)xmalloc(2 * BT * sizeof(int));
+    dataloader_reset(dl);
+    double sum = 0.0;
+    for (int i = 0; i < batches; i++) {
+        dataloader_next(dl, buf, buf + BT);
+        sum += ops->loss(ops->model, buf, buf + BT, B, T);
+    }
+    free(buf);
+    return (float)(sum / batches);
+}
+
+// Bytes of the UTF-8 character that starts with lead byte c and whose second byte is c2 (-1 when not
+// yet known), or 0 when no valid character starts so (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+static int utf8_len(unsigned char c, int c2) {
+    if (c < 0x80) return 1;
+    if (c < 0xC2 || c > 0xF4) return 0;
+    int n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (c2 < 0) return n;
+    if ((c2 & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && c2 < 0xA0) || (c == 0xED && c2 > 0x9F) || (c == 0xF0 && c2 < 0x90) || (c == 0xF4 && c2 > 0x8F)) return 0;
+    return n;
+}
+
+size_t utf8_write_whole(FILE* out, unsigned char* buf, size_t n, int final) {
+    size_t i = 0;
+    while (i < n) {
+        int len = utf8_len(buf[i], i + 1 < n ? buf[i + 1] : -1);
+        int ok = len > 0;
+        for (int k = 1; ok && k < len && i + k < n; k++) ok = (buf[i + k] & 0xC0) == 0x80;
+        if (ok && i + len > n) break;          // a valid start, unfinished: wait for more bytes
+        if (ok) { fwrite(buf + i, 1, (size_t)len, out); i += (size_t)len; }
+        else { fputs("\xEF\xBF\xBD", out); i++; } // U+FFFD for a byte that starts no valid character
+    }
+    size_t keep = n - i;
+    if (final && keep) { fputs("\xEF\xBF\xBD", out); keep = 0; }
+    else memmove(buf, buf + i, keep);
+    return keep;
+}
+
+// Temperature and top-k applied to probabilities p (V) in place: p^(1/temp), then all but the k
+// largest set to 0, renormalized. temp 1 and k 0 leave p untouched (training samples stay as they were).
+static void shape_probs(float* p, int V, float temp, int k, float* scratch) {
+    if (temp != 1.0f) for (int i = 0; i < V; i++) p[i] = powf(p[i], 1.0f / temp);
+    if (k > 0 && k < V) {
+        // the k-th largest value by selection on a copy; ties at the threshold are all kept
+        memcpy(scratch, p, (size_t)V * sizeof(float));
+        float thr = 0.0f;
+        for (int j = 0; j < k; j++) {
+            int best = 0;
+            for (int i = 1; i < V; i++) if (scratch[i] > scratch[best]) best = i;
+            thr = scratch[best];
+            scratch[best] = -1.0f;
+        }
+        for (int i = 0; i < V; i++) if (p[i] < thr) p[i] = 0.0f;
+    }
+    if (temp == 1.0f && k <= 0) return;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += p[i];
+    for (int i = 0; i < V; i++) p[i] = (float)(p[i] / sum);
+}
+
+void run_generate(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T,
+                  const SampleOpts* so, FILE* out) {
+    Rng rng;
+    rng_seed(&rng, seed * 1000003ull + (uint64_t)(step < 0 ? 0 : step));
+    int eot = tok ? tokenizer_eot(tok) : V - 1;
+    if (eot < 0 || eot >= V) eot = V - 1;
+    // the context: <|endoftext|>, then the prompt's tokens
+    size_t np = 0;
+    int32_t* ptoks = NULL;
+    if (so && so->prompt && so->prompt[0]) {
+        if (!tok) user_error("-prompt needs the GPT-2 vocabulary files (run `make data`)");
+        ptoks = tokenizer_encode(tok, so->prompt, strlen(so->prompt), &np);
+    }
+    int n0 = 1 + (int)np;
+    int* gen = (int*)xmalloc(sizeof(int) * (size_t)(n0 + len));
+    float* probs = (float*)xmalloc(sizeof(float) * (size_t)V);
+    float* scratch = (float*)xmalloc(sizeof(float) * (size_t)V);
+    gen[0] = eot;
+    for (size_t i = 0; i < np; i++) gen[1 + i] = ptoks[i];
+    free(ptoks);
+    unsigned char pending[64]; // bytes of an unfinished UTF-8 character (a token is at most a few bytes)
+    size_t npend = 0;
+    if (step >= 0) fprintf(out, "sample (step %d): ", step);
+    if (np) fprintf(out, "%s", so->prompt);
+    for (int i = n0; i < n0 + len; i++) {
+        int start = i > T ? i - T : 0; // slide the context window
+        ops->next_token_probs(ops->model, gen + start, i - start, probs);
+        if (so) shape_probs(probs, V, so->temperature, so->top_k, scratch);
+        int next = sample_index(probs, V, rng_f32(&rng));
+        gen[i] = next;
+        if (tok) {
+            size_t bl = 0;
+            const unsigned char* bytes = tokenizer_decode(tok, next, &bl);
+            for (size_t k = 0; bytes && k < bl; k++) {
+                if (npend == sizeof(pending)) npend = utf8_write_whole(out, pending, npend, 1);
+                pending[npend++] = bytes[k];
+            }
+            npend = utf8_write_whole(out, pending, npend, 0);
+        } else {
+            fprintf(out, "%d ", next);
+        }
+    }
+    utf8_write_whole(out, pending, npend, 1);
+    fprintf(out, "\n");
+    free(gen);
+    free(probs);
+    free(scratch);
+}
+
+void run_sample(const ModelOps* ops, const Tokenizer* tok, int V, int len, uint64_t seed, int step, int T, FILE* out) {
+    run_generate(ops, tok, V, len, seed, step, T, NULL, out);
 }
