@@ -209,13 +209,25 @@ def run_one(args, t, e, lrname, seed, init=None, work=None, dest=None, keep_ckpt
           file=sys.stderr, flush=True)
     start = time.time()
     with open(os.path.join(work, "stdout.txt"), "a" if resume else "w") as so:
-        rc = subprocess.run(cmd, stdout=so, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(cmd, stdout=so, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C or a time limit's SIGTERM: the trainer finishes its step, writes its checkpoint and
+            # exits 4; wait for that (a minute at most) so the run can resume later
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
     wall = time.time() - start
     lines = open(os.path.join(work, "stdout.txt"), errors="replace").read().splitlines()
     summary = next((l for l in reversed(lines) if l.startswith("summary:")), None)
     error = next((l for l in reversed(lines) if l.startswith("error")), lines[-1] if lines else "")
-    if rc < 0:
-        # killed by a signal (interrupted): leave the scratch folder for a resume, record nothing
+    if rc < 0 or rc == 4:
+        # killed by a signal, or interrupted (exit 4: checkpoint written): leave the scratch folder for a
+        # resume, record nothing
         raise KeyboardInterrupt
     os.makedirs(dest, exist_ok=True)
     for f in ("log.jsonl", "stdout.txt"):

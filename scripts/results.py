@@ -204,10 +204,22 @@ def read_runinfo(d):
     return info
 
 
+def config_steps(path):
+    """The target step count (-x) of the log's first config record, or None."""
+    with open(path) as f:
+        for line in f:
+            if '"type":"config"' in line:
+                try:
+                    return int(json.loads(line).get("steps"))
+                except (ValueError, TypeError):
+                    return None
+    return None
+
+
 def read_run(d):
     """One run folder -> {"status": done|diverged|failed|partial|missing, "val", "summary", "steps",
-    "vals", "wall_s", "note"}. done: the log has a summary with a finite val loss, and step records up
-    to the summary's step count. diverged: the trainer
+    "vals", "wall_s", "note"}. done: the log has a summary with a finite val loss that reached the
+    run's target step count. diverged: the trainer
     stopped on non-finite losses (exit 3) or reported a non-finite val loss: it counts as the worst
     point of a sweep. failed: another non-zero exit (e.g. an optimizer this trainer lacks). partial: a
     log without a summary (an interrupted run: redone). missing: nothing there."""
@@ -221,10 +233,13 @@ def read_run(d):
         r["steps"] = sorted(dict(steps).items())
         r["vals"] = sorted(dict(vals).items())
         r["summary"] = summary
-        # a run stopped early (-stop, or an older interrupted run) also writes a summary: it is finished
-        # only when its steps reach the summary's step count
+        # a run stopped early (-stop, a signal) also writes a summary, with the steps it reached: it is
+        # finished only when those reach the run's target (-x, in the log's config record; a log without
+        # one, from an older trainer, is judged by its last step record)
+        target = config_steps(log)
         last = r["steps"][-1][0] if r["steps"] else 0
-        if summary is not None and last >= summary.get("steps", 0):
+        reached = summary.get("steps", 0) if summary is not None and target is not None else last
+        if summary is not None and reached >= (target if target is not None else summary.get("steps", 0)):
             v = summary.get("val_loss")
             ok = isinstance(v, (int, float)) and math.isfinite(v)
             r["status"], r["val"] = ("done", float(v)) if ok else ("diverged", math.inf)
