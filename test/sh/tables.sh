@@ -6,8 +6,8 @@
 #    AdamW total is exactly 16 bytes per parameter of the shape;
 #  - the decision guide's bytes (its own tensor shapes + the optimizers' layouts) equal the trainer's
 #    ledger for the same shape, for every optimizer;
-#  - scripts/loss_table.sh --tiny and scripts/memory_table.sh run end to end and write their tables and
-#    valid PNGs.
+#  - scripts/memory_table.sh runs end to end and writes its tables and valid PNGs (scripts/loss_table.sh:
+#    test/sh/loss_table.sh).
 cd "$(dirname "$0")/../.." || exit 1
 . test/lib.sh
 [ -x "$TRAIN" ] || make -s "$(basename "$TRAIN")" >/dev/null
@@ -96,24 +96,4 @@ else
     fail "advise: compiles" "$(head -n 3 "$TMP/cc.err" | tr '\n' ' ')"
 fi
 
-# ---- 4. the loss table end to end on the tiny preset (three optimizers, a few steps)
-LT="$TMP/loss"
-if bash scripts/loss_table.sh --tiny --steps 4 --opts "adamw adamw8bit came" --out "$LT" --train "$TRAIN" > "$TMP/lt.out" 2> "$TMP/lt.err"; then
-    pass "tables: loss_table.sh --tiny runs"
-else
-    fail "tables: loss_table.sh --tiny runs" "$(tail -n 3 "$TMP/lt.err" | tr '\n' ' ')"
-fi
-for o in adamw adamw8bit came; do
-    [ "$(grep -c '"type":"step"' "$LT/$o/log.jsonl" 2>/dev/null)" = 4 ] && grep -q '"type":"summary"' "$LT/$o/log.jsonl" \
-        && pass "tables: $o log.jsonl has 4 steps and a summary" || fail "tables: $o log.jsonl has 4 steps and a summary" "see $LT/$o"
-done
-t="$LT/table.md"
-if grep -q '^## 8-bit vs standard' "$t" && grep -q '^## Adam / Adafactor / CAME' "$t" && grep -q '^## Every optimizer' "$t" \
-   && grep -qE '^\| adamw8bit \| 1e-3 \| [0-9.]+ \| [0-9.]+ \| [-+][0-9.]+ \| 2\.0' "$t" && grep -qE '^\| adamw \| .*\| \+0\.0000 \| 8\.0000 \|' "$t"; then
-    pass "tables: table.md has the article's layout with numbers"
-else fail "tables: table.md has the article's layout with numbers" "$(head -c 300 "$t" 2>/dev/null | tr '\n' ' ')"; fi
-for p in loss memory; do
-    f="$LT/$p.png"
-    if [ -f "$f" ] && [ "$(head -c 8 "$f" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] && [ "$(stat -c %s "$f")" -gt 5000 ]; then
-        pass "tables: $p.png is a PNG"; else fail "tables: $p.png is a PNG" "missing, not a PNG or tiny"; fi
-done
+# ---- 4. scripts/loss_table.sh (sweeps, seeds, resume, tables and plots): test/sh/loss_table.sh
