@@ -22,7 +22,7 @@ last=$(echo "$out" | tail -n 1)
 if echo "$last" | grep -Eq '^summary: opt=adamw steps=6 train_loss=[0-9.]+ val_loss=[0-9.]+ tok_per_s=[0-9.]+ peak_mib=[0-9.]+ state_bytes=[0-9]+ state_bytes_per_param=8\.0000'; then
     pass "summary line carries opt, steps, losses, tok/s, peak, state bytes"
 else fail "summary line" "$last"; fi
-echo "$out" | grep -Eq '^step +1/6 \| loss [0-9.]+ \| lr [0-9.e+-]+ \| norm [0-9.]+ \| [0-9.]+ ms \| [0-9]+ tok/s$' \
+echo "$out" | grep -Eq '^step +1/6 \| loss [0-9.]+ \| lr [0-9.e+-]+ \| norm [0-9.]+ \| [0-9.]+ ms | [0-9]+ tok/s \| [0-9hms]+, eta [0-9hms]+$' \
     && pass "step line format" || fail "step line format" "$(echo "$out" | grep '^step' | head -n 1)"
 echo "$out" | grep -q "| TOTAL" && pass "memory table printed at start" || fail "memory table printed at start" "no TOTAL row"
 
