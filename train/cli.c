@@ -115,7 +115,7 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-q")) a->final_lr_frac = parse_float(f, v, 0.0, 1.0);
         else if (!strcmp(f, "-g")) a->grad_clip = parse_float(f, v, 0.0, 1e9);
         else if (!strcmp(f, "-v")) a->val_every = parse_int(f, v, 0, 1 << 30);
-        else if (!strcmp(f, "-m")) a->val_batches = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-m")) { a->val_batches = parse_int(f, v, 1, 1 << 20); a->val_batches_given = 1; }
         else if (!strcmp(f, "-s")) a->sample_every = parse_int(f, v, 0, 1 << 30);
         else if (!strcmp(f, "-gen")) a->sample_len = parse_int(f, v, 0, 4096);
         else if (!strcmp(f, "-n")) a->ckpt_every = parse_int(f, v, 0, 1 << 30);

@@ -30,6 +30,7 @@ typedef struct {
     float final_lr_frac;      // -q
     float grad_clip;          // -g
     int val_every, val_batches; // -v, -m
+    int val_batches_given;    // -m was on the command line (else a default of 8 shrinks to what the val data holds)
     int sample_every, sample_len; // -s, -gen
     int ckpt_every;           // -n
     int resume;               // -y

@@ -604,7 +604,13 @@ int run_start(Run* r, const ModelOps* ops) {
     r->stats.last_val = NAN;
     open_run_dir(r);
     run_open_data(&r->data, a, r->cfg.vocab_size);
-    if (!a->eval_path && !a->sample_only) check_val_batches(a, dataloader_batches(&r->data.val), r->data.val_path);
+    uint64_t val_avail = dataloader_batches(&r->data.val);
+    if (!a->val_batches_given && (uint64_t)a->val_batches > val_avail && val_avail > 0) {
+        printf("note: the val data holds %llu batches of %dx%d tokens; val loss uses them all (-m %llu)\n",
+               (unsigned long long)val_avail, a->B, a->T, (unsigned long long)val_avail);
+        r->a.val_batches = (int)val_avail;
+    }
+    if (!a->eval_path && !a->sample_only) check_val_batches(a, val_avail, r->data.val_path);
     ledger_record(&r->led, MEM_DATA, shards_label(r), dataloader_bytes(&r->data.train) + dataloader_bytes(&r->data.val), NULL);
     r->ops.init(r->ops.model, a->seed);
     if (a->sample_only || a->eval_path) {
