@@ -59,12 +59,13 @@ subtitle() {
 # family OPT: the panel an optimizer goes in (an optimizer added later lands in "other")
 family() {
     case $1 in
-        adam|adamw) echo "1 Adam, AdamW (fp32 moments)" ;;
-        *8bit*|*_8bit) case $1 in lion*) echo "3 sign and SGD" ;; *) echo "2 8-bit Adam (blockwise quantized moments)" ;; esac ;;
+        adam|adamw|adam_mini) echo "1 Adam, AdamW, Adam-mini" ;;
+        sgd*|lomo|lion*) echo "3 sign and SGD (any precision)" ;;
+        *8bit*|*4bit*) echo "2 quantized Adam (8-bit, 4-bit moments)" ;;
         adafactor|came|adalomo) echo "4 factored second moment" ;;
-        sgd|sgdm|lion*|lomo) echo "3 sign and SGD" ;;
-        sophia*) echo "5 second order" ;;
-        *) echo "6 other" ;;
+        galore*|muon*) echo "5 low-rank and orthogonalized" ;;
+        sophia*) echo "6 second order" ;;
+        *) echo "7 other" ;;
     esac
 }
 

@@ -36,7 +36,8 @@ def check(name, ok, why=""):
 
 
 def read_checkpoint(path):
-    """common/checkpoint.h: CkptHeader (152 bytes), nblobs x (char[40], u64), then the blobs."""
+    """common/checkpoint.h: CkptHeader (152 bytes), nblobs table entries (version 1: char[40], u64 = 48
+    bytes; version 2: char[40], u64, u32 crc, u32 reserved = 56 bytes), then the blobs."""
     b = open(path, "rb").read()
     magic = b[:8]
     (version, L, C, NH, V, Vp, maxT, precision) = struct.unpack_from("<8i", b, 8)
@@ -44,13 +45,15 @@ def read_checkpoint(path):
     (step, total, skipped, nblobs) = struct.unpack_from("<4i", b, 72)
     (seed, datapos, nparams, seen) = struct.unpack_from("<4Q", b, 88)
     assert magic == b"GPT2CKPT", "not a checkpoint: %r" % magic
+    assert version in (1, 2), "checkpoint version %d: this reader knows 1 and 2" % version
+    entry = 48 if version == 1 else 56
     off = 152
     blobs = []
     for i in range(nblobs):
         name = b[off:off + 40].split(b"\0")[0].decode()
         (nb,) = struct.unpack_from("<Q", b, off + 40)
         blobs.append((name, nb))
-        off += 48
+        off += entry
     data = {}
     for name, nb in blobs:
         data[name] = b[off:off + nb]

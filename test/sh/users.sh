@@ -22,6 +22,8 @@ expect_exit "alias: -opt list shows adamw_bnb_8bit" 0 "adamw8bit .*adamw_bnb_8bi
 # an alias whose optimizer is not registered (yet) is an unknown name, not a crash
 if ! $TRAIN -opt list | awk '{print $1}' | grep -qx lion8bit; then
     expect_exit "alias: lion_8bit without lion8bit is unknown" 2 "unknown optimizer 'lion_8bit'" -- $TRAIN $SMALL -x 1 -opt lion_8bit
+else
+    expect_exit "alias: lion_8bit runs lion8bit" 0 "optimizer lion8bit" -- $TRAIN $SMALL -x 1 -v 0 -opt LION_8BIT
 fi
 
 # compare.sh: the markdown rows equal the summaries (to the table's 4 decimals), CSV parses, PNG written
