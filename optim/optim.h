@@ -129,7 +129,10 @@ typedef struct Optimizer {
 // The registry (optim/registry.c).
 extern const Optimizer* const OPTIMIZERS[];
 extern const int NUM_OPTIMIZERS;
-const Optimizer* optim_find(const char* name);       // NULL if unknown
+const Optimizer* optim_find(const char* name);       // NULL if unknown; case-insensitive, HF aliases too
+// The aliases (HuggingFace TrainingArguments.optim names) that optim_find maps to o, ", "-separated into
+// out ("" if none); returns how many.
+int optim_aliases(const Optimizer* o, char* out, size_t n);
 void optim_print_names(FILE* f);                     // "sgd, sgdm, adam, ..."
 int optim_has_cuda(const Optimizer* o);              // 1 if its registry line names CUDA kernels
 

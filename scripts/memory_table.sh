@@ -10,7 +10,8 @@
 # 1.3B "XL" 24:2048 (16 heads of 128), 6.7B 32:4096:32, 13B 40:5120:40 (GPT-3 uses C=5140, which 40
 # heads do not divide; 5120 keeps head size 128), 175B 96:12288:96, and a 70B shape 80:8192:64
 # (Llama-2 70B's depth and width). The article's figures: scripts/article_figures.tsv.
-# Set-up: python3 (standard library), gnuplot-nox for the PNGs (scripts/plot_setup.sh).
+# Set-up: python3 (standard library), gnuplot-nox for the PNGs (scripts/plot_setup.sh: it says before
+# it installs it, first thing, before any ledger is computed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=1; T=1024; out=results/memory; train=./train_cpu; opts=""
@@ -23,7 +24,13 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ -x "$train" ] || make -s "$(basename "$train")" >&2
+command -v python3 >/dev/null 2>&1 || { echo "error: python3 is missing (the tables need it): install python3, then rerun" >&2; exit 2; }
+. scripts/plot_setup.sh
+rev=$(bash scripts/revision.sh "$out")   # before anything is written: our own outputs do not count as changes
+if [ ! -x "$train" ]; then
+    echo "building $train (make $(basename "$train"))" >&2
+    make -s "$(basename "$train")" >&2 || { echo "error: could not build $train; run 'make $(basename "$train")' and read its errors" >&2; exit 2; }
+fi
 [ -n "$opts" ] || opts=$($train -opt list | awk 'NR > 1 { print $1 }' | tr '\n' ' ')
 
 mkdir -p "$out/ledger"
@@ -38,13 +45,14 @@ SIZES
 echo "$opts" > "$out/opts.txt"
 {
     echo "command: $0 -b $B -t $T (each ledger: $train -memory-only 1 -model SHAPE -b $B -t $T -opt OPT)"
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); git: $rev"
     echo "activations at B=$B, T=$T; precision bf16 with fp32 master weights"
 } > "$out/meta.txt"
 while read -r key _ spec _; do
     case $key in \#*|"") continue ;; esac
     for o in $opts; do
-        $train -memory-only 1 -model "$spec" -b "$B" -t "$T" -opt "$o" > "$out/ledger/${key}__${o}.txt"
+        $train -memory-only 1 -model "$spec" -b "$B" -t "$T" -opt "$o" > "$out/ledger/${key}__${o}.txt" ||
+            { echo "error: '$train -memory-only 1 -model $spec -b $B -t $T -opt $o' failed (see $out/ledger/${key}__${o}.txt)" >&2; exit 2; }
     done
 done < "$out/sizes.txt"
 python3 scripts/results.py memory "$out" > "$out/memory.md"

@@ -6,7 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-d12}
 TRAIN=${TRAIN:-./train_cpu}
-[ -x "$TRAIN" ] || make -s train_cpu >/dev/null
+if [ ! -x "$TRAIN" ]; then
+    [ "$TRAIN" = ./train_cpu ] || { echo "error: TRAIN=$TRAIN is not an executable trainer; build it or unset TRAIN" >&2; exit 2; }
+    echo "building ./train_cpu (make train_cpu)" >&2
+    make -s train_cpu >/dev/null || { echo "error: could not build ./train_cpu; run 'make train_cpu' and read its errors" >&2; exit 2; }
+fi
+$TRAIN -memory-only 1 -model "$MODEL" -opt adamw >/dev/null ||
+    { echo "error: '$TRAIN -memory-only 1 -model $MODEL' failed: is '$MODEL' a model (dN or L:C:H)?" >&2; exit 2; }
 echo "| optimizer | state bytes | state B/param | grads bytes | params+master+grads+state | ledger total |"
 echo "|---|---:|---:|---:|---:|---:|"
 for o in $($TRAIN -opt list | awk 'NR > 1 {print $1}'); do

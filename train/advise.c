@@ -50,8 +50,10 @@ AdviseMemory advise_memory(const Optimizer* o, const GPT2Config* cfg, int bf16) 
     return m;
 }
 
-// A GPT shape of about n parameters: the width of the nearest member of the GPT-2/GPT-3 family, then
-// the depth that brings the count closest to n.
+// A GPT shape of about n parameters: the nearest member of the GPT-2/GPT-3 family itself when its count
+// is within 10% of n, so a nominal size gets the one shape every table uses for it (7e9 -> GPT-3 6.7B,
+// 32:4096:32, 6.65B parameters with GPT-2's vocabulary, as scripts/memory_table.sh's "7B"; 70e9 -> 80:8192,
+// 64.85B); otherwise that member's width and the depth that brings the count closest to n.
 static void shape_for(double n, int* L, int* C, int* H) {
     static const int FAMILY[][2] = { // (L, C): GPT-2 small..XL, GPT-3 2.7B..175B, a 70B shape
         {12, 768}, {24, 1024}, {36, 1280}, {48, 1600}, {24, 2048}, {32, 2560},
@@ -66,7 +68,7 @@ static void shape_for(double n, int* L, int* C, int* H) {
         if (d < best_d) { best_d = d; best = i; }
     }
     double c = FAMILY[best][1];
-    double l = (n - (ADV_VOCAB_PADDED + ADV_MAX_T + 2) * c) / (12 * c * c + 13 * c);
+    double l = best_d < log(1.1) ? FAMILY[best][0] : (n - (ADV_VOCAB_PADDED + ADV_MAX_T + 2) * c) / (12 * c * c + 13 * c);
     *C = (int)c;
     *L = l < 1 ? 1 : l > 200 ? 200 : (int)lround(l);
     *H = *C >= 2048 ? *C / 128 : *C / 64;

@@ -53,6 +53,7 @@ void print_usage(FILE* f) {
 "  -sample 1       print a sample from -init PATH (or -o DIR's checkpoint) and exit; -prompt TEXT, -gen N,\n"
 "                  -temp F (temperature) [1], -topk N (0 = all tokens) [0]\n"
 "  -eval PATH      print the loss and perplexity on PATH's tokens (shards or .txt; -m batches) and exit\n"
+"  -export F.safetensors  write -init PATH's (or -o DIR's checkpoint's) weights for HuggingFace GPT-2, exit\n"
 "  -r 0|1          recompute GELU activations in backward (CUDA trainer)            [0]\n"
 "  -advise 1       optimizer decision guide instead of training: -params N | -model S, -mem GB,\n"
 "                  -gpus N, -task finetune|pretrain, -reserve F (see README)\n"
@@ -132,6 +133,7 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-temp")) a->temperature = parse_float(f, v, 1e-3, 100.0);
         else if (!strcmp(f, "-topk")) a->top_k = parse_int(f, v, 0, 1 << 20);
         else if (!strcmp(f, "-eval")) a->eval_path = v;
+        else if (!strcmp(f, "-export")) a->export_path = v;
         else if (!strcmp(f, "-overwrite")) a->overwrite = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-precision")) {
             if (!strcmp(v, "bf16")) a->precision = PRECISION_BF16;
@@ -168,6 +170,9 @@ void parse_args(Args* a, int argc, char** argv) {
         user_error("-o: the directory name is %zu characters long; use one under 900 (paths inside it must fit)", strlen(a->out_dir));
     if (a->resume && a->init_path) user_error("-y 1 resumes a run with its own weights; -init starts a new one: give one of them");
     if (a->prompt && !a->sample_only) user_error("-prompt goes with -sample 1");
+    if (a->export_path && !a->init_path && !a->out_dir)
+        user_error("-export writes a checkpoint's weights: give the checkpoint with -init PATH or the run with -o DIR");
+    if (a->export_path && strlen(a->export_path) > 1000) user_error("-export: the path is too long; use one under 1000 characters");
 }
 
 // One decimal field of a -model spec, parsed in 64 bits so that no value can wrap (strtoll saturates

@@ -47,6 +47,7 @@ typedef struct {
     float temperature;        // -temp: sampling temperature (1 = the model's own distribution)
     int top_k;                // -topk: sample among the k most likely tokens only (0 = all)
     const char* eval_path;    // -eval: print the loss and perplexity on these tokens and exit
+    const char* export_path;  // -export: write the weights as HuggingFace GPT-2 safetensors and exit (train/export.h)
     int overwrite;            // -overwrite 1: a fresh run may replace another run's files in -o DIR
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
     double lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho; // as typed (optim.h: OptHyper)

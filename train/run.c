@@ -12,6 +12,7 @@
 #include <sys/utsname.h>
 #include "train/run.h"
 #include "train/advise.h"
+#include "train/export.h"
 #include "common/util.h"
 #include "common/ledger.h"
 #include "common/rng.h"
@@ -196,7 +197,7 @@ static void open_run_dir(Run* r) {
     struct stat st;
     if (stat(a->out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) user_error("-o %s is not a directory I can create or use", a->out_dir);
     snprintf(r->ckpt_path, sizeof(r->ckpt_path), "%s/checkpoint.bin", a->out_dir);
-    if (a->sample_only || a->eval_path) return; // reading only: no lock, nothing replaced
+    if (a->sample_only || a->eval_path || a->export_path) return; // reading only: no lock, nothing replaced
     lock_dir(a->out_dir);
     char log_path[1100];
     snprintf(log_path, sizeof(log_path), "%s/log.jsonl", a->out_dir);
@@ -382,9 +383,11 @@ void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
         const Optimizer* o = OPTIMIZERS[i];
         double bpp = (double)optimizer_layout_bytes(&ml, o, &o->defaults) / ml.num_params;
         char def[128];
+        char al[160], also[180] = ""; // HuggingFace names that -opt also takes, at the end of the line
         format_defaults(o, def, sizeof(def));
-        if (has_kernel) printf("%-17s %-12.4f %-5s %-44s %s [%s]\n", o->name, bpp, has_kernel(o) ? "yes" : "no", def, o->description, o->paper);
-        else printf("%-17s %-12.4f %-44s %s [%s]\n", o->name, bpp, def, o->description, o->paper);
+        if (optim_aliases(o, al, sizeof(al))) snprintf(also, sizeof(also), " (also -opt %s)", al);
+        if (has_kernel) printf("%-17s %-12.4f %-5s %-44s %s [%s]%s\n", o->name, bpp, has_kernel(o) ? "yes" : "no", def, o->description, o->paper, also);
+        else printf("%-17s %-12.4f %-44s %s [%s]%s\n", o->name, bpp, def, o->description, o->paper, also);
     }
     model_layout_free(&ml);
 }
@@ -613,11 +616,16 @@ int run_start(Run* r, const ModelOps* ops) {
     if (!a->eval_path && !a->sample_only) check_val_batches(a, val_avail, r->data.val_path);
     ledger_record(&r->led, MEM_DATA, shards_label(r), dataloader_bytes(&r->data.train) + dataloader_bytes(&r->data.val), NULL);
     r->ops.init(r->ops.model, a->seed);
-    if (a->sample_only || a->eval_path) {
+    if (a->sample_only || a->eval_path || a->export_path) {
         // use a checkpoint: -init PATH, else -o DIR's checkpoint, else (said so) the untrained model
         const char* from = a->init_path ? a->init_path : (r->ckpt_path[0] && file_exists(r->ckpt_path)) ? r->ckpt_path : NULL;
         if (from) load_weights(r, from);
         else printf("no -init PATH and no checkpoint in -o DIR: using the untrained model (seed %llu)\n", (unsigned long long)a->seed);
+        if (a->export_path && !from) user_error("-export: -o %s holds no checkpoint.bin; give the weights with -init PATH", a->out_dir);
+        if (a->export_path) { // the weights as the checkpoint would save them (CUDA: copied to the host)
+            CkptBlob b[CKPT_MAX_BLOBS]; int nb = gather_blobs(r, b);
+            if (r->ops.ckpt_to_host) r->ops.ckpt_to_host(r->ops.model, b, nb);
+            export_blobs(a->export_path, r->layout, b, nb); release_blobs(r, b, nb); }
         if (a->eval_path) eval_only(r);
         if (a->sample_only) {
             SampleOpts so = { a->prompt, a->temperature, a->top_k };
