@@ -23,8 +23,8 @@ PYTHON_TORCH ?= /usr/bin/python3
 
 # Layers, bottom up (a folder includes only folders below it): common (foundation: util, numerics, rng,
 # ledger, logger, checkpoint, schedule, cuda_util); cpu and cuda (compute kernels); data and optim;
-# train (what both trainers share); then the two trainers, train_gpt2.c and train_gpt2.cu.
-LIB_SRCS := $(wildcard common/*.c cpu/*.c data/*.c optim/*.c train/*.c)
+# trainer (what both trainers share); then the two trainers, train_gpt2.c and train_gpt2.cu.
+LIB_SRCS := $(wildcard common/*.c cpu/*.c data/*.c optim/*.c trainer/*.c)
 LIB_SRCS := $(filter-out data/prepare_data.c,$(LIB_SRCS))
 LIB_OBJS := $(patsubst %.c,build/%.o,$(LIB_SRCS))
 # Real header dependencies: every compile writes a .d file next to its output (-MMD -MP), included below.

@@ -2,7 +2,7 @@
 // (+ OpenMP), mixed precision with fp32 master weights, every optimizer behind `-opt NAME`.
 //
 // Map of this file:
-//   1. configuration and parameter layout (train/model.c, shared with the CUDA trainer)
+//   1. configuration and parameter layout (trainer/model.c, shared with the CUDA trainer)
 //   2. layers: encoder, layernorm, matmul (cpu/matmul.c), attention, gelu, residual, softmax+CE
 //   3. the model: forward, backward, with per-layer fp32 views of bf16 weights
 //   4. optimizer plumbing: state layout through the ledger, the step over every tensor, LOMO's unit hook
@@ -35,9 +35,9 @@
 #include "common/schedule.h"
 #include "common/logger.h"
 #include "common/checkpoint.h"
-#include "train/cli.h"
-#include "train/run.h"
-#include "train/model.h"
+#include "trainer/cli.h"
+#include "trainer/run.h"
+#include "trainer/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
@@ -46,7 +46,7 @@
 // 1. configuration and parameter layout
 
 // The 16 parameter tensors (P_WTE ... P_LNFB), their sizes and shapes, the optimizer's 2 + 12L + 2
-// tensor view, the GPT-2 initialisation and the optimizer state layout are train/model.c, shared with
+// tensor view, the GPT-2 initialisation and the optimizer state layout are trainer/model.c, shared with
 // the CUDA trainer so that checkpoints move between the two.
 
 // ------------------------------------------------------------------------------------------------
@@ -598,7 +598,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int
     m->targets = m->inputs ? m->inputs + (size_t)B * T : NULL;
 }
 
-// GPT-2 initialisation (train/model.c, the same draws as the CUDA trainer) into the fp32 parameters,
+// GPT-2 initialisation (trainer/model.c, the same draws as the CUDA trainer) into the fp32 parameters,
 // then the bf16 working copy rounded to nearest.
 static void gpt2_init(GPT2* m, uint64_t seed) {
     float* w = m->params_f32;
@@ -612,7 +612,7 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
 typedef struct {
     const Optimizer* opt;
     OptHyper hyper;
-    StateLayout layout;       // buffer names and bytes, each tensor's (buffer, offset) pairs: train/model.c
+    StateLayout layout;       // buffer names and bytes, each tensor's (buffer, offset) pairs: trainer/model.c
     void* buf[MAX_STATE_BUFFERS]; // the state buffers (NULL under a dry ledger)
     int stochastic_rounding;  // -sr 1: stochastic rounding of the bf16 copy
     uint64_t seed;
@@ -790,11 +790,11 @@ static void fused_unit_done(GPT2* m, int unit, void* vctx) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// 5. the model as the shared run loop sees it (train/run.h): checkpoint blobs, init, loss, sampling
+// 5. the model as the shared run loop sees it (trainer/run.h): checkpoint blobs, init, loss, sampling
 
 typedef struct { GPT2* m; OptRun* o; } Trainer;
 
-// The checkpoint's blobs (names and order: train/model.c) point straight into the model: fp32 weights,
+// The checkpoint's blobs (names and order: trainer/model.c) point straight into the model: fp32 weights,
 // the bf16 copy (bf16 mode), every optimizer state buffer.
 static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
     Trainer* t = (Trainer*)vt;

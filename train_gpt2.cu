@@ -6,7 +6,7 @@
 //   1. configuration and parameter layout (the CPU's: 16 tensors in one flat buffer, same order)
 //   2. the model on the device: buffers, forward, backward (kernels in cuda/*.cuh)
 //   3. gradient norm, initialisation, host <-> device copies
-//   4. the model as the shared run loop (train/run.c) sees it: checkpoint blobs, init, loss, sampling
+//   4. the model as the shared run loop (trainer/run.c) sees it: checkpoint blobs, init, loss, sampling
 //   5. the device, the step (train_step, timed per phase with cudaEvents), main: train_gpt2.c's shape
 //
 // Mixed precision (-precision bf16, the default): parameters, gradients and activations are bf16 on the
@@ -32,9 +32,9 @@
 #include "common/schedule.h"
 #include "common/logger.h"
 #include "common/checkpoint.h"
-#include "train/cli.h"
-#include "train/run.h"
-#include "train/model.h"
+#include "trainer/cli.h"
+#include "trainer/run.h"
+#include "trainer/model.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
@@ -48,11 +48,11 @@
 #include "optim/optim.cuh"
 
 // ------------------------------------------------------------------------------------------------
-// 1. configuration and parameter layout (train/model.c, shared with train_gpt2.c)
+// 1. configuration and parameter layout (trainer/model.c, shared with train_gpt2.c)
 
 // The 16 parameter tensors, the optimizer's tensor list (unit 0 = wte, wpe, lnf.w, lnf.b; then 12 per
 // block), the initialisation, the optimizer state layout and the checkpoint blob names are
-// train/model.c: the very code the CPU trainer runs, so checkpoints move between the two.
+// trainer/model.c: the very code the CPU trainer runs, so checkpoints move between the two.
 
 // ------------------------------------------------------------------------------------------------
 // 2. the model on the device
@@ -69,7 +69,7 @@ typedef struct {
     GPT2Config config;
     int precision;            // PRECISION_BF16 or PRECISION_FP32
     int recompute;            // -r: 1 = recompute GELU in backward
-    ModelLayout layout;       // sizes, offsets and the optimizer's tensors (train/model.c)
+    ModelLayout layout;       // sizes, offsets and the optimizer's tensors (trainer/model.c)
     size_t elt;               // bytes per stored element (2 bf16, 4 fp32)
     // device buffers
     void* params;             // (num_params) bf16 working copy, or the fp32 parameters
@@ -376,7 +376,7 @@ __attribute__((unused)) static void gpt2_download_grads(GPT2* m, float* out) {
     }
 }
 
-// GPT-2 initialisation on the host by train/model.c, the CPU trainer's code (same seed -> same
+// GPT-2 initialisation on the host by trainer/model.c, the CPU trainer's code (same seed -> same
 // weights), then uploaded.
 static void gpt2_init(GPT2* m, uint64_t seed) {
     float* w = (float*)xmalloc(m->layout.num_params * sizeof(float));
@@ -385,7 +385,7 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
     free(w);
 }
 
-// The state layout is train/model.c's (the CPU's); optim/optim.cuh turns it into device buffers.
+// The state layout is trainer/model.c's (the CPU's); optim/optim.cuh turns it into device buffers.
 static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
     int n = m->layout.num_tensors;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
@@ -404,7 +404,7 @@ static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float c
 }
 
 // ------------------------------------------------------------------------------------------------
-// 4. the model as the shared run loop sees it (train/run.h): checkpoint blobs, init, loss, sampling
+// 4. the model as the shared run loop sees it (trainer/run.h): checkpoint blobs, init, loss, sampling
 
 typedef struct {
     GPT2* m;
@@ -412,7 +412,7 @@ typedef struct {
     void* dev[CKPT_MAX_BLOBS];  // the device buffers behind the checkpoint's host staging blobs
 } Trainer;
 
-// The checkpoint's blobs, named and ordered by train/model.c as on the CPU: "weights fp32", "weights
+// The checkpoint's blobs, named and ordered by trainer/model.c as on the CPU: "weights fp32", "weights
 // bf16" (bf16 mode), then every "opt: NAME" state buffer, as host staging buffers of the device ones.
 static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
     Trainer* t = (Trainer*)vt;

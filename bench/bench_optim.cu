@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "optim/optim.cuh"
-#include "train/model.h"
-#include "train/cli.h"
+#include "trainer/model.h"
+#include "trainer/cli.h"
 
 // Deterministic fill: master ~ U(-0.04, 0.04), gradient ~ U(-1e-3, 1e-3) as bf16.
 __global__ void bench_fill_kernel(float* master, bf16d* grad, bf16d* pbf16, size_t n) {

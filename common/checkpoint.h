@@ -29,7 +29,7 @@ extern "C" {
 #define CKPT_MAGIC "GPT2CKPT"
 #define CKPT_VERSION 2
 #define CKPT_MAX_BLOBS 32
-// the blob ckpt_save refuses to write when it holds a NaN or an infinity (train/model.c names it)
+// the blob ckpt_save refuses to write when it holds a NaN or an infinity (trainer/model.c names it)
 #define CKPT_WEIGHTS_BLOB "weights fp32"
 
 typedef struct {

@@ -24,7 +24,7 @@
 //                       it falls into the official "other blocks" branch (sum(g^2) / numel)
 //   *.b (biases)        AdamW, per-element v (adam_block_names = {"bias"})
 //   ln*.w (gains)       one block for the whole tensor ("other blocks")
-// Tensor names are ParamShape.name (train/model.c): a 1-D name ending in ".b" is a bias; wte is told
+// Tensor names are ParamShape.name (trainer/model.c): a 1-D name ending in ".b" is a bias; wte is told
 // from wpe by name. Block means are double sums of the fp32 squares, rounded to fp32 and divided by the count in fp32
 // (PyTorch sums in fp32, in its own order: the tests allow for that).
 //

@@ -5,10 +5,10 @@
 # "FILE:LINE includes PATH (DIR is not below F)" and exits 1 if there is any.
 set -u
 root=${1:-.}
-files=$(cd "$root" && ls common/* cpu/* cuda/* data/* optim/* train/* 2>/dev/null | grep -E '\.(c|h|cuh)$')
+files=$(cd "$root" && ls common/* cpu/* cuda/* data/* optim/* trainer/* 2>/dev/null | grep -E '\.(c|h|cuh)$')
 [ -n "$files" ] || { echo "check_layers: no source folders under $root"; exit 2; }
 cd "$root" && awk '
-    BEGIN { r["common"] = 0; r["cpu"] = 1; r["cuda"] = 1; r["data"] = 2; r["optim"] = 2; r["train"] = 3 }
+    BEGIN { r["common"] = 0; r["cpu"] = 1; r["cuda"] = 1; r["data"] = 2; r["optim"] = 2; r["trainer"] = 3 }
     /^[ \t]*#[ \t]*include[ \t]*"/ {
         split(FILENAME, f, "/"); dir = f[1]
         t = $0; sub(/^[^"]*"/, "", t); sub(/".*$/, "", t); sub(/^\.\.\//, "", t)

@@ -66,7 +66,7 @@ def read_checkpoint(path):
 
 
 def our_tensors(ck):
-    """Our 16 tensors in storage order (train/model.c), as (name, shape per layer, layers)."""
+    """Our 16 tensors in storage order (trainer/model.c), as (name, shape per layer, layers)."""
     L, C, Vp, maxT = ck["L"], ck["C"], ck["Vp"], ck["maxT"]
     spec = [("wte", (Vp, C), 0), ("wpe", (maxT, C), 0), ("ln1.w", (C,), L), ("ln1.b", (C,), L),
             ("qkv.w", (3 * C, C), L), ("qkv.b", (3 * C,), L), ("proj.w", (C, C), L), ("proj.b", (C,), L),

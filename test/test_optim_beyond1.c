@@ -22,7 +22,7 @@
 #include "test/vectors.h"
 #include "optim/optim.h"
 #include "optim/state.h"
-#include "train/model.h"
+#include "trainer/model.h"
 
 // The inputs must be the fp32 values numpy computes: no fused multiply-adds.
 #if defined(__clang__)
@@ -360,7 +360,7 @@ static void test_q8(const VecFile* vf, const Optimizer* o, const char* cs, const
 }
 
 // ---- 4. layouts and d12 bytes ---------------------------------------------------------------------
-// d12 bytes through the trainer's layout (train/model.c + optim/state.c: what the ledger allocates),
+// d12 bytes through the trainer's layout (trainer/model.c + optim/state.c: what the ledger allocates),
 // against each optimizer's formula written out per tensor kind.
 static void test_d12_bytes(void) {
     const size_t V = 50304, C = 768, L = 12, T = 1024, H = 12;

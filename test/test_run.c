@@ -1,10 +1,10 @@
-// test/test_run.c: pieces of the shared run loop (train/run.c) that can be checked without training.
+// test/test_run.c: pieces of the shared run loop (trainer/run.c) that can be checked without training.
 //  - utf8_write_whole(): sample text is printed as whole UTF-8 characters even when a GPT-2 token ends
 //    inside one (the expected outputs are hand-derived from RFC 3629).
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
-#include "train/run.h"
+#include "trainer/run.h"
 #include "test/test.h"
 
 // Feeds `tokens` (byte strings, "" separated) one at a time as run_sample does; returns the printed text.

@@ -1,5 +1,5 @@
-// test/fuzz/fuzz_cli.c: the command-line parsers (train/cli.c: parse_args, parse_model; train/run.c:
-// run_check_args; train/advise.c with -advise) on arbitrary argument lists: the input, split at NUL
+// test/fuzz/fuzz_cli.c: the command-line parsers (trainer/cli.c: parse_args, parse_model; trainer/run.c:
+// run_check_args; trainer/advise.c with -advise) on arbitrary argument lists: the input, split at NUL
 // bytes, is argv[1..]. Each input runs in a child process because a user mistake ends the process
 // with exit 2 by design. Oracle: the child exits 0 or 2 (1 is a sanitizer report or an internal
 // error, a signal is a crash or a UBSan abort); on a clean exit the parsed values are in range.
@@ -9,9 +9,9 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include "test/fuzz/fuzz.h"
-#include "train/cli.h"
-#include "train/run.h"
-#include "train/advise.h"
+#include "trainer/cli.h"
+#include "trainer/run.h"
+#include "trainer/advise.h"
 
 // The child's exit status as is, skipping the leak check at exit (a stop-the-world scan per input
 // would make this target 100x slower; the parsers allocate nothing that outlives them).

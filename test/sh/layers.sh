@@ -7,8 +7,8 @@ cd "$(dirname "$0")/../.."
 out=$(bash scripts/check_layers.sh . 2>&1)
 if [ $? -eq 0 ]; then pass "layers: no folder includes a folder above it"; else fail "layers: no upward include" "$out"; fi
 mkdir -p "$TMP/tree"
-cp -r common cpu cuda data optim train "$TMP/tree/"
-echo '#include "train/model.h"' >> "$TMP/tree/common/ledger.h"
+cp -r common cpu cuda data optim trainer "$TMP/tree/"
+echo '#include "trainer/model.h"' >> "$TMP/tree/common/ledger.h"
 out=$(bash scripts/check_layers.sh "$TMP/tree" 2>&1)
-if [ $? -ne 0 ] && echo "$out" | grep -q "common/ledger.h:.*train/model.h"; then pass "layers: an upward include is caught ($out)"
+if [ $? -ne 0 ] && echo "$out" | grep -q "common/ledger.h:.*trainer/model.h"; then pass "layers: an upward include is caught ($out)"
 else fail "layers: an upward include is caught" "checker said: $out"; fi

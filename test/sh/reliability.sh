@@ -4,12 +4,12 @@
 # be refused with exit 2 and a message that names the problem), the .prev checkpoint, the version 1
 # format, and a resume with other flags.
 # Checks that need a trainer main to call a new function (ckpt_choose, run_ckpt_header on the resume
-# header, dataloader_check, check_val_batches) fail if neither train_gpt2.c nor train/run.c calls it.
+# header, dataloader_check, check_val_batches) fail if neither train_gpt2.c nor trainer/run.c calls it.
 cd "$(dirname "$0")/../.."
 . test/lib.sh
 SMALL="-model 2:32:2 -b 2 -t 16 -v 0 -gen 0"
-wired() { grep -q "$1" train_gpt2.c train/run.c; }
-skip() { echo "FAIL $1: neither train_gpt2.c nor train/run.c calls $2"; }
+wired() { grep -q "$1" train_gpt2.c trainer/run.c; }
+skip() { echo "FAIL $1: neither train_gpt2.c nor trainer/run.c calls $2"; }
 
 # ---- flags: parsed in 64 bits, bounded so that a run can finish
 expect_exit "bounds: -model d99999999999 is exit 2 (was a signed overflow)" 2 "need 1 <= L <= 200" -- $TRAIN -model d99999999999

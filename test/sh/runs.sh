@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/sh/runs.sh: runs that lose nothing and say what they were (train/run.c), on a tiny model:
+# test/sh/runs.sh: runs that lose nothing and say what they were (trainer/run.c), on a tiny model:
 #  - run directories: -o '' and over-long paths refused, a second run on a locked directory refused,
 #    a fresh run never replaces another run's files unless -overwrite 1;
 #  - SIGTERM finishes the step, checkpoints, exits 4, and the resumed run equals an uninterrupted one bit

@@ -64,10 +64,10 @@ done
 # ---- 3. the decision guide's bytes == the trainer's ledger, every optimizer (a 6.7B shape)
 ADV="$TMP/advise"
 cat > "$TMP/adv_main.c" <<'C'
-#include "train/advise.h"
+#include "trainer/advise.h"
 int main(int argc, char** argv) { return advise_main(argc, argv); }
 C
-if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" train/advise.c train/cli.c train/model.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
+if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" trainer/advise.c trainer/cli.c trainer/model.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
     out=$("$ADV" -advise 1 -model 32:4096:32 -mem 80)
     for o in $OPTS; do
         want=$(python3 - "$MT/ledger/7B__$o.txt" <<'PY'

@@ -18,7 +18,7 @@
 #include "common/util.h"
 #include "optim/quant8.h"
 #include "optim/state.h"
-#include "train/model.h"
+#include "trainer/model.h"
 
 #define BLOCK 256
 

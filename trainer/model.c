@@ -1,11 +1,11 @@
-// train/model.c: the GPT-2 parameter layout, initialisation, optimizer state layout and checkpoint
+// trainer/model.c: the GPT-2 parameter layout, initialisation, optimizer state layout and checkpoint
 // naming shared by both trainers (see model.h for why they must be one piece of code).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include <time.h>
-#include "train/model.h"
+#include "trainer/model.h"
 #include "common/util.h"
 #include "common/rng.h"
 

@@ -1,4 +1,4 @@
-// train/run.c: see run.h.
+// trainer/run.c: see run.h.
 #include <string.h>
 #include <math.h>
 #include <errno.h>
@@ -10,9 +10,9 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#include "train/run.h"
-#include "train/advise.h"
-#include "train/export.h"
+#include "trainer/run.h"
+#include "trainer/advise.h"
+#include "trainer/export.h"
 #include "common/util.h"
 #include "common/ledger.h"
 #include "common/rng.h"

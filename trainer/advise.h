@@ -1,4 +1,4 @@
-// train/advise.h: the optimizer decision guide (`./train -advise 1 -params 7e9 -mem 80`).
+// trainer/advise.h: the optimizer decision guide (`./train -advise 1 -params 7e9 -mem 80`).
 //
 // It applies the article's decision framework (task type, memory budget) with our exact numbers: the
 // parameter, master-weight, gradient and optimizer-state bytes of a GPT-style model, the state bytes
@@ -8,12 +8,12 @@
 //
 // Hook for a trainer's main(), before its own flag parsing:
 //     if (advise_requested(argc, argv)) return advise_main(argc, argv);
-#ifndef TRAIN_ADVISE_H
-#define TRAIN_ADVISE_H
+#ifndef TRAINER_ADVISE_H
+#define TRAINER_ADVISE_H
 
 #include <stddef.h>
 #include "optim/optim.h"
-#include "train/model.h"
+#include "trainer/model.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,4 +1,4 @@
-// train/export.c: see export.h.
+// trainer/export.c: see export.h.
 //
 // The safetensors format (HuggingFace): an 8-byte little-endian unsigned header length N, then N bytes
 // of JSON mapping each tensor name to {"dtype", "shape", "data_offsets": [begin, end)} (byte offsets
@@ -31,7 +31,7 @@
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
-#include "train/export.h"
+#include "trainer/export.h"
 #include "common/util.h"
 
 typedef struct {
@@ -142,7 +142,7 @@ void export_blobs(const char* path, const ModelLayout* ml, const CkptBlob* blobs
     char err[1300];
     if (export_safetensors(path, ml, w, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: -export: %s\n", err);
-        exit(5); // RUN_EXIT_WRITE (train/run.h)
+        exit(5); // RUN_EXIT_WRITE (trainer/run.h)
     }
     printf("exported %s: %d tensors, HuggingFace GPT-2 names, F32, vocabulary %d rows (the padding left out)\n",
            path, 4 + 12 * ml->config.num_layers, ml->config.vocab_size);

@@ -1,13 +1,13 @@
-// train/cli.h: what both trainers (train_gpt2.c on the CPU, train_gpt2.cu on the GPU) share on the
+// trainer/cli.h: what both trainers (train_gpt2.c on the CPU, train_gpt2.cu on the GPU) share on the
 // command line: the model configuration, the flags, the help text, and how flags become an
 // optimizer's hyperparameters. Same flags, same messages, on either trainer.
-#ifndef TRAIN_CLI_H
-#define TRAIN_CLI_H
+#ifndef TRAINER_CLI_H
+#define TRAINER_CLI_H
 
 #include <stdio.h>
 #include <stdint.h>
 #include "optim/optim.h"
-#include "train/model.h"
+#include "trainer/model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -47,7 +47,7 @@ typedef struct {
     float temperature;        // -temp: sampling temperature (1 = the model's own distribution)
     int top_k;                // -topk: sample among the k most likely tokens only (0 = all)
     const char* eval_path;    // -eval: print the loss and perplexity on these tokens and exit
-    const char* export_path;  // -export: write the weights as HuggingFace GPT-2 safetensors and exit (train/export.h)
+    const char* export_path;  // -export: write the weights as HuggingFace GPT-2 safetensors and exit (trainer/export.h)
     int overwrite;            // -overwrite 1: a fresh run may replace another run's files in -o DIR
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
     double lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho; // as typed (optim.h: OptHyper)

@@ -1,4 +1,4 @@
-// train/run.h: the host side of a training run that both trainers share, so the CPU and CUDA trainers
+// trainer/run.h: the host side of a training run that both trainers share, so the CPU and CUDA trainers
 // accept the same flags, find the same data, refuse the same checkpoints and print the same lines.
 // A trainer's main() is then only: run_setup (flags, optimizer, model shape), build its model and
 // optimizer state through the ledger, run_memory_only, run_start (data, init or resume, log, the
@@ -7,12 +7,12 @@
 // The trainer hands its model to this module as a ModelOps: a few callbacks over host memory
 // (checkpoint blobs, a loss, the next-token probabilities), so evaluation, sampling, checkpoints and
 // resume are written once here for both backends.
-#ifndef TRAIN_RUN_H
-#define TRAIN_RUN_H
+#ifndef TRAINER_RUN_H
+#define TRAINER_RUN_H
 
 #include <stdio.h>
-#include "train/cli.h"
-#include "train/model.h"
+#include "trainer/cli.h"
+#include "trainer/model.h"
 #include "common/logger.h"
 #include "common/ledger.h"
 #include "common/checkpoint.h"
@@ -26,7 +26,7 @@ extern "C" {
 // What a trainer lends the run module: its model behind callbacks that work in host memory.
 typedef struct {
     void* model;
-    // The checkpoint's blobs (names, order and sizes: train/model.c) as host memory the module reads
+    // The checkpoint's blobs (names, order and sizes: trainer/model.c) as host memory the module reads
     // (save) or fills (load). The CPU trainer points into its model; the CUDA trainer hands staging
     // buffers and copies them from the device in `to_host` (before a save) and back in `from_host`
     // (after a load). Returns the number of blobs.
@@ -34,7 +34,7 @@ typedef struct {
     void (*ckpt_to_host)(void* model, CkptBlob* blobs, int n);    // may be NULL (CPU)
     void (*ckpt_from_host)(void* model, CkptBlob* blobs, int n);  // may be NULL (CPU)
     void (*ckpt_release)(void* model, CkptBlob* blobs, int n);    // frees staging; may be NULL
-    // GPT-2 initialisation from the seed (train/model.c's draws), and a fresh optimizer state.
+    // GPT-2 initialisation from the seed (trainer/model.c's draws), and a fresh optimizer state.
     void (*init)(void* model, uint64_t seed);
     // Replaces the weights with w (num_params fp32, host): the master, and its bf16 copy rounded to
     // nearest (-init: another run's weights, fresh optimizer state).

@@ -1,10 +1,10 @@
-// train/export.h: -export PATH.safetensors: the model's weights as HuggingFace's GPT-2 (GPT2LMHeadModel)
+// trainer/export.h: -export PATH.safetensors: the model's weights as HuggingFace's GPT-2 (GPT2LMHeadModel)
 // expects them, in the safetensors format, so a run here can be loaded, evaluated or fine-tuned there.
-#ifndef TRAIN_EXPORT_H
-#define TRAIN_EXPORT_H
+#ifndef TRAINER_EXPORT_H
+#define TRAINER_EXPORT_H
 
 #include <stddef.h>
-#include "train/model.h"
+#include "trainer/model.h"
 #include "common/checkpoint.h"
 
 #ifdef __cplusplus
@@ -17,7 +17,7 @@ int export_safetensors(const char* path, const ModelLayout* ml, const float* w, 
 
 // The run's weights from its checkpoint blobs (the "weights fp32" blob: the master in bf16 mode):
 // exports them and prints what was written; a failed write prints the error and exits 5 (a failed write,
-// train/run.h), a missing blob is an internal error.
+// trainer/run.h), a missing blob is an internal error.
 void export_blobs(const char* path, const ModelLayout* ml, const CkptBlob* blobs, int nblobs);
 
 #ifdef __cplusplus

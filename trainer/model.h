@@ -1,4 +1,4 @@
-// train/model.h: the GPT-2 layout both trainers share (train_gpt2.c on the CPU, train_gpt2.cu on the
+// trainer/model.h: the GPT-2 layout both trainers share (train_gpt2.c on the CPU, train_gpt2.cu on the
 // GPU). A checkpoint written by one trainer resumes in the other only if both agree, to the byte, on
 //   - where each parameter lives in the flat parameter buffer (16 tensors, storage order below),
 //   - the optimizer's view of them (2 + 12L + 2 tensors, their names, shapes and decay flags),
@@ -6,8 +6,8 @@
 //   - which tensors the optimizer sees, in which order (their state layout: optim/state.h),
 //   - the checkpoint's header fields and blob names.
 // So all of that is this one piece of code; the trainers only turn offsets into host or device pointers.
-#ifndef TRAIN_MODEL_H
-#define TRAIN_MODEL_H
+#ifndef TRAINER_MODEL_H
+#define TRAINER_MODEL_H
 
 #include <stddef.h>
 #include <stdint.h>

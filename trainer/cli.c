@@ -1,11 +1,11 @@
-// train/cli.c: see cli.h.
+// trainer/cli.c: see cli.h.
 #include <string.h>
 #include <stdlib.h>
 #include <math.h>
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
-#include "train/cli.h"
+#include "trainer/cli.h"
 #include "common/util.h"
 
 void print_usage(FILE* f) {

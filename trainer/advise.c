@@ -1,4 +1,4 @@
-// train/advise.c: the optimizer decision guide; see advise.h.
+// trainer/advise.c: the optimizer decision guide; see advise.h.
 //
 // The framework (the article's, with our exact bytes in place of its per-parameter rules of thumb):
 //  1. Memory is the first filter: params + master + grads + optimizer state must fit in the budget
@@ -14,9 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "train/advise.h"
-#include "train/cli.h"
-#include "train/model.h"
+#include "trainer/advise.h"
+#include "trainer/cli.h"
+#include "trainer/model.h"
 #include "common/util.h"
 
 #define ADV_VOCAB_PADDED 50304
@@ -30,7 +30,7 @@ int advise_requested(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------- the model's tensors
-// The trainer's own layout (train/model.c): the same tensors, shapes and roles the ledger sees.
+// The trainer's own layout (trainer/model.c): the same tensors, shapes and roles the ledger sees.
 AdviseMemory advise_memory(const Optimizer* o, const GPT2Config* cfg, int bf16) {
     ModelLayout ml;
     model_layout_build(&ml, cfg);
