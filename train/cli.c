@@ -32,6 +32,7 @@ void print_usage(FILE* f) {
 "  -momentum F     sgdm momentum           -nesterov 0|1   sgdm Nesterov\n"
 "  -qblock N       8-bit block size        -rho F          sophia rho\n"
 "  -k N            sophia: Hessian estimate every N steps\n"
+"  -zero 1         under mpirun: ZeRO-1, each rank keeps and updates only its shard of the optimizer state\n"
 "evaluation, output, checkpoints:\n"
 "  -v N            val loss every N steps (and at the end)                          [50]\n"
 "  -m N            val batches                                                      [8]\n"
@@ -143,6 +144,7 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-qblock")) a->qblock = parse_int(f, v, 64, 1 << 16);
         else if (!strcmp(f, "-rho")) a->rho = parse_float(f, v, 0.0, 1e6);
         else if (!strcmp(f, "-k")) a->hess_interval = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-zero")) a->zero = parse_int(f, v, 0, 1);
         else user_error("unknown flag %s (run ./train -h for the list)", f);
     }
     if (a->qblock > 0 && (a->qblock & (a->qblock - 1))) user_error("-qblock must be a power of two (e.g. 256 or 2048), got %d", a->qblock);

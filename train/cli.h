@@ -50,6 +50,7 @@ typedef struct {
     // optimizer hyperparameters: NAN / -1 = the optimizer's default
     double lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho; // as typed (optim.h: OptHyper)
     int nesterov, qblock, hess_interval;
+    int zero;                 // -zero 1: ZeRO-1 sharded optimizer state across the ranks (train/zero.h)
 } Args;
 
 void print_usage(FILE* f);
