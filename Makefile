@@ -17,6 +17,15 @@ HAS_OMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /
 ifeq ($(HAS_OMP),1)
 CFLAGS += -fopenmp
 endif
+# MPI (data-parallel training, trainer/dist.c) when mpicc exists: only trainer/dist.c is compiled with MPI's
+# headers, and every binary links libmpi. MPI starts only under mpirun, so a plain ./train_cpu is one
+# rank. Without mpicc (or with MPI=0) dist.c is a single-rank stub and nothing needs MPI.
+MPI ?= $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := -DUSE_MPI $(shell mpicc --showme:compile 2>/dev/null || mpicc -show 2>/dev/null | tr ' ' '\n' | grep '^-I' | tr '\n' ' ')
+MPI_LIBS := $(shell mpicc --showme:link 2>/dev/null || mpicc -show 2>/dev/null | tr ' ' '\n' | grep '^-[Ll]' | tr '\n' ' ')
+LDLIBS += $(MPI_LIBS)
+endif
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo 1 || echo 0)
 PYTHON_TORCH ?= /usr/bin/python3
@@ -42,6 +51,9 @@ KJV_VAL := data/kjv/kjv_val.bin
 build/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+build/trainer/dist.o: trainer/dist.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 train_cpu: train_gpt2.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) $(DEPFLAGS) train_gpt2.c $(LIB_OBJS) $(LDLIBS) -o $@
@@ -107,7 +119,7 @@ build/bench/bench_matmul: bench/bench_matmul.c cpu/matmul.c
 GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
 GPU_ARCH ?= $(if $(GPU_CC),sm_$(GPU_CC),sm_90)
 NVCCFLAGS ?= -O3 -arch=$(GPU_ARCH) -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
-NVCCLIBS = -lcublasLt -lcublas -lm
+NVCCLIBS = -lcublasLt -lcublas -lm $(MPI_LIBS)
 ifeq ($(HAS_OMP),1)
 NVCCLIBS += -Xcompiler -fopenmp
 endif

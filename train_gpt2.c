@@ -38,6 +38,8 @@
 #include "trainer/cli.h"
 #include "trainer/run.h"
 #include "trainer/model.h"
+#include "trainer/dist.h"
+#include "trainer/zero.h"
 #include "optim/optim.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
@@ -618,20 +620,35 @@ typedef struct {
     uint64_t seed;
     long nonfinite;           // non-finite gradient elements reported by the optimizer
     long nonfinite_update;    // non-finite updated weights (rolled back) in the current step
+    ZeroPlan* zero;           // -zero 1: this rank's shard (layout above is its slices' layout), else NULL
+    void* full_buf[MAX_STATE_BUFFERS]; // -zero 1: the unsharded state, only while a checkpoint is staged
 } OptRun;
 
 // State layout for every tensor (shared with the CUDA trainer), one ledger allocation per state name.
-static void optimizer_setup(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
+static void optimizer_setup_zero(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, int zero, Ledger* led) {
     memset(o, 0, sizeof(*o));
     o->opt = opt;
     o->hyper = *h;
-    state_layout_for_model(&o->layout, &m->layout, opt, h);
+    if (zero) {
+        // ZeRO-1: the state of this rank's slices only (trainer/zero.h); o->layout is the plan's own
+        o->zero = (ZeroPlan*)xmalloc(sizeof(ZeroPlan));
+        zero_plan_build(o->zero, &m->layout, opt, h, dist_world(), dist_rank());
+        o->layout = o->zero->layouts[dist_rank()];
+    } else {
+        state_layout_for_model(&o->layout, &m->layout, opt, h);
+    }
     for (int b = 0; b < o->layout.nbuf; b++)
         o->buf[b] = ledger_alloc(led, MEM_OPT_STATE, o->layout.buf_label[b], o->layout.buf_bytes[b]);
 }
 
+__attribute__((unused)) static void optimizer_setup(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
+    optimizer_setup_zero(o, m, opt, h, 0, led);
+}
+
 // Host pointers to tensor i's state tensors, in the optimizer's layout order.
 static void tensor_states(const OptRun* o, int i, void* state[OPT_MAX_STATES]) {
+    if (o->zero) i = o->zero->index[(size_t)o->zero->rank * o->zero->num_tensors + i]; // its slice's
+    if (i < 0) return;
     const TensorStates* ts = &o->layout.tensors[i];
     for (int s = 0; s < ts->nstate; s++) {
         char* buf = (char*)o->buf[ts->buf[s]];
@@ -639,12 +656,24 @@ static void tensor_states(const OptRun* o, int i, void* state[OPT_MAX_STATES]) {
     }
 }
 
+// What the optimizer updates of tensor i: the whole tensor, or with -zero 1 this rank's slice of it
+// (numel 0: none). `grad` is the whole tensor's gradient (may be NULL).
+static OptTensor opt_tensor(const OptRun* o, GPT2* m, int i, const float* grad, size_t* start) {
+    const ModelTensor* p = &m->layout.tensors[i];
+    const ParamShape* shape = &p->shape;
+    *start = 0;
+    if (o->zero) { const ZeroSlice* z = zero_slice(o->zero, i); shape = &z->shape; *start = z->start; }
+    OptTensor ot = { shape, m->params_f32 + p->offset + *start, grad ? grad + *start : NULL, {0} };
+    tensor_states(o, i, ot.state);
+    return ot;
+}
+
 static void optimizer_init_state(OptRun* o, GPT2* m) {
     if (!o->opt->init) return;
     for (int i = 0; i < m->layout.num_tensors; i++) {
-        ModelTensor* p = &m->layout.tensors[i];
-        OptTensor ot = { &p->shape, m->params_f32 + p->offset, NULL, {0} };
-        tensor_states(o, i, ot.state);
+        size_t start;
+        OptTensor ot = opt_tensor(o, m, i, NULL, &start);
+        if (ot.shape->numel == 0) continue;
         o->opt->init(&o->hyper, &ot);
     }
 }
@@ -662,20 +691,20 @@ static OptHyper tensor_hyper(const OptRun* o, const ModelTensor* p) {
 // master value is never kept: in bf16 mode the working copy still holds the weight from before this
 // step, so the element goes back to it (its optimizer state may be spoilt: the next steps will tell).
 // Returns the number of non-finite values found.
-static size_t write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step) {
-    float* src = m->params_f32 + p->offset;
-    size_t n = p->shape.numel, bad = 0;
+static size_t write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step, size_t start, size_t n) {
+    float* src = m->params_f32 + p->offset + start;
+    size_t bad = 0;
     if (!m->params_bf16) {
         #pragma omp parallel for reduction(+:bad) if (n > 65536)
         for (size_t i = 0; i < n; i++) bad += !isfinite(src[i]);
         return bad;
     }
-    bf16* dst = m->params_bf16 + p->offset;
+    bf16* dst = m->params_bf16 + p->offset + start;
     const uint64_t stream = sr_stream(o->seed, step, p->offset);
     const int sr = o->stochastic_rounding;
     #pragma omp parallel for reduction(+:bad) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
-        if (isfinite(src[i])) dst[i] = master_to_bf16(src[i], sr, stream, i);
+        if (isfinite(src[i])) dst[i] = master_to_bf16(src[i], sr, stream, start + i);
         else { src[i] = bf16_to_f32(dst[i]); bad++; }
     }
     return bad;
@@ -685,12 +714,13 @@ static size_t write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, in
 static void optimizer_apply(GPT2* m, OptRun* o, int i, const float* grad, int step, float lr_scale) {
     const ModelTensor* p = &m->layout.tensors[i];
     OptHyper h = tensor_hyper(o, p);
-    OptTensor ot = { &p->shape, m->params_f32 + p->offset, grad, {0} };
-    tensor_states(o, i, ot.state);
+    size_t start;
+    OptTensor ot = opt_tensor(o, m, i, grad, &start);
+    if (ot.shape->numel == 0) return; // -zero 1: another rank's
     OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0 };
     o->opt->step(&h, &ot, &st);
     o->nonfinite += st.nonfinite;
-    o->nonfinite_update += (long)write_bf16_copy(m, o, p, step);
+    o->nonfinite_update += (long)write_bf16_copy(m, o, p, step, start, ot.shape->numel);
 }
 
 // fp32 gradient of tensor p times `scale`: a pointer into the fp32 grads (scaled in place), or the bf16
@@ -709,12 +739,33 @@ static const float* tensor_grad_f32(GPT2* m, const ModelTensor* p, float scale) 
     return dst;
 }
 
-// One optimizer step over every tensor (the non-fused optimizers).
+// -zero 1: every rank updated its own contiguous range of the flat weights; one all-gather gives every
+// rank all of them (the bf16 working copy, or the fp32 weights in fp32 mode). The fp32 master outside
+// a rank's range goes stale there (nothing reads it) until a checkpoint gathers it.
+static void zero_allgather_weights(GPT2* m, const OptRun* o) {
+    const ZeroPlan* z = o->zero;
+    size_t* cd = (size_t*)xmalloc(2 * z->world * sizeof(size_t));
+    for (int r = 0; r < z->world; r++) { cd[r] = z->bound[r + 1] - z->bound[r]; cd[z->world + r] = z->bound[r]; }
+    if (m->params_bf16) dist_allgather_bytes(m->params_bf16, cd, cd + z->world, sizeof(bf16));
+    else dist_allgather_bytes(m->params_f32, cd, cd + z->world, sizeof(float));
+    free(cd);
+}
+
+// A rolled-back non-finite update on any rank counts as one on every rank (they must skip alike).
+static void agree_nonfinite(OptRun* o) {
+    if (dist_world() > 1) o->nonfinite_update = dist_max_int(o->nonfinite_update > 0);
+}
+
+// One optimizer step over every tensor (the non-fused optimizers); with -zero 1, over this rank's
+// slices, then the all-gather of the weights.
 static void optimizer_step(GPT2* m, OptRun* o, int step, float lr_scale, float clip_scale) {
     for (int i = 0; i < m->layout.num_tensors; i++) {
         ModelTensor* p = &m->layout.tensors[i];
+        if (o->zero && zero_slice(o->zero, i)->shape.numel == 0) continue;
         optimizer_apply(m, o, i, tensor_grad_f32(m, p, clip_scale), step, lr_scale);
     }
+    if (o->zero) zero_allgather_weights(m, o);
+    agree_nonfinite(o);
 }
 
 static void zero_grads(GPT2* m) {
@@ -747,9 +798,37 @@ static double unit_grad_sumsq(GPT2* m, int unit) {
     return s;
 }
 
+// Data parallel (trainer/dist.h): the unit's fp32 gradient in the scratch, averaged over the ranks as soon
+// as backward has finished the unit (one all-reduce per unit, while the next unit's backward has not
+// started: no model-wide fp32 gradient is needed). Averaging the fp32 partial sums before anything is
+// rounded to bf16 or updated means N ranks of B rows differ from one rank of N*B rows only in the
+// order of the fp32 additions. Each rank's loss is the mean over its own B*T tokens, so the average of
+// the ranks' gradients is the gradient of the global mean loss.
+static void average_unit_grads(GPT2* m, int unit) {
+    int world = dist_world();
+    if (world == 1) return;
+    float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
+    dist_allreduce_f32(scratch, m->layout.unit_size[unit == 0 ? 0 : 1], 1.0f / world);
+}
+
+// fp32 mode keeps the whole gradient in fp32 (backward adds into it directly, across micro-steps), so
+// it is averaged once, after the last micro-step.
+static void average_fp32_grads(GPT2* m) {
+    int world = dist_world();
+    if (world > 1 && m->grads_f32) dist_allreduce_f32(m->grads_f32, m->layout.num_params, 1.0f / world);
+}
+
+// The mean of the ranks' losses (each the mean over its own tokens): the global batch's mean loss.
+static float average_loss(float loss) {
+    int world = dist_world();
+    if (world > 1) dist_allreduce_f32(&loss, 1, 1.0f / world);
+    return loss;
+}
+
 // Unit-done hook of the ordinary backward in bf16 mode: add the unit's fp32 gradient into the bf16 grads.
 static void accumulate_unit_bf16(GPT2* m, int unit, void* ctx) {
     if (!m->grads_bf16) return; // fp32 mode: backward wrote into the fp32 grads directly
+    average_unit_grads(m, unit);
     float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
     for (int i = 0; i < m->layout.num_tensors; i++) {
         ModelTensor* p = &m->layout.tensors[i];
@@ -773,8 +852,11 @@ typedef struct {
     int nonfinite_units; // units whose gradient was not finite (their update is skipped)
 } FusedCtx;
 
+// Data parallel: the unit's gradient is averaged over the ranks before its norm and its update, so
+// LOMO and AdaLomo run data-parallel too (every rank applies the same update to its full copy).
 static void fused_unit_done(GPT2* m, int unit, void* vctx) {
     FusedCtx* c = (FusedCtx*)vctx;
+    average_unit_grads(m, unit);
     double s = unit_grad_sumsq(m, unit);
     c->sumsq += s;
     if (c->norm_only) return;
@@ -796,9 +878,40 @@ typedef struct { GPT2* m; OptRun* o; } Trainer;
 
 // The checkpoint's blobs (names and order: trainer/model.c) point straight into the model: fp32 weights,
 // the bf16 copy (bf16 mode), every optimizer state buffer.
+// With -zero 1 the state blobs are the unsharded layout, staged in full_buf: assembled from every
+// rank's shard before a save (ops_ckpt_to_host, a collective), this rank's part taken back out after a
+// load (ops_ckpt_from_host). So a checkpoint is the same file whatever the world size or -zero.
 static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
     Trainer* t = (Trainer*)vt;
-    return model_checkpoint_blobs(blobs, &t->m->layout, &t->o->layout, t->m->precision, t->m->params_f32, t->m->params_bf16, t->o->buf);
+    OptRun* o = t->o;
+    if (!o->zero)
+        return model_checkpoint_blobs(blobs, &t->m->layout, &o->layout, t->m->precision, t->m->params_f32, t->m->params_bf16, o->buf);
+    for (int b = 0; b < o->zero->full.nbuf; b++) o->full_buf[b] = xcalloc(o->zero->full.buf_bytes[b] ? o->zero->full.buf_bytes[b] : 1, 1);
+    return model_checkpoint_blobs(blobs, &t->m->layout, &o->zero->full, t->m->precision, t->m->params_f32, t->m->params_bf16, o->full_buf);
+}
+
+static void ops_ckpt_to_host(void* vt, CkptBlob* blobs, int n) {
+    Trainer* t = (Trainer*)vt;
+    OptRun* o = t->o;
+    if (!o->zero) return;
+    zero_gather_state(o->zero, o->buf, o->full_buf);
+    if (t->m->params_bf16) { // the fp32 master: each rank's range is current only on that rank
+        const ZeroPlan* z = o->zero;
+        size_t* cd = (size_t*)xmalloc(2 * z->world * sizeof(size_t));
+        for (int r = 0; r < z->world; r++) { cd[r] = z->bound[r + 1] - z->bound[r]; cd[z->world + r] = z->bound[r]; }
+        dist_allgather_bytes(t->m->params_f32, cd, cd + z->world, sizeof(float));
+        free(cd);
+    }
+}
+
+static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
+    Trainer* t = (Trainer*)vt;
+    if (t->o->zero) zero_scatter_state(t->o->zero, t->o->full_buf, t->o->buf);
+}
+
+static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) {
+    OptRun* o = ((Trainer*)vt)->o;
+    for (int b = 0; b < MAX_STATE_BUFFERS; b++) { free(o->full_buf[b]); o->full_buf[b] = NULL; }
 }
 
 static void ops_init(void* vt, uint64_t seed) {
@@ -838,11 +951,13 @@ static StepResult train_step(GPT2* m, OptRun* o, Run* r, int opt_t, float lr_sca
     StepResult res = { 0.0f, 0.0f, 0 };
     zero_grads(m);
     for (int micro = 0; micro < r->accum; micro++) {
-        dataloader_next(&r->data.train, m->inputs, m->targets);
+        run_next_batch(r, m->inputs, m->targets);
         gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
         res.loss += m->mean_loss / r->accum;
         gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, NULL);
     }
+    average_fp32_grads(m);
+    res.loss = average_loss(res.loss);
     res.norm = (float)sqrt(grad_sumsq(m));
     if (!isfinite(res.loss) || !isfinite(res.norm)) { res.skipped = 1; return res; }
     float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
@@ -861,9 +976,9 @@ static StepResult train_step_fused(GPT2* m, OptRun* o, Run* r, int opt_t, float 
     StepResult res = { 0.0f, 0.0f, 0 };
     FusedCtx c = { o, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
     o->nonfinite_update = 0;
-    dataloader_next(&r->data.train, m->inputs, m->targets);
+    run_next_batch(r, m->inputs, m->targets);
     gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
-    res.loss = m->mean_loss;
+    res.loss = average_loss(m->mean_loss);
     if (!isfinite(res.loss)) { res.skipped = 1; return res; }
     if (a->grad_clip > 0.0f) {
         c.norm_only = 1;
@@ -877,6 +992,7 @@ static StepResult train_step_fused(GPT2* m, OptRun* o, Run* r, int opt_t, float 
     }
     gpt2_backward(m, a->B, a->T, 1.0f, fused_unit_done, &c);
     if (a->grad_clip <= 0.0f) res.norm = (float)sqrt(c.sumsq);
+    agree_nonfinite(o);
     if (c.nonfinite_units) res.skipped = 1;
     else if (o->nonfinite_update) res.skipped = 2;
     return res;
@@ -895,27 +1011,34 @@ static void maybe_update_hessian(GPT2* m, OptRun* o, Run* r, int step, int opt_t
     int V = m->config.vocab_size;
     zero_grads(m);
     for (int micro = 0; micro < r->accum; micro++) {
-        dataloader_next(&r->data.train, m->inputs, m->targets);
+        run_next_batch(r, m->inputs, m->targets);
         gpt2_forward(m, m->inputs, NULL, a->B, a->T, 0);
         softmax_crossentropy_forward(m->acts.losses, m->acts.logits, NULL, (int)BT, V);
+        // one draw per position of the global micro-batch, in its order: this rank's rows take the
+        // draws one rank of -b N*B would give them
+        for (size_t i = 0; i < (size_t)r->rank * BT; i++) rng_f32(&rng);
         for (size_t i = 0; i < BT; i++) m->targets[i] = sample_index(m->acts.logits + i * V, V, rng_f32(&rng));
+        for (size_t i = 0; i < (size_t)(r->world - 1 - r->rank) * BT; i++) rng_f32(&rng);
         gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, NULL);
     }
+    average_fp32_grads(m);
     logger_write(&r->lg, "{\"type\":\"hessian\",\"step\":%d}", step);
     double norm = sqrt(grad_sumsq(m));
     if (!isfinite(norm)) return; // a non-finite estimate is dropped, never folded into h
     float scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
     for (int i = 0; i < m->layout.num_tensors; i++) {
         ModelTensor* p = &m->layout.tensors[i];
-        OptTensor ot = { &p->shape, m->params_f32 + p->offset, tensor_grad_f32(m, p, scale), {0} };
-        tensor_states(o, i, ot.state);
+        if (o->zero && zero_slice(o->zero, i)->shape.numel == 0) continue; // another rank's
+        size_t start;
+        OptTensor ot = opt_tensor(o, m, i, tensor_grad_f32(m, p, scale), &start);
         OptHyper h = tensor_hyper(o, p);
         o->opt->hessian(&h, &ot);
     }
 }
 
 static void gpt2_free(GPT2* m, OptRun* o) {
-    state_layout_free(&o->layout);
+    if (o->zero) { zero_plan_free(o->zero); free(o->zero); } // o->layout is the plan's
+    else state_layout_free(&o->layout);
     model_layout_free(&m->layout);
 }
 
@@ -923,7 +1046,7 @@ static void gpt2_free(GPT2* m, OptRun* o) {
 static void build(GPT2* m, OptRun* o, const Run* r, Ledger* led) {
     const Args* a = &r->a;
     gpt2_build(m, &r->cfg, a->precision, a->B, a->T, (r->opt->flags & OPT_FUSED_BACKWARD) != 0, led);
-    optimizer_setup(o, m, r->opt, &r->hyper, led);
+    optimizer_setup_zero(o, m, r->opt, &r->hyper, a->zero, led);
     o->stochastic_rounding = a->sr;
     o->seed = a->seed;
     ledger_record(led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
@@ -956,11 +1079,21 @@ int main(int argc, char** argv) {
     OptRun orun;
     build(&model, &orun, &run, &run.led);
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
+    if (orun.zero) {
+        // every rank's share, on its own stderr (stdout is rank 0's): the ledger above holds exactly it
+        const ZeroPlan* z = orun.zero;
+        size_t most = 0;
+        for (int q = 0; q < z->world; q++) if (z->layouts[q].total_bytes > most) most = z->layouts[q].total_bytes;
+        fprintf(stderr, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, optimizer state %zu bytes of %zu (largest rank %zu)\n",
+                run.rank, run.world, z->bound[run.rank], z->bound[run.rank + 1], z->bound[run.rank + 1] - z->bound[run.rank],
+                model.layout.num_params, orun.layout.total_bytes, z->full.total_bytes, most);
+    }
     if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
 
     // ---- data, init or resume, log
     Trainer tr = { &model, &orun };
-    ModelOps ops = { &tr, ops_ckpt_blobs, NULL, NULL, NULL, ops_init, ops_set_weights, ops_loss, ops_next_token_probs };
+    ModelOps ops = { &tr, ops_ckpt_blobs, ops_ckpt_to_host, ops_ckpt_from_host, ops_ckpt_release, ops_init, ops_set_weights,
+                     ops_loss, ops_next_token_probs };
     if (run_start(&run, &ops)) { rc = run_finish(&run, RUN_STOP, "", 0.0, ""); gpt2_free(&model, &orun); return rc; }
     int threads = 1;
 #ifdef _OPENMP

@@ -12,9 +12,20 @@
 
 #define EXIT_USER 2
 
+// Defined by trainer/dist.c (weak here, so binaries without it still link): under MPI it ends every rank
+// (MPI_Abort) so that one failing rank never leaves the others waiting in a collective.
+#ifdef __cplusplus
+extern "C"
+#endif
+void util_fatal_exit_hook(int code) __attribute__((weak));
+static inline void fatal_exit_(int code) {
+    if (util_fatal_exit_hook) util_fatal_exit_hook(code);
+    exit(code);
+}
+
 static inline void check_fail_(const char* expr, const char* file, int line) {
     fprintf(stderr, "internal error at %s:%d: check failed: %s\n", file, line, expr);
-    exit(1);
+    fatal_exit_(1);
 }
 #define CHECK(cond) do { if (!(cond)) check_fail_(#cond, __FILE__, __LINE__); } while (0)
 
@@ -27,7 +38,7 @@ static inline void user_error(const char* fmt, ...) {
     fprintf(stderr, "\n");
     va_end(ap);
     fflush(stdout);
-    exit(EXIT_USER);
+    fatal_exit_(EXIT_USER);
 }
 
 static inline void* xmalloc_(size_t n, const char* file, int line) {

@@ -54,6 +54,7 @@ typedef struct {
     int nesterov, qblock, hess_interval;
     int rank, update_proj_gap;  // -rank, -update-proj-gap (GaLore); -1 = default
     float galore_scale;         // -galore-scale (GaLore); NAN = default
+    int zero;                 // -zero 1: ZeRO-1 sharded optimizer state across the ranks (trainer/zero.h)
 } Args;
 
 void print_usage(FILE* f);

@@ -17,22 +17,31 @@
 #include "common/ledger.h"
 #include "common/rng.h"
 #include "common/schedule.h"
+#include "trainer/dist.h"
+#include "trainer/zero.h"
 
 #define DEFAULT_TRAIN "data/gcide/gcide_train.bin"
 #define DEFAULT_VAL "data/gcide/gcide_val.bin"
 
 int run_check_args(Args* a, const GPT2Config* cfg, const Optimizer* opt, OptHyper* hyper) {
     if (a->T > cfg->max_seq_len) user_error("-t %d exceeds the model's context of %d positions", a->T, cfg->max_seq_len);
-    int tokens_per_micro = a->B * a->T;
+    // -b is per rank, -d the global batch: a micro-step trains on -b * -t tokens on each of the ranks
+    int world = dist_world();
+    int tokens_per_micro = a->B * a->T * world;
     if (a->total_batch < 0) a->total_batch = tokens_per_micro;
-    if (a->total_batch % tokens_per_micro != 0)
+    if (a->total_batch % tokens_per_micro != 0) {
+        if (world > 1)
+            user_error("-d %d must be a multiple of -b * -t * ranks = %d * %d * %d = %d (-b is per rank, -d the global batch)",
+                       a->total_batch, a->B, a->T, world, tokens_per_micro);
         user_error("-d %d must be a multiple of -b * -t = %d", a->total_batch, tokens_per_micro);
+    }
     int accum = a->total_batch / tokens_per_micro;
     if ((opt->flags & OPT_FUSED_BACKWARD) && accum > 1)
         user_error("%s updates inside backward, so it cannot accumulate gradients: use -d equal to -b * -t (%d)", opt->name, tokens_per_micro);
     if (a->warmup < 0) a->warmup = a->steps / 10;
     *hyper = make_hyper(a, opt, a->total_batch);
     if ((opt->flags & OPT_HESSIAN) && hyper->hess_interval < 1) hyper->hess_interval = 10;
+    if (a->zero && zero_unsupported(opt)) user_error("%s: %s", opt->name, zero_unsupported(opt));
     if (hyper->nesterov && hyper->momentum <= 0.0f) user_error("-nesterov 1 needs a momentum > 0 (-momentum F)");
     // constants that make the update undefined: an EMA coefficient that rounds to 1 in fp32 never moves
     // and its bias correction 1 - beta^t is 0; an eps of 0 where the algorithm divides by it (its
@@ -79,7 +88,8 @@ void run_open_data(RunData* d, const Args* a, int vocab_size) {
         snprintf(d->val_path, sizeof(d->val_path), "%s", strcmp(d->train_path, DEFAULT_TRAIN) == 0 ? DEFAULT_VAL : d->train_path);
     if (!strcmp(d->train_path, DEFAULT_TRAIN) && !file_exists(d->train_path))
         user_error("the default dataset %s is missing: run `make data` (or pass your own -i FILE)", d->train_path);
-    open_loader(&d->train, d->train_path, a->B, a->T, vocab_size, "train");
+    // the global micro-batch: every rank reads the same stream and keeps its own rows (run_next_batch)
+    open_loader(&d->train, d->train_path, a->B * dist_world(), a->T, vocab_size, "train");
     open_loader(&d->val, d->val_path, a->B, a->T, vocab_size, "val");
 }
 
@@ -132,6 +142,15 @@ void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* p
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
         int same = f[i].old == f[i].now || (isnan(f[i].old) && isnan(f[i].now));
         if (i == 3) same = h->seed == mine->seed;  // exact in 64 bits
+        if (!same && f[i].is_lr) {
+            // a new lr is the usual way out of a diverging run: resume, but say it is no longer bit-exact
+            char o[40], n[40];
+            flag_text(o, sizeof(o), f[i].old, 1);
+            flag_text(n, sizeof(n), f[i].now, 1);
+            fprintf(stderr, "warning: %s was written with -l %s, this run uses -l %s: the resumed run is not the "
+                    "uninterrupted one any more\n", path, o, n);
+            continue;
+        }
         if (same || len >= sizeof(msg) - 1) continue;
         char o[40], n[40];
         if (i == 3) { snprintf(o, sizeof(o), "%llu", (unsigned long long)h->seed); snprintf(n, sizeof(n), "%llu", (unsigned long long)mine->seed); }
@@ -198,6 +217,7 @@ static void open_run_dir(Run* r) {
     if (stat(a->out_dir, &st) != 0 || !S_ISDIR(st.st_mode)) user_error("-o %s is not a directory I can create or use", a->out_dir);
     snprintf(r->ckpt_path, sizeof(r->ckpt_path), "%s/checkpoint.bin", a->out_dir);
     if (a->sample_only || a->eval_path || a->export_path) return; // reading only: no lock, nothing replaced
+    if (r->rank != 0) return;                    // rank 0 owns the directory: lock, log, checkpoints
     lock_dir(a->out_dir);
     char log_path[1100];
     snprintf(log_path, sizeof(log_path), "%s/log.jsonl", a->out_dir);
@@ -305,15 +325,15 @@ static void print_summary(Run* r, double peak_mib, const char* extra_json) {
     double rss_mib = process_peak_rss() / 1048576.0;
     int steps = s->last_step; // the steps this run reached (-stop ends early; a resumed run counts from 1)
     printf("summary: opt=%s steps=%d train_loss=%.6f val_loss=%.6f tok_per_s=%.1f peak_mib=%.2f state_bytes=%zu "
-           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f\n", r->opt->name, steps, train_loss, s->last_val, tps,
-           peak_mib, r->state_bytes, (double)r->state_bytes / P, P, s->skipped_total, rss_mib);
+           "state_bytes_per_param=%.4f params=%zu skipped=%d rss_mib=%.2f world=%d\n", r->opt->name, steps, train_loss, s->last_val, tps,
+           peak_mib, r->state_bytes, (double)r->state_bytes / P, P, s->skipped_total, rss_mib, r->world);
     char tl[32], vl[32];
     json_num(tl, sizeof(tl), train_loss);
     json_num(vl, sizeof(vl), s->last_val);
     logger_write(&r->lg, "{\"type\":\"summary\",\"opt\":\"%s\",\"steps\":%d,\"train_loss\":%s,\"val_loss\":%s,\"tok_per_s\":%.1f,"
-                 "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f%s}",
+                 "\"peak_mib\":%.3f,\"state_bytes\":%zu,\"state_bytes_per_param\":%.6f,\"params\":%zu,\"skipped\":%d,\"rss_mib\":%.3f,\"world\":%d%s}",
                  r->opt->name, steps, tl, vl, tps, peak_mib, r->state_bytes, (double)r->state_bytes / P, P, s->skipped_total,
-                 rss_mib, extra_json ? extra_json : "");
+                 rss_mib, r->world, extra_json ? extra_json : "");
 }
 
 // The first record of a fresh run's log: everything needed to know what ran (and to rerun it).
@@ -392,13 +412,36 @@ void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
     model_layout_free(&ml);
 }
 
+// Every rank must train the same run: the flags (argv after the program name) hashed and compared.
+static void check_same_flags(int argc, char** argv) {
+    uint64_t h = 1469598103934665603ull; // FNV-1a over the arguments and their boundaries
+    for (int i = 1; i < argc; i++) {
+        for (const char* c = argv[i]; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        h = (h ^ 0xffu) * 1099511628211ull;
+    }
+    uint64_t h0 = h;
+    dist_bcast(&h0, sizeof(h0), 0);
+    // the rank that differs says so and ends every rank (user_error aborts the whole job under MPI)
+    if (h0 != h) user_error("rank %d was started with other flags than rank 0: every rank must get the same flags", dist_rank());
+}
+
 int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kernel)(const Optimizer*)) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     memset(r, 0, sizeof(*r));
     r->trainer = trainer;
+    dist_init(&argc, &argv);
+    r->rank = dist_rank();
+    r->world = dist_world();
+    if (r->world > 1) {
+        // one copy of every line: ranks other than 0 keep stderr (their errors) but not stdout
+        if (r->rank != 0 && !freopen("/dev/null", "w", stdout)) user_error("cannot silence stdout on rank %d", r->rank);
+        check_same_flags(argc, argv);
+        if (strcmp(trainer, "cpu") != 0)
+            user_error("the CUDA trainer does not run data-parallel yet (%d ranks): use mpirun with ./train_cpu, or one rank", r->world);
+    }
     if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     parse_args(&r->a, argc, argv);
-    if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); return 0; }
+    if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); dist_finalize(); return 0; }
     r->opt = optim_find(r->a.opt_name);
     if (!r->opt) {
         fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", r->a.opt_name);
@@ -459,6 +502,7 @@ int run_memory_only(Run* r, const char* where) {
     fputs(shard_note, stdout);
     printf("summary: opt=%s params=%zu state_bytes=%zu state_bytes_per_param=%.4f ledger_mib=%.2f\n", r->opt->name,
            P, r->state_bytes, (double)r->state_bytes / P, r->led.current / 1048576.0);
+    dist_finalize();
     return 1;
 }
 
@@ -494,7 +538,7 @@ static void resume(Run* r) {
     r->stats.tokens_seen = (long)h.tokens_seen;
     if (dataloader_seek(&r->data.train, h.data_position) != 0)
         user_error("cannot resume: data position in %s is past the end of %s", chosen, r->data.train_path);
-    if (logger_cut_back(r->a.out_dir, h.step) != 0)
+    if (r->rank == 0 && logger_cut_back(r->a.out_dir, h.step) != 0)
         user_error("cannot resume: cannot rewrite %s/log.jsonl to step %d: %s", r->a.out_dir, h.step, strerror(errno));
     printf("resumed from %s at step %d\n", chosen, r->start_step);
 }
@@ -635,11 +679,12 @@ int run_start(Run* r, const ModelOps* ops) {
     }
     if (a->resume) resume(r);
     else if (a->init_path) load_weights(r, a->init_path);
-    if (logger_open(&r->lg, a->out_dir, a->resume) != 0) user_error("cannot write %s/log.jsonl: %s", a->out_dir, strerror(errno));
+    if (r->rank == 0 && logger_open(&r->lg, a->out_dir, a->resume) != 0) user_error("cannot write %s/log.jsonl: %s", a->out_dir, strerror(errno));
     if (!a->resume) write_config_record(r);
     else logger_write(&r->lg, "{\"type\":\"resume\",\"step\":%d}", r->start_step);
     printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a->B, a->T,
            a->total_batch, r->accum, r->accum > 1 ? "s" : "", a->steps, a->warmup, a->final_lr_frac, a->grad_clip);
+    if (r->world > 1) printf("data parallel: %d ranks (%s), -b %d per rank\n", r->world, dist_backend(), a->B);
     printf("memory ledger:\n");
     ledger_print(&r->led, stdout, r->layout->num_params);
     fflush(stdout);
@@ -647,16 +692,56 @@ int run_start(Run* r, const ModelOps* ops) {
     return 0;
 }
 
+void run_next_batch(Run* r, int* inputs, int* targets) {
+    const Args* a = &r->a;
+    if (r->world == 1) { dataloader_next(&r->data.train, inputs, targets); return; }
+    size_t BT = (size_t)a->B * a->T, G = BT * r->world;
+    if (!r->batch_buf) r->batch_buf = (int*)xmalloc(2 * G * sizeof(int));
+    dataloader_next(&r->data.train, r->batch_buf, r->batch_buf + G);
+    memcpy(inputs, r->batch_buf + r->rank * BT, BT * sizeof(int));
+    memcpy(targets, r->batch_buf + G + r->rank * BT, BT * sizeof(int));
+}
+
 float run_lr_scale(const Run* r, int step) { return lr_multiplier(step, r->a.steps, r->a.warmup, r->a.final_lr_frac); }
 
 int run_opt_step(const Run* r, int step) { return step - r->stats.skipped_total; }
 
+static int run_after_step_rank0(Run* r, int step, RunDue due, int sig);
+
 int run_after_step(Run* r, int step, float loss, float norm, float lr, double seconds, int skipped, const char* extra) {
     const Args* a = &r->a;
+    // Every rank computes the same loss, norm and skip decision (the gradients are averaged before the
+    // norm), so record_step agrees on every rank; what only rank 0 decides (a failed write) and a
+    // signal that reached one rank only are agreed below, so that every rank stops at the same step.
     int rc = record_step(r, step, loss, norm, lr, seconds, skipped, extra);
     if (rc) return rc;
     RunDue due = run_due(a, step, r->ckpt_path);
-    int sig = g_signal;
+    int sig = dist_max_int(g_signal);
+    if (r->rank != 0) {
+        // a checkpoint may need every rank's part (-zero 1: the state shards): the same collective as
+        // rank 0's save_checkpoint, whose writing is rank 0's alone
+        if (due.checkpoint || (sig && r->ckpt_path[0])) {
+            CkptBlob blobs[CKPT_MAX_BLOBS];
+            int nb = gather_blobs(r, blobs);
+            if (r->ops.ckpt_to_host) r->ops.ckpt_to_host(r->ops.model, blobs, nb);
+            release_blobs(r, blobs, nb);
+        }
+        int rc0 = 0;
+        dist_bcast(&rc0, sizeof(rc0), 0);
+        if (rc0) return rc0;
+        return step == a->stop_at ? RUN_STOP : RUN_GO;
+    }
+    rc = run_after_step_rank0(r, step, due, sig);
+    int rcb = rc == RUN_STOP ? 0 : rc;
+    dist_bcast(&rcb, sizeof(rcb), 0);
+    return rc;
+}
+
+// What only rank 0 does after a step: val loss, sample, checkpoint, log checks; its answer goes to
+// every rank.
+static int run_after_step_rank0(Run* r, int step, RunDue due, int sig) {
+    const Args* a = &r->a;
+    int rc;
     if (due.val) record_val(r, step, run_evaluate(&r->ops, &r->data.val, a->val_batches, a->B, a->T));
     if (due.sample) run_sample(&r->ops, r->data.tok, r->cfg.vocab_size, a->sample_len, a->seed, step, a->T, stdout);
     if ((due.checkpoint || (sig && r->ckpt_path[0])) && (rc = save_checkpoint(r, step))) return rc;
@@ -677,6 +762,11 @@ int run_after_step(Run* r, int step, float loss, float norm, float lr, double se
 }
 
 int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const char* extra_json) {
+    // the summary's peak is the largest rank's (each rank's ledger holds its own share)
+    if (r->world > 1) {
+        int kib = dist_max_int((int)(peak_mib * 1024.0 + 0.5));
+        peak_mib = kib / 1024.0;
+    }
     if ((rc == RUN_GO || rc == RUN_STOP || rc == RUN_EXIT_INTERRUPTED) && r->stats.last_step > 0) {
         fputs(memory_lines, stdout);
         print_summary(r, peak_mib, extra_json);
@@ -684,6 +774,7 @@ int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const 
     logger_close(&r->lg);
     run_close_data(&r->data);
     ledger_free_all(&r->led);
+    dist_finalize();
     return rc == RUN_STOP ? 0 : rc;
 }
 

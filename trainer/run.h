@@ -99,6 +99,9 @@ typedef struct {
     int start_step;          // 0, or the checkpoint's step on resume
     const char* trainer;     // "cpu" or "gpu"
     const char* device;      // the GPU's name (NULL on the CPU): the config record
+    int rank, world;         // data parallelism (trainer/dist.h): this process's rank and the number of
+                             // ranks; only rank 0 prints, logs, evaluates, samples and checkpoints
+    int* batch_buf;          // (2, world*B, T) the global micro-batch; each rank trains on its B rows
 } Run;
 
 // Sets up stdout (line-buffered), parses the flags and picks the optimizer and the model shape; fills r->hyper and r->accum and starts
@@ -138,6 +141,11 @@ int run_after_step(Run* r, int step, float loss, float norm, float lr, double se
 // and the `summary:` line (extra_json adds fields to its record); then closes the log and the data and
 // frees the ledger's own allocations. Returns main's exit code (0, or the RUN_EXIT_* code).
 int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const char* extra_json);
+
+// The next micro-batch of this rank: rows rank*B .. rank*B+B-1 of the global micro-batch (world*B, T)
+// that every rank reads from the same token stream, so N ranks of -b B train on exactly the tokens of
+// one rank with -b N*B.
+void run_next_batch(Run* r, int* inputs, int* targets);
 
 // The learning-rate schedule's multiplier at `step` (warmup, cosine to -q).
 float run_lr_scale(const Run* r, int step);

@@ -1,0 +1,156 @@
+// trainer/dist.c: see dist.h.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include "trainer/dist.h"
+#include "common/util.h"
+#ifdef USE_MPI
+#include <mpi.h>
+#endif
+
+static int g_rank = 0, g_world = 1, g_mpi = 0;
+
+int dist_rank(void) { return g_rank; }
+int dist_world(void) { return g_world; }
+const char* dist_backend(void) { return g_mpi ? "mpi" : "none"; }
+
+// Launched by mpirun (or another PMI launcher)? A process started by hand is one rank without MPI.
+static int launched_by_mpirun(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+// common/util.h calls this (a weak symbol there) before exiting on CHECK or user_error: under MPI the
+// failing rank takes every other rank down with it, instead of leaving them waiting in a collective.
+void util_fatal_exit_hook(int code) {
+#ifdef USE_MPI
+    if (g_mpi && g_world > 1) { fflush(stdout); fflush(stderr); MPI_Abort(MPI_COMM_WORLD, code); }
+#endif
+    (void)code;
+}
+
+void dist_init(int* argc, char*** argv) {
+#ifdef USE_MPI
+    if (!launched_by_mpirun()) return;
+    MPI_Init(argc, argv);
+    g_mpi = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_world);
+#else
+    (void)argc; (void)argv;
+    const char* n = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!n) n = getenv("PMI_SIZE");
+    if (n && atoi(n) > 1)
+        user_error("launched as %s ranks, but this trainer was built without MPI (no mpicc at build time): "
+                   "install Open MPI (apt-get install libopenmpi-dev openmpi-bin) and rebuild", n);
+#endif
+}
+
+void dist_finalize(void) {
+#ifdef USE_MPI
+    if (g_mpi) { MPI_Finalize(); g_mpi = 0; }
+#endif
+}
+
+void dist_abort(int code) {
+    util_fatal_exit_hook(code);
+    exit(code);
+}
+
+void dist_split(size_t n, size_t unit, int world, int rank, size_t* start, size_t* end) {
+    size_t units = (n + unit - 1) / unit;
+    size_t base = units / world, extra = units % world;
+    size_t u0 = rank * base + ((size_t)rank < extra ? (size_t)rank : extra);
+    size_t u1 = u0 + base + ((size_t)rank < extra ? 1 : 0);
+    *start = u0 * unit < n ? u0 * unit : n;
+    *end = u1 * unit < n ? u1 * unit : n;
+}
+
+#ifdef USE_MPI
+// MPI counts are int: large buffers go in chunks.
+#define CHUNK ((size_t)1 << 30)
+#endif
+
+void dist_allreduce_f32(float* buf, size_t n, float scale) {
+#ifdef USE_MPI
+    if (g_world > 1)
+        for (size_t i = 0; i < n; i += CHUNK) {
+            size_t k = n - i < CHUNK ? n - i : CHUNK;
+            MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
+#endif
+    if (scale != 1.0f) for (size_t i = 0; i < n; i++) buf[i] *= scale;
+}
+
+void dist_allreduce_f64(double* buf, size_t n) {
+#ifdef USE_MPI
+    if (g_world > 1)
+        for (size_t i = 0; i < n; i += CHUNK) {
+            size_t k = n - i < CHUNK ? n - i : CHUNK;
+            MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        }
+#else
+    (void)buf; (void)n;
+#endif
+}
+
+int dist_max_int(int x) {
+#ifdef USE_MPI
+    if (g_world > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+#endif
+    return x;
+}
+
+void dist_reduce_scatter_f32(const float* send, float* recv, const size_t* counts, const size_t* displs, float scale) {
+    size_t mine = counts[g_rank];
+#ifdef USE_MPI
+    if (g_world > 1) {
+        // MPI_Reduce_scatter wants the blocks back to back in rank order, which dist_split's ranges are.
+        int* c = (int*)xmalloc(g_world * sizeof(int));
+        for (int r = 0; r < g_world; r++) {
+            CHECK(counts[r] <= INT_MAX);
+            CHECK(r == 0 || displs[r] == displs[r - 1] + counts[r - 1]);
+            c[r] = (int)counts[r];
+        }
+        MPI_Reduce_scatter(send + displs[0], recv, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        free(c);
+    } else
+#endif
+    if (recv != send + displs[g_rank]) memmove(recv, send + displs[g_rank], mine * sizeof(float));
+    if (scale != 1.0f) for (size_t i = 0; i < mine; i++) recv[i] *= scale;
+}
+
+void dist_allgather_bytes(void* buf, const size_t* counts, const size_t* displs, size_t elt) {
+#ifdef USE_MPI
+    if (g_world > 1) {
+        int* c = (int*)xmalloc(2 * g_world * sizeof(int));
+        for (int r = 0; r < g_world; r++) {
+            CHECK(counts[r] * elt <= INT_MAX && displs[r] * elt <= INT_MAX);
+            c[r] = (int)(counts[r] * elt);
+            c[g_world + r] = (int)(displs[r] * elt);
+        }
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c, c + g_world, MPI_BYTE, MPI_COMM_WORLD);
+        free(c);
+    }
+#else
+    (void)buf; (void)counts; (void)displs; (void)elt;
+#endif
+}
+
+void dist_bcast(void* buf, size_t bytes, int root) {
+#ifdef USE_MPI
+    if (g_world > 1)
+        for (size_t i = 0; i < bytes; i += CHUNK) {
+            size_t k = bytes - i < CHUNK ? bytes - i : CHUNK;
+            MPI_Bcast((char*)buf + i, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
+        }
+#else
+    (void)buf; (void)bytes; (void)root;
+#endif
+}
+
+void dist_barrier(void) {
+#ifdef USE_MPI
+    if (g_world > 1) MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
