@@ -673,7 +673,7 @@ static void check_trainers(void) {
             }
         }
     }
-    // the optimizers added on the GPU later (issue 6): 20 bf16 steps each, GPU vs CPU within the bf16
+    // the optimizers added on the GPU later: 20 bf16 steps each, GPU vs CPU within the bf16
     // tolerance above; lion at its own smaller lr (sign updates move every weight by lr)
     // adafactor without -l: its relative step (HF's default); came at 1e-3.
     const char* more[5] = { "lion", "adamw8bit", "paged_adamw8bit", "adafactor", "came" };
