@@ -422,8 +422,8 @@ static void test_layouts(void) {
     test_check(d->lr == 1e-3f && d->beta1 == 0.9f && d->beta2 == 0.999f && d->eps == 1e-8f && d->weight_decay == 0.0f, NULL,
                "adam_mini defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 0");
     d = &OPT_LION8BIT.defaults;
-    test_check(d->lr == 1e-4f && d->beta1 == 0.9f && d->beta2 == 0.99f && d->qblock == 256 && d->min_8bit_size == 4096, NULL,
-               "lion8bit defaults: lr 1e-4, betas (0.9, 0.99), qblock 256, min_8bit_size 4096");
+    test_check(d->lr == 1e-3 && d->beta1 == 0.9f && d->beta2 == 0.99f && d->qblock == 256 && d->min_8bit_size == 4096, NULL,
+               "lion8bit defaults: lr 1e-3 (lion's swept default), betas (0.9, 0.99), qblock 256, min_8bit_size 4096");
 }
 
 // sgdm8bit refuses what bitsandbytes' kernels cannot do: momentum 0 and Nesterov. user_error exits 2

@@ -132,7 +132,7 @@ void run_check_resume(const CkptHeader* h, const CkptHeader* mine, const char* p
         return;
     }
     struct { const char* flag; double old, now; int is_lr; } f[] = {
-        { "-b", h->run_B, mine->run_B, 0 }, { "-t", h->run_T, mine->run_T, 0 },
+        { "-b x ranks", h->run_B, mine->run_B, 0 }, { "-t", h->run_T, mine->run_T, 0 },
         { "-d", h->run_total_batch, mine->run_total_batch, 0 }, { "-seed", (double)h->seed, (double)mine->seed, 0 },
         { "-sr", h->run_sr, mine->run_sr, 0 }, { "-l", h->run_lr, mine->run_lr, 1 },
     };
@@ -528,6 +528,7 @@ static void resume(Run* r) {
     if (ckpt_read_header(chosen, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
     model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
     run_ckpt_header(&mine, &r->stats, &r->a, 0, 0); // this run's flags, compared with the checkpoint's
+    mine.run_B *= r->world; // the global micro-batch: 1 rank of -b 6 resumes 2 ranks of -b 3 and back
     run_check_resume(&h, &mine, chosen, r->a.steps);
     int nb = gather_blobs(r, blobs);
     if (ckpt_load(chosen, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
@@ -602,6 +603,7 @@ static int save_checkpoint(Run* r, int step) {
     CkptBlob blobs[CKPT_MAX_BLOBS];
     model_checkpoint_header(&h, r->layout, r->a.precision, r->opt->name);
     run_ckpt_header(&h, &r->stats, &r->a, step, dataloader_position(&r->data.train));
+    h.run_B *= r->world; // recorded as the global micro-batch (-b x ranks)
     int nb = gather_blobs(r, blobs);
     if (r->ops.ckpt_to_host) r->ops.ckpt_to_host(r->ops.model, blobs, nb);
     const float* w = (const float*)blobs[0].data; // "weights fp32"

@@ -111,6 +111,6 @@ ver=$(od -An -td4 -j8 -N4 "$TMP/ck/checkpoint.bin" | tr -d ' ')
 # other flags than the checkpoint was written with: refused, naming each
 if wired "run_ckpt_header(&mine"; then
     fresh
-    expect_exit "resume: other -b is refused, naming old and new" 2 "-b 2 \(now 4\).*pass the same flags" -- $TRAIN -model 2:32:2 -b 4 -t 16 -v 0 -gen 0 -x 6 -o "$TMP/ck" -y 1
+    expect_exit "resume: other -b is refused, naming old and new" 2 "-b x ranks 2 \(now 4\).*pass the same flags" -- $TRAIN -model 2:32:2 -b 4 -t 16 -v 0 -gen 0 -x 6 -o "$TMP/ck" -y 1
     expect_exit "resume: other -seed and -sr are refused, naming both" 2 "-seed 1337 \(now 7\), -sr 0 \(now 1\)" -- $TRAIN $SMALL -x 6 -seed 7 -sr 1 -o "$TMP/ck" -y 1
 else skip "resume: other -b is refused" "run_ckpt_header(&mine, ...)"; fi
