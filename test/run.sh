@@ -5,29 +5,7 @@
 # reporting a FAIL line counts as one failure, so a crash can never pass silently.
 set -u
 cd "$(dirname "$0")/.."
-passed=0
-failed=0
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-
-run_one() {
-    local name=$1; shift
-    local start=$SECONDS
-    "$@" >"$log" 2>&1
-    local rc=$?
-    local p f
-    p=$(grep -c '^PASS ' "$log")
-    f=$(grep -c '^FAIL ' "$log")
-    grep -E '^(FAIL )' "$log"
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-        echo "FAIL $name: exited with status $rc without reporting a failure; last lines:"
-        tail -n 5 "$log" | sed 's/^/    /'
-        f=1
-    fi
-    passed=$((passed + p))
-    failed=$((failed + f))
-    printf '%-28s %4d passed, %d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
-}
+. test/runner.sh
 
 # the C tests (test/test_*.c); CUDA tests (test/*.cu) need a GPU and run from scripts/gpu_check.sh
 for src in test/test_*.c; do

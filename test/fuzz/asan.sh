@@ -9,28 +9,11 @@ cd "$(dirname "$0")/../.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 FUZZ_ITERS=${FUZZ_ITERS:-3000}
-passed=0
-failed=0
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-
-run_one() {
-    local name=$1; shift
-    local start=$SECONDS
-    "$@" >"$log" 2>&1
-    local rc=$?
-    local p f
-    p=$(grep -c '^PASS ' "$log")
-    f=$(grep -c '^FAIL ' "$log")
-    grep -E '^FAIL ' "$log"
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-        echo "FAIL $name: exited with status $rc without reporting a failure (a sanitizer finding?); the report:"
-        grep -E -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:|fuzz oracle failed|fuzz_cli: child' "$log" | head -n 40 | sed 's/^/    /'
-        f=1
-    fi
-    passed=$((passed + p))
-    failed=$((failed + f))
-    printf '%-28s %4d passed, %d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
+. test/runner.sh
+# a sanitizer finding: show its report, not just the last lines
+crash_report() {
+    echo "(a sanitizer finding?) the report:"
+    grep -E -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:|fuzz oracle failed|fuzz_cli: child' "$log" | head -n 40 | sed 's/^/    /'
 }
 
 for t in test/bin-asan/test_*; do
