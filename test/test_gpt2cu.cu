@@ -760,7 +760,8 @@ static void check_nccl(int ndev) {
     write_synthetic_shard(shard);
     const int N = 8;
     char common[512];
-    snprintf(common, sizeof(common), "-model 2:128:2 -b 4 -t 64 -x 8 -l 1e-3 -v 0 -m 2 -gen 0 -seed 7 -i %s", shard);
+    // a small model (3.4M parameters, 14 bytes each in a checkpoint with adamw): 16 runs write checkpoints
+    snprintf(common, sizeof(common), "-model 2:64:2 -b 4 -t 64 -x 8 -l 1e-3 -v 0 -m 2 -gen 0 -seed 7 -i %s", shard);
     // name, flags of the reference run, flags of the run through the collectives
     struct { const char* name; const char* ref; const char* run; } c[] = {
         { "adamw_force", "-opt adamw", "-opt adamw -dist-force 1" },
@@ -769,13 +770,16 @@ static void check_nccl(int ndev) {
         { "came_zero", "-opt came", "-opt came -dist-force 1 -zero 1" },
         { "fp32_zero", "-opt adamw -precision fp32", "-opt adamw -precision fp32 -dist-force 1 -zero 1" },
         { "accum_force", "-opt adamw -d 512", "-opt adamw -d 512 -dist-force 1" },
+        // the bf16 all-reduce in chunks of 100003 elements (a prime: 34 chunks, a short last one)
+        { "chunks_zero", "-opt adamw", "-opt adamw -dist-force 1 -zero 1" },
     };
     const int nc = (int)(sizeof(c) / sizeof(c[0]));
     double lref[N + 1], lrun[N + 1];
     for (int k = 0; k < nc; k++) {
         snprintf(cmd, sizeof(cmd), "./train_gpu %s %s -o %s/ref_%s > %s/ref_%s.txt 2>&1", common, c[k].ref, dir, c[k].name, dir, c[k].name);
         int r1 = run_cmd(cmd);
-        snprintf(cmd, sizeof(cmd), "./train_gpu %s %s -o %s/run_%s > %s/run_%s.txt 2>&1", common, c[k].run, dir, c[k].name, dir, c[k].name);
+        snprintf(cmd, sizeof(cmd), "%s./train_gpu %s %s -o %s/run_%s > %s/run_%s.txt 2>&1", strcmp(c[k].name, "chunks_zero") ? "" :
+                 "TRAIN_ALLREDUCE_CHUNK=100003 ", common, c[k].run, dir, c[k].name, dir, c[k].name);
         int r2 = run_cmd(cmd);
         snprintf(a, sizeof(a), "%s/ref_%s", dir, c[k].name);
         snprintf(b, sizeof(b), "%s/run_%s", dir, c[k].name);

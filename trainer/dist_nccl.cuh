@@ -87,9 +87,14 @@ static int gpu_dist_device(const GpuDist* d, int ndev) {
 
 // The all-reduce buffer through the ledger (a dry ledger records it only): bf16 gradients of
 // num_params elements need min(num_params, GPU_DIST_CHUNK) fp32 elements.
+// TRAIN_ALLREDUCE_CHUNK=N (elements) replaces the chunk size: test_gpt2cu sets a small one so that a
+// small model goes through several chunks and a short last one.
 static void gpu_dist_alloc(GpuDist* d, size_t num_params, int bf16_grads, Ledger* led) {
     if (!d->on || !bf16_grads) return;
-    d->chunk = num_params < GPU_DIST_CHUNK ? num_params : GPU_DIST_CHUNK;
+    size_t chunk = GPU_DIST_CHUNK;
+    const char* env = getenv("TRAIN_ALLREDUCE_CHUNK");
+    if (env && atol(env) > 0) chunk = (size_t)atol(env);
+    d->chunk = num_params < chunk ? num_params : chunk;
     d->wide = (float*)dev_alloc(led, MEM_WORKSPACE, "grad all-reduce (fp32)", d->chunk * sizeof(float));
 }
 

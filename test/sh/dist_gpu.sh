@@ -47,6 +47,10 @@ if [ $nccl = 1 ]; then
     grep -Eq "grad all-reduce \(fp32\) +\| +$((4 * P)) " "$TMP/gpu.txt" \
         && pass "gpu 2 ranks bf16: the fp32 all-reduce buffer is in the ledger ($((4 * P)) bytes, 4 per parameter)" \
         || fail "gpu all-reduce buffer in the ledger" "$(grep -i 'all-reduce' "$TMP/gpu.txt")"
+    TRAIN_ALLREDUCE_CHUNK=100003 $GPU $SMALL -opt adamw -dist-force 1 >"$TMP/chunk.txt" 2>&1
+    grep -Eq "grad all-reduce \(fp32\) +\| +400012 " "$TMP/chunk.txt" \
+        && pass "gpu -dist-force 1: the all-reduce buffer is one chunk (TRAIN_ALLREDUCE_CHUNK=100003: 400012 bytes)" \
+        || fail "gpu all-reduce chunk" "$(grep -i 'all-reduce' "$TMP/chunk.txt")"
     $GPU $SMALL -opt adamw >"$TMP/one.txt" 2>&1
     $GPU $SMALL -opt adamw -precision fp32 -dist-force 1 >"$TMP/fp32.txt" 2>&1
     ! grep -q "all-reduce" "$TMP/one.txt" && ! grep -q "all-reduce" "$TMP/fp32.txt" \
