@@ -120,6 +120,22 @@ GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/de
 GPU_ARCH ?= $(if $(GPU_CC),sm_$(GPU_CC),sm_90)
 NVCCFLAGS ?= -O3 -arch=$(GPU_ARCH) -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
 NVCCLIBS = -lcublasLt -lcublas -lm $(MPI_LIBS)
+# NCCL (the CUDA trainer's data parallelism, trainer/dist_nccl.cuh) when nccl.h and libnccl are found: in
+# the CUDA toolkit next to nvcc, or in the system's include and library folders (NCCL=0 turns it off,
+# NCCL_HOME=DIR points at another install with include/ and lib/ or lib64/). Without it train_gpu runs one
+# rank and refuses more, naming what to install. mpirun starts the ranks, so MPI (above) comes with it.
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NCCL_HOME ?= $(CUDA_HOME)
+ifndef NCCL
+NCCL_INC := $(firstword $(foreach d,$(NCCL_HOME)/include /usr/include /usr/local/include,$(if $(wildcard $(d)/nccl.h),$(d))))
+NCCL_LIB := $(firstword $(foreach d,$(NCCL_HOME)/lib64 $(NCCL_HOME)/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/lib,$(if $(wildcard $(d)/libnccl.so),$(d))))
+NCCL := $(if $(and $(NCCL_INC),$(NCCL_LIB)),1,0)
+endif
+ifeq ($(NCCL),1)
+# (no -I for the system's own folders: it would reorder the C++ headers' #include_next)
+NVCCFLAGS += -DUSE_NCCL $(if $(filter-out /usr/include /usr/local/include,$(NCCL_INC)),-I$(NCCL_INC))
+NVCCLIBS += $(if $(NCCL_LIB),-L$(NCCL_LIB) -Xlinker -rpath=$(NCCL_LIB)) -lnccl
+endif
 ifeq ($(HAS_OMP),1)
 NVCCLIBS += -Xcompiler -fopenmp
 endif

@@ -9,6 +9,12 @@
 //   4. the model as the shared run loop (trainer/run.c) sees it: checkpoint blobs, init, loss, sampling
 //   5. the device, the step (train_step, timed per phase with cudaEvents), main: train_gpt2.c's shape
 //
+// Data parallel (mpirun -np N ./train_gpu, one GPU per rank): the run loop, each rank's rows of the
+// global batch, the ZeRO-1 plan and the checkpoints are the CPU trainer's code (trainer/run.c,
+// trainer/zero.c); the GPU side adds the NCCL collectives (trainer/dist_nccl.cuh: the gradients averaged
+// after backward, the weights all-gathered after a -zero 1 step) and the GpuOpt over this rank's slices
+// (trainer/zero_gpu.cuh). -dist-force 1 runs that path at one rank.
+//
 // Mixed precision (-precision bf16, the default): parameters, gradients and activations are bf16 on the
 // device; LayerNorm statistics, softmax statistics and losses are fp32; the optimizer (one fused launch,
 // optim/optim.cuh) updates the fp32 master and writes the bf16 copy (round to nearest, or stochastic
@@ -46,6 +52,8 @@
 #include "cuda/attention.cuh"
 #include "cuda/classifier.cuh"
 #include "optim/optim.cuh"
+#include "trainer/dist_nccl.cuh"
+#include "trainer/zero_gpu.cuh"
 
 // ------------------------------------------------------------------------------------------------
 // 1. configuration and parameter layout (trainer/model.c, shared with train_gpt2.c)
@@ -386,7 +394,9 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
 }
 
 // The state layout is trainer/model.c's (the CPU's); optim/optim.cuh turns it into device buffers.
-static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
+// With -zero 1 (zero != NULL) the GpuOpt runs over this rank's slices only (trainer/zero_gpu.cuh).
+static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, GpuZero* zero, Ledger* led) {
+    if (zero) { gpu_zero_setup(zero, o, &m->layout, opt, h, dist_world(), dist_rank(), led); return; }
     int n = m->layout.num_tensors;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
     size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
@@ -396,11 +406,17 @@ static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptH
     free(offs);
 }
 
-static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float clip_scale) {
-    if (m->precision == PRECISION_BF16)
+// One optimizer step; with -zero 1 over this rank's slices (a rank may hold none), then every rank's
+// range of the weights the forward reads (the bf16 copy, or the fp32 parameters) all-gathered.
+static void optimizer_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, int step, float lr_scale, float clip_scale) {
+    if (o->ntensors == 0) {
+        // nothing of this rank's to update
+    } else if (m->precision == PRECISION_BF16) {
         gpu_opt_step<bf16d>(o, m->master, (const bf16d*)m->grads, (bf16d*)m->params, step, lr_scale, clip_scale);
-    else
+    } else {
         gpu_opt_step<float>(o, m->master, (const float*)m->grads, (bf16d*)NULL, step, lr_scale, clip_scale);
+    }
+    if (zero) gpu_zero_allgather(zero, d, m->params, m->elt);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -409,29 +425,53 @@ static void optimizer_step(GPT2* m, GpuOpt* o, int step, float lr_scale, float c
 typedef struct {
     GPT2* m;
     GpuOpt* o;
-    void* dev[CKPT_MAX_BLOBS];  // the device buffers behind the checkpoint's host staging blobs
+    GpuZero* zero;              // -zero 1: this rank's plan and the checkpoint staging, else NULL
+    GpuDist* dist;
+    void* dev[CKPT_MAX_BLOBS];  // the device buffers behind the checkpoint's host staging blobs (NULL: a
+                                // host-only blob, the unsharded state that -zero 1 assembles)
 } Trainer;
 
 // The checkpoint's blobs, named and ordered by trainer/model.c as on the CPU: "weights fp32", "weights
 // bf16" (bf16 mode), then every "opt: NAME" state buffer, as host staging buffers of the device ones.
+// With -zero 1 the state blobs are the unsharded layout's host buffers (trainer/zero_gpu.cuh), so the
+// file is the one any world size writes.
 static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
     Trainer* t = (Trainer*)vt;
-    int n = model_checkpoint_blobs(blobs, &t->m->layout, &t->o->layout, t->m->precision, t->m->master, t->m->params, t->o->buf);
+    int n, nweights = t->m->precision == PRECISION_BF16 ? 2 : 1; // model_checkpoint_blobs puts the weights first
+    if (t->zero) {
+        gpu_zero_stage_alloc(t->zero);
+        n = model_checkpoint_blobs(blobs, &t->m->layout, &t->zero->plan.full, t->m->precision, t->m->master, t->m->params, t->zero->full);
+    } else {
+        n = model_checkpoint_blobs(blobs, &t->m->layout, &t->o->layout, t->m->precision, t->m->master, t->m->params, t->o->buf);
+    }
     for (int i = 0; i < n; i++) {
+        t->dev[i] = NULL;
+        if (t->zero && i >= nweights) continue;
         t->dev[i] = blobs[i].data;
         blobs[i].data = xmalloc(blobs[i].bytes);
     }
     return n;
 }
+// Collective with -zero 1 or more than one rank: every rank calls it for the same checkpoint.
 static void ops_ckpt_to_host(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
-    for (int i = 0; i < n; i++) CUDA_CHECK(cudaMemcpy(blobs[i].data, t->dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
+    // -zero 1, bf16 mode: each rank's range of the fp32 master is current only on that rank
+    if (t->zero && t->m->precision == PRECISION_BF16) gpu_zero_allgather(t->zero, t->dist, t->m->master, sizeof(float));
+    for (int i = 0; i < n; i++)
+        if (t->dev[i]) CUDA_CHECK(cudaMemcpy(blobs[i].data, t->dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
+    if (t->zero) gpu_zero_stage_out(t->zero, t->o);
 }
 static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
-    for (int i = 0; i < n; i++) CUDA_CHECK(cudaMemcpy(t->dev[i], blobs[i].data, blobs[i].bytes, cudaMemcpyHostToDevice));
+    for (int i = 0; i < n; i++)
+        if (t->dev[i]) CUDA_CHECK(cudaMemcpy(t->dev[i], blobs[i].data, blobs[i].bytes, cudaMemcpyHostToDevice));
+    if (t->zero) gpu_zero_stage_in(t->zero, t->o);
 }
-static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) { for (int i = 0; i < n; i++) free(blobs[i].data); }
+static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) {
+    Trainer* t = (Trainer*)vt;
+    for (int i = 0; i < n; i++) if (t->dev[i]) free(blobs[i].data);
+    if (t->zero) gpu_zero_stage_free(t->zero);
+}
 
 static void ops_init(void* vt, uint64_t seed) { gpt2_init(((Trainer*)vt)->m, seed); }
 static void ops_set_weights(void* vt, const float* w) { gpt2_upload_params(((Trainer*)vt)->m, w); }
@@ -487,13 +527,15 @@ static void oom_exit(const char* what) {
 // Which optimizers this trainer runs (the -opt list column; others are refused at start).
 static int has_kernel(const Optimizer* o) { return optim_has_cuda(o); }
 
-// The CUDA device, with a clean message when there is none.
-static cudaDeviceProp device_setup(void) {
+// The CUDA device, with a clean message when there is none: GPU 0, or with collectives on this rank's
+// own GPU (its local rank; a node with fewer GPUs than ranks is refused).
+static cudaDeviceProp device_setup(const GpuDist* d, int* dev) {
     cudaDeviceProp prop;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) user_error("no CUDA GPU found; use ./train_cpu (or `make train GPU=0`)");
-    CUDA_CHECK(cudaSetDevice(0));
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    *dev = gpu_dist_device(d, ndev);
+    CUDA_CHECK(cudaSetDevice(*dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, *dev));
     return prop;
 }
 
@@ -536,13 +578,16 @@ typedef struct { float loss, norm; int skipped; } StepResult;
 // Forward and backward over -d tokens (accum micro-steps), the global gradient norm, clipping, one
 // optimizer step, with events between the phases. Synchronizes at the end: an asynchronous kernel
 // fault surfaces at this step.
-static StepResult train_step(GPT2* m, GpuOpt* o, Run* r, int opt_t, float lr_scale, StepTimer* tm) {
+// Data parallel: each rank trains on its rows of the global micro-batch (run_next_batch); after the last
+// backward the gradients are averaged over the ranks (NCCL, fp32 sums) and the loss over MPI, so every
+// rank computes the same norm, clip factor and skip decision from the same averaged gradient.
+static StepResult train_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run* r, int opt_t, float lr_scale, StepTimer* tm) {
     const Args* a = &r->a;
     StepResult res = { 0.0f, 0.0f, 0 };
     zero_grads(m);
     CUDA_CHECK(cudaEventRecord(tm->ev[0]));
     for (int micro = 0; micro < r->accum; micro++) {
-        dataloader_next(&r->data.train, m->inputs, m->targets);
+        run_next_batch(r, m->inputs, m->targets);
         gpt2_forward(m, a->B, a->T, 1, 1.0f / r->accum);
         CUDA_CHECK(cudaEventRecord(tm->ev[1 + 2 * micro]));
         if (micro == r->accum - 1) timer_peak(tm);
@@ -550,12 +595,14 @@ static StepResult train_step(GPT2* m, GpuOpt* o, Run* r, int opt_t, float lr_sca
         gpt2_backward(m, a->B, a->T);
         CUDA_CHECK(cudaEventRecord(tm->ev[2 + 2 * micro]));
     }
+    gpu_dist_average_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16);
+    if (d->on) dist_allreduce_f32(&res.loss, 1, 1.0f / d->world); // the mean of the ranks' means: the global batch's
     timer_peak(tm);
     res.norm = (float)sqrt(grad_sumsq(m));
     if (!isfinite(res.loss) || !isfinite(res.norm)) res.skipped = 1;
     else {
         float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
-        optimizer_step(m, o, opt_t, lr_scale, clip_scale);
+        optimizer_step(m, o, zero, d, opt_t, lr_scale, clip_scale);
     }
     CUDA_CHECK(cudaEventRecord(tm->ev[tm->nev - 1]));
     CUDA_CHECK(cudaEventSynchronize(tm->ev[tm->nev - 1]));
@@ -581,31 +628,62 @@ int main(int argc, char** argv) {
         user_error("-model %s has head size %d; the CUDA attention kernels take 8, 16, 32, 64 or 128 (C / heads)", run.a.model,
                    run.cfg.channels / run.cfg.num_heads);
     const Args* a = &run.a;
+    GpuDist dist;
+    gpu_dist_init(&dist, a->dist_force); // refuses several ranks in a build without NCCL
 
     // ---- device, model and optimizer state, everything through the ledger
     g_oom_ledger = &run.led;
     g_cuda_oom_hook = oom_exit;
     cudaDeviceProp prop;
     memset(&prop, 0, sizeof(prop));
-    if (!a->memory_only) prop = device_setup();
+    int dev = 0;
+    if (!a->memory_only) prop = device_setup(&dist, &dev);
     GPT2 model;
     gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led);
     g_oom_num_params = model.layout.num_params;
     matmul_setup(&run.led);
+    gpu_dist_alloc(&dist, model.layout.num_params, a->precision == PRECISION_BF16, &run.led);
     GpuOpt orun;
-    optimizer_setup(&orun, &model, run.opt, &run.hyper, &run.led);
+    GpuZero zero;
+    GpuZero* zp = a->zero ? &zero : NULL;
+    optimizer_setup(&orun, &model, run.opt, &run.hyper, zp, &run.led);
     orun.stochastic_rounding = a->sr;
     orun.seed = a->seed;
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
                   a->recompute ? ", recompute GELU (-r 1)" : "");
-    if (run_memory_only(&run, " on the GPU")) { state_layout_free(&orun.layout); gpt2_free_host(&model); return 0; }
+    if (zp) {
+        // every rank's share, on its own stderr (stdout is rank 0's), as the CPU trainer prints it
+        const ZeroPlan* z = &zp->plan;
+        size_t most = 0;
+        for (int q = 0; q < z->world; q++) if (z->layouts[q].total_bytes > most) most = z->layouts[q].total_bytes;
+        fprintf(stderr, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, optimizer state %zu bytes of %zu (largest rank %zu)\n",
+                run.rank, run.world, z->bound[run.rank], z->bound[run.rank + 1], z->bound[run.rank + 1] - z->bound[run.rank],
+                model.layout.num_params, orun.layout.total_bytes, z->full.total_bytes, most);
+    }
+    if (run_memory_only(&run, " on the GPU")) {
+        state_layout_free(&orun.layout);
+        if (zp) gpu_zero_free(zp);
+        gpt2_free_host(&model);
+        return 0;
+    }
+    gpu_dist_connect(&dist);
+    if (dist.on)
+        printf("collectives: NCCL over %d rank%s%s, one GPU each (rank 0 on GPU %d); gradients averaged as fp32 sums%s\n",
+               dist.world, dist.world > 1 ? "s" : "", dist.world == 1 ? " (forced by -dist-force 1)" : "", dev,
+               zp ? "; the weights all-gathered after each -zero 1 step" : "");
 
     // ---- data, init or resume, log
-    Trainer tr = { &model, &orun, {0} };
+    Trainer tr = { &model, &orun, zp, &dist, {0} };
     ModelOps ops = { &tr, ops_ckpt_blobs, ops_ckpt_to_host, ops_ckpt_from_host, ops_ckpt_release, ops_init, ops_set_weights,
                      ops_loss, ops_next_token_probs };
     run.device = prop.name;
-    if (run_start(&run, &ops)) { rc = run_finish(&run, RUN_STOP, "", 0.0, ""); dev_free_all(); gpt2_free_host(&model); return rc; }
+    if (run_start(&run, &ops)) {
+        rc = run_finish(&run, RUN_STOP, "", 0.0, "");
+        gpu_dist_free(&dist);
+        dev_free_all();
+        gpt2_free_host(&model);
+        return rc;
+    }
     StepTimer tm;
     timer_init(&tm, run.accum);
     printf("device: %s, %d SMs, %.2f GiB; in use after setup %.2f MiB (total - free, includes the CUDA context)\n", prop.name,
@@ -618,7 +696,7 @@ int main(int argc, char** argv) {
     for (int step = run.start_step + 1; step <= a->steps; step++) {
         double t0 = now_seconds();
         float lr_scale = run_lr_scale(&run, step);
-        StepResult s = train_step(&model, &orun, &run, run_opt_step(&run, step), lr_scale, &tm);
+        StepResult s = train_step(&model, &orun, zp, &dist, &run, run_opt_step(&run, step), lr_scale, &tm);
         double dt = now_seconds() - t0;
         if (step > run.start_step + 1 || a->steps == run.start_step + 1) timer_add(&tm);
         char mfu[32] = "";
@@ -634,7 +712,8 @@ int main(int argc, char** argv) {
     if (nonfinite) n += snprintf(mem + n, sizeof(mem) - n, "note: the optimizer saw %ld non-finite gradient elements\n", nonfinite);
     if (ts > 0)
         n += snprintf(mem + n, sizeof(mem) - n, "gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, "
-                      "optimizer %.2f ms (incl. norm)\n", ts, tm.fwd_ms / ts, tm.bwd_ms / ts, tm.opt_ms / ts);
+                      "optimizer %.2f ms (incl. norm%s)\n", ts, tm.fwd_ms / ts, tm.bwd_ms / ts, tm.opt_ms / ts,
+                      !dist.on ? "" : zp ? ", gradient all-reduce, weight all-gather" : ", gradient all-reduce");
     snprintf(mem + n, sizeof(mem) - n, "memory: ledger peak %.2f MiB (cuBLASLt workspace %.2f MiB), device peak %.2f MiB (total - free, "
              "incl. CUDA context), process peak RSS %.2f MiB\n", run.led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0,
              tm.dev_peak / 1048576.0, process_peak_rss() / 1048576.0);
@@ -643,8 +722,10 @@ int main(int argc, char** argv) {
              ts ? tm.fwd_ms / ts : 0.0, ts ? tm.bwd_ms / ts : 0.0, ts ? tm.opt_ms / ts : 0.0);
     rc = run_finish(&run, rc, mem, tm.dev_peak / 1048576.0, extra);
     timer_free(&tm);
+    gpu_dist_free(&dist);
     dev_free_all();
     state_layout_free(&orun.layout);
+    if (zp) gpu_zero_free(zp);
     gpt2_free_host(&model);
     return rc;
 }

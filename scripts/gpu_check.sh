@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh: everything that needs a GPU, in one call, for a machine with no network:
 #   1. build the CPU and CUDA trainers, the CPU tests and test/bin/test_gpt2cu (nvcc -arch=sm_90)
-#   2. run test_gpt2cu (model vs PyTorch vectors, optimizer kernels vs CPU, 20 steps GPU vs CPU, checkpoints)
+#   2. run test_gpt2cu (model vs PyTorch vectors, optimizer kernels vs CPU, 20 steps GPU vs CPU, checkpoints,
+#      the NCCL / -zero 1 path at one rank vs the plain run: its own row)
 #   3. run the CPU tests (test/bin/test_* except test_gpt2cu, and test/sh/*.sh)
 #   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw) and scripts/bench_optim.sh (the
 #      optimizer step alone, every optimizer with CUDA kernels, d12)
@@ -45,6 +46,15 @@ rc=$?
 p=$(grep -c '^PASS ' "$OUT/test_gpt2cu.log"); f=$(grep -c '^FAIL ' "$OUT/test_gpt2cu.log")
 [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
 row test_gpt2cu "$p passed, $f failed" "exit $rc, $((SECONDS - start)) s (test_gpt2cu.log)"
+
+# 2b. the data-parallel path at one rank: test_gpt2cu's "nccl" checks (-dist-force 1, with and without
+#     -zero 1, and `mpirun -np 1 --allow-run-as-root` when Open MPI is installed, against the plain run:
+#     bit-identical losses and checkpoints expected). No multi-GPU machine: this is all that runs of NCCL.
+np=$(grep -c '^PASS nccl' "$OUT/test_gpt2cu.log"); nf=$(grep -c '^FAIL nccl' "$OUT/test_gpt2cu.log")
+nb=$(ldd ./train_gpu 2>/dev/null | grep -q libnccl && echo "built with NCCL" || echo "built WITHOUT NCCL (no nccl.h/libnccl)")
+if grep -q '^SKIP nccl mpirun' "$OUT/test_gpt2cu.log"; then nm="SKIP: no mpirun (the NCCL path ran only through -dist-force 1)"
+else nm="mpirun -np 1 included"; fi
+row "nccl, 1 rank" "$np passed, $nf failed" "$nb; $nm (test_gpt2cu.log)"
 
 # 3. the CPU tests (the same counting as test/run.sh)
 start=$SECONDS

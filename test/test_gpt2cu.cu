@@ -25,6 +25,8 @@
 //     Then lion, adamw8bit, paged_adamw8bit, adafactor and came: 20 bf16 steps each, GPU vs CPU within 0.15.
 //  5. Checkpoint at step 10 on the GPU (-stop 10), resumed on the GPU (losses of steps 11..20 bit-identical
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
+//  6. The data-parallel path (NCCL, -zero 1) at one rank, forced by -dist-force 1, against the plain run:
+//     losses and checkpoints bit-identical; through mpirun when present (see check_nccl).
 #define TESTING
 #include "../train_gpt2.cu"
 #include "test.h"
@@ -704,6 +706,156 @@ static void check_trainers(void) {
     printf("# trainer logs kept in %s\n", dir);
 }
 
+// ---- 6: the data-parallel path at one rank (trainer/dist_nccl.cuh, trainer/zero_gpu.cuh) ----------
+// No multi-GPU machine is available to this project, so the NCCL code runs at one rank, forced by
+// -dist-force 1, against the plain run: per-step losses and the final checkpoint files must be
+// bit-identical. At one rank the all-reduce is the identity (bf16 -> fp32 is exact, a sum over one rank
+// is the value, the scale is 1, rounding back gives the same bf16 bits); -zero 1 at one rank gives rank
+// 0 every tensor whole (the GpuOpt over its slices is the plain one, same offsets) and the all-gather
+// broadcasts rank 0's range onto itself; the checkpoint goes through zero_gather_state. Any difference
+// is a bug in that path. With mpirun: the same through `mpirun -np 1`, and on a one-GPU machine
+// `mpirun -np 2` must refuse ("NCCL without a GPU per rank") instead of hanging; with two or more GPUs,
+// 2 ranks x -b 2 against 1 rank x -b 4 (bf16: each rank's gradient is rounded to bf16 before the fp32
+// sum, so only the rounding differs: within 0.05 over 8 steps; never measured, no such machine yet).
+static int files_equal(const char* a, const char* b) {
+    FILE* fa = fopen(a, "rb");
+    FILE* fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static int file_has(const char* path, const char* text) {
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "grep -qF -- '%s' %s", text, path);
+    return system(cmd) == 0;
+}
+
+// Which piece of a tensor each optimizer's kernels can update (trainer/zero_gpu.cuh): the units
+// test_dist_gpu.c assumes when it checks the plans.
+static void check_zero_units(void) {
+    const char* el[5] = { "sgd", "sgdm", "adam", "adamw", "lion" };
+    const char* qb[3] = { "adam8bit", "adamw8bit", "paged_adamw8bit" };
+    const char* wh[2] = { "adafactor", "came" };
+    int ok = 1;
+    for (int i = 0; i < 5; i++) ok &= zero_gpu_unit(optim_find(el[i])) == ZERO_GPU_ELEMENTS;
+    for (int i = 0; i < 3; i++) ok &= zero_gpu_unit(optim_find(qb[i])) == ZERO_GPU_QBLOCKS;
+    for (int i = 0; i < 2; i++) ok &= zero_gpu_unit(optim_find(wh[i])) == ZERO_GPU_WHOLE;
+    test_check(ok, "a kernel family mapped to the wrong shard unit",
+               "nccl: -zero 1 units: element-wise kernels take element ranges, 8-bit whole blocks, factored whole tensors");
+}
+
+static void check_nccl(int ndev) {
+    char tmpl[] = "/tmp/test_nccl_XXXXXX";
+    char* dir = mkdtemp(tmpl);
+    CHECK(dir);
+    char shard[256], cmd[2048], why[1024], a[600], b[600];
+    snprintf(shard, sizeof(shard), "%s/synthetic.bin", dir);
+    write_synthetic_shard(shard);
+    const int N = 8;
+    char common[512];
+    // a small model (3.4M parameters, 14 bytes each in a checkpoint with adamw): 16 runs write checkpoints
+    snprintf(common, sizeof(common), "-model 2:64:2 -b 4 -t 64 -x 8 -l 1e-3 -v 0 -m 2 -gen 0 -seed 7 -i %s", shard);
+    // name, flags of the reference run, flags of the run through the collectives
+    struct { const char* name; const char* ref; const char* run; } c[] = {
+        { "adamw_force", "-opt adamw", "-opt adamw -dist-force 1" },
+        { "adamw_zero", "-opt adamw", "-opt adamw -dist-force 1 -zero 1" },
+        { "adamw8bit_zero", "-opt adamw8bit", "-opt adamw8bit -dist-force 1 -zero 1" },
+        { "came_zero", "-opt came", "-opt came -dist-force 1 -zero 1" },
+        { "fp32_zero", "-opt adamw -precision fp32", "-opt adamw -precision fp32 -dist-force 1 -zero 1" },
+        { "accum_force", "-opt adamw -d 512", "-opt adamw -d 512 -dist-force 1" },
+        // the bf16 all-reduce in chunks of 100003 elements (a prime: 34 chunks, a short last one)
+        { "chunks_zero", "-opt adamw", "-opt adamw -dist-force 1 -zero 1" },
+    };
+    const int nc = (int)(sizeof(c) / sizeof(c[0]));
+    double lref[N + 1], lrun[N + 1];
+    for (int k = 0; k < nc; k++) {
+        snprintf(cmd, sizeof(cmd), "./train_gpu %s %s -o %s/ref_%s > %s/ref_%s.txt 2>&1", common, c[k].ref, dir, c[k].name, dir, c[k].name);
+        int r1 = run_cmd(cmd);
+        snprintf(cmd, sizeof(cmd), "%s./train_gpu %s %s -o %s/run_%s > %s/run_%s.txt 2>&1", strcmp(c[k].name, "chunks_zero") ? "" :
+                 "TRAIN_ALLREDUCE_CHUNK=100003 ", common, c[k].run, dir, c[k].name, dir, c[k].name);
+        int r2 = run_cmd(cmd);
+        snprintf(a, sizeof(a), "%s/ref_%s", dir, c[k].name);
+        snprintf(b, sizeof(b), "%s/run_%s", dir, c[k].name);
+        int n1 = read_losses(a, lref, N), n2 = read_losses(b, lrun, N);
+        snprintf(why, sizeof(why), "exit codes %d %d, %d and %d step lines (logs in %s)", r1, r2, n1, n2, dir);
+        int ran = r1 == 0 && r2 == 0 && n1 == N && n2 == N;
+        test_check(ran, why, "nccl %s: both runs ran", c[k].name);
+        if (!ran) continue;
+        int same = 1, at = 0;
+        for (int s = 1; s <= N && same; s++) if (lref[s] != lrun[s]) { same = 0; at = s; }
+        snprintf(why, sizeof(why), "step %d: plain %.9g, through NCCL %.9g", at, at ? lref[at] : 0.0, at ? lrun[at] : 0.0);
+        test_check(same, why, "nccl %s (%s): losses bit-identical to the plain run at one rank", c[k].name, c[k].run);
+        char ca[700], cb[700];
+        snprintf(ca, sizeof(ca), "%s/checkpoint.bin", a);
+        snprintf(cb, sizeof(cb), "%s/checkpoint.bin", b);
+        test_check(files_equal(ca, cb), "the checkpoint files differ", "nccl %s: final checkpoint byte-identical to the plain run's", c[k].name);
+        snprintf(ca, sizeof(ca), "%s/run_%s.txt", dir, c[k].name);
+        int says = file_has(ca, "collectives: NCCL over 1 rank (forced by -dist-force 1)") &&
+                   (strstr(c[k].run, "fp32") || file_has(ca, "grad all-reduce (fp32)"));
+        test_check(says, "no 'collectives: NCCL' line or no all-reduce buffer in the ledger", "nccl %s: ran through NCCL (its line, its ledger buffer)", c[k].name);
+    }
+    // a -zero 1 checkpoint (through the gather) resumed by a plain run, and a plain one by -zero 1
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt adamw -dist-force 1 -zero 1 -stop 4 -o %s/rz > %s/rz1.txt 2>&1 && "
+             "./train_gpu %s -opt adamw -y 1 -o %s/rz > %s/rz2.txt 2>&1", common, dir, dir, common, dir, dir);
+    int rr = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt adamw -stop 4 -o %s/rp > %s/rp1.txt 2>&1 && "
+             "./train_gpu %s -opt adamw -dist-force 1 -zero 1 -y 1 -o %s/rp > %s/rp2.txt 2>&1", common, dir, dir, common, dir, dir);
+    int rp = run_cmd(cmd);
+    snprintf(a, sizeof(a), "%s/ref_adamw_force", dir);
+    int nref = read_losses(a, lref, N);
+    for (int k = 0; k < 2; k++) {
+        snprintf(b, sizeof(b), "%s/%s", dir, k ? "rp" : "rz");
+        int n2 = read_losses(b, lrun, N), ok = (k ? rp : rr) == 0 && n2 == N && nref == N;
+        for (int s = 5; ok && s <= N; s++) ok = lrun[s] == lref[s];
+        snprintf(why, sizeof(why), "exit %d, %d step lines (logs in %s)", k ? rp : rr, n2, dir);
+        test_check(ok, why, "nccl resume: %s checkpoint at step 4, resumed %s: steps 5..8 bit-identical",
+                   k ? "a plain" : "a -zero 1 (gathered)", k ? "with -dist-force 1 -zero 1" : "plain");
+    }
+    // through mpirun, when this machine has it
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        printf("SKIP nccl mpirun: no mpirun on this machine (the NCCL path ran above through -dist-force 1 only)\n");
+    } else {
+        const char* mpirun = "mpirun --allow-run-as-root --oversubscribe";
+        snprintf(cmd, sizeof(cmd), "timeout 300 %s -np 1 ./train_gpu %s -opt adamw -dist-force 1 -zero 1 -o %s/mpi1 > %s/mpi1.txt 2>&1",
+                 mpirun, common, dir, dir);
+        int r1 = run_cmd(cmd);
+        snprintf(b, sizeof(b), "%s/mpi1", dir);
+        int n2 = read_losses(b, lrun, N), ok = r1 == 0 && n2 == N && nref == N;
+        for (int s = 1; ok && s <= N; s++) ok = lrun[s] == lref[s];
+        snprintf(why, sizeof(why), "exit %d, %d step lines (logs in %s)", r1, n2, dir);
+        test_check(ok, why, "nccl mpirun -np 1 -dist-force 1 -zero 1: losses bit-identical to the plain run");
+        if (ndev < 2) {
+            snprintf(cmd, sizeof(cmd), "timeout 300 %s -np 2 ./train_gpu %s -b 2 -opt adamw > %s/mpi2.txt 2>&1", mpirun, common, dir);
+            int r2 = run_cmd(cmd);
+            snprintf(a, sizeof(a), "%s/mpi2.txt", dir);
+            snprintf(why, sizeof(why), "exit %d (124: hung; log %s)", r2, a);
+            test_check(r2 != 0 && r2 != 124 && file_has(a, "NCCL without a GPU per rank"), why,
+                       "nccl mpirun -np 2 on a one-GPU machine: refused in one line, no hang");
+        } else {
+            for (int z = 0; z < 2; z++) {
+                snprintf(cmd, sizeof(cmd), "timeout 300 %s -np 2 ./train_gpu %s -b 2 -opt adamw%s -o %s/mpi2_%d > %s/mpi2_%d.txt 2>&1",
+                         mpirun, common, z ? " -zero 1" : "", dir, z, dir, z);
+                int r2 = run_cmd(cmd);
+                snprintf(b, sizeof(b), "%s/mpi2_%d", dir, z);
+                int n3 = read_losses(b, lrun, N), ran = r2 == 0 && n3 == N && nref == N;
+                double worst = 0.0;
+                for (int s = 1; ran && s <= N; s++) worst = fmax(worst, fabs(lrun[s] - lref[s]));
+                snprintf(why, sizeof(why), "exit %d, %d step lines, worst %.4f (logs in %s)", r2, n3, worst, dir);
+                test_check(ran && worst <= 0.05, why, "nccl 2 GPUs%s: 2 ranks x -b 2 within 0.05 of 1 rank x -b 4 (worst %.4f)",
+                           z ? " -zero 1" : "", worst);
+            }
+        }
+    }
+    printf("# nccl logs kept in %s\n", dir);
+}
+
 int main(int argc, char** argv) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -739,6 +891,8 @@ int main(int argc, char** argv) {
     check_optimizer_factored("came", 0, 0, 0);
     check_optimizer_factored("came", 0, 1, 0);
     check_optimizer_factored("came", 0, 1, 1);
+    check_zero_units();
     if (argc < 2 || strcmp(argv[1], "-quick") != 0) check_trainers();
+    if (argc < 2 || strcmp(argv[1], "-quick") != 0) check_nccl(ndev);
     return test_finish("test_gpt2cu");
 }

@@ -37,6 +37,7 @@ void print_usage(FILE* f) {
 "  -update-proj-gap N  galore: recompute the projectors (SVD) every N steps         [200]\n"
 "  -galore-scale F galore: scale alpha of the projected-back update                 [0.25]\n"
 "  -zero 1         under mpirun: ZeRO-1, each rank keeps and updates only its shard of the optimizer state\n"
+"  -dist-force 1   CUDA trainer: the data-parallel path (NCCL all-reduce, -zero all-gather) even at one rank\n"
 "evaluation, output, checkpoints:\n"
 "  -v N            val loss every N steps (and at the end)                          [50]\n"
 "  -m N            val batches                                                      [8]\n"
@@ -157,6 +158,7 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-update-proj-gap")) a->update_proj_gap = parse_int(f, v, 1, 1 << 30);
         else if (!strcmp(f, "-galore-scale")) a->galore_scale = parse_float(f, v, 0.0, 1e3);
         else if (!strcmp(f, "-zero")) a->zero = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-dist-force")) a->dist_force = parse_int(f, v, 0, 1);
         else user_error("unknown flag %s (run ./train -h for the list)", f);
     }
     // one step of -d tokens is -d / (b*t) micro-steps: bounded so that a step finishes (64-bit product)

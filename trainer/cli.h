@@ -55,6 +55,7 @@ typedef struct {
     int rank, update_proj_gap;  // -rank, -update-proj-gap (GaLore); -1 = default
     float galore_scale;         // -galore-scale (GaLore); NAN = default
     int zero;                 // -zero 1: ZeRO-1 sharded optimizer state across the ranks (trainer/zero.h)
+    int dist_force;           // -dist-force 1: the CUDA trainer's collective (NCCL) path even at one rank
 } Args;
 
 void print_usage(FILE* f);

@@ -436,12 +436,13 @@ int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kern
         // one copy of every line: ranks other than 0 keep stderr (their errors) but not stdout
         if (r->rank != 0 && !freopen("/dev/null", "w", stdout)) user_error("cannot silence stdout on rank %d", r->rank);
         check_same_flags(argc, argv);
-        if (strcmp(trainer, "cpu") != 0)
-            user_error("the CUDA trainer does not run data-parallel yet (%d ranks): use mpirun with ./train_cpu, or one rank", r->world);
     }
     if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     parse_args(&r->a, argc, argv);
     if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); dist_finalize(); return 0; }
+    if (r->a.dist_force && !strcmp(trainer, "cpu"))
+        user_error("-dist-force 1 runs the CUDA trainer's NCCL path at one rank; the CPU trainer's MPI path runs under "
+                   "mpirun -np N ./train_cpu (N >= 2)");
     r->opt = optim_find(r->a.opt_name);
     if (!r->opt) {
         fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", r->a.opt_name);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# test/sh/dist_gpu.sh: what of the CUDA trainer's data parallelism runs without a GPU. ./train_gpu plans
+# its memory without touching a device (-memory-only 1), so under mpirun its ledgers show each rank's
+# ZeRO-1 shard exactly: the same plan code as the CPU trainer (trainer/zero.c), so the GPU's per-rank
+# state bytes must equal the CPU trainer's to the byte, and add up to the unsharded state. Also: the
+# refusals that need no GPU. Skipped (a note, no PASS line) when ./train_gpu was not built (CI builds
+# it before make test) or mpirun is missing. The training itself needs a GPU: test/test_gpt2cu.cu.
+cd "$(dirname "$0")/../.."
+. test/lib.sh
+GPU=./train_gpu
+expect_exit "cpu: -dist-force 1 is the CUDA trainer's" 2 "runs the CUDA trainer's NCCL path" -- $TRAIN -model 1:32:2 -t 16 -x 1 -dist-force 1
+if [ ! -x "$GPU" ]; then echo "note: $GPU not built (make train_gpu); CUDA data-parallel planning tests skipped"; exit 0; fi
+if ! command -v mpirun >/dev/null; then echo "note: mpirun not found; CUDA data-parallel planning tests skipped"; exit 0; fi
+MPIRUN="mpirun --oversubscribe --allow-run-as-root --mca btl self,vader"
+export OMP_NUM_THREADS=1
+SMALL="-model 2:64:2 -b 2 -t 16 -memory-only 1"
+nccl=0; ldd "$GPU" 2>/dev/null | grep -q libnccl && nccl=1
+
+# the rank lines "rank R/N: -zero 1 shard of params [A, B) = ... optimizer state S bytes of F (largest rank M)"
+shards() { sed -nE 's/^rank ([0-9]+)\/[0-9]+: -zero 1 shard of params \[([0-9]+), ([0-9]+)\) = [0-9]+ of [0-9]+, optimizer state ([0-9]+) bytes of ([0-9]+).*/\1 \2 \3 \4 \5/p' "$1" | sort -n; }
+if [ $nccl = 1 ]; then
+    for spec in "2 adamw" "3 adamw8bit" "3 came" "2 paged_adamw8bit"; do
+        set -- $spec
+        if ! $MPIRUN -np "$1" $GPU $SMALL -opt "$2" -zero 1 >"$TMP/gpu.txt" 2>&1; then
+            # a plan whose slices the GPU kernels cannot run (a row range of a factored matrix) is refused
+            # in one line; the whole-tensor plan of adafactor/came must run
+            if [ "$2" = came ] && grep -q "^error: -zero 1 on the GPU: came gives rank .* row range" "$TMP/gpu.txt"; then
+                pass "gpu -zero 1 came, $1 ranks: the plan cuts rows, refused in one line"
+            else fail "gpu plan $2 at $1 ranks" "$(tail -n 2 "$TMP/gpu.txt" | tr '\n' ' ')"; fi
+            continue
+        fi
+        $MPIRUN -np "$1" $TRAIN $SMALL -opt "$2" -zero 1 >"$TMP/cpu.txt" 2>&1 || { fail "cpu plan $2 at $1 ranks" "$(tail -n 2 "$TMP/cpu.txt" | tr '\n' ' ')"; continue; }
+        g=$(shards "$TMP/gpu.txt"); c=$(shards "$TMP/cpu.txt")
+        sum=$(echo "$g" | awk '{ s += $4 } END { print s + 0 }'); full=$(echo "$g" | awk 'NR == 1 { print $5 }')
+        if [ "$(echo "$g" | wc -l)" = "$1" ] && [ "$g" = "$c" ] && [ "$sum" = "$full" ]; then
+            pass "gpu -zero 1 $2, $1 ranks: each rank's shard and state bytes = the CPU trainer's, summing to the unsharded $full"
+        else fail "gpu -zero 1 $2, $1 ranks: shards" "gpu [$(echo $g)] cpu [$(echo $c)] sum $sum full $full"; fi
+    done
+    # rank 0's ledger: exactly its shard of each state buffer (adamw: 4 bytes per parameter of its range
+    # in exp_avg and in exp_avg_sq), and the fp32 all-reduce buffer (4 bytes per parameter up to the chunk)
+    $MPIRUN -np 2 $GPU $SMALL -opt adamw -zero 1 >"$TMP/gpu.txt" 2>&1
+    hi=$(shards "$TMP/gpu.txt" | awk '$1 == 0 { print $3 }')
+    P=$(sed -nE 's/^summary: .*params=([0-9]+) .*/\1/p' "$TMP/gpu.txt")
+    grep -Eq "opt: exp_avg +\| +$((4 * hi)) " "$TMP/gpu.txt" && grep -Eq "opt: exp_avg_sq +\| +$((4 * hi)) " "$TMP/gpu.txt" \
+        && pass "gpu -zero 1: rank 0's ledger holds its shard of exp_avg and exp_avg_sq ($((4 * hi)) bytes each)" \
+        || fail "gpu -zero 1: rank 0's ledger" "$(grep 'opt:' "$TMP/gpu.txt" | tr '\n' ' ')"
+    grep -Eq "grad all-reduce \(fp32\) +\| +$((4 * P)) " "$TMP/gpu.txt" \
+        && pass "gpu 2 ranks bf16: the fp32 all-reduce buffer is in the ledger ($((4 * P)) bytes, 4 per parameter)" \
+        || fail "gpu all-reduce buffer in the ledger" "$(grep -i 'all-reduce' "$TMP/gpu.txt")"
+    TRAIN_ALLREDUCE_CHUNK=100003 $GPU $SMALL -opt adamw -dist-force 1 >"$TMP/chunk.txt" 2>&1
+    grep -Eq "grad all-reduce \(fp32\) +\| +400012 " "$TMP/chunk.txt" \
+        && pass "gpu -dist-force 1: the all-reduce buffer is one chunk (TRAIN_ALLREDUCE_CHUNK=100003: 400012 bytes)" \
+        || fail "gpu all-reduce chunk" "$(grep -i 'all-reduce' "$TMP/chunk.txt")"
+    $GPU $SMALL -opt adamw >"$TMP/one.txt" 2>&1
+    $GPU $SMALL -opt adamw -precision fp32 -dist-force 1 >"$TMP/fp32.txt" 2>&1
+    ! grep -q "all-reduce" "$TMP/one.txt" && ! grep -q "all-reduce" "$TMP/fp32.txt" \
+        && pass "gpu: no all-reduce buffer at one rank, nor in fp32 mode (reduced in place)" \
+        || fail "gpu: all-reduce buffer where none is needed" "$(grep -h 'all-reduce' "$TMP/one.txt" "$TMP/fp32.txt" | tr '\n' ' ')"
+    # a machine without a GPU: one clear line on every rank, exit 2, no hang
+    if ! nvidia-smi -L 2>/dev/null | grep -q GPU; then
+        expect_exit "gpu 2 ranks, no GPU: one clear line" 2 "no CUDA GPU found" -- timeout 60 $MPIRUN -np 2 $GPU -model 2:64:2 -b 2 -t 16 -x 1
+        expect_exit "gpu -dist-force 1, no GPU: one clear line" 2 "no CUDA GPU found" -- $GPU -model 2:64:2 -b 2 -t 16 -x 1 -dist-force 1
+    fi
+else
+    expect_exit "gpu without NCCL: 2 ranks refused, naming NCCL" 2 "built without NCCL.*install NCCL" -- timeout 60 $MPIRUN -np 2 $GPU $SMALL
+    expect_exit "gpu without NCCL: -dist-force 1 refused" 2 "without NCCL" -- $GPU $SMALL -dist-force 1
+fi

@@ -1,0 +1,123 @@
+// trainer/zero_gpu.cuh: -zero 1 in the CUDA trainer. The plan is the CPU trainer's (trainer/zero.c:
+// zero_plan_build gives every rank's slices and state layout); here it becomes a GpuOpt over this rank's
+// slices, the weights' all-gather after each step (trainer/dist_nccl.cuh) and the checkpoint staging.
+//
+//  - The GpuOpt's tensors are this rank's non-empty slices in tensor order, each with its shape (a
+//    slice of an element-wise tensor is a vector of its elements) and its parameter offset (the
+//    tensor's offset + the slice's start): the kernels then index the flat master, gradient and bf16
+//    buffers at exactly the slice's elements, and its state layout is the plan's layout of this rank
+//    (state_layout_build on the same shapes), so the ledger holds exactly the shard's state bytes.
+//  - Which slices the kernels run as the unsharded step would is decided per kernel family
+//    (zero_gpu_unit below, checked by zero_gpu_unsupported on every rank's slices): the element-wise
+//    multi-tensor kernel takes element ranges, the 8-bit kernels whole quantization blocks, the others
+//    (adafactor, came: factored statistics and update RMS over the whole matrix) whole tensors only. A
+//    plan that cuts elsewhere (a row range whose column statistics need a reduction across ranks) is
+//    refused with one line: nothing here reduces statistics across ranks.
+//  - Stochastic rounding (-sr 1) draws each tensor's bits from sr_stream(seed, step, param_off) at index
+//    li, both of the slice: a sliced tensor rounds with other (equally random) bits than unsharded,
+//    so -sr 1 -zero 1 with more than one rank is not bit-identical to one rank; round to nearest is.
+//  - Like the CPU, every rank keeps the whole fp32 master but updates only its range; the rest goes
+//    stale until a checkpoint all-gathers it. The bf16 copy (fp32 mode: the parameters) is all-gathered
+//    after every step.
+//  - Checkpoints hold the unsharded layout (zero_gather_state assembles it from every rank's shard over
+//    MPI, zero_scatter_state takes this rank's part back out): the same file as the CPU trainer's at
+//    any world size, with or without -zero.
+#ifndef TRAINER_ZERO_GPU_CUH
+#define TRAINER_ZERO_GPU_CUH
+
+#include "optim/optim.cuh"
+#include "trainer/zero.h"
+#include "trainer/dist_gpu.h"
+#include "trainer/dist_nccl.cuh"
+
+typedef struct {
+    ZeroPlan plan;
+    size_t* counts;                    // (world) each rank's range of the flat weights (the all-gather)
+    size_t* displs;                    // (world)
+    void* mine[MAX_STATE_BUFFERS];     // host copies of this rank's state buffers while a checkpoint is staged
+    void* full[MAX_STATE_BUFFERS];     // host: the unsharded state buffers, while staged
+} GpuZero;
+
+// What a piece of a tensor means to this optimizer's CUDA kernels (see the top of this file).
+static ZeroGpuUnit zero_gpu_unit(const Optimizer* opt) {
+    const GpuOptimizer* g = gpu_optimizer(opt);
+    if (g && g->setup == gpu_opt_elementwise_setup) return ZERO_GPU_ELEMENTS;
+    if (g && (g->setup == adam8bit_setup || g->setup == paged_adamw8bit_setup)) return ZERO_GPU_QBLOCKS;
+    return ZERO_GPU_WHOLE;
+}
+
+// The plan for this rank and its GpuOpt over the slices (state through the ledger). Refuses (exit 2)
+// a plan whose slices the kernels cannot run exactly.
+static void gpu_zero_setup(GpuZero* gz, GpuOpt* o, const ModelLayout* ml, const Optimizer* opt, const OptHyper* h,
+                           int world, int rank, Ledger* led) {
+    memset(gz, 0, sizeof(*gz));
+    ZeroPlan* z = &gz->plan;
+    zero_plan_build(z, ml, opt, h, world, rank);
+    char msg[512];
+    const char* why = zero_gpu_unsupported(z, ml, zero_gpu_unit(opt), msg, sizeof(msg));
+    if (why) user_error("%s", why);
+    int n = ml->num_tensors, k = 0;
+    ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
+    size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
+    for (int i = 0; i < n; i++) {
+        const ZeroSlice* s = zero_slice(z, i);
+        if (s->shape.numel == 0) continue;
+        CHECK(z->index[(size_t)rank * n + i] == k);
+        shapes[k] = s->shape;
+        offs[k] = ml->tensors[i].offset + s->start;
+        k++;
+    }
+    gpu_opt_setup(o, opt, h, shapes, offs, k, led);
+    // the GpuOpt's layout is the plan's for this rank, buffer for buffer (the checkpoint staging relies on it)
+    const StateLayout* pl = &z->layouts[rank];
+    CHECK(o->layout.nbuf == pl->nbuf && o->layout.total_bytes == pl->total_bytes);
+    for (int b = 0; b < pl->nbuf; b++) CHECK(o->layout.buf_bytes[b] == pl->buf_bytes[b] && !strcmp(o->layout.buf_label[b], pl->buf_label[b]));
+    gz->counts = (size_t*)xcalloc((size_t)world, sizeof(size_t));
+    gz->displs = (size_t*)xcalloc((size_t)world, sizeof(size_t));
+    zero_rank_ranges(z, gz->counts, gz->displs);
+    free(shapes);
+    free(offs);
+}
+
+// After this rank's optimizer step: every rank's range of the weights (buf: elt-byte elements) to every
+// rank. Collective.
+static void gpu_zero_allgather(GpuZero* gz, GpuDist* d, void* buf, size_t elt) {
+    gpu_dist_allgather(d, buf, elt, gz->counts, gz->displs);
+}
+
+// The unsharded state buffers (host, zeroed) the checkpoint's state blobs point at, and the host staging
+// of this rank's shard.
+static void gpu_zero_stage_alloc(GpuZero* gz) {
+    const ZeroPlan* z = &gz->plan;
+    for (int b = 0; b < z->full.nbuf; b++) gz->full[b] = xcalloc(z->full.buf_bytes[b] ? z->full.buf_bytes[b] : 1, 1);
+    const StateLayout* pl = &z->layouts[z->rank];
+    for (int b = 0; b < pl->nbuf; b++) gz->mine[b] = xcalloc(pl->buf_bytes[b] ? pl->buf_bytes[b] : 1, 1);
+}
+
+// Before a save: this rank's device shard to the host, then every rank's shard into the unsharded
+// buffers (collective over MPI, trainer/zero.c).
+static void gpu_zero_stage_out(GpuZero* gz, const GpuOpt* o) {
+    for (int b = 0; b < o->layout.nbuf; b++)
+        if (o->layout.buf_bytes[b]) CUDA_CHECK(cudaMemcpy(gz->mine[b], o->buf[b], o->layout.buf_bytes[b], cudaMemcpyDeviceToHost));
+    zero_gather_state(&gz->plan, gz->mine, gz->full);
+}
+
+// After a load: this rank's part of the unsharded buffers to its device shard.
+static void gpu_zero_stage_in(GpuZero* gz, GpuOpt* o) {
+    zero_scatter_state(&gz->plan, gz->full, gz->mine);
+    for (int b = 0; b < o->layout.nbuf; b++)
+        if (o->layout.buf_bytes[b]) CUDA_CHECK(cudaMemcpy(o->buf[b], gz->mine[b], o->layout.buf_bytes[b], cudaMemcpyHostToDevice));
+}
+
+static void gpu_zero_stage_free(GpuZero* gz) {
+    for (int b = 0; b < MAX_STATE_BUFFERS; b++) { free(gz->full[b]); free(gz->mine[b]); gz->full[b] = gz->mine[b] = NULL; }
+}
+
+static void gpu_zero_free(GpuZero* gz) {
+    gpu_zero_stage_free(gz);
+    zero_plan_free(&gz->plan);
+    free(gz->counts);
+    free(gz->displs);
+}
+
+#endif
