@@ -119,7 +119,7 @@ build/bench/bench_matmul: bench/bench_matmul.c cpu/matmul.c
 GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
 GPU_ARCH ?= $(if $(GPU_CC),sm_$(GPU_CC),sm_90)
 NVCCFLAGS ?= -O3 -arch=$(GPU_ARCH) -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
-NVCCLIBS = -lcublasLt -lcublas -lm $(MPI_LIBS)
+NVCCLIBS = -lcublasLt -lcublas -lcusolver -lm $(MPI_LIBS)
 ifeq ($(HAS_OMP),1)
 NVCCLIBS += -Xcompiler -fopenmp
 endif
