@@ -119,7 +119,7 @@ build/bench/bench_matmul: bench/bench_matmul.c cpu/matmul.c
 GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
 GPU_ARCH ?= $(if $(GPU_CC),sm_$(GPU_CC),sm_90)
 NVCCFLAGS ?= -O3 -arch=$(GPU_ARCH) -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
-NVCCLIBS = -lcublasLt -lcublas -lm $(MPI_LIBS)
+NVCCLIBS = -lcublasLt -lcublas -lcusolver -lm $(MPI_LIBS)
 # NCCL (the CUDA trainer's data parallelism, trainer/dist_nccl.cuh) when nccl.h and libnccl are found: in
 # the CUDA toolkit next to nvcc, or in the system's include and library folders (NCCL=0 turns it off,
 # NCCL_HOME=DIR points at another install with include/ and lib/ or lib64/). Without it train_gpu runs one

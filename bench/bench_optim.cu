@@ -10,6 +10,11 @@
 // the optimizer's own state layout and dtypes). Adafactor and CAME read the gradient in several passes
 // (statistics, clip, update; CAME also the residual), so their real traffic is higher than this bound:
 // their percent understates how close they are to the memory roof.
+// Muon and GaLore are different: their step is matrix products (Muon's 5 Newton-Schulz iterations per
+// hidden matrix, GaLore's two projections, and at every -update-proj-gap steps its Gram matrices and
+// eigendecompositions), not a pass over memory, so only their ms/step is reported (GB/s and % say
+// "n/a"); GaLore's refresh step is timed on its own row (one step, at the next refresh step number; the
+// row starts with "(" so scripts counting optimizer rows skip it).
 //
 //   make build/bench/bench_optim && ./build/bench/bench_optim [-model d12] [-iters 20] [-warmup 3] [opt ...]
 #include <stdio.h>
@@ -29,6 +34,9 @@ __global__ void bench_fill_kernel(float* master, bf16d* grad, bf16d* pbf16, size
         pbf16[i] = bf16_from_bits(f32_to_bf16(master[i]));
     }
 }
+
+// The optimizers whose step costs matrix products, not bytes (see the top).
+static int bench_matmul_bound(const Optimizer* o) { return !strcmp(o->name, "muon") || !strcmp(o->name, "galore_adamw"); }
 
 // Device-to-device copy bandwidth in GB/s (bytes read + written per second), best of a few copies.
 static double copy_bandwidth_gbs(void) {
@@ -105,6 +113,7 @@ int main(int argc, char** argv) {
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
+    int nmatmul = 0;
     for (int k = 0; k < NUM_OPTIMIZERS; k++) {
         const Optimizer* opt = OPTIMIZERS[k];
         if (!optim_has_cuda(opt)) continue;
@@ -130,13 +139,34 @@ int main(int argc, char** argv) {
         float ms = 0.0f;
         CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
         const double ms_step = ms / iters, gbs = bytes / (ms_step * 1e-3) / 1e9;
-        printf("| %s | %.3f | %.4f | %.1f | %.0f | %.0f%% |\n", opt->name, ms_step, (double)state_bytes / params, bytes / 1e6, gbs,
-               100.0 * gbs / copy_gbs);
+        if (bench_matmul_bound(opt)) {
+            printf("| %s | %.3f | %.4f | %.1f | n/a (matmuls) | n/a |\n", opt->name, ms_step, (double)state_bytes / params, bytes / 1e6);
+            nmatmul++;
+        } else {
+            printf("| %s | %.3f | %.4f | %.1f | %.0f | %.0f%% |\n", opt->name, ms_step, (double)state_bytes / params, bytes / 1e6, gbs,
+                   100.0 * gbs / copy_gbs);
+        }
+        if (!strcmp(opt->name, "galore_adamw")) {
+            // one refresh step: the next step number t > step with (t - 1) % gap == 0
+            const int gap = opt->defaults.update_proj_gap;
+            step = (step + gap - 1) / gap * gap + 1;
+            CUDA_CHECK(cudaDeviceSynchronize());
+            CUDA_CHECK(cudaEventRecord(e0));
+            gpu_opt_step<bf16d>(&o, master, grad, pbf16, step, 1.0f, 1.0f);
+            CUDA_CHECK(cudaEventRecord(e1));
+            CUDA_CHECK(cudaEventSynchronize(e1));
+            float ms_refresh = 0.0f;
+            CUDA_CHECK(cudaEventElapsedTime(&ms_refresh, e0, e1));
+            printf("| (%s: a projector refresh step, 1 in %d) | %.3f | | | n/a (Gram + eigensolver) | n/a |\n", opt->name, gap, ms_refresh);
+        }
         fflush(stdout);
         dev_free_all();
         state_layout_free(&o.layout);
         free(o.own);
     }
+    if (nmatmul > 0)
+        printf("\nmuon, galore_adamw: the step is matrix products (Newton-Schulz; projections, Gram and eigensolver), "
+               "not a pass over memory: ms/step is their cost, the bytes column only the lower bound above.\n");
     CUDA_CHECK(cudaEventDestroy(e0));
     CUDA_CHECK(cudaEventDestroy(e1));
     CUDA_CHECK(cudaFree(master));

@@ -57,15 +57,6 @@
 
 #define GALORE_BACK_ROWS 64     // rows of the projected-back update computed at a time
 
-static int galore_projected(const ParamShape* s) {
-    return s->ndim == 2 && (s->role == PARAM_MATRIX || s->role == PARAM_ATTN_QKV);
-}
-
-static size_t galore_rank(const OptHyper* h, const ParamShape* s) {
-    size_t small = s->rows < s->cols ? s->rows : s->cols;
-    return (size_t)h->rank < small ? (size_t)h->rank : small;
-}
-
 static int galore_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     if (!galore_projected(s)) {
         out[0] = optim_spec("exp_avg", DT_F32, s->numel);

@@ -1,11 +1,24 @@
 // optim/galore.h: the per-element math of GaLore AdamW (optim/galore.c explains the algorithm), written
-// once for the CPU loop and a future CUDA kernel (HD: host and device), and the projector's SVD.
+// once for the CPU loop and the CUDA kernels of optim/galore.cuh (HD: host and device), and the CPU's
+// projector SVD.
 #ifndef OPTIM_GALORE_H
 #define OPTIM_GALORE_H
 
 #include <math.h>
 #include <stddef.h>
 #include "common/numerics.h"
+#include "optim/optim.h"
+
+// The tensors GaLore projects: the block matrices (see galore.c); the rest take plain AdamW.
+static inline int galore_projected(const ParamShape* s) {
+    return s->ndim == 2 && (s->role == PARAM_MATRIX || s->role == PARAM_ATTN_QKV);
+}
+
+// The projection rank of a projected matrix: -rank, capped by its smaller side.
+static inline size_t galore_rank(const OptHyper* h, const ParamShape* s) {
+    size_t small = s->rows < s->cols ? s->rows : s->cols;
+    return (size_t)h->rank < small ? (size_t)h->rank : small;
+}
 
 // Per-step scalars, from Python floats (double) rounded to fp32 once, as the official code's
 // `p.add_(norm_grad, alpha=-step_size)` and `p.add_(p, alpha=-lr * weight_decay)` see them.
@@ -54,6 +67,9 @@ HD static inline float galore_param(const GaloreScalars* k, float p, float u) {
 // cols): out = Vh[:r, :], (r, cols); side 'L' (rows < cols): out = U[:, :r], (rows, r). Each vector's
 // sign is fixed: its largest-magnitude component is positive (the first one on a tie). sv (r) receives
 // the singular values in descending order (may be NULL). Returns the QL iterations used.
+#ifdef __cplusplus
+extern "C"
+#endif
 int galore_svd_projector(const float* G, size_t rows, size_t cols, int r, float* out, double* sv);
 
 #endif

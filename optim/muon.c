@@ -64,10 +64,6 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-static int muon_uses_muon(const ParamShape* s) {
-    return s->ndim == 2 && (s->role == PARAM_MATRIX || s->role == PARAM_ATTN_QKV);
-}
-
 static int muon_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     if (muon_uses_muon(s)) {
         out[0] = optim_spec("momentum_buffer", DT_F32, s->numel);
@@ -76,27 +72,6 @@ static int muon_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT
     out[0] = optim_spec("exp_avg", DT_F32, s->numel);
     out[1] = optim_spec("exp_avg_sq", DT_F32, s->numel);
     return 2;
-}
-
-static MuonScalars muon_scalars(const OptHyper* h, const OptTensor* p, const OptStep* st) {
-    MuonScalars k;
-    const double wd = (double)optim_wd(h, p);
-    const ParamShape* s = p->shape;
-    k.lr = st->lr;
-    k.decay = (float)(1.0 - (double)k.lr * wd);
-    k.beta = h->momentum;
-    k.one_minus_beta = optim_one_minus(h->momentum);
-    k.nesterov = h->nesterov;
-    const double ratio = (double)s->rows / (double)s->cols;
-    k.scale = (float)sqrt(ratio > 1.0 ? ratio : 1.0);
-    k.adam_lr = (float)((double)h->aux_lr * (double)st->lr_scale);
-    k.adam_decay = (float)(1.0 - (double)k.adam_lr * wd);
-    k.one_minus_beta1 = optim_one_minus(h->beta1);
-    k.one_minus_beta2 = optim_one_minus(h->beta2);
-    k.bc1 = (float)(1.0 - pow((double)h->beta1, (double)st->t));
-    k.bc2 = (float)(1.0 - pow((double)h->beta2, (double)st->t));
-    k.eps = h->eps;
-    return k;
 }
 
 // C (M, N) = bf16(A (M, K) @ B (K, N)), B given by strides (see matmul_gemm).
@@ -169,7 +144,7 @@ static void muon_adamw_step(const MuonScalars* k, OptTensor* p) {
 }
 
 static void muon_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const MuonScalars k = muon_scalars(h, p, st);
+    const MuonScalars k = muon_scalars(h, p->shape->rows, p->shape->cols, optim_wd(h, p), st->lr, st->lr_scale, st->t);
     if (muon_uses_muon(p->shape)) muon_matrix_step(&k, p);
     else muon_adamw_step(&k, p);
 }

@@ -1,11 +1,13 @@
-// optim/muon.h: Muon's math, once, for the CPU loop (optim/muon.c) and a future CUDA kernel.
+// optim/muon.h: Muon's math, once, for the CPU loop (optim/muon.c) and the CUDA kernels (optim/muon.cuh).
 // The per-step scalars are computed on the host in double and rounded to fp32 once (Python-float
-// semantics); the per-element functions are HD (host and device). See muon.c for the algorithm.
+// semantics, muon_scalars); the per-element functions are HD (host and device). See muon.c for the
+// algorithm.
 #ifndef OPTIM_MUON_H
 #define OPTIM_MUON_H
 
 #include <math.h>
 #include "common/numerics.h"
+#include "optim/optim_common.h"
 
 #define MUON_NS_STEPS 5
 // The quintic Newton-Schulz coefficients of the official code, Python floats that meet bf16 tensors:
@@ -30,6 +32,32 @@ typedef struct {
     float bc1, bc2;        // 1 - beta^t (double, rounded once: a tensor divided by a Python float)
     float eps;
 } MuonScalars;
+
+// The tensors Muon orthogonalizes: the hidden 2-D matrices (the rest take its AdamW part).
+static inline int muon_uses_muon(const ParamShape* s) {
+    return s->ndim == 2 && (s->role == PARAM_MATRIX || s->role == PARAM_ATTN_QKV);
+}
+
+// The scalars of one tensor (rows, cols) for step t: wd is the tensor's weight decay (0 where the trainer
+// does not decay it), lr the scheduled lr of the Muon part (OptStep.lr), lr_scale the schedule alone.
+static inline MuonScalars muon_scalars(const OptHyper* h, size_t rows, size_t cols, double wd, double lr, float lr_scale, int t) {
+    MuonScalars k;
+    k.lr = (float)lr;
+    k.decay = (float)(1.0 - (double)k.lr * wd);
+    k.beta = (float)h->momentum;
+    k.one_minus_beta = optim_one_minus(h->momentum);
+    k.nesterov = h->nesterov;
+    const double ratio = (double)rows / (double)cols;
+    k.scale = (float)sqrt(ratio > 1.0 ? ratio : 1.0);
+    k.adam_lr = (float)((double)h->aux_lr * (double)lr_scale);
+    k.adam_decay = (float)(1.0 - (double)k.adam_lr * wd);
+    k.one_minus_beta1 = optim_one_minus(h->beta1);
+    k.one_minus_beta2 = optim_one_minus(h->beta2);
+    k.bc1 = (float)(1.0 - pow((double)h->beta1, (double)t));
+    k.bc2 = (float)(1.0 - pow((double)h->beta2, (double)t));
+    k.eps = (float)h->eps;
+    return k;
+}
 
 // x rounded to bf16 and widened again: a value a bf16 tensor holds.
 HD static inline float muon_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
@@ -67,7 +95,7 @@ HD static inline float muon_param(const MuonScalars* k, float p, float update) {
 // u = m_hat / (sqrt(v_hat) + eps); then p.mul_(1 - lr*wd); p.add_(u, alpha=-lr).
 HD static inline void muon_adamw(const MuonScalars* k, float* p, float* m, float* v, float g) {
     const float mi = muon_lerp(*m, g, k->one_minus_beta1);
-    const float vi = muon_lerp(*v, g * g, k->one_minus_beta2);
+    const float vi = muon_lerp(*v, FMUL_RN(g, g), k->one_minus_beta2); // g*g never fused into the lerp
     *m = mi;
     *v = vi;
     const float u = (mi / k->bc1) / (sqrtf(vi / k->bc2) + k->eps);

@@ -45,6 +45,7 @@ typedef struct {
 typedef struct {
     int step;           // the optimizer's step count, 1-based
     double lr;          // this step's lr: peak lr times the schedule, in double as the CPU's OptStep.lr
+    float lr_scale;     // the schedule's multiplier alone, as OptStep.lr_scale (muon's AdamW part: aux_lr times it)
     float clip_scale;   // the gradient clipping factor (1: none)
     int sr;             // stochastic rounding of the bf16 copy
     uint64_t seed;
@@ -138,7 +139,7 @@ static void gpu_opt_elementwise_setup(GpuOpt* o, const ParamShape* shapes, const
 template <typename G>
 __device__ __forceinline__ float opt_grad(const G* grad, size_t gi, float clip_scale) {
     float g = ldf(grad[gi]);
-    if (clip_scale != 1.0f) g = g * clip_scale;
+    if (clip_scale != 1.0f) g = __fmul_rn(g, clip_scale); // never fused into the caller's adds: the CPU rounds this product
     return g;
 }
 
@@ -183,6 +184,9 @@ static void multi_tensor_launch(const GpuOpt* o, float* master, const G* grad, b
 #include "optim/lion.cuh"
 #include "optim/adam8bit.cuh"
 #include "optim/factored.cuh"
+// the matrix optimizers (cuBLAS / cuSOLVER, optim/blas.cuh)
+#include "optim/muon.cuh"
+#include "optim/galore.cuh"
 
 #define GPU_OPT_ENTRY_CPU_CUDA(o) &o##_CUDA
 #define GPU_OPT_ENTRY_CPU_ONLY(o) NULL
@@ -234,6 +238,7 @@ static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, 
     memset(&a, 0, sizeof(a));
     a.step = step;
     a.lr = o->hyper.lr * (double)lr_scale;   // as OptStep.lr on the CPU
+    a.lr_scale = lr_scale;
     a.clip_scale = clip_scale;
     a.sr = o->stochastic_rounding;
     a.seed = o->seed;

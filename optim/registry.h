@@ -26,8 +26,8 @@
     X(OPT_ADAMW8BIT,       CPU_CUDA)      \
     X(OPT_PAGED_ADAMW8BIT, CPU_CUDA)      \
     X(OPT_ADAMW4BIT,       CPU_ONLY)      \
-    X(OPT_GALORE_ADAMW,    CPU_ONLY)      \
-    X(OPT_MUON,            CPU_ONLY)      \
+    X(OPT_GALORE_ADAMW,    CPU_CUDA)      \
+    X(OPT_MUON,            CPU_CUDA)      \
     X(OPT_ADAM_MINI,       CPU_ONLY)      \
     X(OPT_LION8BIT,        CPU_ONLY)      \
     X(OPT_SGDM8BIT,        CPU_ONLY)      \

@@ -2,6 +2,9 @@
 # scripts/bench_optim.sh: the optimizer step alone on the GPU (bench/bench_optim.cu), on GPT-2 d12's
 # parameter set, for every optimizer with CUDA kernels: ms/step, the bytes a step must move (from the
 # state layout and dtypes), GB/s, and percent of the device's copy bandwidth measured in the same run.
+# muon and galore_adamw cost matrix products, not bytes: their rows give ms/step only (GB/s "n/a"), and
+# GaLore's projector refresh step (Gram matrices + eigendecompositions, every -update-proj-gap steps) is
+# timed on a row of its own.
 # GPU machines only: without a CUDA device it says so and exits 0 (nothing to measure).
 #   OUT=./out/bench_optim bash scripts/bench_optim.sh [-model d12] [-iters 20] [optimizer ...]
 set -u

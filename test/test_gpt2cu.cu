@@ -18,11 +18,20 @@
 //     fp32 values within rtol 1e-6, non-finite counts equal); lion through check 3 with rtol 1e-6 states.
 //  3c. adafactor and came kernels vs adafactor.c/came.c (check_optimizer_factored: statistics rtol 1e-6,
 //     momentum/residual states and master rtol 1e-5, bf16 copy exact).
+//  3d. muon (cuBLAS bf16 Newton-Schulz) vs muon.c (check_optimizer_matrix): 7 steps on matrices with
+//     rows < cols and rows > cols, an embedding and vectors; momentum and the AdamW part rtol 1e-6; each
+//     step's Muon update within 6% relative Frobenius and 32 bf16 ulps of its largest entry (twice what
+//     reordering the matmul sums does on the CPU, measured by test/tolerance_muon_ns.c); bf16 copy exact.
+//  3e. galore_adamw (cuBLAS Gram + cuSOLVER eigenvectors, fp32 GEMM projections) vs galore.c: the same
+//     tensors, rank 32 (capped on a (40, 24) matrix), refreshes at steps 1, 4, 7: projector atol 2e-6
+//     after the sign convention, refresh steps equal, projected m, v within 1e-4 of their max, master
+//     atol 1e-6, bf16 copy exact.
 //  4. 20 training steps, ./train_gpu vs ./train_cpu on the same synthetic token shard, same seed: per-step
 //     losses within 0.02 (fp32: TF32 matmuls, ~1e-3 relative per product) and 0.15 (bf16: bf16
 //     activations on the GPU vs fp32 on the CPU) absolute, on losses near 10.8 -> ~7; the loss falls.
 //     Two identical GPU runs give bit-identical losses (determinism).
-//     Then lion, adamw8bit, paged_adamw8bit, adafactor and came: 20 bf16 steps each, GPU vs CPU within 0.15.
+//     Then lion, adamw8bit, paged_adamw8bit, adafactor, came, muon and galore_adamw (rank 32, a refresh
+//     every 5 steps): 20 bf16 steps each, GPU vs CPU within 0.15.
 //  5. Checkpoint at step 10 on the GPU (-stop 10), resumed on the GPU (losses of steps 11..20 bit-identical
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
 //  6. The data-parallel path (NCCL, -zero 1) at one rank, forced by -dist-force 1, against the plain run:
@@ -313,6 +322,28 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
     dev_free_all();
 }
 
+// One step on both sides: the CPU step of every tensor as the trainer's optimizer_apply() does it (the
+// gradient widened and scaled as tensor_grad_f32, no weight decay where the trainer marks none; states in
+// cpu_state[i][0 .. nstate[i]-1]), then the GPU step on the uploaded gradient, synchronized.
+static void step_cpu_and_gpu(const Optimizer* opt, const OptHyper* h, GpuOpt* o, const ParamShape* shapes, const size_t* offs, int nt,
+                             float* (*cpu_state)[OPT_MAX_STATES], const int* nstate, float* cpu_theta, const float* grad, float* d_master,
+                             void* d_grad, bf16d* d_pbf16, int bf16_mode, int step, float lr_scale, float clip) {
+    for (int i = 0; i < nt; i++) {
+        OptHyper th = *h;
+        if (!shapes[i].decay) th.weight_decay = 0.0;
+        float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
+        for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clip != 1.0f || bf16_mode ? grad[offs[i] + j] * clip : grad[offs[i] + j];
+        OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
+        for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
+        OptStep st = { step, h->lr * lr_scale, lr_scale, 0 };
+        opt->step(&th, &ot, &st);
+        free(gs);
+    }
+    if (bf16_mode) gpu_opt_step<bf16d>(o, d_master, (const bf16d*)d_grad, d_pbf16, step, lr_scale, clip);
+    else gpu_opt_step<float>(o, d_master, (const float*)d_grad, (bf16d*)NULL, step, lr_scale, clip);
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 // ---- 3c: adafactor and came kernels vs adafactor.c / came.c ---------------------------------------
 // Awkward sizes: vectors of 1, 3 and 8193 (one element past a work item) elements; matrices 33x65,
 // 3x5000 (rows < cols), 300x7 (rows > cols, rows not a multiple of the 64-row work items), 129x257.
@@ -378,20 +409,8 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     for (int step = 1; step <= 3; step++) {
         for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
         upload_grad(d_grad, grad, grad_b, P, bf16_mode);
-        for (int i = 0; i < nt; i++) {
-            OptHyper th = h;
-            if (!shapes[i].decay) th.weight_decay = 0.0;
-            float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
-            for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
-            OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
-            for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
-            opt->step(&th, &ot, &st);
-            free(gs);
-        }
-        if (bf16_mode) gpu_opt_step<bf16d>(&o, d_master, (const bf16d*)d_grad, d_pbf16, step, lr_scales[step - 1], clips[step - 1]);
-        else gpu_opt_step<float>(&o, d_master, (const float*)d_grad, (bf16d*)NULL, step, lr_scales[step - 1], clips[step - 1]);
-        CUDA_CHECK(cudaDeviceSynchronize());
+        step_cpu_and_gpu(opt, &h, &o, shapes, offs, nt, cpu_state, nstate, cpu_theta, grad, d_master, d_grad, d_pbf16, bf16_mode, step,
+                         lr_scales[step - 1], clips[step - 1]);
         CUDA_CHECK(cudaMemcpy(gpu_theta, d_master, P * sizeof(float), cudaMemcpyDeviceToHost));
         for (size_t i = 0; i < P && ok_master; i++) {
             if (!(fabs((double)gpu_theta[i] - cpu_theta[i]) <= 1e-5 * fabs(cpu_theta[i]) + 1e-30)) {
@@ -431,6 +450,217 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     CUDA_CHECK(cudaFree(d_grad));
     if (d_pbf16) CUDA_CHECK(cudaFree(d_pbf16));
     dev_free_all();
+}
+
+// ---- 3d, 3e: muon and galore_adamw kernels vs muon.c / galore.c -------------------------------------
+// Eight tensors: vectors of 1 and 301 elements (the second decays, to test the flag per tensor), an
+// embedding (21, 37), and matrices (37, 83) and (64, 300) (rows < cols: "left", no transpose), (83, 37)
+// (a fused qkv) and (40, 24) and (200, 96) (rows > cols: Muon transposes, GaLore projects on the right;
+// (200, 96) does not decay, and 200 is not a multiple of the 32-row tiles). Seven steps with a schedule
+// and gradient clipping; fp32 or bf16 gradients; nearest or stochastic rounding of the bf16 copy.
+// muon: lr 0.02, momentum 0.95 (Nesterov, or plain), wd 0.1, AdamW part lr 3e-3 (the betas, eps defaults).
+// galore_adamw: lr 1e-2, wd 0.1, rank 32 (capped to 24 on (40, 24)), projector refreshed at steps 1, 4, 7.
+//
+// Tolerances, muon. The momentum and the whole AdamW part (the embedding and the vectors: master, exp_avg,
+// exp_avg_sq) are the same fp32 operations in the same order on both sides (muon.cuh): rtol 1e-6, room for
+// an ulp should one compiler fuse g*g into the lerp. The Muon matrices' update is where the two differ:
+// the GEMMs sum in another order than cpu/matmul.c, a product near a bf16 rounding boundary rounds the
+// other way, and the quintic (whose singular values oscillate in [0.7, 1.2] rather than converge) carries
+// that through the 5 iterations to most entries. We measured how far on the CPU
+// (test/tolerance_muon_ns.c: muon.c's iteration with the matmul's summation order reversed, or blocked by
+// 16 with 2 mantissa bits dropped at every add, on random matrices of these shapes; 2026-12-02, a 2-core
+// AMD EPYC): the worst of its 3360 matrices is 2.7% in relative Frobenius norm and 15.1 bf16 ulps (2^-8)
+// of the largest entry (earlier drafts of it, ~6000 matrices in all: 3.1%, 16.5 ulps). So each step's
+// update (theta_new - theta_old * (1 - lr*wd), from each side's own previous master) must agree within
+// 6% in relative Frobenius norm and 32 bf16 ulps of its largest entry, per matrix: twice the worst seen.
+// What that catches: 4 or 6 iterations instead of 5 (30-40%, ~100 ulps), a transposed or misplaced operand,
+// a wrong leading dimension, a missed tile (O(1) on the elements concerned). What it cannot tell apart
+// from a reordering: torch 1.13's bf16-rounded coefficients (4-8%) or an fp32 iteration (2.4-4.4%), which
+// a bf16 cuBLAS GEMM cannot produce here and the CPU's bit-level test against the transcription covers.
+//
+// Tolerances, galore_adamw. The projector: both sides take the eigenvectors of the same double Gram
+// matrix (summed in another order, ~1e-16 relative) from different double eigensolvers (cuSOLVER's divide
+// and conquer, the CPU's QL; ~1e-13 apart at these eigenvalue gaps) and round them to fp32 once, after
+// the same sign convention: within 2e-6, as the CPU's test against torch's float64 SVD; a vector with the
+// other sign, or another vector, is off by O(1/sqrt(s)). galore_step: equal. m, v of the projected
+// matrices: R sums fp32 products in cuBLAS's order (~sqrt(K) 2^-24 relative) and nvcc fuses galore.h's
+// multiply-adds (1 ulp): within 1e-4 of the tensor's largest |m| or |v| (as the CPU's test against torch:
+// elements near zero carry the absolute error of the large ones); since m and v persist across the
+// refreshes at steps 4 and 7, a projector with a flipped or rotated vector would show as O(1) here.
+// Unprojected m, v: rtol 1e-5 (fused multiply-adds only). The master: 1e-6 absolute on parameters of
+// ~0.05 that move ~2e-3 per step (the CPU's test's tolerance against torch), 1000 times below a wrong step.
+// The bf16 copy: bit-exact to the CPU's rounding of the GPU's master (nearest and stochastic).
+static void check_optimizer_matrix(const char* opt_name, int nesterov, int bf16_mode, int sr) {
+    const Optimizer* opt = optim_find(opt_name);
+    CHECK(opt);
+    const int is_muon = !strcmp(opt_name, "muon");
+    OptHyper h = opt->defaults;
+    h.weight_decay = 0.1;
+    if (is_muon) {
+        h.lr = 0.02;
+        h.momentum = 0.95;
+        h.nesterov = nesterov;
+        h.aux_lr = 3e-3f;
+    } else {
+        h.lr = 1e-2;
+        h.rank = 32;
+        h.update_proj_gap = 3;
+        h.galore_scale = 0.25f;
+    }
+    enum { NT = 8, STEPS = 7 };
+    const size_t rows[NT] = { 1, 1, 21, 37, 83, 40, 200, 64 }, cols[NT] = { 1, 301, 37, 83, 37, 24, 96, 300 };
+    const int roles[NT] = { PARAM_VECTOR, PARAM_VECTOR, PARAM_EMBEDDING, PARAM_MATRIX, PARAM_ATTN_QKV, PARAM_MATRIX, PARAM_MATRIX, PARAM_MATRIX };
+    ParamShape shapes[NT];
+    memset(shapes, 0, sizeof(shapes));
+    size_t offs[NT], P = 0;
+    char names[NT][16];
+    for (int i = 0; i < NT; i++) {
+        snprintf(names[i], sizeof(names[i]), "t%d", i);
+        shapes[i].name = names[i];
+        shapes[i].rows = rows[i]; shapes[i].cols = cols[i]; shapes[i].numel = rows[i] * cols[i];
+        shapes[i].ndim = rows[i] > 1 ? 2 : 1;
+        shapes[i].role = roles[i];
+        shapes[i].heads = 1;
+        shapes[i].decay = (shapes[i].ndim == 2 && i != 6) || i == 1;
+        offs[i] = P;
+        P += shapes[i].numel;
+    }
+    Ledger led;
+    ledger_init(&led, 0);
+    GpuOpt o;
+    gpu_opt_setup(&o, opt, &h, shapes, offs, NT, &led);
+    o.stochastic_rounding = sr;
+    o.seed = 4244;
+    float* cpu_state[NT][OPT_MAX_STATES] = { { NULL } };
+    StateSpec specs[NT][OPT_MAX_STATES];
+    int nstate[NT];
+    for (int i = 0; i < NT; i++) {
+        nstate[i] = opt->layout(&h, &shapes[i], specs[i]);
+        for (int s = 0; s < nstate[i]; s++) cpu_state[i][s] = (float*)xcalloc(specs[i][s].count, sizeof(float));
+    }
+    Rng r;
+    rng_seed(&r, 78);
+    float* cpu_theta = (float*)xmalloc(P * sizeof(float));
+    for (size_t i = 0; i < P; i++) cpu_theta[i] = 0.05f * rng_normal(&r);
+    float* cpu_before = (float*)xmalloc(P * sizeof(float));
+    float* gpu_theta = (float*)xmalloc(P * sizeof(float));
+    float* gpu_before = (float*)xmalloc(P * sizeof(float));
+    memcpy(gpu_theta, cpu_theta, P * sizeof(float));
+    float* d_master = NULL;
+    void* d_grad = NULL;
+    bf16d* d_pbf16 = NULL;
+    CUDA_CHECK(cudaMalloc(&d_master, P * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&d_grad, P * sizeof(float)));
+    if (bf16_mode) CUDA_CHECK(cudaMalloc(&d_pbf16, P * sizeof(bf16)));
+    CUDA_CHECK(cudaMemcpy(d_master, cpu_theta, P * sizeof(float), cudaMemcpyHostToDevice));
+    float* grad = (float*)xmalloc(P * sizeof(float));
+    bf16* grad_b = (bf16*)xmalloc(P * sizeof(bf16));
+    const float lr_scales[STEPS] = { 0.3f, 1.0f, 0.7f, 1.0f, 0.5f, 0.9f, 0.6f }, clips[STEPS] = { 1.0f, 0.5f, 1.0f, 0.8f, 1.0f, 1.0f, 0.6f };
+    char label[160], why[256] = "";
+    snprintf(label, sizeof(label), "%s%s %s%s", opt_name, is_muon && !nesterov ? " plain" : "", bf16_mode ? "bf16" : "fp32", sr ? " sr" : "");
+    int ok_master = 1, ok_exact = 1, ok_fro = 1, ok_max = 1, ok_proj = 1, ok_pstep = 1, ok_mv = 1;
+    double worst_fro = 0.0, worst_ulps = 0.0, worst_proj = 0.0, worst_mv = 0.0, worst_master = 0.0;
+    for (int step = 1; step <= STEPS; step++) {
+        for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
+        upload_grad(d_grad, grad, grad_b, P, bf16_mode);
+        memcpy(cpu_before, cpu_theta, P * sizeof(float));
+        memcpy(gpu_before, gpu_theta, P * sizeof(float));
+        step_cpu_and_gpu(opt, &h, &o, shapes, offs, NT, cpu_state, nstate, cpu_theta, grad, d_master, d_grad, d_pbf16, bf16_mode, step,
+                         lr_scales[step - 1], clips[step - 1]);
+        CUDA_CHECK(cudaMemcpy(gpu_theta, d_master, P * sizeof(float), cudaMemcpyDeviceToHost));
+        for (int i = 0; i < NT; i++) {
+            const size_t n = shapes[i].numel;
+            const float* gt = gpu_theta + offs[i];
+            const float* ct = cpu_theta + offs[i];
+            const int muon_matrix = is_muon && muon_uses_muon(&shapes[i]);
+            if (muon_matrix) {
+                // this step's update on each side, from its own previous master
+                const MuonScalars k = muon_scalars(&h, shapes[i].rows, shapes[i].cols, shapes[i].decay ? h.weight_decay : 0.0,
+                                                   h.lr * lr_scales[step - 1], lr_scales[step - 1], step);
+                double num = 0.0, den = 0.0, dmax = 0.0, cmax = 0.0;
+                for (size_t j = 0; j < n; j++) {
+                    const double dg = (double)gt[j] - (double)gpu_before[offs[i] + j] * k.decay;
+                    const double dc = (double)ct[j] - (double)cpu_before[offs[i] + j] * k.decay;
+                    num += (dg - dc) * (dg - dc);
+                    den += dc * dc;
+                    dmax = fmax(dmax, fabs(dg - dc));
+                    cmax = fmax(cmax, fabs(dc));
+                }
+                const double fro = sqrt(num / den), ulps = dmax / cmax * 256.0;
+                worst_fro = fmax(worst_fro, fro);
+                worst_ulps = fmax(worst_ulps, ulps);
+                if (ok_fro && !(fro <= 6e-2)) { ok_fro = 0; snprintf(why, sizeof(why), "step %d tensor %d: relative Frobenius error %.3g", step, i, fro); }
+                if (ok_max && !(ulps <= 32.0)) { ok_max = 0; snprintf(why, sizeof(why), "step %d tensor %d: %.1f bf16 ulps of the largest entry", step, i, ulps); }
+            } else {
+                for (size_t j = 0; j < n; j++) {
+                    const double d = fabs((double)gt[j] - ct[j]);
+                    const int bad = is_muon ? !(d <= 1e-6 * fabs(ct[j]) + 1e-12) : !(d <= 1e-6);
+                    worst_master = fmax(worst_master, d);
+                    if (bad && ok_master) {
+                        ok_master = 0;
+                        snprintf(why, sizeof(why), "step %d tensor %d element %zu: gpu %.9g cpu %.9g", step, i, j, gt[j], ct[j]);
+                    }
+                }
+            }
+            // every state, found through the shared layout
+            const TensorStates* ts = &o.layout.tensors[i];
+            for (int s = 0; s < nstate[i]; s++) {
+                const size_t cnt = specs[i][s].count;
+                float* gs = (float*)xmalloc(cnt * sizeof(float));
+                CUDA_CHECK(cudaMemcpy(gs, (char*)o.buf[ts->buf[s]] + ts->offset[s], cnt * sizeof(float), cudaMemcpyDeviceToHost));
+                const float* cs = cpu_state[i][s];
+                const char* nm = specs[i][s].name;
+                const int projected = !is_muon && galore_projected(&shapes[i]);
+                if (!strcmp(nm, "galore_proj")) {
+                    for (size_t j = 0; j < cnt; j++) {
+                        const double d = fabs((double)gs[j] - cs[j]);
+                        worst_proj = fmax(worst_proj, d);
+                        if (ok_proj && !(d <= 2e-6)) { ok_proj = 0; snprintf(why, sizeof(why), "step %d tensor %d galore_proj element %zu: gpu %.9g cpu %.9g", step, i, j, gs[j], cs[j]); }
+                    }
+                } else if (!strcmp(nm, "galore_step")) {
+                    if (ok_pstep && gs[0] != cs[0]) { ok_pstep = 0; snprintf(why, sizeof(why), "step %d tensor %d galore_step gpu %g cpu %g", step, i, gs[0], cs[0]); }
+                } else if (projected) {
+                    const double mx = max_abs(cs, cnt);
+                    for (size_t j = 0; j < cnt; j++) {
+                        const double d = fabs((double)gs[j] - cs[j]) / (mx > 0.0 ? mx : 1.0);
+                        worst_mv = fmax(worst_mv, d);
+                        if (ok_mv && !(d <= 1e-4)) { ok_mv = 0; snprintf(why, sizeof(why), "step %d tensor %d %s element %zu: gpu %.9g cpu %.9g (max %.3g)", step, i, nm, j, gs[j], cs[j], mx); }
+                    }
+                } else {  // muon's momentum and AdamW part, galore's unprojected tensors
+                    const double rtol = is_muon ? 1e-6 : 1e-5;
+                    for (size_t j = 0; j < cnt; j++)
+                        if (ok_exact && !(fabs((double)gs[j] - cs[j]) <= rtol * fabs(cs[j]) + 1e-30)) {
+                            ok_exact = 0;
+                            snprintf(why, sizeof(why), "step %d tensor %d %s element %zu: gpu %.9g cpu %.9g", step, i, nm, j, gs[j], cs[j]);
+                        }
+                }
+                free(gs);
+            }
+        }
+    }
+    if (is_muon) {
+        printf("# %s: worst Muon update difference: %.3g relative Frobenius, %.1f bf16 ulps of the largest entry\n", label, worst_fro, worst_ulps);
+        test_check(ok_fro, why, "optimizer kernel %s: Muon updates vs CPU, relative Frobenius <= 6e-2 every step (worst %.3g)", label, worst_fro);
+        test_check(ok_max, why, "optimizer kernel %s: Muon updates vs CPU, within 32 bf16 ulps of the largest entry (worst %.1f)", label, worst_ulps);
+        test_check(ok_master, why, "optimizer kernel %s: AdamW-part master vs CPU step (rtol 1e-6, %d steps)", label, STEPS);
+        test_check(ok_exact, why, "optimizer kernel %s: momentum_buffer, exp_avg, exp_avg_sq vs CPU (rtol 1e-6)", label);
+    } else {
+        printf("# %s: worst |master diff| %.3g, projector %.3g, projected m/v diff / max %.3g\n", label, worst_master, worst_proj, worst_mv);
+        test_check(ok_master, why, "optimizer kernel %s: master vs CPU step (atol 1e-6, %d steps, refreshes at 1, 4, 7)", label, STEPS);
+        test_check(ok_proj, why, "optimizer kernel %s: galore_proj vs CPU after the sign convention (atol 2e-6, worst %.3g)", label, worst_proj);
+        test_check(ok_pstep, why, "optimizer kernel %s: galore_step (the refresh steps) equal the CPU's", label);
+        test_check(ok_mv, why, "optimizer kernel %s: projected exp_avg, exp_avg_sq within 1e-4 of their max (worst %.3g)", label, worst_mv);
+        test_check(ok_exact, why, "optimizer kernel %s: unprojected exp_avg, exp_avg_sq vs CPU (rtol 1e-5)", label);
+    }
+    if (bf16_mode) check_bf16_copy(label, d_pbf16, gpu_theta, shapes, offs, NT, P, o.seed, STEPS, sr);
+    for (int i = 0; i < NT; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
+    free(cpu_theta); free(cpu_before); free(gpu_theta); free(gpu_before); free(grad); free(grad_b);
+    CUDA_CHECK(cudaFree(d_master));
+    CUDA_CHECK(cudaFree(d_grad));
+    if (d_pbf16) CUDA_CHECK(cudaFree(d_pbf16));
+    dev_free_all();
+    state_layout_free(&o.layout);
+    free(o.own);
 }
 
 // ---- 3b: the 8-bit kernels vs adam8bit.c ----------------------------------------------------------
@@ -603,6 +833,34 @@ static int run_cmd(const char* cmd) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+// 20 bf16 steps of one optimizer (flags: its lr and options), ./train_gpu vs ./train_cpu on the same
+// shard and seed: per-step losses within 0.15 (the bf16 tolerance of check 4), and the GPU loss falls.
+static void check_trainer_opt(const char* dir, const char* shard, const char* opt, const char* flags) {
+    const int N = 20;
+    const char* base = "-model 2:128:2 -b 4 -t 64 -x 20 -v 0 -m 2 -gen 0 -seed 7 -precision bf16";
+    double lg[N + 1], lc[N + 1];
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt %s %s -i %s -o %s/gpu_%s > %s/gpu_%s.txt 2>&1", base, opt, flags, shard, dir, opt, dir, opt);
+    int rg = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_cpu %s -opt %s %s -i %s -o %s/cpu_%s > %s/cpu_%s.txt 2>&1", base, opt, flags, shard, dir, opt, dir, opt);
+    int rc = run_cmd(cmd);
+    char d1[600], d2[600], why[256];
+    snprintf(d1, sizeof(d1), "%s/gpu_%s", dir, opt);
+    snprintf(d2, sizeof(d2), "%s/cpu_%s", dir, opt);
+    int ng = read_losses(d1, lg, N), nc = read_losses(d2, lc, N);
+    snprintf(why, sizeof(why), "exit codes gpu %d cpu %d, %d and %d step lines (logs in %s)", rg, rc, ng, nc, dir);
+    int ran = rg == 0 && rc == 0 && ng == N && nc == N;
+    test_check(ran, why, "20 steps %s bf16: both trainers ran", opt);
+    if (!ran) return;
+    double worst = 0.0;
+    int ws = 1;
+    for (int s = 1; s <= N; s++) if (fabs(lg[s] - lc[s]) > worst) { worst = fabs(lg[s] - lc[s]); ws = s; }
+    snprintf(why, sizeof(why), "step %d: gpu %.6f cpu %.6f", ws, lg[ws], lc[ws]);
+    test_check(worst <= 0.15, why, "20 steps %s bf16: GPU losses match the CPU's within 0.15 (worst %.4f at step %d)", opt, worst, ws);
+    snprintf(why, sizeof(why), "gpu loss step 1 %.4f, step 20 %.4f", lg[1], lg[N]);
+    test_check(lg[N] < lg[1] - 0.1, why, "20 steps %s bf16: the GPU loss falls (%.3f -> %.3f)", opt, lg[1], lg[N]);
+}
+
 static void check_trainers(void) {
     if (access("./train_gpu", X_OK) != 0 || access("./train_cpu", X_OK) != 0) {
         test_check(0, "build them first: make train_cpu train_gpu", "trainer binaries ./train_gpu and ./train_cpu exist");
@@ -681,28 +939,12 @@ static void check_trainers(void) {
     const char* more[5] = { "lion", "adamw8bit", "paged_adamw8bit", "adafactor", "came" };
     for (int k = 0; k < 5; k++) {
         const char* lr = k == 0 ? "-l 1e-4" : k == 3 ? "" : "-l 1e-3";
-        const char* base = "-model 2:128:2 -b 4 -t 64 -x 20 -v 0 -m 2 -gen 0 -seed 7 -precision bf16";
-        double lg[N + 1], lc[N + 1];
-        snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt %s %s -i %s -o %s/gpu_%s > %s/gpu_%s.txt 2>&1", base, more[k], lr, shard, dir, more[k], dir, more[k]);
-        int rg = run_cmd(cmd);
-        snprintf(cmd, sizeof(cmd), "./train_cpu %s -opt %s %s -i %s -o %s/cpu_%s > %s/cpu_%s.txt 2>&1", base, more[k], lr, shard, dir, more[k], dir, more[k]);
-        int rc = run_cmd(cmd);
-        char d1[600], d2[600], why[256];
-        snprintf(d1, sizeof(d1), "%s/gpu_%s", dir, more[k]);
-        snprintf(d2, sizeof(d2), "%s/cpu_%s", dir, more[k]);
-        int ng = read_losses(d1, lg, N), nc = read_losses(d2, lc, N);
-        snprintf(why, sizeof(why), "exit codes gpu %d cpu %d, %d and %d step lines (logs in %s)", rg, rc, ng, nc, dir);
-        int ran = rg == 0 && rc == 0 && ng == N && nc == N;
-        test_check(ran, why, "20 steps %s bf16: both trainers ran", more[k]);
-        if (!ran) continue;
-        double worst = 0.0;
-        int ws = 1;
-        for (int s = 1; s <= N; s++) if (fabs(lg[s] - lc[s]) > worst) { worst = fabs(lg[s] - lc[s]); ws = s; }
-        snprintf(why, sizeof(why), "step %d: gpu %.6f cpu %.6f", ws, lg[ws], lc[ws]);
-        test_check(worst <= 0.15, why, "20 steps %s bf16: GPU losses match the CPU's within 0.15 (worst %.4f at step %d)", more[k], worst, ws);
-        snprintf(why, sizeof(why), "gpu loss step 1 %.4f, step 20 %.4f", lg[1], lg[N]);
-        test_check(lg[N] < lg[1] - 0.1, why, "20 steps %s bf16: the GPU loss falls (%.3f -> %.3f)", more[k], lg[1], lg[N]);
+        check_trainer_opt(dir, shard, more[k], lr);
     }
+    // muon at its defaults (Muon part lr 0.02, AdamW part 3e-4); galore_adamw at rank 32 of the 128
+    // channels with the projector refreshed at steps 1, 6, 11 and 16
+    check_trainer_opt(dir, shard, "muon", "");
+    check_trainer_opt(dir, shard, "galore_adamw", "-l 1e-3 -rank 32 -update-proj-gap 5");
     printf("# trainer logs kept in %s\n", dir);
 }
 
@@ -891,6 +1133,13 @@ int main(int argc, char** argv) {
     check_optimizer_factored("came", 0, 0, 0);
     check_optimizer_factored("came", 0, 1, 0);
     check_optimizer_factored("came", 0, 1, 1);
+    check_optimizer_matrix("muon", 1, 0, 0);
+    check_optimizer_matrix("muon", 1, 1, 0);
+    check_optimizer_matrix("muon", 1, 1, 1);
+    check_optimizer_matrix("muon", 0, 0, 0);
+    check_optimizer_matrix("galore_adamw", 0, 0, 0);
+    check_optimizer_matrix("galore_adamw", 0, 1, 0);
+    check_optimizer_matrix("galore_adamw", 0, 1, 1);
     check_zero_units();
     if (argc < 2 || strcmp(argv[1], "-quick") != 0) check_trainers();
     if (argc < 2 || strcmp(argv[1], "-quick") != 0) check_nccl(ndev);
