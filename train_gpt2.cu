@@ -708,7 +708,7 @@ int main(int argc, char** argv) {
     // ---- summary
     char mem[1024];
     int n = 0, ts = tm.timed_steps;
-    long nonfinite = gpu_opt_nonfinite(&orun); // the 8-bit kernels count them, as the CPU's adam8bit step
+    long nonfinite = gpu_opt_nonfinite(&orun); // the 8-bit and 4-bit kernels count them, as their CPU steps
     if (nonfinite) n += snprintf(mem + n, sizeof(mem) - n, "note: the optimizer saw %ld non-finite gradient elements\n", nonfinite);
     if (ts > 0)
         n += snprintf(mem + n, sizeof(mem) - n, "gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, "

@@ -7,8 +7,13 @@
 // measured in the same run (cudaMemcpy device to device of a 1 GiB buffer: 2 GiB moved per copy).
 // Bytes per step (a lower bound: every byte read or written once): master fp32 read + write (8 B/param),
 // bf16 gradient read (2), bf16 copy written (2), each state buffer read and written (2x its bytes, from
-// the optimizer's own state layout and dtypes). Adafactor and CAME read the gradient in several passes
-// (statistics, clip, update; CAME also the residual), so their real traffic is higher than this bound:
+// the optimizer's own state layout and dtypes), plus the passes an optimizer is known to repeat
+// (extra_pass_bytes): adam_mini reads the gradient of its block-partitioned tensors twice (the block
+// sums, then the update: +2 B/param of those); adamw4bit reads the gradient and the v codes of its rank-1
+// matrices in the statistics pass too (+2.5 B/param of those; the scratch maxima, 12 B per row and
+// column, are left out: under 0.1%). lion8bit and sgdm8bit move each byte once at -qblock <= 2048 (the
+// default 256; larger blocks re-read past Q8_REGS elements per thread). Adafactor and CAME read the
+// gradient in several passes (statistics, clip, update; CAME also the residual), not counted here, so
 // their percent understates how close they are to the memory roof.
 // Muon and GaLore are different: their step is matrix products (Muon's 5 Newton-Schulz iterations per
 // hidden matrix, GaLore's two projections, and at every -update-proj-gap steps its Gram matrices and
@@ -65,6 +70,16 @@ static double copy_bandwidth_gbs(void) {
     CUDA_CHECK(cudaFree(a));
     CUDA_CHECK(cudaFree(b));
     return best;
+}
+
+// Bytes an optimizer's kernels move beyond the once-each bound, from the passes they repeat (header).
+static double extra_pass_bytes(const Optimizer* opt, const ParamShape* shapes, int n) {
+    double extra = 0.0;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(opt->name, "adam_mini") && !adam_mini_partition(&shapes[i]).adam) extra += 2.0 * (double)shapes[i].numel;
+        if (!strcmp(opt->name, "adamw4bit") && shapes[i].ndim == 2 && shapes[i].numel > A4_THRESHOLD) extra += 2.5 * (double)shapes[i].numel;
+    }
+    return extra;
 }
 
 int main(int argc, char** argv) {
@@ -128,7 +143,7 @@ int main(int argc, char** argv) {
         gpu_opt_setup(&o, opt, &opt->defaults, shapes, offs, n, &led);
         size_t state_bytes = 0;
         for (int b = 0; b < o.layout.nbuf; b++) state_bytes += o.layout.buf_bytes[b];
-        const double bytes = (double)params * (8.0 + 2.0 + 2.0) + 2.0 * (double)state_bytes;
+        const double bytes = (double)params * (8.0 + 2.0 + 2.0) + 2.0 * (double)state_bytes + extra_pass_bytes(opt, shapes, n);
         int step = 0;
         for (int w = 0; w < warmup; w++) gpu_opt_step<bf16d>(&o, master, grad, pbf16, ++step, 1.0f, 1.0f);
         CUDA_CHECK(cudaDeviceSynchronize());

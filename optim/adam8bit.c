@@ -74,13 +74,9 @@
 #endif
 #include "optim/adam8bit.h"   // after the pragma: the header's functions inline into the loops below
 
-// bitsandbytes keeps fp32 state below min_8bit_size and, whatever min_8bit_size says, below 4096.
-#define BNB_8BIT_FLOOR 4096
-
-static int adam8bit_is_quantized(const OptHyper* h, const ParamShape* s) {
-    size_t min_size = h->min_8bit_size > BNB_8BIT_FLOOR ? (size_t)h->min_8bit_size : BNB_8BIT_FLOOR;
-    return s->numel >= min_size;
-}
+// bitsandbytes keeps fp32 state below min_8bit_size and, whatever min_8bit_size says, below 4096
+// (quant8.h's q8_is_quantized).
+static int adam8bit_is_quantized(const OptHyper* h, const ParamShape* s) { return q8_is_quantized(h, s->numel); }
 
 static int adam8bit_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     if (!adam8bit_is_quantized(h, s)) {

@@ -21,16 +21,7 @@
 #include <math.h>
 #include "optim/adam8bit.h"
 #include "optim/quant8.h"
-
-#define Q8_REGS 8
-
-// adam8bit's own device tables (GpuOpt.own).
-typedef struct {
-    int nq;                         // quantized tensors
-    size_t nqblocks;                // their quantization blocks, all together
-    GpuOptTensor* d_qtensors;       // (nq) the quantized tensors' entries, block0 ascending
-    float* d_maps;                  // (512) the signed map (for m), then the unsigned map (for v)
-} Adam8bitGpu;
+#include "optim/quant8.cuh"   // Q8Gpu, q8_gpu_setup, Q8_REGS
 
 // paged_adamw8bit's state: managed memory (host-backed, migrated on demand), zeroed, counted in the
 // ledger as host-backed state. Never more than the card has free: the point of paging is to absorb
@@ -84,12 +75,7 @@ __global__ void __launch_bounds__(256) adam8bit_quantized_kernel(float* master, 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = nthr >> 5;
     unsigned long long nonfinite = 0;
     for (size_t qb = blockIdx.x; qb < nqblocks; qb += gridDim.x) {
-        int lo_t = 0, hi_t = nq - 1; // the last tensor whose block0 <= qb
-        while (lo_t < hi_t) {
-            int mid = (lo_t + hi_t + 1) >> 1;
-            if (qt[mid].block0 <= qb) lo_t = mid; else hi_t = mid - 1;
-        }
-        const GpuOptTensor t = qt[lo_t];
+        const GpuOptTensor t = qt[opt_find_unit(qt, nq, &GpuOptTensor::block0, qb)];
         const size_t b = qb - t.block0, lo = b * (size_t)Q;
         const int len = (int)(t.numel - lo < (size_t)Q ? t.numel - lo : (size_t)Q);
         uint8_t* cm = (uint8_t*)t.sp[0] + lo;  // (len) m codes
@@ -178,37 +164,7 @@ __global__ void __launch_bounds__(256) adam8bit_quantized_kernel(float* master, 
 
 // adam8bit.c's layout: 4 states (m codes, v codes, m absmax, v absmax) for a quantized tensor, else 2 fp32.
 static void adam8bit_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
-    Adam8bitGpu* q = (Adam8bitGpu*)xcalloc(1, sizeof(Adam8bitGpu));
-    o->own = q;
-    const size_t qblock = (size_t)o->hyper.qblock;
-    int* quant = (int*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
-    for (int i = 0; i < n; i++) {
-        const TensorStates* ts = &o->layout.tensors[i];
-        quant[i] = ts->nstate == 4;
-        if (quant[i]) CHECK(ts->dtype[0] == DT_U8 && ts->dtype[1] == DT_U8 && ts->dtype[2] == DT_F32 && ts->dtype[3] == DT_F32);
-        else CHECK(ts->nstate == 2 && ts->dtype[0] == DT_F32 && ts->dtype[1] == DT_F32);
-    }
-    GpuOptTensor* ht = gpu_opt_chunks(o, shapes, param_offsets, n, quant, led); // chunks: the fp32 tensors
-    GpuOptTensor* hq = (GpuOptTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(GpuOptTensor));
-    for (int i = 0; i < n; i++) {
-        if (!quant[i]) continue;
-        hq[q->nq] = ht[i];
-        hq[q->nq].block0 = q->nqblocks;
-        q->nqblocks += q8_num_blocks(shapes[i].numel, qblock);
-        q->nq++;
-    }
-    q->d_qtensors = (GpuOptTensor*)dev_alloc(led, MEM_OTHER, "optimizer 8-bit tensor table", (size_t)q->nq * sizeof(GpuOptTensor));
-    q->d_maps = (float*)dev_alloc(led, MEM_OTHER, "optimizer 8-bit codebooks", 2 * Q8_CODES * sizeof(float));
-    o->d_nonfinite = (unsigned long long*)dev_alloc(led, MEM_OTHER, "optimizer non-finite count", sizeof(unsigned long long));
-    if (!led->dry) {
-        if (q->nq > 0) CUDA_CHECK(cudaMemcpy(q->d_qtensors, hq, (size_t)q->nq * sizeof(GpuOptTensor), cudaMemcpyHostToDevice));
-        // the very codebooks the CPU builds (quant8.c), so both sides quantize against the same floats
-        CUDA_CHECK(cudaMemcpy(q->d_maps, q8_map_signed()->code, Q8_CODES * sizeof(float), cudaMemcpyHostToDevice));
-        CUDA_CHECK(cudaMemcpy(q->d_maps + Q8_CODES, q8_map_unsigned()->code, Q8_CODES * sizeof(float), cudaMemcpyHostToDevice));
-    }
-    free(quant);
-    free(ht);
-    free(hq);
+    q8_gpu_setup(o, shapes, param_offsets, n, led, 2);
 }
 
 // paged_adamw8bit: as adam8bit, and the managed pages kept on this GPU between steps (the CPU touches
@@ -236,7 +192,7 @@ struct Adam8bitFp32Op {
 
 template <typename G>
 static void adam8bit_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
-    const Adam8bitGpu* q = (const Adam8bitGpu*)o->own;
+    const Q8Gpu* q = (const Q8Gpu*)o->own;
     const Adam8bitScalars k = adam8bit_scalars(&o->hyper, a->lr, a->step);
     if (o->paged) {
         // bring the managed state to this GPU ahead of the kernels, on the same (default) stream

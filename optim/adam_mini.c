@@ -34,59 +34,18 @@
 //
 // State: m (fp32, every element: 4 B/param); v (fp32) for biases; vmean (fp32) one per block. d12:
 // 4.0070 B/param (v of the biases 0.003, vmean 0.004), half of AdamW's 8.
-#include <string.h>
-#include "optim_common.h"
-#include "adam_mini.h"
 #include "common/util.h"
 
 // No implicit fused multiply-adds: the ones PyTorch's kernels do (lerp, add with alpha) are explicit
-// fmaf calls in adam_mini.h, so the elementwise math equals the official code's rounding.
+// fmaf calls in adam_mini.h, so the elementwise math equals the official code's rounding, and the CUDA
+// kernels (optim/adam_mini.cuh), which call the same functions, do the same operations.
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
-
-// How a tensor is cut into blocks: `head_blocks` blocks of head_numel elements first, then blocks of
-// row_numel elements. Every block is a contiguous range of the row-major tensor.
-typedef struct {
-    int adam;              // per-element v (biases): no blocks
-    size_t nblocks;
-    size_t head_blocks, head_numel;
-    size_t row_numel;
-} MiniPartition;
-
-static int name_ends_with(const char* name, const char* suffix) {
-    if (!name) return 0;
-    size_t n = strlen(name), k = strlen(suffix);
-    return n >= k && strcmp(name + n - k, suffix) == 0;
-}
-
-static MiniPartition adam_mini_partition(const ParamShape* s) {
-    MiniPartition q = { 0, 1, 0, 0, s->numel };
-    if (s->ndim == 1 || s->role == PARAM_VECTOR) {
-        q.adam = name_ends_with(s->name, ".b");          // biases: Adam; gains: one block
-        return q;
-    }
-    if (s->role == PARAM_ATTN_QKV) {
-        CHECK(s->heads > 0 && s->rows % 3 == 0 && (s->rows / 3) % (size_t)s->heads == 0);
-        q.head_blocks = 2 * (size_t)s->heads;                      // q heads, then k heads
-        q.head_numel = s->rows / 3 / (size_t)s->heads * s->cols;
-        q.row_numel = s->cols;                                     // then v, per row
-        q.nblocks = q.head_blocks + s->rows / 3;
-        return q;
-    }
-    if (s->role == PARAM_EMBEDDING && !(s->name && strstr(s->name, "wte"))) return q;  // wpe: one block
-    q.row_numel = s->cols;                                         // per row (output neuron, token)
-    q.nblocks = s->rows;
-    return q;
-}
-
-static void block_range(const MiniPartition* q, size_t b, size_t* lo, size_t* len) {
-    if (b < q->head_blocks) { *lo = b * q->head_numel; *len = q->head_numel; return; }
-    *lo = q->head_blocks * q->head_numel + (b - q->head_blocks) * q->row_numel;
-    *len = q->row_numel;
-}
+#include "optim_common.h"
+#include "adam_mini.h"   // after the pragma: the header's functions inline into the loops below
 
 static int adam_mini_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     const MiniPartition q = adam_mini_partition(s);
@@ -95,27 +54,10 @@ static int adam_mini_layout(const OptHyper* h, const ParamShape* s, StateSpec ou
     return 2;
 }
 
-static AdamMiniScalars adam_mini_scalars(const OptHyper* h, const OptTensor* p, const OptStep* st) {
-    AdamMiniScalars k;
-    const float wd = optim_wd(h, p);
-    const double bc1 = 1.0 - pow((double)h->beta1, (double)st->t);
-    const double bc2 = 1.0 - pow((double)h->beta2, (double)st->t);
-    k.lr = st->lr;
-    k.decay = optim_decay_factor(st->lr, wd);
-    k.decays = wd > 0.0f;
-    k.beta2 = h->beta2;
-    k.one_minus_beta1 = optim_one_minus(h->beta1);
-    k.one_minus_beta2 = optim_one_minus(h->beta2);
-    k.bc2_sqrt = (float)sqrt(bc2);
-    k.inv_bc1 = (float)(1.0 / bc1);
-    k.step_size = (float)((double)st->lr / bc1);
-    k.eps = h->eps;
-    return k;
-}
-
 static void adam_mini_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const AdamMiniScalars k = adam_mini_scalars(h, p, st);
+    const AdamMiniScalars k = adam_mini_scalars(h, st->lr, st->t);
     const MiniPartition q = adam_mini_partition(p->shape);
+    const int decays = p->shape->decay;
     const size_t n = p->shape->numel;
     float* theta = p->param;          // (numel)
     const float* g = p->grad;         // (numel)
@@ -123,20 +65,19 @@ static void adam_mini_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     if (q.adam) {
         float* v = (float*)p->state[1];   // (numel) v
         OPTIM_PARALLEL_FOR(n)
-        for (size_t i = 0; i < n; i++) adam_mini_adam(&k, &theta[i], &m[i], &v[i], g[i]);
+        for (size_t i = 0; i < n; i++) adam_mini_adam(&k, decays, &theta[i], &m[i], &v[i], g[i]);
         return;
     }
     float* vmean = (float*)p->state[1];   // (nblocks) vmean
     OPTIM_PARALLEL_FOR(n)
     for (size_t b = 0; b < q.nblocks; b++) {
         size_t lo, len;
-        block_range(&q, b, &lo, &len);
+        adam_mini_block_range(&q, b, &lo, &len);
         double sum = 0.0;
-        for (size_t i = lo; i < lo + len; i++) sum += (double)(g[i] * g[i]);  // grad * grad is fp32
-        const float mean_g2 = (float)sum / (float)len;
-        vmean[b] = adam_mini_vmean(&k, vmean[b], mean_g2);
+        for (size_t i = lo; i < lo + len; i++) sum += (double)adam_mini_sq(g[i]);  // grad * grad is fp32
+        vmean[b] = adam_mini_vmean(&k, vmean[b], adam_mini_mean(sum, len));
         const float step = adam_mini_block_step(&k, vmean[b]);
-        for (size_t i = lo; i < lo + len; i++) adam_mini_element(&k, &theta[i], &m[i], g[i], step);
+        for (size_t i = lo; i < lo + len; i++) adam_mini_element(&k, decays, &theta[i], &m[i], g[i], step);
     }
 }
 

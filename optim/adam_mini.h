@@ -1,16 +1,75 @@
-// optim/adam_mini.h: Adam-mini's math, once, for the CPU loop (optim/adam_mini.c) and a future CUDA
-// kernel. Scalars are computed on the host in double and rounded to fp32 once (Python floats meeting
-// fp32 tensors); the per-element functions are HD (host and device). See adam_mini.c for the algorithm.
+// optim/adam_mini.h: Adam-mini's math, once, for the CPU loop (optim/adam_mini.c) and the CUDA kernels
+// (optim/adam_mini.cuh): the partition of a tensor into blocks, the per-step scalars (host, in double,
+// rounded to fp32 once: Python floats meeting fp32 tensors), and the per-block and per-element pieces
+// (HD: host and device). See adam_mini.c for the algorithm and the partition.
+//
+// The fused multiply-adds PyTorch's kernels do (lerp, add with alpha) are explicit fmaf calls; every
+// other operation is one of optim_common.h's *_RN macros, so nvcc fuses nothing else and the GPU does the
+// CPU's operations (adam_mini.c, and this header for gcc, turn implicit contraction off).
 #ifndef OPTIM_ADAM_MINI_H
 #define OPTIM_ADAM_MINI_H
 
 #include <math.h>
+#include <string.h>
 #include "common/numerics.h"
+#include "common/util.h"
+#include "optim/optim_common.h"
 
+#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
+#define ADAM_MINI_NO_CONTRACT 1
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+// ---- the partition --------------------------------------------------------------------------------
+// How a tensor is cut into blocks (one vmean each): `head_blocks` blocks of head_numel elements first,
+// then blocks of row_numel elements. Every block is a contiguous range of the row-major tensor.
+typedef struct {
+    int adam;              // per-element v (biases): no blocks
+    size_t nblocks;
+    size_t head_blocks, head_numel;
+    size_t row_numel;
+} MiniPartition;
+
+static inline int adam_mini_name_ends_with(const char* name, const char* suffix) {
+    if (!name) return 0;
+    size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+// The official partition in our model (adam_mini.c's header says which tensor gets which).
+static inline MiniPartition adam_mini_partition(const ParamShape* s) {
+    MiniPartition q = { 0, 1, 0, 0, s->numel };
+    if (s->ndim == 1 || s->role == PARAM_VECTOR) {
+        q.adam = adam_mini_name_ends_with(s->name, ".b");          // biases: Adam; gains: one block
+        return q;
+    }
+    if (s->role == PARAM_ATTN_QKV) {
+        CHECK(s->heads > 0 && s->rows % 3 == 0 && (s->rows / 3) % (size_t)s->heads == 0);
+        q.head_blocks = 2 * (size_t)s->heads;                      // q heads, then k heads
+        q.head_numel = s->rows / 3 / (size_t)s->heads * s->cols;
+        q.row_numel = s->cols;                                     // then v, per row
+        q.nblocks = q.head_blocks + s->rows / 3;
+        return q;
+    }
+    if (s->role == PARAM_EMBEDDING && !(s->name && strstr(s->name, "wte"))) return q;  // wpe: one block
+    q.row_numel = s->cols;                                         // per row (output neuron, token)
+    q.nblocks = s->rows;
+    return q;
+}
+
+// Block b's element range [lo, lo + len) inside its tensor.
+HD static inline void adam_mini_block_range(const MiniPartition* q, size_t b, size_t* lo, size_t* len) {
+    if (b < q->head_blocks) { *lo = b * q->head_numel; *len = q->head_numel; return; }
+    *lo = q->head_blocks * q->head_numel + (b - q->head_blocks) * q->row_numel;
+    *len = q->row_numel;
+}
+
+// ---- the scalars ----------------------------------------------------------------------------------
 typedef struct {
     float lr;
     float decay;            // 1 - lr*wd
-    int decays;             // wd > 0: the official code multiplies only then
+    int decays;             // wd > 0: the official code multiplies only then (and the tensor is marked decay)
     float beta2;
     float one_minus_beta1;  // lerp weight of m
     float one_minus_beta2;
@@ -20,43 +79,75 @@ typedef struct {
     float eps;
 } AdamMiniScalars;
 
+// This step's scalars: lr the scheduled learning rate, t the step (1-based). wd is the fp32 the
+// official group's weight_decay becomes before 1 - lr*wd is formed in double.
+static inline AdamMiniScalars adam_mini_scalars(const OptHyper* h, double lr, int t) {
+    AdamMiniScalars k;
+    const float wd = (float)h->weight_decay;
+    const double bc1 = 1.0 - pow((double)h->beta1, (double)t);
+    const double bc2 = 1.0 - pow((double)h->beta2, (double)t);
+    k.lr = (float)lr;
+    k.decay = optim_decay_factor(lr, wd);
+    k.decays = wd > 0.0f;
+    k.beta2 = (float)h->beta2;
+    k.one_minus_beta1 = optim_one_minus(h->beta1);
+    k.one_minus_beta2 = optim_one_minus(h->beta2);
+    k.bc2_sqrt = (float)sqrt(bc2);
+    k.inv_bc1 = (float)(1.0 / bc1);
+    k.step_size = (float)(lr / bc1);
+    k.eps = (float)h->eps;
+    return k;
+}
+
+// ---- per block and per element --------------------------------------------------------------------
 // torch.lerp(self, end, w) with a scalar weight as PyTorch's kernels evaluate it: one fused multiply-add
 // from the nearer end (see muon_lerp in optim/muon.h).
 HD static inline float adam_mini_lerp(float self, float end, float w) {
-    const float diff = end - self;
-    return fabsf(w) < 0.5f ? fmaf(w, diff, self) : fmaf(w - 1.0f, diff, end);
+    const float diff = FSUB_RN(end, self);
+    return fabsf(w) < 0.5f ? fmaf(w, diff, self) : fmaf(FSUB_RN(w, 1.0f), diff, end);
 }
+
+// A block's mean(g^2) from the double sum of its fp32 squares g*g (the order of the sum is the caller's:
+// a double sum of up to 2^20 fp32 squares rounds to the same fp32 in any order but for near-ties).
+HD static inline float adam_mini_sq(float g) { return FMUL_RN(g, g); }
+HD static inline float adam_mini_mean(double sum, size_t len) { return FDIV_RN((float)sum, (float)len); }
 
 // vmean.mul_(beta2).add_(mean_g2, alpha=1 - beta2) for one block (add with alpha: one fused multiply-add).
 HD static inline float adam_mini_vmean(const AdamMiniScalars* k, float vmean, float mean_g2) {
-    return fmaf(k->one_minus_beta2, mean_g2, vmean * k->beta2);
+    return fmaf(k->one_minus_beta2, mean_g2, FMUL_RN(vmean, k->beta2));
 }
 
 // The block's step multiplier (1 / bc1) / (sqrt(vmean) / sqrt(bc2) + eps).
 HD static inline float adam_mini_block_step(const AdamMiniScalars* k, float vmean) {
-    return k->inv_bc1 / (sqrtf(vmean) / k->bc2_sqrt + k->eps);
+    return FDIV_RN(k->inv_bc1, FADD_RN(FDIV_RN(FSQRT_RN(vmean), k->bc2_sqrt), k->eps));
 }
 
-// One element of a block: decay, m.lerp_(g, 1 - beta1), p -= (m * stepsize) * lr.
-HD static inline void adam_mini_element(const AdamMiniScalars* k, float* p, float* m, float g, float block_step) {
+// One element of a block: decay (decays: the tensor's mark), m.lerp_(g, 1 - beta1),
+// p -= (m * stepsize) * lr.
+HD static inline void adam_mini_element(const AdamMiniScalars* k, int decays, float* p, float* m, float g, float block_step) {
     float th = *p;
-    if (k->decays) th = th * k->decay;
+    if (decays && k->decays) th = FMUL_RN(th, k->decay);
     const float mi = adam_mini_lerp(*m, g, k->one_minus_beta1);
     *m = mi;
-    *p = th - (mi * block_step) * k->lr;
+    *p = FSUB_RN(th, FMUL_RN(FMUL_RN(mi, block_step), k->lr));
 }
 
 // One element of an Adam block (biases): v.mul_(beta2).addcmul_(g, g, value=1 - beta2), decay,
 // m.lerp_(g, 1 - beta1), p.addcdiv_(m, sqrt(v)/sqrt(bc2) + eps, value=-lr/bc1).
-HD static inline void adam_mini_adam(const AdamMiniScalars* k, float* p, float* m, float* v, float g) {
-    const float vi = *v * k->beta2 + k->one_minus_beta2 * g * g;
+HD static inline void adam_mini_adam(const AdamMiniScalars* k, int decays, float* p, float* m, float* v, float g) {
+    const float vi = FADD_RN(FMUL_RN(*v, k->beta2), FMUL_RN(FMUL_RN(k->one_minus_beta2, g), g));
     *v = vi;
     float th = *p;
-    if (k->decays) th = th * k->decay;
+    if (decays && k->decays) th = FMUL_RN(th, k->decay);
     const float mi = adam_mini_lerp(*m, g, k->one_minus_beta1);
     *m = mi;
-    const float denom = sqrtf(vi) / k->bc2_sqrt + k->eps;
-    *p = th + (-k->step_size * mi) / denom;
+    const float denom = FADD_RN(FDIV_RN(FSQRT_RN(vi), k->bc2_sqrt), k->eps);
+    *p = FADD_RN(th, FDIV_RN(FMUL_RN(-k->step_size, mi), denom));
 }
+
+#ifdef ADAM_MINI_NO_CONTRACT
+#pragma GCC pop_options
+#undef ADAM_MINI_NO_CONTRACT
+#endif
 
 #endif

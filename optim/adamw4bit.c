@@ -41,16 +41,17 @@
 // Defaults (lpmm.optim.AdamW): lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2.
 #include <stdlib.h>
 #include <string.h>
-#include "optim_common.h"
-#include "adamw4bit.h"
 #include "common/util.h"
 
-// No fused multiply-adds: the step matches the test's PyTorch transcription operation by operation.
+// No fused multiply-adds: the step matches the test's PyTorch transcription operation by operation, and
+// the CUDA kernels (optim/adamw4bit.cuh), which call adamw4bit.h's functions, do the same operations.
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
+#include "optim_common.h"
+#include "adamw4bit.h"   // after the pragma: the header's functions inline into the loops below
 
 #define A4_CHUNKS 16  // fixed row chunks of the column maxima (max is exact: results never depend on threads)
 
@@ -136,7 +137,7 @@ static void a4_rank1_stats(const Adam4Scalars* k, const A4Tensor* q, const float
 
 // One block of A4_BLOCK elements [lo, hi): new m, v (kept on the stack), the new m scale (and v scale for
 // a vector), the parameter update, and the new codes. Returns the non-finite gradient count.
-static long a4_block(const Adam4Scalars* k, const A4Tensor* q, uint8_t* mq, uint8_t* vq, float* theta,
+static long a4_block(const Adam4Scalars* k, int decays, const A4Tensor* q, uint8_t* mq, uint8_t* vq, float* theta,
                      const float* grad, size_t b) {
     const size_t lo = b * A4_BLOCK, hi = lo + A4_BLOCK < q->n ? lo + A4_BLOCK : q->n;
     const size_t cols = q->rank1 ? q->cols : q->n;
@@ -162,7 +163,7 @@ static long a4_block(const Adam4Scalars* k, const A4Tensor* q, uint8_t* mq, uint
     col = lo % cols;
     for (size_t i = lo; i < hi; i++) {
         nonfinite += !isfinite(grad[i]);
-        theta[i] = adamw4bit_param(k, theta[i], m[i - lo], v[i - lo]);
+        theta[i] = adamw4bit_param(k, decays, theta[i], m[i - lo], v[i - lo]);
         vs[i - lo] = q->rank1 ? a4_rank1_scale(q->v_a_new[row], q->v_b_new[col]) : av;
         if (++col == cols) { col = 0; row++; }
     }
@@ -208,7 +209,7 @@ static long adamw4bit_step_quantized(const Adam4Scalars* k, OptTensor* p) {
     // Each block reads and rewrites only its own bytes and its own old m scale; old v scales of a matrix
     // are read by all blocks, so the new ones are kept aside until every block is done.
     A4_PARALLEL_FOR(n)
-    for (size_t b = 0; b < nblocks; b++) nonfinite += a4_block(k, &q, mq, vq, p->param, p->grad, b);
+    for (size_t b = 0; b < nblocks; b++) nonfinite += a4_block(k, s->decay, &q, mq, vq, p->param, p->grad, b);
     memcpy(p->state[2], q.m_scale_new, nblocks * sizeof(float));
     memcpy(p->state[3], q.v_a_new, na * sizeof(float));
     if (q.rank1) memcpy(p->state[4], q.v_b_new, nb * sizeof(float));
@@ -218,6 +219,7 @@ static long adamw4bit_step_quantized(const Adam4Scalars* k, OptTensor* p) {
 
 static long adamw4bit_step_fp32(const Adam4Scalars* k, OptTensor* p) {
     const size_t n = p->shape->numel;
+    const int decays = p->shape->decay;
     float* theta = p->param;         // (n)
     const float* grad = p->grad;     // (n)
     float* m = (float*)p->state[0];  // (n) exp_avg
@@ -227,13 +229,13 @@ static long adamw4bit_step_fp32(const Adam4Scalars* k, OptTensor* p) {
     for (size_t i = 0; i < n; i++) {
         nonfinite += !isfinite(grad[i]);
         adamw4bit_moments(k, grad[i], &m[i], &v[i]);
-        theta[i] = adamw4bit_param(k, theta[i], m[i], v[i]);
+        theta[i] = adamw4bit_param(k, decays, theta[i], m[i], v[i]);
     }
     return nonfinite;
 }
 
 static void adamw4bit_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const Adam4Scalars k = adamw4bit_scalars(st->lr, optim_wd(h, p), h->beta1, h->beta2, h->eps, st->t);
+    const Adam4Scalars k = adamw4bit_scalars(h, st->lr, st->t);
     st->nonfinite += a4_quantized(p->shape) ? adamw4bit_step_quantized(&k, p) : adamw4bit_step_fp32(&k, p);
 }
 

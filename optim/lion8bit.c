@@ -16,6 +16,9 @@
 //                     s = beta2*s + (1-beta2)*g
 //   absmax_new = max |s| over the block (of the UPDATED momentum)
 //   c = nearest code of s / absmax_new, with the sign guard (quant8.h)
+// The layout, the block loop (both passes) and the fp32 floor are quant8.h's 1-state pieces, shared
+// with sgdm8bit.c; the per-element math is lion8bit.h's, which the CUDA kernel (optim/lion8bit.cuh, one
+// template shared with sgdm8bit) calls too, so the codes are equal on both sides.
 // The 32-bit kernel that bitsandbytes runs for small tensors (kOptimizer32bit1State<LION>) differs in
 // one place: it adds the weight decay to the gradient (g += p*wd, coupled, for every 1-state optimizer),
 // so lion8bit's small 2-D tensors with -c > 0 decay like L2, its big ones decoupled. In GPT-2 every
@@ -27,82 +30,35 @@
 //
 // Defaults (bitsandbytes Lion8bit): lr 1e-4, betas (0.9, 0.99), weight_decay 0, min_8bit_size 4096.
 #include <math.h>
-#include "optim_common.h"
-#include "quant8.h"
-#include "lion8bit.h"
 #include "common/util.h"
 
+// No fused multiply-adds, so CPU and GPU agree bit for bit (lion8bit.h). GCC honours this; clang ignores
+// it under -ffp-contract=fast (see adam8bit.c).
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
+#include "optim_common.h"
+#include "quant8.h"
+#include "lion8bit.h"   // after the pragma, as adam8bit.c: the header's functions inline into the loops below
 
-#define BNB_8BIT_FLOOR 4096  // bitsandbytes keeps fp32 state below max(min_8bit_size, 4096)
-
-static int lion8bit_is_quantized(const OptHyper* h, const ParamShape* s) {
-    size_t min_size = h->min_8bit_size > BNB_8BIT_FLOOR ? (size_t)h->min_8bit_size : BNB_8BIT_FLOOR;
-    return s->numel >= min_size;
-}
-
-static int lion8bit_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
-    if (!lion8bit_is_quantized(h, s)) {
-        out[0] = optim_spec("state1", DT_F32, s->numel);
-        return 1;
-    }
-    CHECK(h->qblock > 0);
-    out[0] = optim_spec("state1_q8", DT_U8, s->numel);
-    out[1] = optim_spec("absmax1", DT_F32, q8_num_blocks(s->numel, (size_t)h->qblock));
-    return 2;
-}
-
-static Lion8bitScalars lion8bit_scalars(const OptHyper* h, const OptTensor* p, const OptStep* st) {
-    Lion8bitScalars k;
-    k.lr = st->lr;
-    k.beta1 = h->beta1;
-    k.beta2 = h->beta2;
-    k.one_minus_beta1 = 1.0f - h->beta1;
-    k.one_minus_beta2 = 1.0f - h->beta2;
-    k.wd = optim_wd(h, p);
-    k.decay = 1.0f - k.lr * k.wd;
-    k.decays = k.wd > 0.0f;
-    return k;
-}
-
-// One block of n elements: new momenta once for the absmax, again to update p and requantize (same
-// fp32 operations on the same inputs, so the same values, and no scratch at any -qblock).
-static void lion8bit_block(const Lion8bitScalars* k, const Q8Map* map, float* p, const float* g, uint8_t* c,
-                           float* absmax, size_t n) {
-    const float am_old = *absmax;
-    float am_new = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float th = p[i];
-        const float s = lion8bit_update(k, &th, q8_dequantize(map, c[i], am_old), g[i]);
-        if (fabsf(s) > am_new) am_new = fabsf(s);  // the kernel's fmaxf: NaN skipped
-    }
-    for (size_t i = 0; i < n; i++) {
-        const float s = lion8bit_update(k, &p[i], q8_dequantize(map, c[i], am_old), g[i]);
-        c[i] = q8_quantize(map, 1, s, am_new);
-    }
-    *absmax = am_new;
-}
-
-static long count_nonfinite(const float* g, size_t n) {
-    long bad = 0;
-    for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
-    return bad;
+// lion8bit.h's update behind quant8.h's element interface (a constant pointer: inlined in the loop).
+static float lion8bit_elem(const void* k, int decays, float* p, float s, float g) {
+    return lion8bit_update((const Lion8bitScalars*)k, decays, p, s, g);
 }
 
 static void lion8bit_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const Lion8bitScalars k = lion8bit_scalars(h, p, st);
+    const Lion8bitScalars k = lion8bit_scalars(h, st->lr);
+    const int decays = p->shape->decay;
     const size_t n = p->shape->numel;
     float* theta = p->param;      // (numel)
     const float* g = p->grad;     // (numel)
-    st->nonfinite += count_nonfinite(g, n);
-    if (!lion8bit_is_quantized(h, p->shape)) {
+    st->nonfinite += q8_count_nonfinite(g, n);
+    if (!q8_is_quantized(h, n)) {
         float* s = (float*)p->state[0];   // (numel) state1
         OPTIM_PARALLEL_FOR(n)
-        for (size_t i = 0; i < n; i++) s[i] = lion8bit_update_fp32(&k, &theta[i], s[i], g[i]);
+        for (size_t i = 0; i < n; i++) s[i] = lion8bit_update_fp32(&k, decays, &theta[i], s[i], g[i]);
         return;
     }
     const size_t block = (size_t)h->qblock, nblocks = q8_num_blocks(n, block);
@@ -112,7 +68,7 @@ static void lion8bit_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     OPTIM_PARALLEL_FOR(n)
     for (size_t b = 0; b < nblocks; b++) {
         const size_t lo = b * block, len = lo + block < n ? block : n - lo;
-        lion8bit_block(&k, map, theta + lo, g + lo, c + lo, absmax + b, len);
+        q8_block_1state(lion8bit_elem, &k, decays, map, theta + lo, g + lo, c + lo, absmax + b, len);
     }
 }
 
@@ -124,7 +80,7 @@ const Optimizer OPT_LION8BIT = {
     // lr 1e-3 as lion's (results/sweep/: lion's best on the default run; the 8-bit state tracks it)
     .defaults = { .lr = 1e-3, .beta1 = 0.9f, .beta2 = 0.99f, .weight_decay = 0.0f, .qblock = 256,
                   .min_8bit_size = 4096 },
-    .layout = lion8bit_layout,
+    .layout = q8_layout_1state,
     .init = NULL,
     .step = lion8bit_step,
     .hessian = NULL,

@@ -10,9 +10,10 @@
 // buffer ("opt: exp_avg"), packed back to back in tensor order. So the buffers are byte for byte what
 // the CPU keeps, and checkpoints move between the trainers unchanged.
 //
-// Elementwise optimizers (sgd, sgdm, adam, adamw, lion; adam8bit's small fp32 tensors): the tensors are
-// cut into chunks of at most OPT_CHUNK elements that never cross a tensor boundary; a device table gives
-// each chunk's tensor, and each tensor's parameter offset, state pointers and weight-decay flag. One
+// Elementwise optimizers (sgd, sgdm, adam, adamw, lion; the small fp32 tensors of the 8-bit and 4-bit
+// ones; adam_mini's biases): the tensors are cut into chunks of at most OPT_CHUNK elements that never
+// cross a tensor boundary; a device table gives each chunk's tensor, and each tensor's parameter offset,
+// state pointers and weight-decay flag. One
 // launch of multi_tensor_kernel walks all chunks (no per-tensor launch, no host sync) and calls the
 // optimizer's per-element op. In bf16 mode the kernel reads the bf16 gradient, updates the fp32 master and
 // writes the bf16 working copy (round to nearest, or stochastic rounding with common/numerics.h's stream).
@@ -170,6 +171,19 @@ __global__ void __launch_bounds__(256) multi_tensor_kernel(float* master, const 
     }
 }
 
+// Tables of tensors cut into work units (8-bit blocks, tiles): entry i's first unit is tab[i].*first,
+// ascending, tab[0]'s is 0. The entry that unit x belongs to: the last whose first unit is <= x (an
+// entry with no units shares its first with the next one and is never returned).
+template <typename T>
+__device__ __forceinline__ int opt_find_unit(const T* tab, int n, size_t T::*first, size_t x) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (tab[mid].*first <= x) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
 template <typename G, typename Op>
 static void multi_tensor_launch(const GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a, Op op) {
     const int grid = o->nchunks < OPT_MAX_GRID ? o->nchunks : OPT_MAX_GRID;
@@ -184,6 +198,10 @@ static void multi_tensor_launch(const GpuOpt* o, float* master, const G* grad, b
 #include "optim/lion.cuh"
 #include "optim/adam8bit.cuh"
 #include "optim/factored.cuh"
+#include "optim/lion8bit.cuh"
+#include "optim/sgdm8bit.cuh"
+#include "optim/adam_mini.cuh"
+#include "optim/adamw4bit.cuh"
 // the matrix optimizers (cuBLAS / cuSOLVER, optim/blas.cuh)
 #include "optim/muon.cuh"
 #include "optim/galore.cuh"

@@ -55,11 +55,13 @@ HD static inline float optim_sign(float x) {
 // including file's job: see optim/adam8bit.h). Macros, so nothing depends on inlining.
 #ifdef __CUDA_ARCH__
 #define FADD_RN(a, b) __fadd_rn((a), (b))
+#define FSUB_RN(a, b) __fsub_rn((a), (b))
 #define FMUL_RN(a, b) __fmul_rn((a), (b))
 #define FDIV_RN(a, b) __fdiv_rn((a), (b))
 #define FSQRT_RN(a) __fsqrt_rn(a)
 #else
 #define FADD_RN(a, b) ((a) + (b))
+#define FSUB_RN(a, b) ((a) - (b))
 #define FMUL_RN(a, b) ((a) * (b))
 #define FDIV_RN(a, b) ((a) / (b))
 #define FSQRT_RN(a) sqrtf(a)

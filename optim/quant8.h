@@ -36,7 +36,8 @@
 #include <math.h>
 #include <string.h>
 #include "common/numerics.h"
-#include "optim/optim_common.h"   // FDIV_RN
+#include "common/util.h"          // CHECK
+#include "optim/optim_common.h"   // FDIV_RN, optim_spec
 
 #ifdef __cplusplus
 extern "C" {
@@ -124,6 +125,69 @@ void q8_quantize_blockwise(const Q8Map* map, int sign_guard, const float* x, siz
 // The inverse: out (n) = map->code[codes[i]] * absmax[i / block].
 void q8_dequantize_blockwise(const Q8Map* map, const uint8_t* codes, const float* absmax, size_t n,
                              size_t block, float* out);
+
+// ---- the 8-bit optimizers' shared CPU pieces (adam8bit.c; the 1-state lion8bit.c and sgdm8bit.c) -----
+// bitsandbytes keeps fp32 state for tensors under max(min_8bit_size, 4096) elements (its 4096 floor is
+// hard-coded next to the min_8bit_size test).
+#define Q8_FP32_FLOOR 4096
+static inline int q8_is_quantized(const OptHyper* h, size_t numel) {
+    const size_t min_size = h->min_8bit_size > Q8_FP32_FLOOR ? (size_t)h->min_8bit_size : Q8_FP32_FLOOR;
+    return numel >= min_size;
+}
+
+// The layout of a 1-state optimizer (bitsandbytes' kOptimizerStatic8bit1StateBlockwise family): the
+// state in 8 bits (state1_q8, signed map) with an fp32 absmax per -qblock block (absmax1), or an fp32
+// state1 below the floor.
+static inline int q8_layout_1state(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
+    if (!q8_is_quantized(h, s->numel)) {
+        out[0] = optim_spec("state1", DT_F32, s->numel);
+        return 1;
+    }
+    CHECK(h->qblock > 0);  // the trainer validates -qblock
+    out[0] = optim_spec("state1_q8", DT_U8, s->numel);
+    out[1] = optim_spec("absmax1", DT_F32, q8_num_blocks(s->numel, (size_t)h->qblock));
+    return 2;
+}
+
+// Non-finite gradient elements (the 1-state kernels have no guard; the trainer reports the count).
+static inline long q8_count_nonfinite(const float* g, size_t n) {
+    long bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
+    return bad;
+}
+
+#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
+#define QUANT8_NO_CONTRACT 1
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+// One element of a 1-state optimizer (lion8bit_update, sgdm8bit_update behind a void* for their
+// scalars): the new state from the dequantized old one s and the gradient g, the new parameter in *p.
+typedef float (*Q8Update1)(const void* k, int decays, float* p, float s, float g);
+
+// One block of n elements of a 1-state optimizer, as bitsandbytes' kernel: new states once for the
+// block's new absmax (p left alone), again to update p and requantize (the same fp32 operations on the
+// same inputs give the same values, so no scratch at any -qblock). Called with a constant `update`
+// inside each optimizer's parallel loop, where gcc inlines it (a direct call, no pointer at run time).
+static inline void q8_block_1state(Q8Update1 update, const void* k, int decays, const Q8Map* map, float* p,
+                                   const float* g, uint8_t* c, float* absmax, size_t n) {
+    const float am_old = *absmax;
+    float am_new = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float th = p[i];
+        const float s = update(k, decays, &th, q8_dequantize(map, c[i], am_old), g[i]);
+        if (fabsf(s) > am_new) am_new = fabsf(s);  // the kernel's fmaxf: NaN skipped
+    }
+    for (size_t i = 0; i < n; i++) {
+        const float s = update(k, decays, &p[i], q8_dequantize(map, c[i], am_old), g[i]);
+        c[i] = q8_quantize(map, 1, s, am_new);
+    }
+    *absmax = am_new;
+}
+#ifdef QUANT8_NO_CONTRACT
+#pragma GCC pop_options
+#undef QUANT8_NO_CONTRACT
+#endif
 
 #ifdef __cplusplus
 }

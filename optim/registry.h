@@ -25,12 +25,12 @@
     X(OPT_ADAM8BIT,        CPU_CUDA)      \
     X(OPT_ADAMW8BIT,       CPU_CUDA)      \
     X(OPT_PAGED_ADAMW8BIT, CPU_CUDA)      \
-    X(OPT_ADAMW4BIT,       CPU_ONLY)      \
+    X(OPT_ADAMW4BIT,       CPU_CUDA)      \
     X(OPT_GALORE_ADAMW,    CPU_CUDA)      \
     X(OPT_MUON,            CPU_CUDA)      \
-    X(OPT_ADAM_MINI,       CPU_ONLY)      \
-    X(OPT_LION8BIT,        CPU_ONLY)      \
-    X(OPT_SGDM8BIT,        CPU_ONLY)      \
+    X(OPT_ADAM_MINI,       CPU_CUDA)      \
+    X(OPT_LION8BIT,        CPU_CUDA)      \
+    X(OPT_SGDM8BIT,        CPU_CUDA)      \
     /* REGISTRY-END: new optimizers go above this line */
 
 // 1 for the optimizers whose line says CPU_CUDA (used by both expansions).

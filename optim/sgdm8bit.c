@@ -15,6 +15,9 @@
 //   absmax_new = max |s| over the block (of the UPDATED buffer)
 //   p = p - lr * s                                 from the fp32 s, before requantization
 //   c = nearest code of s / absmax_new, with the sign guard (quant8.h)
+// The layout, the block loop (both passes) and the fp32 floor are quant8.h's 1-state pieces, shared
+// with lion8bit.c; the per-element math is sgdm8bit.h's, which the CUDA kernel (optim/sgdm8bit.cuh, one
+// template shared with lion8bit) calls too, so the codes are equal on both sides.
 // This is torch.optim.SGD's momentum form (b = mu*b + g, b = g on the first step, lr outside the
 // buffer) with the buffer in 8 bits. bitsandbytes' SGD8bit accepts nesterov and dampening but its
 // kernels implement neither: -nesterov 1 is refused here rather than silently ignored, and so is
@@ -26,80 +29,41 @@
 // Defaults: sgdm's (lr 1e-3, momentum 0.9, weight_decay 0; bitsandbytes has no lr default and requires
 // a non-zero momentum), qblock 256, min_8bit_size 4096.
 #include <math.h>
-#include "optim_common.h"
-#include "quant8.h"
-#include "sgdm8bit.h"
 #include "common/util.h"
 
+// No fused multiply-adds, so CPU and GPU agree bit for bit (sgdm8bit.h). GCC honours this; clang ignores
+// it under -ffp-contract=fast (see adam8bit.c).
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
-
-#define BNB_8BIT_FLOOR 4096  // bitsandbytes keeps fp32 state below max(min_8bit_size, 4096)
-
-static int sgdm8bit_is_quantized(const OptHyper* h, const ParamShape* s) {
-    size_t min_size = h->min_8bit_size > BNB_8BIT_FLOOR ? (size_t)h->min_8bit_size : BNB_8BIT_FLOOR;
-    return s->numel >= min_size;
-}
+#include "optim_common.h"
+#include "quant8.h"
+#include "sgdm8bit.h"   // after the pragma: the header's functions inline into the loops below
 
 static int sgdm8bit_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     if (h->momentum == 0.0f) user_error("-opt sgdm8bit needs -momentum > 0 (bitsandbytes' SGD8bit has no plain SGD); use -opt sgd");
     if (h->nesterov) user_error("-opt sgdm8bit has no Nesterov momentum (bitsandbytes' kernels ignore it); drop -nesterov or use -opt sgdm");
-    if (!sgdm8bit_is_quantized(h, s)) {
-        out[0] = optim_spec("state1", DT_F32, s->numel);
-        return 1;
-    }
-    CHECK(h->qblock > 0);
-    out[0] = optim_spec("state1_q8", DT_U8, s->numel);
-    out[1] = optim_spec("absmax1", DT_F32, q8_num_blocks(s->numel, (size_t)h->qblock));
-    return 2;
+    return q8_layout_1state(h, s, out);
 }
 
-static Sgdm8bitScalars sgdm8bit_scalars(const OptHyper* h, const OptTensor* p, const OptStep* st) {
-    Sgdm8bitScalars k;
-    k.lr = st->lr;
-    k.momentum = h->momentum;
-    k.wd = optim_wd(h, p);
-    k.decays = k.wd > 0.0f;
-    k.first = st->t == 1;
-    return k;
-}
-
-// One block of n elements: new buffers once for the absmax, again to update p and requantize (same
-// fp32 operations on the same inputs, so the same values, and no scratch at any -qblock).
-static void sgdm8bit_block(const Sgdm8bitScalars* k, const Q8Map* map, float* p, const float* g, uint8_t* c,
-                           float* absmax, size_t n) {
-    const float am_old = *absmax;
-    float am_new = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        const float s = sgdm8bit_buffer(k, q8_dequantize(map, c[i], am_old), g[i], p[i]);
-        if (fabsf(s) > am_new) am_new = fabsf(s);  // the kernel's fmaxf: NaN skipped
-    }
-    for (size_t i = 0; i < n; i++) {
-        const float s = sgdm8bit_buffer(k, q8_dequantize(map, c[i], am_old), g[i], p[i]);
-        p[i] = sgdm8bit_param(k, p[i], s);
-        c[i] = q8_quantize(map, 1, s, am_new);
-    }
-    *absmax = am_new;
+// sgdm8bit.h's update behind quant8.h's element interface (a constant pointer: inlined in the loop).
+static float sgdm8bit_elem(const void* k, int decays, float* p, float s, float g) {
+    return sgdm8bit_update((const Sgdm8bitScalars*)k, decays, p, s, g);
 }
 
 static void sgdm8bit_step(const OptHyper* h, OptTensor* p, OptStep* st) {
-    const Sgdm8bitScalars k = sgdm8bit_scalars(h, p, st);
+    const Sgdm8bitScalars k = sgdm8bit_scalars(h, st->lr, st->t);
+    const int decays = p->shape->decay;
     const size_t n = p->shape->numel;
     float* theta = p->param;      // (numel)
     const float* g = p->grad;     // (numel)
-    long bad = 0;
-    for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
-    st->nonfinite += bad;
-    if (!sgdm8bit_is_quantized(h, p->shape)) {
+    st->nonfinite += q8_count_nonfinite(g, n);
+    if (!q8_is_quantized(h, n)) {
         float* s = (float*)p->state[0];   // (numel) state1
         OPTIM_PARALLEL_FOR(n)
-        for (size_t i = 0; i < n; i++) {
-            s[i] = sgdm8bit_buffer(&k, s[i], g[i], theta[i]);
-            theta[i] = sgdm8bit_param(&k, theta[i], s[i]);
-        }
+        for (size_t i = 0; i < n; i++) s[i] = sgdm8bit_update(&k, decays, &theta[i], s[i], g[i]);
         return;
     }
     const size_t block = (size_t)h->qblock, nblocks = q8_num_blocks(n, block);
@@ -109,7 +73,7 @@ static void sgdm8bit_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     OPTIM_PARALLEL_FOR(n)
     for (size_t b = 0; b < nblocks; b++) {
         const size_t lo = b * block, len = lo + block < n ? block : n - lo;
-        sgdm8bit_block(&k, map, theta + lo, g + lo, c + lo, absmax + b, len);
+        q8_block_1state(sgdm8bit_elem, &k, decays, map, theta + lo, g + lo, c + lo, absmax + b, len);
     }
 }
 

@@ -1,0 +1,275 @@
+// optim/adamw4bit.cuh: the CUDA side of optim/adamw4bit.c (`-opt adamw4bit`): m in 4 bits blockwise by
+// 128 (signed dynamic map), v in 4 bits (linear map without zero) scaled rank-1 (min of its row's and its
+// column's max) for a matrix, blockwise for a vector; two codes per byte. The math is adamw4bit.h's, the
+// functions the CPU loop calls. Included by optim/optim.cuh.
+//
+// Why more than one pass: a matrix element's new v code needs the NEW row max and the NEW column max of
+// v, which depend on every element of its row and of its column, while decoding the old v needs the OLD
+// maxima. So, per step, over all tensors (no host sync):
+//   0. cudaMemsetAsync: the scratch copies of the new row and column maxima to 0 (all matrices).
+//   1. a4_stats_kernel, one thread block per tile of A4_TILE_ROWS rows x A4_THREADS columns of a rank-1
+//      matrix: each thread owns a column of the tile and walks its rows, decoding the old v with the
+//      old row/column maxima and forming the new v (adamw4bit_moments; the new m is not needed here).
+//      Row maxima: a warp max per row, the tile's warps combined in shared memory, one atomicMax per
+//      row per tile; column maxima: the thread's running max, one atomicMax per column per tile. A max
+//      is exact whatever the order, and |v| >= 0 (NaN skipped as the CPU's compare skips it, as 0), so
+//      an unsigned-integer atomicMax on the float's bits gives the CPU's value exactly.
+//   2. a4_block_kernel, one thread block of A4_BLOCK = 128 threads per 128-element block (m's scale
+//      block) of every quantized tensor, a thread per element: decode m and v with the old scales, the
+//      new m and v, the block max |m| (and |v| for a vector: its v scale) by warp shuffles and shared
+//      memory, the parameter update from the fp32 moments, then the new codes: m with the block's new
+//      scale, v with min(new row max, new column max) from step 1 (or the vector's new block scale).
+//      The odd element's nibbles reach the even one by a shuffle; the even thread writes the byte
+//      (blocks start at even elements, so no byte is shared by two thread blocks). The old m scale
+//      (and a vector's old v scale) is read by every thread before the block's first barrier and
+//      replaced by thread 0 after it.
+//   3. cudaMemcpyAsync: the new row and column maxima from scratch into the v_row and v_col states
+//      (every step-2 block reads the old ones, so they are replaced only when all blocks are done).
+//   4. the small tensors (numel <= 4096, fp32 m and v): optim.cuh's chunk kernel.
+// Every operation is an _RN intrinsic in the CPU's order (adamw4bit.h), so the moments, the scales, the
+// codes and the parameters are the CPU's bits. Non-finite gradients are counted (the CPU's
+// OptStep.nonfinite); as on the CPU, they propagate.
+// Scratch (device, MEM_OTHER): the new maxima, 4 * (rows + cols) bytes per matrix, the same bytes as its
+// v_row and v_col states, laid out as those two state buffers so step 3 is one copy each.
+#ifndef OPTIM_ADAMW4BIT_CUH
+#define OPTIM_ADAMW4BIT_CUH
+
+#include <string.h>
+#include "optim/adamw4bit.h"
+#include "optim/quant4.h"
+
+#define A4_THREADS 256     // stats tile columns (a thread each)
+#define A4_TILE_ROWS 32    // stats tile rows
+
+typedef struct {
+    GpuOptTensor t;        // sp: m_q4, v_q4, m_scale, v_row (matrix) or v_scale (vector), v_col (matrix)
+    size_t rows, cols;     // a matrix; a vector is (1, numel)
+    int rank1;             // a matrix: v scaled by row and column maxima
+    size_t block0;         // its first 128-element block over all quantized tensors
+    size_t tile0;          // its first stats tile (a vector has none)
+    float* row_new;        // (rows) scratch: the new row maxima of v (matrix only)
+    float* col_new;        // (cols) scratch: the new column maxima
+} A4GpuTensor;
+
+typedef struct {
+    Q4Map m, v;            // the signed map (m), the linear map (v)
+} A4Maps;
+
+typedef struct {
+    int nq;                // quantized tensors
+    size_t nblocks, ntiles;
+    A4GpuTensor* d_qt;     // (nq)
+    void* scratch;         // the new row maxima (as the v_row buffer), then the new column maxima (as v_col)
+    size_t row_bytes, col_bytes;
+    int row_buf, col_buf;  // the v_row and v_col state buffers (-1: no matrix)
+} A4Gpu;
+
+__device__ __forceinline__ void a4_atomic_max(float* addr, float x) {
+    // x >= 0 and not NaN: the order of the bits as unsigned integers is the order of the floats
+    if (x > 0.0f) atomicMax((unsigned int*)addr, __float_as_uint(x));
+}
+
+template <typename G>
+__global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, const A4GpuTensor* qt, int nq, size_t ntiles, Adam4Scalars k,
+                                                              A4Maps maps, float clip_scale) {
+    __shared__ float srow[A4_TILE_ROWS][A4_THREADS / 32];   // each warp's max of each tile row
+    __shared__ Q4Map svmap;
+    if (threadIdx.x == 0) svmap = maps.v;
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        const A4GpuTensor& T = qt[opt_find_unit(qt, nq, &A4GpuTensor::tile0, tile)];
+        const size_t lt = tile - T.tile0, ncolt = (T.cols + A4_THREADS - 1) / A4_THREADS;
+        const size_t r0 = lt / ncolt * A4_TILE_ROWS, col = lt % ncolt * A4_THREADS + threadIdx.x;
+        const int colok = col < T.cols;
+        const uint8_t* vq = (const uint8_t*)T.t.sp[1];     // (numel/2) v codes
+        const float* v_row = (const float*)T.t.sp[3];      // (rows) old row maxima
+        const float vc = colok ? ((const float*)T.t.sp[4])[col] : 0.0f; // old column max
+        float cmax = 0.0f;
+        for (int r = 0; r < A4_TILE_ROWS; r++) {
+            const size_t row = r0 + r;
+            if (row >= T.rows) break;   // the same for the whole thread block
+            float x = 0.0f;
+            if (colok) {
+                const size_t e = row * T.cols + col;
+                float m = 0.0f, v = a4_decode(&svmap, q4_get(vq, e), a4_rank1_scale(v_row[row], vc));
+                adamw4bit_moments(&k, opt_grad(grad, T.t.param_off + e, clip_scale), &m, &v);
+                x = fmaxf(0.0f, fabsf(v));   // a NaN counts as 0, as the CPU's `a > max` skips it
+            }
+            cmax = fmaxf(cmax, x);
+            x = warp_max(x);
+            if (lane == 0) srow[r][warp] = x;
+        }
+        __syncthreads();
+        if (threadIdx.x < A4_TILE_ROWS && r0 + threadIdx.x < T.rows) {
+            float x = 0.0f;
+            for (int w = 0; w < A4_THREADS / 32; w++) x = fmaxf(x, srow[threadIdx.x][w]);
+            a4_atomic_max(T.row_new + r0 + threadIdx.x, x);
+        }
+        if (colok) a4_atomic_max(T.col_new + col, cmax);
+        __syncthreads();   // srow is reused by the next tile
+    }
+}
+
+// Max over the 128-thread block of x (>= 0); red: 4 floats of shared memory, free on entry.
+static_assert(A4_BLOCK == 4 * 32, "a4_block_kernel: one thread per element of a 128-block, 4 warps");
+__device__ __forceinline__ float a4_block_max(float x, float* red) {
+    x = warp_max(x);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    return fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+}
+
+template <typename G>
+__global__ void __launch_bounds__(A4_BLOCK) a4_block_kernel(float* master, const G* grad, bf16d* pbf16, const A4GpuTensor* qt, int nq,
+                                                            size_t nblocks, Adam4Scalars k, A4Maps maps, GpuStepArgs a,
+                                                            unsigned long long* nonfinite_count) {
+    __shared__ A4Maps sm;
+    __shared__ float red_m[A4_BLOCK / 32], red_v[A4_BLOCK / 32];
+    if (threadIdx.x == 0) sm = maps;
+    __syncthreads();
+    unsigned long long nonfinite = 0;
+    for (size_t qb = blockIdx.x; qb < nblocks; qb += gridDim.x) {
+        const A4GpuTensor& T = qt[opt_find_unit(qt, nq, &A4GpuTensor::block0, qb)];
+        const size_t b = qb - T.block0, i = b * A4_BLOCK + threadIdx.x;   // this thread's element
+        const int act = i < T.t.numel;
+        uint8_t* mq = (uint8_t*)T.t.sp[0];         // (numel/2) m codes
+        uint8_t* vq = (uint8_t*)T.t.sp[1];         // (numel/2) v codes
+        float* m_scale = (float*)T.t.sp[2] + b;    // this block's m scale
+        float* v_scale = T.rank1 ? NULL : (float*)T.t.sp[3] + b; // a vector's v scale of this block
+        const float ms_old = *m_scale, vs_old = v_scale ? *v_scale : 0.0f;
+        const size_t row = T.rank1 ? i / T.cols : 0, col = T.rank1 ? i % T.cols : 0;
+        float m = 0.0f, v = 0.0f;
+        if (act) {
+            const float g = opt_grad(grad, T.t.param_off + i, a.clip_scale);
+            nonfinite += !isfinite(g);
+            m = a4_decode(&sm.m, q4_get(mq, i), ms_old);
+            v = a4_decode(&sm.v, q4_get(vq, i),
+                          T.rank1 ? a4_rank1_scale(((const float*)T.t.sp[3])[row], ((const float*)T.t.sp[4])[col]) : vs_old);
+            adamw4bit_moments(&k, g, &m, &v);
+        }
+        // the new scales (NaN counts as 0, as the CPU's compare); the barriers inside also order every
+        // thread's reads of the old scales and codes before thread 0's and the even threads' writes
+        const float am = a4_block_max(act ? fmaxf(0.0f, fabsf(m)) : 0.0f, red_m);
+        const float av = a4_block_max(act ? fmaxf(0.0f, fabsf(v)) : 0.0f, red_v);
+        if (threadIdx.x == 0) {
+            *m_scale = am;
+            if (v_scale) *v_scale = av;
+        }
+        uint8_t cm = 0, cv = 0;
+        if (act) {
+            const size_t gi = T.t.param_off + i;
+            opt_store(master, pbf16, gi, adamw4bit_param(&k, T.t.decay, master[gi], m, v), a.sr, sr_stream(a.seed, a.step, T.t.param_off), i);
+            cm = a4_encode(&sm.m, m, am);
+            cv = a4_encode(&sm.v, v, T.rank1 ? a4_rank1_scale(T.row_new[row], T.col_new[col]) : av);
+        }
+        // element i+1's codes to the even thread i (a full warp takes part; lanes past the end carry 0)
+        const uint8_t cm_odd = (uint8_t)__shfl_down_sync(0xffffffffu, (unsigned)cm, 1);
+        const uint8_t cv_odd = (uint8_t)__shfl_down_sync(0xffffffffu, (unsigned)cv, 1);
+        if (act && (threadIdx.x & 1) == 0) {
+            const int pair = i + 1 < T.t.numel;   // a lone last element gets a 0 high nibble, as the CPU
+            mq[i >> 1] = q4_pair(cm, pair ? cm_odd : 0);
+            vq[i >> 1] = q4_pair(cv, pair ? cv_odd : 0);
+        }
+        __syncthreads();   // red_m / red_v are reused by the next block
+    }
+    if (nonfinite) atomicAdd(nonfinite_count, nonfinite);
+}
+
+// The small tensors (fp32 exp_avg, exp_avg_sq), counting non-finite gradients.
+struct Adam4Fp32Op {
+    Adam4Scalars k;
+    unsigned long long* nonfinite;
+    __device__ float operator()(float th, float g, const GpuOptTensor& t, size_t li) const {
+        if (!isfinite(g)) atomicAdd(nonfinite, 1ull);
+        float* m = (float*)t.sp[0] + li;   // exp_avg
+        float* v = (float*)t.sp[1] + li;   // exp_avg_sq
+        adamw4bit_moments(&k, g, m, v);
+        return adamw4bit_param(&k, t.decay, th, *m, *v);
+    }
+};
+
+// The state buffer named `name`, -1 if the layout has none.
+static int a4_find_buf(const StateLayout* sl, const char* name) {
+    for (int b = 0; b < sl->nbuf; b++) if (!strcmp(sl->buf_name[b], name)) return b;
+    return -1;
+}
+
+// adamw4bit.c's layout: m_q4, v_q4 (u8), m_scale, then v_row, v_col (matrix) or v_scale (vector), f32;
+// exp_avg, exp_avg_sq (f32) for the small tensors.
+static void adamw4bit_gpu_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
+    A4Gpu* q = (A4Gpu*)xcalloc(1, sizeof(A4Gpu));
+    o->own = q;
+    const StateLayout* sl = &o->layout;
+    q->row_buf = a4_find_buf(sl, "v_row");
+    q->col_buf = a4_find_buf(sl, "v_col");
+    q->row_bytes = q->row_buf >= 0 ? sl->buf_bytes[q->row_buf] : 0;
+    q->col_bytes = q->col_buf >= 0 ? sl->buf_bytes[q->col_buf] : 0;
+    q->scratch = dev_alloc(led, MEM_OTHER, "adamw4bit new row/column maxima", q->row_bytes + q->col_bytes);
+    int* quant = (int*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    for (int i = 0; i < n; i++) {
+        const TensorStates* ts = &sl->tensors[i];
+        quant[i] = ts->nstate > 2;
+        if (!quant[i]) CHECK(ts->nstate == 2 && ts->dtype[0] == DT_F32 && ts->dtype[1] == DT_F32);
+        else CHECK((ts->nstate == 5) == (shapes[i].ndim == 2) && (ts->nstate == 4 || ts->nstate == 5) && ts->dtype[0] == DT_U8 &&
+                   ts->dtype[1] == DT_U8 && ts->dtype[2] == DT_F32 && ts->dtype[3] == DT_F32);
+    }
+    GpuOptTensor* ht = gpu_opt_chunks(o, shapes, param_offsets, n, quant, led); // chunks: the small tensors
+    A4GpuTensor* hq = (A4GpuTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(A4GpuTensor));
+    char* scratch = (char*)q->scratch;
+    for (int i = 0; i < n; i++) {
+        if (!quant[i]) continue;
+        const TensorStates* ts = &sl->tensors[i];
+        A4GpuTensor* t = &hq[q->nq++];
+        t->t = ht[i];
+        t->rank1 = ts->nstate == 5;
+        t->rows = t->rank1 ? shapes[i].rows : 1;
+        t->cols = t->rank1 ? shapes[i].cols : shapes[i].numel;
+        t->block0 = q->nblocks;
+        t->tile0 = q->ntiles;
+        q->nblocks += (shapes[i].numel + A4_BLOCK - 1) / A4_BLOCK;
+        if (t->rank1) {
+            CHECK(ts->buf[3] == q->row_buf && ts->buf[4] == q->col_buf && t->cols == shapes[i].cols);
+            q->ntiles += (t->rows + A4_TILE_ROWS - 1) / A4_TILE_ROWS * ((t->cols + A4_THREADS - 1) / A4_THREADS);
+            // the tensor's new maxima sit where its v_row and v_col sit in their state buffers
+            t->row_new = scratch ? (float*)(scratch + ts->offset[3]) : NULL;
+            t->col_new = scratch ? (float*)(scratch + q->row_bytes + ts->offset[4]) : NULL;
+        }
+    }
+    q->d_qt = (A4GpuTensor*)dev_alloc(led, MEM_OTHER, "adamw4bit tensor table", (size_t)q->nq * sizeof(A4GpuTensor));
+    o->d_nonfinite = (unsigned long long*)dev_alloc(led, MEM_OTHER, "optimizer non-finite count", sizeof(unsigned long long));
+    if (!led->dry && q->nq > 0) CUDA_CHECK(cudaMemcpy(q->d_qt, hq, (size_t)q->nq * sizeof(A4GpuTensor), cudaMemcpyHostToDevice));
+    free(quant);
+    free(ht);
+    free(hq);
+}
+
+template <typename G>
+static void adamw4bit_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
+    const A4Gpu* q = (const A4Gpu*)o->own;
+    const Adam4Scalars k = adamw4bit_scalars(&o->hyper, a->lr, a->step);
+    A4Maps maps;
+    maps.m = *q4_map_signed();
+    maps.v = *q4_map_linear();
+    if (q->ntiles > 0) {
+        CUDA_CHECK(cudaMemsetAsync(q->scratch, 0, q->row_bytes + q->col_bytes, 0));
+        const int grid = q->ntiles < (size_t)OPT_MAX_GRID ? (int)q->ntiles : OPT_MAX_GRID;
+        a4_stats_kernel<G><<<grid, A4_THREADS>>>(grad, q->d_qt, q->nq, q->ntiles, k, maps, a->clip_scale);
+        KERNEL_CHECK();
+    }
+    if (q->nblocks > 0) {
+        const int grid = q->nblocks < (size_t)OPT_MAX_GRID ? (int)q->nblocks : OPT_MAX_GRID;
+        a4_block_kernel<G><<<grid, A4_BLOCK>>>(master, grad, pbf16, q->d_qt, q->nq, q->nblocks, k, maps, *a, o->d_nonfinite);
+        KERNEL_CHECK();
+    }
+    if (q->ntiles > 0) {
+        CUDA_CHECK(cudaMemcpyAsync(o->buf[q->row_buf], q->scratch, q->row_bytes, cudaMemcpyDeviceToDevice, 0));
+        CUDA_CHECK(cudaMemcpyAsync(o->buf[q->col_buf], (char*)q->scratch + q->row_bytes, q->col_bytes, cudaMemcpyDeviceToDevice, 0));
+    }
+    const Adam4Fp32Op op = { k, o->d_nonfinite };
+    multi_tensor_launch(o, master, grad, pbf16, a, op);
+}
+
+static const GpuOptimizer OPT_ADAMW4BIT_CUDA = GPU_OPTIMIZER(NULL, adamw4bit_gpu_setup, adamw4bit_step_launch);
+
+#endif
