@@ -3,7 +3,7 @@
 // Newton-Schulz output moves when nothing changes but the fp32 summation order inside its matmuls, which
 // is the only difference between the CPU's matmul and a cuBLAS bf16 GEMM with fp32 accumulation. For
 // scale, it also measures what real mistakes do.
-//   gcc -O2 -I. test/tolerance_muon_ns.c -lm -o /tmp/tolerance_muon_ns && /tmp/tolerance_muon_ns
+//   gcc -O2 -I. test/tolerance_muon_ns.c -lm -o build/tolerance_muon_ns && build/tolerance_muon_ns
 //
 // X: random bf16 (s, l) matrices (normal entries, column scales 1..7, so the singular values spread), the
 // shapes of test_gpt2cu's check (after Muon's transpose of tall matrices). The reference is muon.c's
