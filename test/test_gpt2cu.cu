@@ -250,7 +250,7 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
             for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0, NULL };
             opt->step(&th, &ot, &st);
             free(gs);
         }
@@ -383,7 +383,7 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
             for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0, NULL };
             opt->step(&th, &ot, &st);
             free(gs);
         }
@@ -499,7 +499,7 @@ static void check_optimizer_8bit(const char* opt_name, int qblock, int bf16_mode
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = grad[offs[i] + j] * clips[step - 1];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
             for (int s = 0; s < ts->nstate; s++) ot.state[s] = cpu_buf[ts->buf[s]] + ts->offset[s];
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0, NULL };
             opt->step(&h, &ot, &st);
             cpu_nonfinite += st.nonfinite;
             free(gs);
