@@ -55,6 +55,8 @@ typedef struct {
     int rank, update_proj_gap;  // -rank, -update-proj-gap (GaLore); -1 = default
     float galore_scale;         // -galore-scale (GaLore); NAN = default
     int zero;                 // -zero 1: ZeRO-1 sharded optimizer state across the ranks (trainer/zero.h)
+    int plan_world;           // -plan-world N: -memory-only plans one rank of N ranks without MPI (0: off)
+    int plan_rank;            // -plan-rank R: that rank (-1: the one with the most sharded bytes)
 } Args;
 
 void print_usage(FILE* f);
