@@ -1021,7 +1021,7 @@ static void ops_ckpt_to_host(void* vt, CkptBlob* blobs, int n) {
         const ZeroPlan* z = o->zero;
         size_t* cd = (size_t*)xmalloc(2 * z->world * sizeof(size_t));
         for (int r = 0; r < z->world; r++) { cd[r] = zero_count(z, r); cd[z->world + r] = z->bound[r]; }
-        memcpy(o->full_master + m->master_lo, m->params_f32, m->master_n * sizeof(float));
+        if (m->master_n) memcpy(o->full_master + m->master_lo, m->params_f32, m->master_n * sizeof(float));
         dist_allgather_bytes(o->full_master, cd, cd + z->world, sizeof(float));
         free(cd);
     }
@@ -1032,7 +1032,7 @@ static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
     OptRun* o = t->o;
     if (!o->zero) return;
     zero_scatter_state(o->zero, o->full_buf, o->buf);
-    if (o->full_master) memcpy(t->m->params_f32, o->full_master + t->m->master_lo, t->m->master_n * sizeof(float));
+    if (o->full_master && t->m->master_n) memcpy(t->m->params_f32, o->full_master + t->m->master_lo, t->m->master_n * sizeof(float));
 }
 
 static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) {
@@ -1050,7 +1050,7 @@ static void ops_init(void* vt, uint64_t seed) {
 
 static void ops_set_weights(void* vt, const float* w) {
     GPT2* m = ((Trainer*)vt)->m;
-    memcpy(m->params_f32, w + m->master_lo, m->master_n * sizeof(float)); // a sharded master: its range
+    if (m->master_n) memcpy(m->params_f32, w + m->master_lo, m->master_n * sizeof(float)); // a sharded master: its range
     if (m->params_bf16) for (size_t i = 0; i < m->layout.num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
 }
 
