@@ -51,6 +51,7 @@ echo "$opts" > "$out/opts.txt"
     echo "command: $0 -b $B -t $T (each ledger: $train -memory-only 1 -model SHAPE -b $B -t $T -opt OPT)"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); git: $rev"
     echo "activations at B=$B, T=$T; precision bf16 with fp32 master weights"
+    echo "ZeRO-1 per GPU (tables 4, 5): $train -memory-only 1 -model 32:4096:32 -b $B -t $T -opt OPT -zero 1 -plan-world N, the largest rank's ledger, N = 2, 3, ... until it fits 80 GB with activations, and 4, 8"
 } > "$out/meta.txt"
 while read -r key _ spec _; do
     case $key in \#*|"") continue ;; esac
