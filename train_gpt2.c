@@ -316,7 +316,9 @@ typedef struct {
     ModelLayout layout;       // sizes, offsets, the optimizer's tensors and the unit scratch sizes
     // the flat parameter buffers
     bf16* params_bf16;        // (num_params) bf16 working copy (bf16 mode)
-    float* params_f32;        // (num_params) fp32 parameters (fp32 mode) or the master (bf16 mode)
+    float* params_f32;        // (num_params) fp32 parameters (fp32 mode) or the master (bf16 mode); a
+                              // sharded master (-zero 1, bf16) holds flat elements [master_lo, +master_n)
+    size_t master_lo, master_n; // the fp32 elements held: [0, num_params) unless the master is sharded
     bf16* grads_bf16;         // (num_params) bf16 gradients (bf16 mode, not with fused-backward optimizers)
     float* grads_f32;         // (num_params) fp32 gradients (fp32 mode, not with fused-backward optimizers)
     // fp32 scratch for one unit of weights and grads (only where needed, see header comment)
@@ -560,19 +562,30 @@ static void gpt2_backward(GPT2* m, int B, int T, float grad_scale, UnitDoneFn do
     if (done) done(m, 0, ctx);
 }
 
-// Allocates everything the model needs through the ledger (dry ledgers only record). `fused` is set
-// for optimizers that update inside backward (LOMO): they never hold the whole model's gradients.
-static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int T, int fused, Ledger* led) {
+// The model's shape and parameter layout (no allocation yet: the ZeRO-1 plan needs the layout first).
+static void gpt2_layout(GPT2* m, const GPT2Config* cfg, int precision) {
     memset(m, 0, sizeof(*m));
     model_layout_build(&m->layout, cfg);
     m->config = *cfg;
     m->precision = precision;
+}
+
+// Allocates everything the model needs through the ledger (dry ledgers only record). `fused` is set
+// for optimizers that update inside backward (LOMO): they never hold the whole model's gradients. In
+// bf16 mode the fp32 master holds flat elements [master_lo, master_lo + master_n) (ZeRO-1: this rank's
+// shard; everything otherwise); fp32 mode always holds all of its weights.
+static void gpt2_alloc(GPT2* m, int B, int T, int fused, size_t master_lo, size_t master_n, Ledger* led) {
+    const GPT2Config* cfg = &m->config;
     m->B = B; m->T = T; // the largest batch forward and backward will run
     size_t P = m->layout.num_params;
-    int bf = precision == PRECISION_BF16;
+    int bf = m->precision == PRECISION_BF16;
+    m->master_lo = 0; m->master_n = P;
     if (bf) {
+        CHECK(master_lo + master_n <= P);
         m->params_bf16 = (bf16*)ledger_alloc(led, MEM_PARAMS, "params (bf16)", P * sizeof(bf16));
-        m->params_f32 = (float*)ledger_alloc(led, MEM_MASTER, "master weights (fp32)", P * sizeof(float));
+        m->master_lo = master_lo; m->master_n = master_n;
+        m->params_f32 = (float*)ledger_alloc(led, MEM_MASTER, master_n < P ? "master shard (fp32)" : "master weights (fp32)",
+                                             master_n * sizeof(float));
     } else {
         m->params_f32 = (float*)ledger_alloc(led, MEM_PARAMS, "params (fp32)", P * sizeof(float));
     }
@@ -600,10 +613,29 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int
     m->targets = m->inputs ? m->inputs + (size_t)B * T : NULL;
 }
 
+// The whole model on one rank (the tests build it so).
+__attribute__((unused)) static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int B, int T, int fused, Ledger* led) {
+    gpt2_layout(m, cfg, precision);
+    gpt2_alloc(m, B, T, fused, 0, m->layout.num_params, led);
+}
+
+// fp32 master (bf16 mode) or parameter (fp32 mode) of flat element i, which this rank holds.
+static float* master_at(const GPT2* m, size_t i) { return m->params_f32 + (i - m->master_lo); }
+
+// A piece of the initial weights (model_init_weights_each): the bf16 copy of all of it, the sharded
+// master's part of it.
+static void init_piece(void* ctx, size_t first, const float* v, size_t n) {
+    GPT2* m = (GPT2*)ctx;
+    for (size_t j = 0; j < n; j++) m->params_bf16[first + j] = f32_to_bf16(v[j]);
+    size_t lo = first > m->master_lo ? first : m->master_lo, hi = first + n < m->master_lo + m->master_n ? first + n : m->master_lo + m->master_n;
+    if (lo < hi) memcpy(master_at(m, lo), v + (lo - first), (hi - lo) * sizeof(float));
+}
+
 // GPT-2 initialisation (trainer/model.c, the same draws as the CUDA trainer) into the fp32 parameters,
-// then the bf16 working copy rounded to nearest.
+// then the bf16 working copy rounded to nearest. A sharded master takes its part as the draws stream by.
 static void gpt2_init(GPT2* m, uint64_t seed) {
     float* w = m->params_f32;
+    if (m->master_n < m->layout.num_params) { model_init_weights_each(&m->layout, seed, init_piece, m); return; }
     model_init_weights(&m->layout, w, seed);
     if (m->params_bf16) for (size_t i = 0; i < m->layout.num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
 }
@@ -622,27 +654,65 @@ typedef struct {
     long nonfinite_update;    // non-finite updated weights (rolled back) in the current step
     ZeroPlan* zero;           // -zero 1: this rank's shard (layout above is its slices' layout), else NULL
     void* full_buf[MAX_STATE_BUFFERS]; // -zero 1: the unsharded state, only while a checkpoint is staged
+    float* full_master;       // -zero 1, bf16: the whole fp32 master, only while a checkpoint is staged
+    int dist;                 // -zero 1 over more than one rank: gradients reduce-scattered, norms reduced
+    size_t* unit_cuts;        // (L+1, world+1) -zero 1: each rank's part of each unit's gradient scratch
+    DistGroup** groups;       // (num_tensors) -zero 1, row shards: the ranks sharing matrix i (NULL: none)
+    OptReduce* reduce;        // (num_tensors) the reduce hook each shared matrix's step gets
 } OptRun;
 
-// State layout for every tensor (shared with the CUDA trainer), one ledger allocation per state name.
-static void optimizer_setup_zero(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, int zero, Ledger* led) {
+// State layout for every tensor (shared with the CUDA trainer); with zero, the ZeRO-1 plan of `rank` in
+// a world of `world` (trainer/zero.h) and o->layout its slices' layout. Nothing allocated yet.
+static void optimizer_plan(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, int zero, int world, int rank) {
     memset(o, 0, sizeof(*o));
     o->opt = opt;
     o->hyper = *h;
     if (zero) {
-        // ZeRO-1: the state of this rank's slices only (trainer/zero.h); o->layout is the plan's own
         o->zero = (ZeroPlan*)xmalloc(sizeof(ZeroPlan));
-        zero_plan_build(o->zero, &m->layout, opt, h, dist_world(), dist_rank());
-        o->layout = o->zero->layouts[dist_rank()];
+        zero_plan_build(o->zero, &m->layout, opt, h, world, rank);
+        o->layout = o->zero->layouts[rank];
     } else {
         state_layout_for_model(&o->layout, &m->layout, opt, h);
     }
+}
+
+// One ledger allocation per state name.
+static void optimizer_alloc(OptRun* o, Ledger* led) {
     for (int b = 0; b < o->layout.nbuf; b++)
         o->buf[b] = ledger_alloc(led, MEM_OPT_STATE, o->layout.buf_label[b], o->layout.buf_bytes[b]);
 }
 
 __attribute__((unused)) static void optimizer_setup(OptRun* o, GPT2* m, const Optimizer* opt, const OptHyper* h, Ledger* led) {
-    optimizer_setup_zero(o, m, opt, h, 0, led);
+    optimizer_plan(o, m, opt, h, 0, 1, 0);
+    optimizer_alloc(o, led);
+}
+
+// OptReduce.sum for a matrix shared by a group of ranks (trainer/dist.h: in rank order, equal bits on each).
+static void reduce_sum(const OptReduce* r, double* buf, size_t n) { dist_group_sum_f64((const DistGroup*)r->ctx, buf, n); }
+
+// -zero 1 across ranks (a real run, not a plan): where each rank's part of every unit's gradient scratch
+// lies, and a group of ranks with its reduce hook for every matrix split in rows. Every rank creates the
+// groups in tensor order (a collective).
+static void optimizer_connect(OptRun* o, GPT2* m) {
+    const ZeroPlan* z = o->zero;
+    if (!z || z->world == 1) return;
+    o->dist = 1;
+    int L = m->config.num_layers, W = z->world, n = m->layout.num_tensors;
+    o->unit_cuts = (size_t*)xmalloc((size_t)(L + 1) * (W + 1) * sizeof(size_t));
+    for (int u = 0; u <= L; u++) zero_unit_cuts(z, &m->layout, u, o->unit_cuts + (size_t)u * (W + 1));
+    o->groups = (DistGroup**)xcalloc(n, sizeof(DistGroup*));
+    o->reduce = (OptReduce*)xcalloc(n, sizeof(OptReduce));
+    for (int i = 0; i < n; i++) {
+        if (z->first[i] >= z->last[i] || o->opt->shard != OPT_SHARD_ROWS) continue;
+        o->groups[i] = dist_group_new(z->first[i], z->last[i]);
+        o->reduce[i] = (OptReduce){ m->layout.tensors[i].shape.rows, reduce_sum, o->groups[i] };
+    }
+}
+
+static void optimizer_disconnect(OptRun* o) {
+    if (o->groups) for (int i = 0; i < o->zero->num_tensors; i++) dist_group_free(o->groups[i]);
+    free(o->groups); free(o->reduce); free(o->unit_cuts);
+    o->groups = NULL; o->reduce = NULL; o->unit_cuts = NULL;
 }
 
 // Host pointers to tensor i's state tensors, in the optimizer's layout order.
@@ -663,7 +733,7 @@ static OptTensor opt_tensor(const OptRun* o, GPT2* m, int i, const float* grad, 
     const ParamShape* shape = &p->shape;
     *start = 0;
     if (o->zero) { const ZeroSlice* z = zero_slice(o->zero, i); shape = &z->shape; *start = z->start; }
-    OptTensor ot = { shape, m->params_f32 + p->offset + *start, grad ? grad + *start : NULL, {0} };
+    OptTensor ot = { shape, master_at(m, p->offset + *start), grad ? grad + *start : NULL, {0} };
     tensor_states(o, i, ot.state);
     return ot;
 }
@@ -692,7 +762,7 @@ static OptHyper tensor_hyper(const OptRun* o, const ModelTensor* p) {
 // step, so the element goes back to it (its optimizer state may be spoilt: the next steps will tell).
 // Returns the number of non-finite values found.
 static size_t write_bf16_copy(GPT2* m, const OptRun* o, const ModelTensor* p, int step, size_t start, size_t n) {
-    float* src = m->params_f32 + p->offset + start;
+    float* src = master_at(m, p->offset + start);
     size_t bad = 0;
     if (!m->params_bf16) {
         #pragma omp parallel for reduction(+:bad) if (n > 65536)
@@ -717,26 +787,34 @@ static void optimizer_apply(GPT2* m, OptRun* o, int i, const float* grad, int st
     size_t start;
     OptTensor ot = opt_tensor(o, m, i, grad, &start);
     if (ot.shape->numel == 0) return; // -zero 1: another rank's
-    OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0 };
+    // rows of a matrix other ranks share (-zero 1, row shards): its statistics reduce over them
+    const OptReduce* red = o->reduce && zero_slice(o->zero, i)->shared ? &o->reduce[i] : NULL;
+    OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0, red };
     o->opt->step(&h, &ot, &st);
     o->nonfinite += st.nonfinite;
     o->nonfinite_update += (long)write_bf16_copy(m, o, p, step, start, ot.shape->numel);
 }
 
-// fp32 gradient of tensor p times `scale`: a pointer into the fp32 grads (scaled in place), or the bf16
-// grads widened into the scratch.
-static const float* tensor_grad_f32(GPT2* m, const ModelTensor* p, float scale) {
-    size_t n = p->shape.numel;
+// fp32 gradient of tensor p times `scale`: a pointer to its element 0 in the fp32 grads (scaled in
+// place), or in the scratch the bf16 grads are widened into. Only elements [start, start + n) are
+// filled (-zero 1: this rank's slice; the averaged gradient exists only there).
+static const float* tensor_grad_f32(GPT2* m, const ModelTensor* p, float scale, size_t start, size_t n) {
     if (m->grads_f32) {
         float* g = m->grads_f32 + p->offset;
-        if (scale != 1.0f) for (size_t i = 0; i < n; i++) g[i] *= scale;
+        if (scale != 1.0f) for (size_t i = start; i < start + n; i++) g[i] *= scale;
         return g;
     }
     const bf16* src = m->grads_bf16 + p->offset;
     float* dst = m->gscratch_embed; // unit 0 scratch holds the largest tensor (wte)
     #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]) * scale;
+    for (size_t i = start; i < start + n; i++) dst[i] = bf16_to_f32(src[i]) * scale;
     return dst;
+}
+
+// Tensor i's elements this rank updates: all of them, or with -zero 1 its slice (n 0: none).
+static void tensor_range(const OptRun* o, const GPT2* m, int i, size_t* start, size_t* n) {
+    if (o->zero) { const ZeroSlice* z = zero_slice(o->zero, i); *start = z->start; *n = z->shape.numel; }
+    else { *start = 0; *n = m->layout.tensors[i].shape.numel; }
 }
 
 // -zero 1: every rank updated its own contiguous range of the flat weights; one all-gather gives every
@@ -761,8 +839,10 @@ static void agree_nonfinite(OptRun* o) {
 static void optimizer_step(GPT2* m, OptRun* o, int step, float lr_scale, float clip_scale) {
     for (int i = 0; i < m->layout.num_tensors; i++) {
         ModelTensor* p = &m->layout.tensors[i];
-        if (o->zero && zero_slice(o->zero, i)->shape.numel == 0) continue;
-        optimizer_apply(m, o, i, tensor_grad_f32(m, p, clip_scale), step, lr_scale);
+        size_t start, n;
+        tensor_range(o, m, i, &start, &n);
+        if (n == 0) continue;
+        optimizer_apply(m, o, i, tensor_grad_f32(m, p, clip_scale, start, n), step, lr_scale);
     }
     if (o->zero) zero_allgather_weights(m, o);
     agree_nonfinite(o);
@@ -773,17 +853,21 @@ static void zero_grads(GPT2* m) {
     if (m->grads_f32) memset(m->grads_f32, 0, m->layout.num_params * sizeof(float));
 }
 
-// Sum of squares of the whole model's gradient (double accumulation, fixed order).
-static double grad_sumsq(const GPT2* m) {
+// Sum of squares of the whole model's gradient (double accumulation, fixed order). With the gradients
+// reduce-scattered (-zero 1 across ranks) each rank has the averaged gradient of its range only: the
+// ranks' sums of their ranges, added by an all-reduce.
+static double grad_sumsq(const GPT2* m, const OptRun* o) {
     double s = 0.0;
-    size_t n = m->layout.num_params;
+    size_t lo = 0, hi = m->layout.num_params;
+    if (o && o->dist) { lo = o->zero->bound[o->zero->rank]; hi = o->zero->bound[o->zero->rank + 1]; }
     if (m->grads_f32) {
         #pragma omp parallel for reduction(+:s) schedule(static)
-        for (size_t i = 0; i < n; i++) s += (double)m->grads_f32[i] * m->grads_f32[i];
+        for (size_t i = lo; i < hi; i++) s += (double)m->grads_f32[i] * m->grads_f32[i];
     } else if (m->grads_bf16) {
         #pragma omp parallel for reduction(+:s) schedule(static)
-        for (size_t i = 0; i < n; i++) { double g = bf16_to_f32(m->grads_bf16[i]); s += g * g; }
+        for (size_t i = lo; i < hi; i++) { double g = bf16_to_f32(m->grads_bf16[i]); s += g * g; }
     }
+    if (o && o->dist) dist_allreduce_f64(&s, 1);
     return s;
 }
 
@@ -811,11 +895,32 @@ static void average_unit_grads(GPT2* m, int unit) {
     dist_allreduce_f32(scratch, m->layout.unit_size[unit == 0 ? 0 : 1], 1.0f / world);
 }
 
+// -zero 1 across ranks: each rank needs the average of its own range only, so the unit's scratch is
+// reduce-scattered instead (zero_unit_cuts: the ranks' parts of the scratch lie back to back in rank
+// order); afterwards only this rank's part of the scratch holds the average.
+static void reduce_scatter_unit(GPT2* m, const OptRun* o, int unit) {
+    const ZeroPlan* z = o->zero;
+    int W = z->world;
+    const size_t* cuts = o->unit_cuts + (size_t)unit * (W + 1);
+    size_t* cd = (size_t*)xmalloc(2 * W * sizeof(size_t));
+    for (int r = 0; r < W; r++) { cd[r] = cuts[r + 1] - cuts[r]; cd[W + r] = cuts[r]; }
+    float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
+    dist_reduce_scatter_f32(scratch, scratch + cuts[z->rank], cd, cd + W, 1.0f / W);
+    free(cd);
+}
+
 // fp32 mode keeps the whole gradient in fp32 (backward adds into it directly, across micro-steps), so
-// it is averaged once, after the last micro-step.
-static void average_fp32_grads(GPT2* m) {
+// it is averaged once, after the last micro-step: all-reduced, or with -zero 1 reduce-scattered (each
+// rank's range of the flat gradient, in place).
+static void average_fp32_grads(GPT2* m, const OptRun* o) {
     int world = dist_world();
-    if (world > 1 && m->grads_f32) dist_allreduce_f32(m->grads_f32, m->layout.num_params, 1.0f / world);
+    if (world == 1 || !m->grads_f32) return;
+    if (!o->dist) { dist_allreduce_f32(m->grads_f32, m->layout.num_params, 1.0f / world); return; }
+    const ZeroPlan* z = o->zero;
+    size_t* cd = (size_t*)xmalloc(2 * world * sizeof(size_t));
+    for (int r = 0; r < world; r++) { cd[r] = zero_count(z, r); cd[world + r] = z->bound[r]; }
+    dist_reduce_scatter_f32(m->grads_f32, m->grads_f32 + z->bound[z->rank], cd, cd + world, 1.0f / world);
+    free(cd);
 }
 
 // The mean of the ranks' losses (each the mean over its own tokens): the global batch's mean loss.
@@ -826,18 +931,29 @@ static float average_loss(float loss) {
 }
 
 // Unit-done hook of the ordinary backward in bf16 mode: add the unit's fp32 gradient into the bf16 grads.
+// ctx: the OptRun (may be NULL: one rank); with -zero 1 across ranks only this rank's range is averaged
+// (reduce-scattered) and added, so the bf16 grads hold the averaged gradient of that range only.
 static void accumulate_unit_bf16(GPT2* m, int unit, void* ctx) {
     if (!m->grads_bf16) return; // fp32 mode: backward wrote into the fp32 grads directly
-    average_unit_grads(m, unit);
+    const OptRun* o = (const OptRun*)ctx;
+    size_t lo = 0, hi = m->layout.num_params;
+    if (o && o->dist) {
+        reduce_scatter_unit(m, o, unit);
+        lo = o->zero->bound[o->zero->rank]; hi = o->zero->bound[o->zero->rank + 1];
+    } else {
+        average_unit_grads(m, unit);
+    }
     float* scratch = unit == 0 ? m->gscratch_embed : m->gscratch_block;
     for (int i = 0; i < m->layout.num_tensors; i++) {
         ModelTensor* p = &m->layout.tensors[i];
         if (p->unit != unit) continue;
+        size_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->shape.numel < hi ? p->offset + p->shape.numel : hi;
+        if (b <= a) continue;
         const float* g = scratch + p->scratch_offset;
         bf16* dst = m->grads_bf16 + p->offset;
-        size_t n = p->shape.numel;
+        size_t j0 = a - p->offset, n = b - a;
         #pragma omp parallel for if (n > 65536)
-        for (size_t j = 0; j < n; j++) dst[j] = f32_to_bf16(bf16_to_f32(dst[j]) + g[j]);
+        for (size_t j = j0; j < j0 + n; j++) dst[j] = f32_to_bf16(bf16_to_f32(dst[j]) + g[j]);
     }
 }
 
@@ -878,40 +994,52 @@ typedef struct { GPT2* m; OptRun* o; } Trainer;
 
 // The checkpoint's blobs (names and order: trainer/model.c) point straight into the model: fp32 weights,
 // the bf16 copy (bf16 mode), every optimizer state buffer.
-// With -zero 1 the state blobs are the unsharded layout, staged in full_buf: assembled from every
-// rank's shard before a save (ops_ckpt_to_host, a collective), this rank's part taken back out after a
-// load (ops_ckpt_from_host). So a checkpoint is the same file whatever the world size or -zero.
+// With -zero 1 the state blobs are the unsharded layout, staged in full_buf, and so is a sharded fp32
+// master (full_master): assembled from every rank's shard before a save (ops_ckpt_to_host, a
+// collective), this rank's part taken back out after a load (ops_ckpt_from_host). So a checkpoint is
+// the same file whatever the world size or -zero. (The staging is host memory outside the ledger, held
+// only while a checkpoint is written or read, as on the CUDA trainer.)
 static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
     Trainer* t = (Trainer*)vt;
     OptRun* o = t->o;
+    GPT2* m = t->m;
     if (!o->zero)
-        return model_checkpoint_blobs(blobs, &t->m->layout, &o->layout, t->m->precision, t->m->params_f32, t->m->params_bf16, o->buf);
+        return model_checkpoint_blobs(blobs, &m->layout, &o->layout, m->precision, m->params_f32, m->params_bf16, o->buf);
     for (int b = 0; b < o->zero->full.nbuf; b++) o->full_buf[b] = xcalloc(o->zero->full.buf_bytes[b] ? o->zero->full.buf_bytes[b] : 1, 1);
-    return model_checkpoint_blobs(blobs, &t->m->layout, &o->zero->full, t->m->precision, t->m->params_f32, t->m->params_bf16, o->full_buf);
+    float* w = m->params_f32;
+    if (m->master_n < m->layout.num_params) w = o->full_master = (float*)xmalloc(m->layout.num_params * sizeof(float));
+    return model_checkpoint_blobs(blobs, &m->layout, &o->zero->full, m->precision, w, m->params_bf16, o->full_buf);
 }
 
 static void ops_ckpt_to_host(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
     OptRun* o = t->o;
+    GPT2* m = t->m;
     if (!o->zero) return;
     zero_gather_state(o->zero, o->buf, o->full_buf);
-    if (t->m->params_bf16) { // the fp32 master: each rank's range is current only on that rank
+    if (o->full_master) { // the sharded fp32 master: every rank's range from that rank
         const ZeroPlan* z = o->zero;
         size_t* cd = (size_t*)xmalloc(2 * z->world * sizeof(size_t));
-        for (int r = 0; r < z->world; r++) { cd[r] = z->bound[r + 1] - z->bound[r]; cd[z->world + r] = z->bound[r]; }
-        dist_allgather_bytes(t->m->params_f32, cd, cd + z->world, sizeof(float));
+        for (int r = 0; r < z->world; r++) { cd[r] = zero_count(z, r); cd[z->world + r] = z->bound[r]; }
+        if (m->master_n) memcpy(o->full_master + m->master_lo, m->params_f32, m->master_n * sizeof(float));
+        dist_allgather_bytes(o->full_master, cd, cd + z->world, sizeof(float));
         free(cd);
     }
 }
 
 static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
-    if (t->o->zero) zero_scatter_state(t->o->zero, t->o->full_buf, t->o->buf);
+    OptRun* o = t->o;
+    if (!o->zero) return;
+    zero_scatter_state(o->zero, o->full_buf, o->buf);
+    if (o->full_master && t->m->master_n) memcpy(t->m->params_f32, o->full_master + t->m->master_lo, t->m->master_n * sizeof(float));
 }
 
 static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) {
     OptRun* o = ((Trainer*)vt)->o;
     for (int b = 0; b < MAX_STATE_BUFFERS; b++) { free(o->full_buf[b]); o->full_buf[b] = NULL; }
+    free(o->full_master);
+    o->full_master = NULL;
 }
 
 static void ops_init(void* vt, uint64_t seed) {
@@ -922,7 +1050,7 @@ static void ops_init(void* vt, uint64_t seed) {
 
 static void ops_set_weights(void* vt, const float* w) {
     GPT2* m = ((Trainer*)vt)->m;
-    memcpy(m->params_f32, w, m->layout.num_params * sizeof(float));
+    if (m->master_n) memcpy(m->params_f32, w + m->master_lo, m->master_n * sizeof(float)); // a sharded master: its range
     if (m->params_bf16) for (size_t i = 0; i < m->layout.num_params; i++) m->params_bf16[i] = f32_to_bf16(w[i]);
 }
 
@@ -954,11 +1082,11 @@ static StepResult train_step(GPT2* m, OptRun* o, Run* r, int opt_t, float lr_sca
         run_next_batch(r, m->inputs, m->targets);
         gpt2_forward(m, m->inputs, m->targets, a->B, a->T, 0);
         res.loss += m->mean_loss / r->accum;
-        gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, NULL);
+        gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, o);
     }
-    average_fp32_grads(m);
+    average_fp32_grads(m, o);
     res.loss = average_loss(res.loss);
-    res.norm = (float)sqrt(grad_sumsq(m));
+    res.norm = (float)sqrt(grad_sumsq(m, o));
     if (!isfinite(res.loss) || !isfinite(res.norm)) { res.skipped = 1; return res; }
     float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
     o->nonfinite_update = 0;
@@ -1019,34 +1147,41 @@ static void maybe_update_hessian(GPT2* m, OptRun* o, Run* r, int step, int opt_t
         for (size_t i = 0; i < (size_t)r->rank * BT; i++) rng_f32(&rng);
         for (size_t i = 0; i < BT; i++) m->targets[i] = sample_index(m->acts.logits + i * V, V, rng_f32(&rng));
         for (size_t i = 0; i < (size_t)(r->world - 1 - r->rank) * BT; i++) rng_f32(&rng);
-        gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, NULL);
+        gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, o);
     }
-    average_fp32_grads(m);
+    average_fp32_grads(m, o);
     logger_write(&r->lg, "{\"type\":\"hessian\",\"step\":%d}", step);
-    double norm = sqrt(grad_sumsq(m));
+    double norm = sqrt(grad_sumsq(m, o));
     if (!isfinite(norm)) return; // a non-finite estimate is dropped, never folded into h
     float scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
     for (int i = 0; i < m->layout.num_tensors; i++) {
         ModelTensor* p = &m->layout.tensors[i];
-        if (o->zero && zero_slice(o->zero, i)->shape.numel == 0) continue; // another rank's
-        size_t start;
-        OptTensor ot = opt_tensor(o, m, i, tensor_grad_f32(m, p, scale), &start);
+        size_t start, n;
+        tensor_range(o, m, i, &start, &n);
+        if (n == 0) continue; // another rank's
+        OptTensor ot = opt_tensor(o, m, i, tensor_grad_f32(m, p, scale, start, n), &start);
         OptHyper h = tensor_hyper(o, p);
         o->opt->hessian(&h, &ot);
     }
 }
 
 static void gpt2_free(GPT2* m, OptRun* o) {
+    optimizer_disconnect(o);
     if (o->zero) { zero_plan_free(o->zero); free(o->zero); } // o->layout is the plan's
     else state_layout_free(&o->layout);
     model_layout_free(&m->layout);
 }
 
-// The model and the optimizer state, everything through the ledger (a dry ledger only plans).
-static void build(GPT2* m, OptRun* o, const Run* r, Ledger* led) {
+// The model and the optimizer state of `rank` in a world of `world`, everything through the ledger (a
+// dry ledger only plans). With -zero 1 in bf16 mode the fp32 master is the rank's shard.
+static void build(GPT2* m, OptRun* o, const Run* r, int world, int rank, Ledger* led) {
     const Args* a = &r->a;
-    gpt2_build(m, &r->cfg, a->precision, a->B, a->T, (r->opt->flags & OPT_FUSED_BACKWARD) != 0, led);
-    optimizer_setup_zero(o, m, r->opt, &r->hyper, a->zero, led);
+    gpt2_layout(m, &r->cfg, a->precision);
+    optimizer_plan(o, m, r->opt, &r->hyper, a->zero, world, rank);
+    size_t lo = 0, n = m->layout.num_params;
+    if (o->zero) { lo = o->zero->bound[rank]; n = zero_count(o->zero, rank); }
+    gpt2_alloc(m, a->B, a->T, (r->opt->flags & OPT_FUSED_BACKWARD) != 0, lo, n, led);
+    optimizer_alloc(o, led);
     o->stochastic_rounding = a->sr;
     o->seed = a->seed;
     ledger_record(led, MEM_WORKSPACE, "matmul packing", matmul_workspace_bytes(), NULL);
@@ -1059,10 +1194,33 @@ static void preflight(const Run* r) {
     ledger_init(&dry, 1);
     GPT2 m;
     OptRun o;
-    build(&m, &o, r, &dry);
+    build(&m, &o, r, dist_world(), dist_rank(), &dry);
     char msg[1024];
     if (ledger_check_fits(&dry, ledger_mem_available(NULL), msg, sizeof(msg)) != 0) user_error("%s", msg);
     gpt2_free(&m, &o);
+}
+
+// -zero 1: rank q's shard, one line (every rank prints its own on stderr; a -plan-world plan lists
+// them all): its range of the flat parameters, the fp32 master (bf16 mode) and optimizer-state bytes it
+// keeps, which its ledger holds exactly.
+static void print_shard(FILE* f, const ZeroPlan* z, const GPT2* m, int q, int bf16) {
+    int big = zero_largest_rank(z, bf16);
+    fprintf(f, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, fp32 master %zu bytes, optimizer state %zu bytes of %zu "
+            "(largest rank %d: %zu sharded bytes)\n", q, z->world, z->bound[q], z->bound[q + 1], zero_count(z, q), m->layout.num_params,
+            bf16 ? zero_count(z, q) * sizeof(float) : 0, z->layouts[q].total_bytes, z->full.total_bytes, big, zero_rank_bytes(z, big, bf16));
+}
+
+// -plan-world N without -plan-rank: the rank whose shard keeps the most bytes (rank 0 without -zero).
+static int plan_largest_rank(const Run* r) {
+    if (!r->a.zero) return 0;
+    ModelLayout ml;
+    model_layout_build(&ml, &r->cfg);
+    ZeroPlan z;
+    zero_plan_build(&z, &ml, r->opt, &r->hyper, r->a.plan_world, 0);
+    int k = zero_largest_rank(&z, r->a.precision == PRECISION_BF16);
+    zero_plan_free(&z);
+    model_layout_free(&ml);
+    return k;
 }
 
 #ifndef TESTING
@@ -1077,18 +1235,21 @@ int main(int argc, char** argv) {
     if (!a->memory_only) preflight(&run);
     GPT2 model;
     OptRun orun;
-    build(&model, &orun, &run, &run.led);
+    // -plan-world N (with -memory-only): one rank of N planned without MPI, by default the largest
+    int world = run.world, rank = run.rank;
+    if (a->plan_world) { world = a->plan_world; rank = a->plan_rank >= 0 ? a->plan_rank : plan_largest_rank(&run); }
+    build(&model, &orun, &run, world, rank, &run.led);
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32", "");
-    if (orun.zero) {
-        // every rank's share, on its own stderr (stdout is rank 0's): the ledger above holds exactly it
-        const ZeroPlan* z = orun.zero;
-        size_t most = 0;
-        for (int q = 0; q < z->world; q++) if (z->layouts[q].total_bytes > most) most = z->layouts[q].total_bytes;
-        fprintf(stderr, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, optimizer state %zu bytes of %zu (largest rank %zu)\n",
-                run.rank, run.world, z->bound[run.rank], z->bound[run.rank + 1], z->bound[run.rank + 1] - z->bound[run.rank],
-                model.layout.num_params, orun.layout.total_bytes, z->full.total_bytes, most);
+    char where[160] = "";
+    if (a->plan_world) {
+        snprintf(where, sizeof(where), ", rank %d of a planned world of %d%s", rank, world,
+                 orun.zero ? " (-zero 1)" : " (plain data parallel: every rank holds the same)");
+        if (orun.zero) for (int q = 0; q < world; q++) print_shard(stdout, orun.zero, &model, q, a->precision == PRECISION_BF16);
+    } else if (orun.zero) {
+        print_shard(stderr, orun.zero, &model, rank, a->precision == PRECISION_BF16); // stdout is rank 0's
     }
-    if (run_memory_only(&run, "")) { gpt2_free(&model, &orun); return 0; }
+    if (run_memory_only(&run, where)) { gpt2_free(&model, &orun); return 0; }
+    optimizer_connect(&orun, &model);
 
     // ---- data, init or resume, log
     Trainer tr = { &model, &orun };

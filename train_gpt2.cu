@@ -656,9 +656,11 @@ int main(int argc, char** argv) {
         const ZeroPlan* z = &zp->plan;
         size_t most = 0;
         for (int q = 0; q < z->world; q++) if (z->layouts[q].total_bytes > most) most = z->layouts[q].total_bytes;
-        fprintf(stderr, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, optimizer state %zu bytes of %zu (largest rank %zu)\n",
-                run.rank, run.world, z->bound[run.rank], z->bound[run.rank + 1], z->bound[run.rank + 1] - z->bound[run.rank],
-                model.layout.num_params, orun.layout.total_bytes, z->full.total_bytes, most);
+        // (the fp32 master is not sharded on the GPU yet: every rank holds all of it in bf16 mode)
+        fprintf(stderr, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, fp32 master %zu bytes, optimizer state %zu bytes of %zu "
+                "(largest rank %zu)\n", run.rank, run.world, z->bound[run.rank], z->bound[run.rank + 1], z->bound[run.rank + 1] - z->bound[run.rank],
+                model.layout.num_params, a->precision == PRECISION_BF16 ? model.layout.num_params * sizeof(float) : (size_t)0,
+                orun.layout.total_bytes, z->full.total_bytes, most);
     }
     if (run_memory_only(&run, " on the GPU")) {
         state_layout_free(&orun.layout);

@@ -35,6 +35,9 @@
 //   2-D: v_row (rows), v_col (cols)   1-D: v (numel)   with -beta1 also exp_avg (numel)
 // GPT-2 d12 (124,475,904 params: 50 matrices with rows+cols = 200,320, 148 vectors with 121,344
 // elements): 1,286,656 bytes = 0.0103 B/param; with -beta1 499,190,272 bytes = 4.0103 B/param.
+// ZeRO-1 (OPT_SHARD_ROWS): a rank holding rows [r0, r1) of a matrix keeps v_row of those rows, the whole
+// v_col, and exp_avg of its rows; the column sums, mean(v_row), RMS(U) and RMS(theta) are completed
+// across the sharing ranks by OptStep.reduce (optim/factored.h). Vectors are never split.
 #include <math.h>
 #include "optim/adafactor.h"
 
@@ -61,9 +64,9 @@ static void adafactor_step(const OptHyper* h, OptTensor* p, OptStep* st) {
 
     // The step size of this step for this tensor (host scalars in double, as in Python).
     const AdafactorScalars k = adafactor_scalars(h, st->lr, st->t);
-    const float lr_t = adafactor_step_size(k, k.scale_parameter ? fac_rms(theta, s->numel) : 0.0);
+    FacWork w = fac_work_alloc(s, st->reduce); // st->reduce: rows of a matrix other ranks share (ZeRO-1)
+    const float lr_t = adafactor_step_size(k, k.scale_parameter ? fac_rms_w(&w, theta) : 0.0);
 
-    FacWork w = fac_work_alloc(s);
     const float clip_div = fac_second_moment(&w, v_row, v_col, g, k.eps1, k.beta2t, k.clip_threshold);
 
     const double wd = s->decay ? k.wd : 0.0;
@@ -84,6 +87,7 @@ const Optimizer OPT_ADAFACTOR = {
     .description = "factored second moment (row/col EMAs), update clipping, relative step (HF Adafactor)",
     .paper = "Shazeer & Stern 2018, arXiv:1804.04235",
     .flags = 0,
+    .shard = OPT_SHARD_ROWS,
     .defaults = {
         .lr = 1e-2,             // used only with relative_step off (-l given): the relative step's cap
         .beta1 = 0.0,           // no first moment unless -beta1 (use_beta1)

@@ -49,7 +49,7 @@ static void adalomo_step(const OptHyper* h, OptTensor* p, OptStep* st) {
 
     const double t = (double)st->t;
     const double beta2t = 1.0 - pow(t, h->decay_rate);
-    FacWork w = fac_work_alloc(s);
+    FacWork w = fac_work_alloc(s, NULL); // never sharded (updates inside backward)
     const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)h->eps, beta2t,
                                              h->clip_threshold);
 

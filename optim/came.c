@@ -33,6 +33,10 @@
 //   1-D: exp_avg (numel), v (numel)
 // Bytes: 4*numel + 8*(rows+cols) per matrix, 8*numel per vector. GPT-2 d12: 499,991,552 bytes
 // = 4.0168 B/param (AdamW: 8).
+// ZeRO-1 (OPT_SHARD_ROWS): a rank holding rows [r0, r1) of a matrix keeps exp_avg, v_row and res_row of
+// those rows and the whole v_col and res_col (4*(r1-r0)*cols + 8*(r1-r0) + 8*cols bytes); the column
+// sums of both factored statistics, mean(v_row), mean(res_row) and RMS(U) are completed across the
+// sharing ranks by OptStep.reduce (optim/factored.h). Vectors are never split.
 #include <math.h>
 #include "optim/came.h"
 
@@ -65,7 +69,7 @@ static void came_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     const double wd = s->decay ? k.wd : 0.0;
     const float wd_alpha = fac_wd_alpha(wd, k.lr_d); // reference: p.add_(p, alpha=-wd*lr)
 
-    FacWork w = fac_work_alloc(s);
+    FacWork w = fac_work_alloc(s, st->reduce); // st->reduce: rows of a matrix other ranks share (ZeRO-1)
     const float clip_div = fac_second_moment(&w, v_row, v_col, g, k.eps1, k.beta2, k.clip_threshold);
     const size_t rows = w.rows, cols = w.cols;
 
@@ -117,6 +121,7 @@ const Optimizer OPT_CAME = {
     .description = "Adafactor + confidence: factored v and factored instability, momentum on the clipped update",
     .paper = "Luo et al., ACL 2023, arXiv:2307.02047",
     .flags = 0,
+    .shard = OPT_SHARD_ROWS,
     .defaults = {
         .lr = 5e-5,            // results/sweep/: d4 default run, 60 steps: 2e-5 val 4.94, 5e-5 4.68,
                                 // 1e-4 4.96, 2e-4 5.05, 5e-4 5.20; 200 steps: 5e-5 4.04, 1e-4 4.22

@@ -6,12 +6,15 @@
 #include "optim_common.h"
 #include "factored.h"
 
-FacWork fac_work_alloc(const ParamShape* s) {
+FacWork fac_work_alloc(const ParamShape* s, const OptReduce* red) {
     FacWork w;
     memset(&w, 0, sizeof(w));
     w.factored = fac_is_factored(s);
     w.rows = w.factored ? s->rows : 1;
     w.cols = w.factored ? s->cols : s->numel;
+    CHECK(!red || (w.factored && red->rows >= w.rows)); // row shards are of matrices; vectors stay whole
+    w.mrows = red ? red->rows : w.rows;
+    w.red = red;
     if (w.factored) {
         w.nchunks = w.rows < FAC_CHUNKS ? (int)w.rows : FAC_CHUNKS;
         w.row_sum = (double*)xcalloc(w.rows, sizeof(double));
@@ -59,6 +62,18 @@ double fac_rms(const float* x, size_t n) {
     return n ? sqrt(fac_sumsq(x, n) / (double)n) : 0.0;
 }
 
+// The partial sum of a row shard completed over the ranks sharing the matrix (nothing when whole here).
+static void fac_reduce(const FacWork* w, double* buf, size_t n) {
+    if (w->red) w->red->sum(w->red, buf, n);
+}
+
+double fac_rms_w(const FacWork* w, const float* x) {
+    if (!w->red) return fac_rms(x, w->rows * w->cols);
+    double s = fac_sumsq(x, w->rows * w->cols);
+    fac_reduce(w, &s, 1);
+    return sqrt(s / (double)(w->mrows * w->cols));
+}
+
 void fac_sums_zero(FacWork* w) {
     memset(w->row_sum, 0, w->rows * sizeof(double));
     memset(w->col_part, 0, (size_t)w->nchunks * w->cols * sizeof(double));
@@ -70,6 +85,7 @@ void fac_sums_reduce(FacWork* w) {
         for (int c = 0; c < w->nchunks; c++) s += fac_col_part(w, c)[j];
         w->col_sum[j] = s;
     }
+    fac_reduce(w, w->col_sum, w->cols); // a row shard: the other ranks' rows too
 }
 
 // EMA in the reference's form, state*beta + (1-beta)*mean, with beta and 1-beta each rounded to fp32
@@ -81,7 +97,7 @@ void fac_ema_from_sums(const FacWork* w, float* r, float* c, double beta) {
         r[i] = fac_ema(r[i], b, omb, mean);
     }
     for (size_t j = 0; j < w->cols; j++) {
-        float mean = (float)(w->col_sum[j] / (double)w->rows);   // mean over the rows of column j
+        float mean = (float)(w->col_sum[j] / (double)w->mrows);  // mean over the rows of column j
         c[j] = fac_ema(c[j], b, omb, mean);
     }
 }
@@ -90,7 +106,8 @@ void fac_factors(FacWork* w, const float* r, const float* c) {
     // V[i][j] = r[i]*c[j]/mean(r), so V^-1/2 = rsqrt(r[i]/mean(r)) * rsqrt(c[j]).
     double sum_r = 0.0;
     for (size_t i = 0; i < w->rows; i++) sum_r += (double)r[i];
-    const float mean_r = (float)(sum_r / (double)w->rows);
+    fac_reduce(w, &sum_r, 1);
+    const float mean_r = (float)(sum_r / (double)w->mrows);
     for (size_t i = 0; i < w->rows; i++) w->rf[i] = fac_rsqrt(r[i] / mean_r);
     for (size_t j = 0; j < w->cols; j++) w->cf[j] = fac_rsqrt(c[j]);
 }
@@ -156,6 +173,8 @@ float fac_second_moment(FacWork* w, float* v_row, float* v_col, const float* g, 
             w->cf[j] = fac_rsqrt(v[j]);
         }
     }
-    // Update clipping: U is divided by max(1, RMS(U)/d), d = clip_threshold.
-    return fac_clip_div(precond_sumsq(w, g), n, clip_threshold);
+    // Update clipping: U is divided by max(1, RMS(U)/d), d = clip_threshold, over the whole matrix.
+    double usq = precond_sumsq(w, g);
+    fac_reduce(w, &usq, 1);
+    return fac_clip_div(usq, w->mrows * cols, clip_threshold);
 }

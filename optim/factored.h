@@ -17,6 +17,15 @@
 // chunk sums its rows in order into its own column partials, and the partials are added in chunk
 // order. Row sums belong to one row, so they are computed whole by whichever thread owns the row.
 //
+// ZeRO-1 row shards (OPT_SHARD_ROWS, trainer/zero.h): a rank may hold rows [r0, r1) of a matrix. Its
+// row states (r, and CAME's R) are its rows'; the column states (c, C) are whole on every sharing rank
+// and stay equal there, because every sum over rows is completed by one explicit reduce call
+// (OptStep.reduce) before it is used: the column sums, sum(r) for mean(r), the sum of U^2 for the
+// clipping RMS, and Adafactor's sum of theta^2. Means divide by the whole matrix's rows (mrows). Each
+// rank adds its own rows in the order above, and the ranks' partials are added in rank order, so a
+// row-sharded step differs from the whole-matrix step only in where those double sums are split;
+// with red NULL the code is the same arithmetic as before row shards existed.
+//
 // Scratch: FacWork holds O(rows + cols) floats/doubles for one step of one tensor (for a vector,
 // O(n)); it is allocated and freed inside step(), never the size of the matrix, so the factored
 // optimizers keep their memory promise. (50304x768 embedding: 50304*12 + 768*(12 + 8*FAC_CHUNKS)
@@ -37,6 +46,9 @@ extern "C" {
 
 typedef struct {
     size_t rows, cols;  // the tensor as (rows, cols); a vector is (1, n) and is not factored
+    size_t mrows;       // rows of the whole matrix: rows, or more when these rows are a ZeRO-1 row shard
+    const OptReduce* red; // NULL when the matrix is whole here; else completes every sum that spans
+                        // the matrix's rows over the ranks sharing it (optim.h's OptReduce)
     int factored;       // 1: pre = rf[i]*cf[j]; 0: pre = cf[j] (cf holds rsqrt(v))
     int nchunks;        // row chunks, min(FAC_CHUNKS, rows)     (factored only)
     double* row_sum;    // (rows) sums of u over each row       (factored only)
@@ -49,7 +61,8 @@ typedef struct {
 // 2-D tensors are factored (HF: ndim >= 2), 1-D tensors keep a full v.
 static inline int fac_is_factored(const ParamShape* s) { return s->ndim >= 2; }
 
-FacWork fac_work_alloc(const ParamShape* s);
+// red: OptStep.reduce (NULL: the tensor is whole here; vectors always are).
+FacWork fac_work_alloc(const ParamShape* s, const OptReduce* red);
 void fac_work_free(FacWork* w);
 
 // The preconditioner for element (i, j): V^-1/2 reconstructed from the factors.
@@ -60,6 +73,8 @@ static inline float fac_pre(const FacWork* w, size_t i, size_t j) {
 // sum of x^2 in double (fixed order); RMS(x) = sqrt(sum/n), returned in double.
 double fac_sumsq(const float* x, size_t n);
 double fac_rms(const float* x, size_t n);
+// RMS of x (the tensor w describes: its rows here, its whole matrix with a row shard), in double.
+double fac_rms_w(const FacWork* w, const float* x);
 
 // Row/column sums of a u the caller computes (CAME's residual), in three steps:
 //   fac_sums_zero(w);
@@ -67,7 +82,8 @@ double fac_rms(const float* x, size_t n);
 //       double* cs = fac_col_part(w, c);
 //       for (size_t i = fac_chunk_row(w, c); i < fac_chunk_row(w, c + 1); i++) {
 //           double rs = 0; for (j...) { u = ...; rs += u; cs[j] += u; }  w->row_sum[i] = rs; } }
-//   fac_sums_reduce(w);      // col_sum = the chunk partials added in chunk order
+//   fac_sums_reduce(w);      // col_sum = the chunk partials added in chunk order (then, for a row
+//                            // shard, over the ranks sharing the matrix: w->red)
 void fac_sums_zero(FacWork* w);
 void fac_sums_reduce(FacWork* w);
 static inline size_t fac_chunk_row(const FacWork* w, int c) { return (size_t)c * w->rows / (size_t)w->nchunks; }
@@ -75,7 +91,7 @@ static inline double* fac_col_part(const FacWork* w, int c) { return w->col_part
 // row/col EMAs from the accumulated sums: r = r*beta + (1-beta)*row_sum/cols, c likewise; beta and
 // 1-beta are rounded to fp32 once from double, as torch does with `mul_(beta).add_(x, alpha=1-beta)`.
 void fac_ema_from_sums(const FacWork* w, float* r, float* c, double beta);
-// rf and cf from the row/col states (the reconstruction above).
+// rf and cf from the row/col states (the reconstruction above); mean(r) over the whole matrix's rows.
 void fac_factors(FacWork* w, const float* r, const float* c);
 
 // Adafactor's second-moment step, shared by all three optimizers: u = g^2 + eps1; for a matrix

@@ -41,6 +41,7 @@ const Optimizer OPT_LION = {
     .description = "sign of the beta1-interpolated momentum, one fp32 state, decoupled weight decay",
     .paper = "Chen et al. 2023, Symbolic Discovery of Optimization Algorithms, arXiv 2302.06675",
     .flags = 0,
+    .shard = OPT_SHARD_ELEMENT,
     // lr 1e-3, not the reference's 1e-4: results/sweep/ (d4 default run, 60 steps: 1e-4 val 7.95, 3e-4
     // 6.06, 1e-3 4.89, 3e-3 5.05; the full 200-step run at 1e-3: val 4.46). The paper's "3-10x below
     // AdamW" does not hold on this short, small run: the best lr equals AdamW's.

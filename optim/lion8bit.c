@@ -77,6 +77,7 @@ const Optimizer OPT_LION8BIT = {
     .description = "bitsandbytes Lion8bit: Lion's momentum in 8 bits (signed dynamic map, fp32 absmax per -qblock)",
     .paper = "Chen et al. 2023 (Lion), arXiv 2302.06675; Dettmers et al. 2022 (8-bit states), arXiv 2110.02861",
     .flags = 0,
+    .shard = OPT_SHARD_QBLOCK,
     // lr 1e-3 as lion's (results/sweep/: lion's best on the default run; the 8-bit state tracks it)
     .defaults = { .lr = 1e-3, .beta1 = 0.9f, .beta2 = 0.99f, .weight_decay = 0.0f, .qblock = 256,
                   .min_8bit_size = 4096 },

@@ -98,12 +98,41 @@ typedef struct {
     void* state[OPT_MAX_STATES]; // state tensors in layout order
 } OptTensor;
 
+// ZeRO-1 row shards (optimizers that declare OPT_SHARD_ROWS): step() then sees rows of a matrix that
+// several ranks share, each rank its own rows, and every statistic that spans the whole matrix (column
+// sums, the mean of a row statistic, the update's RMS, RMS(theta)) is this rank's partial sum over its
+// rows, completed by one explicit call:
+//     r->sum(r, buf, n)    in place: buf (n doubles) = the sum of every sharing rank's buf, the same
+//                          bits on each of them (the sum is taken in rank order)
+// Every sharing rank makes the same calls in the same order (a collective); ranks that do not share the
+// matrix make none. The trainer supplies sum: MPI on CPU ranks, NCCL on GPU ranks (trainer/dist.h).
+typedef struct OptReduce {
+    size_t rows;             // rows of the whole matrix (the slice's own are shape->rows)
+    void (*sum)(const struct OptReduce* r, double* buf, size_t n);
+    void* ctx;               // the trainer's (the group of ranks that share the matrix)
+} OptReduce;
+
 typedef struct {
     int t;                   // step number, first step is 1
     double lr;               // learning rate for this step (peak lr times the schedule), a Python float
     float lr_scale;          // the schedule's multiplier alone (lr / peak lr)
     long nonfinite;          // out: count of non-finite gradient elements seen (8-bit optimizers)
+    const OptReduce* reduce; // NULL: the tensor is whole here (one rank, or a tensor this rank owns
+                             // alone); else rows of a shared matrix (OPT_SHARD_ROWS only)
 } OptStep;
+
+// ZeRO-1 (-zero 1, trainer/zero.h): the smallest piece of a tensor a rank may own and update alone.
+// Each optimizer declares the finest cut at which its update of a piece equals that part of the whole
+// tensor's update.
+typedef enum {
+    OPT_SHARD_TENSOR = 0,  // whole tensors (the default: the update reads statistics of the whole
+                           // tensor, e.g. Muon's orthogonalization, GaLore's projection)
+    OPT_SHARD_ELEMENT,     // any element: the update is element-wise (sgd, adam, lion, sophia)
+    OPT_SHARD_QBLOCK,      // whole quantization blocks from the tensor's start, pieces of a quantized
+                           // tensor at least as long as the quantizing threshold (the 8-bit family)
+    OPT_SHARD_ROWS,        // whole rows of a matrix, whole vectors; the statistics across rows go
+                           // through OptStep.reduce (adafactor, came)
+} OptShardUnit;
 
 enum {
     OPT_FUSED_BACKWARD = 1 << 0, // LOMO family: step() is called inside backward, layer by layer
@@ -115,6 +144,7 @@ typedef struct Optimizer {
     const char* description;   // one line
     const char* paper;         // short citation
     unsigned flags;
+    OptShardUnit shard;        // its ZeRO-1 shard unit (above)
     OptHyper defaults;
     // Fills out[] with the state tensors kept for a tensor of this shape; returns how many.
     int (*layout)(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]);

@@ -48,6 +48,7 @@ const Optimizer OPT_SGD = {
     .description = "plain SGD, coupled L2 weight decay (torch.optim.SGD, momentum 0)",
     .paper = "Robbins & Monro 1951, Ann. Math. Stat. 22(3)",
     .flags = 0,
+    .shard = OPT_SHARD_ELEMENT,
     // lr 0.3, not torch's 1e-3: results/sweep/ (d4 default run, 60 steps: 1e-3 val 10.13, 0.1 6.06,
     // 0.3 5.24, 1 5.78, 3 5.89; the full 200-step run at 0.3: val 4.49)
     .defaults = { .lr = 0.3, .weight_decay = 0.0, .momentum = 0.0, .nesterov = 0 },
@@ -82,6 +83,7 @@ const Optimizer OPT_SGDM = {
     .description = "SGD with momentum b = mu*b + g (torch.optim.SGD), -nesterov for Nesterov momentum",
     .paper = "Polyak 1964 (heavy ball); Sutskever et al. 2013, ICML (Nesterov form)",
     .flags = 0,
+    .shard = OPT_SHARD_ELEMENT,
     // lr 0.1, not torch's 1e-3: results/sweep/ (d4 default run, 60 steps: 0.01 val 6.49, 0.03 5.68,
     // 0.1 5.32, 0.3 5.46; the full 200-step run at 0.03: val 4.59, 0.1 not run)
     .defaults = { .lr = 0.1, .weight_decay = 0.0, .momentum = 0.9, .nesterov = 0 },

@@ -82,6 +82,7 @@ const Optimizer OPT_SGDM8BIT = {
     .description = "bitsandbytes SGD8bit: momentum buffer b = mu*b + g in 8 bits (signed dynamic map, fp32 absmax per -qblock)",
     .paper = "Dettmers et al. 2022, 8-bit Optimizers via Block-wise Quantization, arXiv 2110.02861",
     .flags = 0,
+    .shard = OPT_SHARD_QBLOCK,
     // lr 0.1 as sgdm's (results/sweep/: sgdm's best on the default run)
     .defaults = { .lr = 0.1, .momentum = 0.9f, .nesterov = 0, .weight_decay = 0.0f, .qblock = 256,
                   .min_8bit_size = 4096 },

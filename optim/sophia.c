@@ -63,6 +63,7 @@ const Optimizer OPT_SOPHIA = {
     .description = "SophiaG: momentum over a clipped diagonal Gauss-Newton-Bartlett Hessian EMA, every k steps",
     .paper = "Liu et al. 2023, Sophia, arXiv 2305.14342",
     .flags = OPT_HESSIAN,
+    .shard = OPT_SHARD_ELEMENT,
     // lr 8e-4, not the reference's 1e-4 (NOT swept, see results/sweep/): the lr of the CPU loss table's
     // default run (200 steps: val 4.52), near the reference README's 6e-4 for GPT-2 small; like lion,
     // each element moves by at most lr per step, and lion's sweep put its best at 1e-3, 1e-4 far below.

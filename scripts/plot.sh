@@ -41,10 +41,11 @@ term() { # term W H
     if [ $PNGCAIRO = 1 ]; then echo "pngcairo size $1,$2 font 'sans,10'"; else echo "png size $1,$2"; fi
 }
 
-# gnuplot's default palette repeats after 8 line types; 16 distinct colours
+# gnuplot's default palette repeats after 8 line types; 20 distinct colours (every optimizer its own)
 COLOURS="set linetype 9 lc rgb '#8c564b'; set linetype 10 lc rgb '#e377c2'; set linetype 11 lc rgb '#7f7f7f';
 set linetype 12 lc rgb '#bcbd22'; set linetype 13 lc rgb '#17becf'; set linetype 14 lc rgb '#393b79';
-set linetype 15 lc rgb '#637939'; set linetype 16 lc rgb '#843c39'; set linetype cycle 16"
+set linetype 15 lc rgb '#637939'; set linetype 16 lc rgb '#7fff00'; set linetype 17 lc rgb '#7b4173';
+set linetype 18 lc rgb '#ff00ff'; set linetype 19 lc rgb '#31a354'; set linetype 20 lc rgb '#fd8d3c'; set linetype cycle 20"
 
 # The subtitle: meta.txt's run description without the trainer's path (often a temporary copy), and
 # its git line. Enhanced text: a bare _ would make a subscript.

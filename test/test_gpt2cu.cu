@@ -300,7 +300,7 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clips[step - 1] != 1.0f || bf16_mode ? grad[offs[i] + j] * clips[step - 1] : grad[offs[i] + j];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
             for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0, NULL };
             opt->step(&th, &ot, &st);
             free(gs);
         }
@@ -369,7 +369,7 @@ static void step_cpu_and_gpu(const Optimizer* opt, const OptHyper* h, GpuOpt* o,
         for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = clip != 1.0f || bf16_mode ? grad[offs[i] + j] * clip : grad[offs[i] + j];
         OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
         for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
-        OptStep st = { step, h->lr * lr_scale, lr_scale, 0 };
+        OptStep st = { step, h->lr * lr_scale, lr_scale, 0, NULL };
         opt->step(&th, &ot, &st);
         free(gs);
     }
@@ -540,7 +540,7 @@ static void check_optimizer_quantized(const char* opt_name, int qblock, int bf16
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = grad[offs[i] + j] * clips[step - 1];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { 0 } };
             for (int s = 0; s < ts->nstate; s++) ot.state[s] = cpu_buf[ts->buf[s]] + ts->offset[s];
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0, NULL };
             opt->step(&h, &ot, &st);
             cpu_nonfinite += st.nonfinite;
             free(gs);
@@ -661,7 +661,7 @@ static void check_optimizer_mini(int bf16_mode, int sr) {
             float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
             for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = grad[offs[i] + j] * clips[step - 1];
             OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { cpu_state[i][0], cpu_state[i][1] } };
-            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0 };
+            OptStep st = { step, h.lr * lr_scales[step - 1], lr_scales[step - 1], 0, NULL };
             opt->step(&h, &ot, &st);
             free(gs);
         }

@@ -116,7 +116,7 @@ static void slot_free(Slot* s) {
 static long slot_step(Slot* s, float* p, const float* g, int t, float lr) {
     OptTensor ot = { &s->shape, p, g, { 0 } };
     for (int k = 0; k < s->nstate; k++) ot.state[k] = s->state[k];
-    OptStep st = { t, lr, lr / s->h.lr, 0 };
+    OptStep st = { t, lr, lr / s->h.lr, 0, NULL };
     s->opt->step(&s->h, &ot, &st);
     return st.nonfinite;
 }

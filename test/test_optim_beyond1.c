@@ -152,7 +152,7 @@ static void slot_step(Slot* x, const TSpec* s, int t) {
     OptTensor ot = { &x->shape, x->p, x->g, { 0 } };
     for (int k = 0; k < x->nstate; k++) ot.state[k] = x->state[k];
     const float scale = LR_SCALE[t - 1];
-    OptStep st = { t, x->h.lr * scale, scale, 0 };
+    OptStep st = { t, x->h.lr * scale, scale, 0, NULL };
     x->opt->step(&x->h, &ot, &st);
 }
 

@@ -107,7 +107,7 @@ static void slot_step(Slot* s, float* p, const float* g, int t) {
     for (int k = 0; k < s->nstate; k++) ot.state[k] = s->state[k];
     OptHyper h = s->h;
     if (!s->shape.decay) h.weight_decay = 0.0f;  // as the trainer does
-    OptStep st = { t, lr_at(t), lr_at(t) / s->h.lr, 0 };
+    OptStep st = { t, lr_at(t), lr_at(t) / s->h.lr, 0, NULL };
     s->opt->step(&h, &ot, &st);
 }
 

@@ -28,10 +28,12 @@ int advise_requested(int argc, char** argv);
 //   -params N            parameter count, e.g. 7e9 (a GPT shape of about that size is chosen), or
 //   -model S             an exact shape, dN or L:C:H (as the trainer's -model)
 //   -mem GB              memory per GPU in GB (10^9 bytes)                         [80]
-//   -gpus N              GPUs the memory is sharded over (ZeRO-3/FSDP style)         [1]
+//   -gpus N              data-parallel GPUs with ZeRO-1 (the trainer's -zero 1): per GPU the largest
+//                        rank's share of the trainer's own shard plan                  [1]
 //   -task T              finetune or pretrain                                         [finetune]
 //   -reserve F           fraction of the memory kept for activations and workspace    [0.2]
 //   -precision P         bf16 (bf16 params/grads + fp32 master) or fp32                [bf16]
+//   -bytes 1             the table in exact bytes instead of GB                       [0]
 int advise_main(int argc, char** argv);
 
 // What the guide computes for one optimizer on one model (exposed for tests).
@@ -44,6 +46,13 @@ typedef struct {
 // The exact bytes for the GPT-2-style model cfg (the trainer's own layout) under optimizer o with its
 // default hyperparameters.
 AdviseMemory advise_memory(const Optimizer* o, const GPT2Config* cfg, int bf16);
+// The same on one GPU of `gpus` with ZeRO-1 (-zero 1): params and grads whole, the master and the state
+// of the rank that keeps the most (trainer/zero.h); everything where the optimizer cannot shard.
+AdviseMemory advise_memory_gpus(const Optimizer* o, const GPT2Config* cfg, int bf16, int gpus);
+// The fewest GPUs with `usable` bytes each for params + master + grads + state on which the largest
+// ZeRO-1 share fits; 0 when none does (params + grads alone are too big, or it cannot shard and does
+// not fit on one).
+int advise_min_gpus(const Optimizer* o, const GPT2Config* cfg, int bf16, double usable);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,7 @@ void print_usage(FILE* f) {
 "  -update-proj-gap N  galore: recompute the projectors (SVD) every N steps         [200]\n"
 "  -galore-scale F galore: scale alpha of the projected-back update                 [0.25]\n"
 "  -zero 1         under mpirun: ZeRO-1, each rank keeps and updates only its shard of the optimizer state\n"
+"                  and (bf16) of the fp32 master weights; gradients reduce-scattered (trainer/zero.h)\n"
 "  -dist-force 1   CUDA trainer: the data-parallel path (NCCL all-reduce, -zero all-gather) even at one rank\n"
 "evaluation, output, checkpoints:\n"
 "  -v N            val loss every N steps (and at the end)                          [50]\n"
@@ -60,6 +61,9 @@ void print_usage(FILE* f) {
 "  -advise 1       optimizer decision guide instead of training: -params N | -model S, -mem GB,\n"
 "                  -gpus N, -task finetune|pretrain, -reserve F (see README)\n"
 "  -memory-only 1  print the memory ledger for the model/optimizer without allocating, then exit\n"
+"  -plan-world N   with -memory-only 1: the ledger of one rank of N data-parallel ranks (with -zero 1:\n"
+"                  its shard), planned without MPI; every rank's sharded bytes listed    [off]\n"
+"  -plan-rank R    with -plan-world: the rank whose ledger is printed [the largest]\n"
 "  -h              this help\n");
 }
 
@@ -97,6 +101,7 @@ void parse_args(Args* a, int argc, char** argv) {
     a->nesterov = a->qblock = a->hess_interval = -1;
     a->rank = a->update_proj_gap = -1;
     a->galore_scale = NAN;
+    a->plan_rank = -1;
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
         if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { print_usage(stdout); exit(0); }
@@ -158,6 +163,8 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-update-proj-gap")) a->update_proj_gap = parse_int(f, v, 1, 1 << 30);
         else if (!strcmp(f, "-galore-scale")) a->galore_scale = parse_float(f, v, 0.0, 1e3);
         else if (!strcmp(f, "-zero")) a->zero = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-plan-world")) a->plan_world = parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "-plan-rank")) a->plan_rank = parse_int(f, v, 0, (1 << 20) - 1);
         else if (!strcmp(f, "-dist-force")) a->dist_force = parse_int(f, v, 0, 1);
         else user_error("unknown flag %s (run ./train -h for the list)", f);
     }
@@ -177,6 +184,10 @@ void parse_args(Args* a, int argc, char** argv) {
     if (a->export_path && !a->init_path && !a->out_dir)
         user_error("-export writes a checkpoint's weights: give the checkpoint with -init PATH or the run with -o DIR");
     if (a->export_path && strlen(a->export_path) > 1000) user_error("-export: the path is too long; use one under 1000 characters");
+    if (a->plan_world && !a->memory_only) user_error("-plan-world plans the memory of one rank: it goes with -memory-only 1");
+    if (a->plan_rank >= 0 && !a->plan_world) user_error("-plan-rank goes with -plan-world N");
+    if (a->plan_rank >= a->plan_world && a->plan_world)
+        user_error("-plan-rank %d: a world of %d ranks has ranks 0 to %d", a->plan_rank, a->plan_world, a->plan_world - 1);
 }
 
 // One decimal field of a -model spec, parsed in 64 bits so that no value can wrap (strtoll saturates

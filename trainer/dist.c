@@ -15,10 +15,12 @@ int dist_rank(void) { return g_rank; }
 int dist_world(void) { return g_world; }
 const char* dist_backend(void) { return g_mpi ? "mpi" : "none"; }
 
+#ifdef USE_MPI
 // Launched by mpirun (or another PMI launcher)? A process started by hand is one rank without MPI.
 static int launched_by_mpirun(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
 }
+#endif
 
 // common/util.h calls this (a weak symbol there) before exiting on CHECK or user_error: under MPI the
 // failing rank takes every other rank down with it, instead of leaving them waiting in a collective.
@@ -101,23 +103,82 @@ int dist_max_int(int x) {
     return x;
 }
 
-void dist_reduce_scatter_f32(const float* send, float* recv, const size_t* counts, const size_t* displs, float scale) {
+void dist_reduce_scatter_f32(float* send, float* recv, const size_t* counts, const size_t* displs, float scale) {
     size_t mine = counts[g_rank];
+    int in_place = recv == send + displs[g_rank];
 #ifdef USE_MPI
     if (g_world > 1) {
-        // MPI_Reduce_scatter wants the blocks back to back in rank order, which dist_split's ranges are.
+        // MPI_Reduce_scatter wants the blocks back to back in rank order, which zero.c's ranges are.
         int* c = (int*)xmalloc(g_world * sizeof(int));
         for (int r = 0; r < g_world; r++) {
             CHECK(counts[r] <= INT_MAX);
             CHECK(r == 0 || displs[r] == displs[r - 1] + counts[r - 1]);
             c[r] = (int)counts[r];
         }
-        MPI_Reduce_scatter(send + displs[0], recv, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (in_place) { // MPI's in-place form leaves this rank's block at the start of the buffer
+            MPI_Reduce_scatter(MPI_IN_PLACE, send + displs[0], c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            memmove(recv, send + displs[0], mine * sizeof(float));
+        } else {
+            MPI_Reduce_scatter(send + displs[0], recv, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
         free(c);
     } else
 #endif
-    if (recv != send + displs[g_rank]) memmove(recv, send + displs[g_rank], mine * sizeof(float));
+    if (!in_place) memmove(recv, send + displs[g_rank], mine * sizeof(float));
     if (scale != 1.0f) for (size_t i = 0; i < mine; i++) recv[i] *= scale;
+}
+
+struct DistGroup {
+    int size;
+#ifdef USE_MPI
+    MPI_Comm comm;
+#endif
+};
+
+DistGroup* dist_group_new(int first, int last) {
+    CHECK(0 <= first && first <= last && last < g_world);
+    if (first == last) return NULL;
+#ifdef USE_MPI
+    int in = g_rank >= first && g_rank <= last;
+    MPI_Comm comm;
+    MPI_Comm_split(MPI_COMM_WORLD, in ? first : MPI_UNDEFINED, g_rank, &comm);
+    if (!in) return NULL;
+    DistGroup* g = (DistGroup*)xmalloc(sizeof(DistGroup));
+    g->comm = comm;
+    MPI_Comm_size(comm, &g->size);
+    CHECK(g->size == last - first + 1);
+    return g;
+#else
+    CHECK(0); // one rank: no two ranks to group
+    return NULL;
+#endif
+}
+
+void dist_group_sum_f64(const DistGroup* g, double* buf, size_t n) {
+    if (!g) return;
+#ifdef USE_MPI
+    CHECK(n * g->size <= INT_MAX);
+    double* all = (double*)xmalloc(n * g->size * sizeof(double));
+    MPI_Allgather(buf, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, g->comm);
+    for (size_t j = 0; j < n; j++) {
+        double s = all[j];
+        for (int r = 1; r < g->size; r++) s += all[(size_t)r * n + j];
+        buf[j] = s;
+    }
+    free(all);
+#else
+    (void)buf; (void)n;
+#endif
+}
+
+void dist_group_free(DistGroup* g) {
+    if (!g) return;
+#ifdef USE_MPI
+    int done = 0;
+    MPI_Finalized(&done); // a trainer may free its plan after run_finish ended MPI (which freed the group)
+    if (!done) MPI_Comm_free(&g->comm);
+#endif
+    free(g);
 }
 
 void dist_allgather_bytes(void* buf, const size_t* counts, const size_t* displs, size_t elt) {

@@ -32,10 +32,21 @@ void dist_allreduce_f32(float* buf, size_t n, float scale);
 void dist_allreduce_f64(double* buf, size_t n);
 // The largest int over ranks.
 int dist_max_int(int x);
-// recv (counts[rank]) = sum over ranks of send[displs[rank] .. + counts[rank]) times scale.
-void dist_reduce_scatter_f32(const float* send, float* recv, const size_t* counts, const size_t* displs, float scale);
+// recv (counts[rank]) = sum over ranks of send[displs[rank] .. + counts[rank]) times scale. The ranks'
+// blocks lie back to back in rank order (displs[r+1] = displs[r] + counts[r]). In place when recv is
+// send + displs[rank] (the rest of send is then left undefined).
+void dist_reduce_scatter_f32(float* send, float* recv, const size_t* counts, const size_t* displs, float scale);
 // Every rank's buf[displs[r] .. + counts[r]) (of element size `elt` bytes) copied to every rank.
 void dist_allgather_bytes(void* buf, const size_t* counts, const size_t* displs, size_t elt);
+// A group of the consecutive ranks first..last (ZeRO-1: the ranks that share a row-sharded matrix).
+// Created by every rank, every group in the same order (a collective over all ranks); NULL on the ranks
+// outside it, and wherever first == last.
+typedef struct DistGroup DistGroup;
+DistGroup* dist_group_new(int first, int last);
+// In place, every member: buf (n) = the sum of the members' buf, added in rank order, so every member
+// gets the same bits (an all-gather, then the sum; n is small: a matrix's columns).
+void dist_group_sum_f64(const DistGroup* g, double* buf, size_t n);
+void dist_group_free(DistGroup* g);
 // Root's bytes to every rank.
 void dist_bcast(void* buf, size_t bytes, int root);
 // Waits for every rank.

@@ -112,20 +112,40 @@ void model_layout_free(ModelLayout* ml) {
 
 // Tensors are drawn in storage order, each element in order, one normal per element: changing this
 // order changes every run's weights (and breaks resuming from older checkpoints' seeds).
-void model_init_weights(const ModelLayout* ml, float* w, uint64_t seed) {
+#define INIT_PIECE 65536
+void model_init_weights_each(const ModelLayout* ml, uint64_t seed, void (*emit)(void* ctx, size_t first, const float* v, size_t n),
+                             void* ctx) {
     const GPT2Config* cfg = &ml->config;
     Rng rng;
     rng_seed(&rng, seed);
-    memset(w, 0, ml->num_params * sizeof(float)); // biases and the padded vocabulary rows stay 0
+    float* piece = (float*)xmalloc(INIT_PIECE * sizeof(float));
     float resid_std = 0.02f / sqrtf(2.0f * cfg->num_layers);
     for (int k = 0; k < NUM_PARAM_TENSORS; k++) {
-        float* p = w + ml->param_offsets[k];
         size_t n = ml->param_sizes[k];
-        if (k == P_WTE) n = (size_t)cfg->vocab_size * cfg->channels; // only the V real rows
-        if (k == P_LN1W || k == P_LN2W || k == P_LNFW) { for (size_t i = 0; i < n; i++) p[i] = 1.0f; continue; }
-        if (k == P_WTE || k == P_WPE || k == P_QKVW || k == P_FCW) { for (size_t i = 0; i < n; i++) p[i] = 0.02f * rng_normal(&rng); continue; }
-        if (k == P_ATTPROJW || k == P_FCPROJW) { for (size_t i = 0; i < n; i++) p[i] = resid_std * rng_normal(&rng); continue; }
+        size_t drawn = n; // the elements that get a value; the rest (biases, padded vocabulary rows) stay 0
+        if (k == P_WTE) drawn = (size_t)cfg->vocab_size * cfg->channels; // only the V real rows
+        for (size_t i0 = 0; i0 < n; i0 += INIT_PIECE) {
+            size_t len = n - i0 < INIT_PIECE ? n - i0 : INIT_PIECE;
+            for (size_t j = 0; j < len; j++) {
+                size_t i = i0 + j;
+                float v = 0.0f;
+                if (i < drawn) {
+                    if (k == P_LN1W || k == P_LN2W || k == P_LNFW) v = 1.0f;
+                    else if (k == P_WTE || k == P_WPE || k == P_QKVW || k == P_FCW) v = 0.02f * rng_normal(&rng);
+                    else if (k == P_ATTPROJW || k == P_FCPROJW) v = resid_std * rng_normal(&rng);
+                }
+                piece[j] = v;
+            }
+            emit(ctx, ml->param_offsets[k] + i0, piece, len);
+        }
     }
+    free(piece);
+}
+
+static void init_into(void* ctx, size_t first, const float* v, size_t n) { memcpy((float*)ctx + first, v, n * sizeof(float)); }
+
+void model_init_weights(const ModelLayout* ml, float* w, uint64_t seed) {
+    model_init_weights_each(ml, seed, init_into, w);
 }
 
 // ------------------------------------------------------------------------------------------------

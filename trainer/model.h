@@ -70,6 +70,11 @@ void model_layout_free(ModelLayout* ml);
 // GPT-2 initialisation into w (num_params fp32): weights ~ N(0, 0.02), the two residual projections
 // scaled by 1/sqrt(2L), biases 0, layernorm gains 1, padded vocabulary rows 0. Deterministic in the seed.
 void model_init_weights(const ModelLayout* ml, float* w, uint64_t seed);
+// The same weights handed out in pieces, for a trainer that keeps only a shard of them in fp32 (ZeRO-1's
+// sharded master): emit(ctx, first, v, n) gets v = elements [first, first + n), the pieces in order
+// and covering [0, num_params), each at most 65536 long (v is reused after the call).
+void model_init_weights_each(const ModelLayout* ml, uint64_t seed, void (*emit)(void* ctx, size_t first, const float* v, size_t n),
+                             void* ctx);
 
 // ------------------------------------------------------------------------------------------------
 // Optimizer state over the model (the layout itself: optim/state.h)

@@ -10,9 +10,10 @@
 //  - Which slices the kernels run as the unsharded step would is decided per kernel family
 //    (zero_gpu_unit below, checked by zero_gpu_unsupported on every rank's slices): the element-wise
 //    multi-tensor kernel takes element ranges, the 8-bit kernels whole quantization blocks, the others
-//    (adafactor, came: factored statistics and update RMS over the whole matrix) whole tensors only. A
-//    plan that cuts elsewhere (a row range whose column statistics need a reduction across ranks) is
-//    refused with one line: nothing here reduces statistics across ranks.
+//    (adafactor, came: factored statistics and update RMS over the whole matrix) whole tensors only, so
+//    for those the plan is built with whole tensors as the unit (the CPU trainer shards adafactor and
+//    came by rows, with reductions across ranks inside the step that the GPU kernels do not make). A
+//    plan that cuts elsewhere is refused with one line, as a safety net.
 //  - Stochastic rounding (-sr 1) draws each tensor's bits from sr_stream(seed, step, param_off) at index
 //    li, both of the slice: a sliced tensor rounds with other (equally random) bits than unsharded,
 //    so -sr 1 -zero 1 with more than one rank is not bit-identical to one rank; round to nearest is.
@@ -52,9 +53,14 @@ static void gpu_zero_setup(GpuZero* gz, GpuOpt* o, const ModelLayout* ml, const 
                            int world, int rank, Ledger* led) {
     memset(gz, 0, sizeof(*gz));
     ZeroPlan* z = &gz->plan;
-    zero_plan_build(z, ml, opt, h, world, rank);
+    // the kernels that take whole tensors only (adafactor, came, the 1-state 8-bit, adam_mini, adamw4bit,
+    // muon, galore) get a plan of whole tensors, whatever the optimizer declares for the CPU: the CPU's row
+    // shards of adafactor/came need reductions across ranks inside the step, which the GPU kernels do not
+    // make. The checkpoint is the unsharded file either way, so CPU and GPU runs still resume each other.
+    const ZeroGpuUnit unit = zero_gpu_unit(opt);
+    zero_plan_build_unit(z, ml, opt, h, world, rank, unit == ZERO_GPU_WHOLE ? OPT_SHARD_TENSOR : opt->shard);
     char msg[512];
-    const char* why = zero_gpu_unsupported(z, ml, zero_gpu_unit(opt), msg, sizeof(msg));
+    const char* why = zero_gpu_unsupported(z, ml, unit, msg, sizeof(msg));
     if (why) user_error("%s", why);
     int n = ml->num_tensors, k = 0;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));

@@ -67,7 +67,7 @@ cat > "$TMP/adv_main.c" <<'C'
 #include "trainer/advise.h"
 int main(int argc, char** argv) { return advise_main(argc, argv); }
 C
-if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" trainer/advise.c trainer/cli.c trainer/model.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
+if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" trainer/advise.c trainer/cli.c trainer/model.c trainer/zero.c trainer/dist.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
     out=$("$ADV" -advise 1 -model 32:4096:32 -mem 80)
     for o in $OPTS; do
         want=$(python3 - "$MT/ledger/7B__$o.txt" <<'PY'
@@ -84,8 +84,15 @@ PY
     done
     a=$("$ADV" -advise 1 -params 7e9 -mem 80 -task finetune -reserve 0 | sed -n 's/^summary: advise=\([a-z0-9_]*\).*/\1/p')
     [ "$a" = "adamw8bit" ] && pass "advise: 7B fine-tuning on one 80 GB GPU -> adamw8bit" || fail "advise: 7B fine-tuning on one 80 GB GPU -> adamw8bit" "got '$a'"
+    # ZeRO-1 over N GPUs keeps the bf16 params and grads whole (4 B/param) and 1/N of AdamW's master +
+    # state (12 B/param): 10 B/param = 66.5 GB per GPU at N = 2, over the 64 GB left of 80 GB with 20%
+    # reserved (8-bit AdamW: 4 + (4 + 2.03)/2 = 7.02 B/param, 46.7 GB, fits); AdamW 8 B/param = 53.2 GB at N = 3
     a=$("$ADV" -advise 1 -params 7e9 -mem 80 -gpus 2 | sed -n 's/^summary: advise=\([a-z0-9_]*\).*/\1/p')
-    [ "$a" = "adamw" ] && pass "advise: 7B on two 80 GB GPUs -> adamw" || fail "advise: 7B on two 80 GB GPUs -> adamw" "got '$a'"
+    [ "$a" = "adamw8bit" ] && pass "advise: 7B on two 80 GB GPUs (ZeRO-1) -> adamw8bit" || fail "advise: 7B on two 80 GB GPUs (ZeRO-1) -> adamw8bit" "got '$a'"
+    a=$("$ADV" -advise 1 -params 7e9 -mem 80 -gpus 3 | sed -n 's/^summary: advise=\([a-z0-9_]*\).*/\1/p')
+    [ "$a" = "adamw" ] && pass "advise: 7B on three 80 GB GPUs (ZeRO-1) -> adamw" || fail "advise: 7B on three 80 GB GPUs (ZeRO-1) -> adamw" "got '$a'"
+    a=$("$ADV" -advise 1 -params 7e9 -mem 80 | awk '$1 == "adamw" { print $NF }')
+    [ "$a" = 3 ] && pass "advise: AdamW on 7B needs 3 such GPUs with ZeRO-1" || fail "advise: AdamW on 7B needs 3 such GPUs with ZeRO-1" "got '$a'"
     a=$("$ADV" -advise 1 -params 70e9 -mem 80 | sed -n 's/^summary: advise=\([a-z0-9_]*\) .*fits=\([01]\)/\1 \2/p')
     [ "$a" = "none 0" ] && pass "advise: 70B on one 80 GB GPU -> nothing fits" || fail "advise: 70B on one 80 GB GPU -> nothing fits" "got '$a'"
     expect_exit "advise: bad task is exit 2" 2 "task must be finetune or pretrain" -- "$ADV" -advise 1 -params 7e9 -task dance

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
                 g[i * COLS + j] = hot * a[i] * b[j] * rng_normal(&rng);
             }
         const double beta2t = 1.0 - pow((double)t, -0.8);         // 0 at t = 1
-        FacWork w = fac_work_alloc(&s);
+        FacWork w = fac_work_alloc(&s, NULL);
         fac_second_moment(&w, r, c, g, eps1, beta2t, 1.0);        // updates r and c in place
         fac_work_free(&w);
         const float bb = (float)beta2t, omb = (float)(1.0 - beta2t);
