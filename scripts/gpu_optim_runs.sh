@@ -58,7 +58,7 @@ d2="$OUT/e2e.md"
 {
     echo "### GPT-2 124M end to end: \`./train_gpu -model d12 -b 32 -t 1024 -x $STEPS_E2E -u 2 -opt NAME\` ($card, $(date -u +%Y-%m-%d), revision $rev)"
     echo
-    echo "| optimizer | tok/s | state B/param | device peak MiB | forward ms | backward ms | optimizer ms | loss at step $STEPS_E2E |"
+    echo "| optimizer | tok/s | state B/param | device peak MiB | forward ms | backward ms | optimizer ms | train loss (mean of the steps) |"
     echo "|---|---|---|---|---|---|---|---|"
 } > "$d2"
 for o in "${opts[@]}"; do

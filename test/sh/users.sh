@@ -68,6 +68,27 @@ expect_exit "compare.sh: missing directory is exit 2" 2 "nope is not a directory
 mkdir -p "$TMP/nosteps"; head -n 1 "$TMP/r1/log.jsonl" > "$TMP/nosteps/log.jsonl"
 expect_exit "compare.sh: a log without steps is exit 2" 2 "no step records" -- bash scripts/compare.sh --no-plot "$TMP/nosteps"
 
+# default_run_table.py: a CPU and a GPU folder of runs side by side. The "GPU" adamw run is r1's with
+# its summary's val_loss raised by 0.0123 (so the difference column must say +0.0123); adamw8bit has
+# no GPU run (its GPU cell must say "CPU only"); every CPU value equals r1's and r2's summaries.
+mkdir -p "$TMP/drt/cpu/adamw" "$TMP/drt/cpu/adamw8bit" "$TMP/drt/gpu/adamw"
+cp "$TMP/r1/log.jsonl" "$TMP/drt/cpu/adamw/"; cp "$TMP/r1.out" "$TMP/drt/cpu/adamw/stdout.txt"
+cp "$TMP/r2/log.jsonl" "$TMP/drt/cpu/adamw8bit/"; cp "$TMP/r2.out" "$TMP/drt/cpu/adamw8bit/stdout.txt"
+cp "$TMP/r1/log.jsonl" "$TMP/drt/gpu/adamw/"
+v1=$(sed -n 's/^summary:.* val_loss=\([0-9.]*\).*/\1/p' "$TMP/r1.out")
+v2=$(sed -n 's/^summary:.* val_loss=\([0-9.]*\).*/\1/p' "$TMP/r2.out")
+vg=$(python3 -c "print('%.6f' % ($v1 + 0.0123))")
+sed "s/^\(summary:.* val_loss=\)[0-9.]*/\1$vg/" "$TMP/r1.out" > "$TMP/drt/gpu/adamw/stdout.txt"
+python3 scripts/default_run_table.py "$TMP/drt/cpu" "$TMP/drt/gpu" > "$TMP/drt.md" 2> "$TMP/drt.err"; rc=$?
+row1=$(grep '^| adamw |' "$TMP/drt.md"); row2=$(grep '^| adamw8bit |' "$TMP/drt.md")
+want1="| adamw | 0.001 | $(printf %.4f "$v1") | $(printf %.4f "$vg") | +0.0123 |"
+want2="| adamw8bit | 0.001 | $(printf %.4f "$v2") | CPU only |  |"
+[ $rc = 0 ] && [ "${row1#"$want1"}" != "$row1" ] && [ "${row2#"$want2"}" != "$row2" ] \
+    && pass "default_run_table.py: CPU and GPU val losses, their difference, CPU-only rows" \
+    || fail "default_run_table.py: rows" "exit $rc; got '$row1' / '$row2', want '$want1...' / '$want2...'"
+expect_exit "default_run_table.py: a missing folder is an error that names it" 1 "nope is not a folder of runs" -- \
+    python3 scripts/default_run_table.py "$TMP/drt/cpu" "$TMP/nope"
+
 # export: the checkpoint of r1 as safetensors, read back; the forward loss against -eval's (fp32)
 $TRAIN $SMALL -o "$TMP/r1" -export "$TMP/m.safetensors" > "$TMP/exp.out" 2>&1; rc=$?
 [ $rc = 0 ] && [ -s "$TMP/m.safetensors" ] && [ ! -e "$TMP/m.safetensors.tmp" ] && pass "export: exit 0, file written, no .tmp left" \

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""scripts/default_run_table.py: the default run (`./train -opt NAME`, nothing else) of every optimizer
+on the CPU trainer and on the CUDA trainer, side by side, from the runs' own logs.
+
+    python3 scripts/default_run_table.py CPU_RUNS GPU_RUNS > table.md
+
+CPU_RUNS and GPU_RUNS hold one folder per optimizer with the run's stdout.txt (its `summary:` line) and
+log.jsonl (its config record: trainer, device, date, git revision). The table: each optimizer's default
+lr, final val loss on both trainers and their difference, state bytes/param, the peak memory each
+trainer measured (CPU: the ledger's high-water mark; GPU: device total - free, CUDA context included)
+and tok/s. A missing run is a blank cell; an optimizer the GPU trainer does not run says so.
+Standard library only.
+"""
+import json
+import os
+import sys
+
+
+def summary(path):
+    """The key=value pairs of the last `summary:` line of path, or None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [l for l in f if l.startswith("summary:")]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    out = {}
+    for tok in lines[-1].split()[1:]:
+        if "=" in tok:
+            k, v = tok.split("=", 1)
+            out[k] = v
+    return out
+
+
+def config(path):
+    """The config record (first line) of a log.jsonl, or {}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.loads(f.readline())
+        return rec if rec.get("type") == "config" else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def runs(root):
+    out = {}
+    if not os.path.isdir(root):
+        sys.exit(f"default_run_table: {root} is not a folder of runs (one folder per optimizer)")
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        s = summary(os.path.join(d, "stdout.txt"))
+        if s is not None:
+            out[name] = (s, config(os.path.join(d, "log.jsonl")))
+    return out
+
+
+def fmt(x, spec):
+    return format(float(x), spec) if x not in (None, "") else ""
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__.strip().splitlines()[2].strip())
+    cpu, gpu = runs(sys.argv[1]), runs(sys.argv[2])
+    if not cpu and not gpu:
+        sys.exit("default_run_table: no run with a summary line in either folder")
+    order = ["adamw", "adam", "adam8bit", "adamw8bit", "paged_adamw8bit", "adamw4bit", "adafactor", "came",
+             "adam_mini", "galore_adamw", "muon", "sgd", "sgdm", "sgdm8bit", "lion", "lion8bit", "sophia",
+             "lomo", "adalomo"]
+    names = [n for n in order if n in cpu or n in gpu] + sorted((set(cpu) | set(gpu)) - set(order))
+
+    def who(runs_):
+        cfgs = [c for _, c in runs_.values() if c]
+        if not cfgs:
+            return "unknown"
+        c = cfgs[0]
+        dates = sorted(x.get("date", "")[:10] for x in cfgs)
+        revs = sorted({x.get("git", "?") for x in cfgs})
+        return f"{c.get('device') or c.get('host', '?')}, {dates[0]}..{dates[-1]}, git {', '.join(revs)}"
+
+    print("| optimizer | lr | val loss CPU | val loss GPU | GPU - CPU | state B/param | peak MiB CPU (ledger) | "
+          "peak MiB GPU (device) | tok/s CPU | tok/s GPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in names:
+        c = cpu.get(n, ({}, {}))
+        g = gpu.get(n, ({}, {}))
+        cs, cc = c
+        gs, gc = g
+        lr = cc.get("lr", gc.get("lr", ""))
+        if n == "adafactor" and (cc or gc).get("relative_step"):
+            lr = "relative"
+        elif lr != "":
+            lr = f"{float(lr):.3g}"  # the config stores the fp32 value: 0.00100000005 is 1e-3
+        vc, vg = cs.get("val_loss"), gs.get("val_loss")
+        diff = f"{float(vg) - float(vc):+.4f}" if vc and vg else ""
+        bpp = cs.get("state_bytes_per_param") or gs.get("state_bytes_per_param", "")
+        gpu_val = fmt(vg, ".4f") if gs else "CPU only"
+        print(f"| {n} | {lr} | {fmt(vc, '.4f')} | {gpu_val} | {diff} | {bpp} | {fmt(cs.get('peak_mib'), '.1f')} | "
+              f"{fmt(gs.get('peak_mib'), '.1f')} | {fmt(cs.get('tok_per_s'), '.0f')} | {fmt(gs.get('tok_per_s'), '.0f')} |")
+    print()
+    print(f"CPU runs: {who(cpu)}. GPU runs: {who(gpu)}.")
+
+
+if __name__ == "__main__":
+    main()
