@@ -1200,16 +1200,6 @@ static void preflight(const Run* r) {
     gpt2_free(&m, &o);
 }
 
-// -zero 1: rank q's shard, one line (every rank prints its own on stderr; a -plan-world plan lists
-// them all): its range of the flat parameters, the fp32 master (bf16 mode) and optimizer-state bytes it
-// keeps, which its ledger holds exactly.
-static void print_shard(FILE* f, const ZeroPlan* z, const GPT2* m, int q, int bf16) {
-    int big = zero_largest_rank(z, bf16);
-    fprintf(f, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, fp32 master %zu bytes, optimizer state %zu bytes of %zu "
-            "(largest rank %d: %zu sharded bytes)\n", q, z->world, z->bound[q], z->bound[q + 1], zero_count(z, q), m->layout.num_params,
-            bf16 ? zero_count(z, q) * sizeof(float) : 0, z->layouts[q].total_bytes, z->full.total_bytes, big, zero_rank_bytes(z, big, bf16));
-}
-
 // -plan-world N without -plan-rank: the rank whose shard keeps the most bytes (rank 0 without -zero).
 static int plan_largest_rank(const Run* r) {
     if (!r->a.zero) return 0;
@@ -1244,9 +1234,9 @@ int main(int argc, char** argv) {
     if (a->plan_world) {
         snprintf(where, sizeof(where), ", rank %d of a planned world of %d%s", rank, world,
                  orun.zero ? " (-zero 1)" : " (plain data parallel: every rank holds the same)");
-        if (orun.zero) for (int q = 0; q < world; q++) print_shard(stdout, orun.zero, &model, q, a->precision == PRECISION_BF16);
+        if (orun.zero) for (int q = 0; q < world; q++) zero_print_shard(stdout, orun.zero, model.layout.num_params, q, a->precision == PRECISION_BF16);
     } else if (orun.zero) {
-        print_shard(stderr, orun.zero, &model, rank, a->precision == PRECISION_BF16); // stdout is rank 0's
+        zero_print_shard(stderr, orun.zero, model.layout.num_params, rank, a->precision == PRECISION_BF16); // stdout is rank 0's
     }
     if (run_memory_only(&run, where)) { gpt2_free(&model, &orun); return 0; }
     optimizer_connect(&orun, &model);

@@ -81,7 +81,10 @@ typedef struct {
     size_t elt;               // bytes per stored element (2 bf16, 4 fp32)
     // device buffers
     void* params;             // (num_params) bf16 working copy, or the fp32 parameters
-    float* master;            // (num_params) fp32 master (bf16 mode); == params in fp32 mode
+    float* master;            // fp32 master (bf16 mode) indexed by flat element, of which only
+                              // [master_lo, master_lo + master_n) exists (-zero 1: this rank's range);
+                              // == params in fp32 mode (all of it)
+    size_t master_lo, master_n;
     void* grads;              // (num_params) same type as params
     void* act_memory;         // activations + backward scratch, storage type
     float* stat_memory;       // fp32 statistics
@@ -171,11 +174,13 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recomp
     m->elt = bf ? 2 : 4;
     if (bf) {
         m->params = dev_alloc(led, MEM_PARAMS, "params (bf16)", P * 2);
-        m->master = (float*)dev_alloc(led, MEM_MASTER, "master weights (fp32)", P * 4);
         m->grads = dev_alloc(led, MEM_GRADS, "grads (bf16)", P * 2);
+        // the fp32 master comes with the optimizer: gpt2_alloc_master, once the -zero 1 plan is known
     } else {
         m->params = dev_alloc(led, MEM_PARAMS, "params (fp32)", P * 4);
         m->master = (float*)m->params;
+        m->master_lo = 0;
+        m->master_n = P;
         m->grads = dev_alloc(led, MEM_GRADS, "grads (fp32)", P * 4);
     }
     m->act_memory = dev_alloc(led, MEM_ACTIVATIONS, bf ? "activations (bf16)" : "activations (fp32)",
@@ -193,6 +198,21 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recomp
         m->h_losses = (float*)xcalloc(BT, sizeof(float));
     }
 }
+
+// bf16 mode: the fp32 master of flat elements [lo, lo + n): all of them, or with -zero 1 this rank's range
+// (the CPU trainer's sharded master: each rank updates only its range, and the forward reads the bf16
+// copy, all-gathered after every step). m->master is offset by -lo so that the optimizer kernels index it
+// with the same flat offsets as the gradients and the bf16 copy; only [lo, lo + n) is ever touched.
+static void gpt2_alloc_master(GPT2* m, size_t lo, size_t n, Ledger* led) {
+    if (m->precision != PRECISION_BF16) return; // fp32 mode: the parameters are the master
+    const size_t P = m->layout.num_params;
+    CHECK(lo + n <= P);
+    m->master_lo = lo;
+    m->master_n = n;
+    float* shard = (float*)dev_alloc(led, MEM_MASTER, n < P ? "master shard (fp32)" : "master weights (fp32)", n * sizeof(float));
+    m->master = shard ? shard - lo : NULL;
+}
+static int master_sharded(const GPT2* m) { return m->precision == PRECISION_BF16 && m->master_n < m->layout.num_params; }
 
 static void gpt2_free_host(GPT2* m) {
     model_layout_free(&m->layout);
@@ -347,9 +367,12 @@ __global__ void sumsq_kernel(double* partial, const G* g, size_t n) {
     if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
 }
 
-static double grad_sumsq(GPT2* m) {
-    if (m->precision == PRECISION_BF16) sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads, m->layout.num_params);
-    else sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads, m->layout.num_params);
+// Sum of squares of the flat gradient elements [lo, hi): the whole model, or with the gradients
+// reduce-scattered (-zero 1) this rank's range, whose sums the caller adds over the ranks.
+static double grad_sumsq(GPT2* m, size_t lo, size_t hi) {
+    if (hi <= lo) return 0.0;
+    if (m->precision == PRECISION_BF16) sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads + lo, hi - lo);
+    else sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads + lo, hi - lo);
     KERNEL_CHECK();
     double h[NORM_BLOCKS];
     CUDA_CHECK(cudaMemcpy(h, m->norm_partial, sizeof(h), cudaMemcpyDeviceToHost));
@@ -358,11 +381,12 @@ static double grad_sumsq(GPT2* m) {
     return s;
 }
 
-// fp32 values (num_params, host) -> the device parameters: the master (bf16 mode) or the parameters,
-// and the bf16 copy rounded to nearest exactly as the CPU does.
+// fp32 values (num_params, host) -> the device parameters: the master (bf16 mode; a sharded master takes
+// its range) or the parameters, and the bf16 copy rounded to nearest exactly as the CPU does.
 static void gpt2_upload_params(GPT2* m, const float* w) {
     size_t P = m->layout.num_params;
-    CUDA_CHECK(cudaMemcpy(m->master, w, P * sizeof(float), cudaMemcpyHostToDevice));
+    if (m->master_n)
+        CUDA_CHECK(cudaMemcpy(m->master + m->master_lo, w + m->master_lo, m->master_n * sizeof(float), cudaMemcpyHostToDevice));
     if (m->precision == PRECISION_BF16) {
         bf16* hb = (bf16*)xmalloc(P * sizeof(bf16));
         for (size_t i = 0; i < P; i++) hb[i] = f32_to_bf16(w[i]);
@@ -394,9 +418,15 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
 }
 
 // The state layout is trainer/model.c's (the CPU's); optim/optim.cuh turns it into device buffers.
-// With -zero 1 (zero != NULL) the GpuOpt runs over this rank's slices only (trainer/zero_gpu.cuh).
-static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, GpuZero* zero, Ledger* led) {
-    if (zero) { gpu_zero_setup(zero, o, &m->layout, opt, h, dist_world(), dist_rank(), led); return; }
+// With -zero 1 (zero != NULL) the GpuOpt runs over rank `rank`'s slices of a world of `world` ranks
+// (trainer/zero_gpu.cuh), and the fp32 master is that rank's range.
+static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, GpuZero* zero, int world, int rank, Ledger* led) {
+    if (zero) {
+        gpu_zero_setup(zero, o, &m->layout, opt, h, world, rank, led);
+        gpt2_alloc_master(m, zero->displs[rank], zero->counts[rank], led);
+        return;
+    }
+    gpt2_alloc_master(m, 0, m->layout.num_params, led);
     int n = m->layout.num_tensors;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
     size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
@@ -429,6 +459,8 @@ typedef struct {
     GpuDist* dist;
     void* dev[CKPT_MAX_BLOBS];  // the device buffers behind the checkpoint's host staging blobs (NULL: a
                                 // host-only blob, the unsharded state that -zero 1 assembles)
+    float* full_master;         // -zero 1, bf16: the checkpoint's whole fp32 master, staged on the host from
+                                // every rank's range (blob 0), else NULL
 } Trainer;
 
 // The checkpoint's blobs, named and ordered by trainer/model.c as on the CPU: "weights fp32", "weights
@@ -450,26 +482,45 @@ static int ops_ckpt_blobs(void* vt, CkptBlob* blobs) {
         t->dev[i] = blobs[i].data;
         blobs[i].data = xmalloc(blobs[i].bytes);
     }
+    // a sharded fp32 master: blob 0 ("weights fp32", num_params floats) has no whole device buffer
+    // behind it; it is assembled on the host from every rank's range (ops_ckpt_to_host)
+    t->full_master = NULL;
+    if (master_sharded(t->m)) {
+        CHECK(blobs[0].bytes == t->m->layout.num_params * sizeof(float));
+        t->dev[0] = NULL;
+        t->full_master = (float*)blobs[0].data;
+    }
     return n;
 }
 // Collective with -zero 1 or more than one rank: every rank calls it for the same checkpoint.
 static void ops_ckpt_to_host(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
-    // -zero 1, bf16 mode: each rank's range of the fp32 master is current only on that rank
-    if (t->zero && t->m->precision == PRECISION_BF16) gpu_zero_allgather(t->zero, t->dist, t->m->master, sizeof(float));
+    GPT2* m = t->m;
+    // -zero 1, bf16 mode: each rank holds only its range of the fp32 master; every rank's range from that
+    // rank (MPI, host side), as the CPU trainer assembles its sharded master
+    if (t->full_master) {
+        if (m->master_n)
+            CUDA_CHECK(cudaMemcpy(t->full_master + m->master_lo, m->master + m->master_lo, m->master_n * sizeof(float), cudaMemcpyDeviceToHost));
+        dist_allgather_bytes(t->full_master, t->zero->counts, t->zero->displs, sizeof(float));
+    }
     for (int i = 0; i < n; i++)
         if (t->dev[i]) CUDA_CHECK(cudaMemcpy(blobs[i].data, t->dev[i], blobs[i].bytes, cudaMemcpyDeviceToHost));
     if (t->zero) gpu_zero_stage_out(t->zero, t->o);
 }
 static void ops_ckpt_from_host(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
+    GPT2* m = t->m;
     for (int i = 0; i < n; i++)
         if (t->dev[i]) CUDA_CHECK(cudaMemcpy(t->dev[i], blobs[i].data, blobs[i].bytes, cudaMemcpyHostToDevice));
+    if (t->full_master && m->master_n) // this rank's range of the whole master
+        CUDA_CHECK(cudaMemcpy(m->master + m->master_lo, t->full_master + m->master_lo, m->master_n * sizeof(float), cudaMemcpyHostToDevice));
     if (t->zero) gpu_zero_stage_in(t->zero, t->o);
 }
 static void ops_ckpt_release(void* vt, CkptBlob* blobs, int n) {
     Trainer* t = (Trainer*)vt;
     for (int i = 0; i < n; i++) if (t->dev[i]) free(blobs[i].data);
+    free(t->full_master);
+    t->full_master = NULL;
     if (t->zero) gpu_zero_stage_free(t->zero);
 }
 
@@ -580,7 +631,9 @@ typedef struct { float loss, norm; int skipped; } StepResult;
 // fault surfaces at this step.
 // Data parallel: each rank trains on its rows of the global micro-batch (run_next_batch); after the last
 // backward the gradients are averaged over the ranks (NCCL, fp32 sums) and the loss over MPI, so every
-// rank computes the same norm, clip factor and skip decision from the same averaged gradient.
+// rank computes the same norm, clip factor and skip decision from the same averaged gradient. With
+// -zero 1 the gradients are reduce-scattered instead (each rank gets the mean of its own range, where its
+// optimizer slices lie) and the squared norm is the sum over the ranks of their ranges' sums (MPI).
 static StepResult train_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run* r, int opt_t, float lr_scale, StepTimer* tm) {
     const Args* a = &r->a;
     StepResult res = { 0.0f, 0.0f, 0 };
@@ -595,10 +648,19 @@ static StepResult train_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run*
         gpt2_backward(m, a->B, a->T);
         CUDA_CHECK(cudaEventRecord(tm->ev[2 + 2 * micro]));
     }
-    gpu_dist_average_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16);
+    size_t lo = 0, hi = m->layout.num_params;
+    if (zero && d->on) {
+        gpu_dist_reduce_scatter_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16, zero->counts, zero->displs);
+        lo = zero->displs[d->rank];
+        hi = lo + zero->counts[d->rank];
+    } else {
+        gpu_dist_average_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16);
+    }
     if (d->on) dist_allreduce_f32(&res.loss, 1, 1.0f / d->world); // the mean of the ranks' means: the global batch's
     timer_peak(tm);
-    res.norm = (float)sqrt(grad_sumsq(m));
+    double sumsq = grad_sumsq(m, lo, hi);
+    if (zero && d->on) dist_allreduce_f64(&sumsq, 1);
+    res.norm = (float)sqrt(sumsq);
     if (!isfinite(res.loss) || !isfinite(res.norm)) res.skipped = 1;
     else {
         float clip_scale = (a->grad_clip > 0.0f && res.norm > a->grad_clip) ? a->grad_clip / res.norm : 1.0f;
@@ -642,27 +704,32 @@ int main(int argc, char** argv) {
     gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led);
     g_oom_num_params = model.layout.num_params;
     matmul_setup(&run.led);
-    gpu_dist_alloc(&dist, model.layout.num_params, a->precision == PRECISION_BF16, &run.led);
+    gpu_dist_alloc(&dist, model.layout.num_params, a->precision == PRECISION_BF16, a->plan_world, &run.led);
     GpuOpt orun;
     GpuZero zero;
     GpuZero* zp = a->zero ? &zero : NULL;
-    optimizer_setup(&orun, &model, run.opt, &run.hyper, zp, &run.led);
+    // -plan-world N (with -memory-only): one rank of N planned without MPI, by default the largest
+    int world = run.world, rank = run.rank;
+    if (a->plan_world) {
+        world = a->plan_world;
+        rank = a->plan_rank >= 0 ? a->plan_rank
+                                 : zp ? gpu_zero_largest_rank(&model.layout, run.opt, &run.hyper, world, a->precision == PRECISION_BF16) : 0;
+    }
+    optimizer_setup(&orun, &model, run.opt, &run.hyper, zp, world, rank, &run.led);
     orun.stochastic_rounding = a->sr;
     orun.seed = a->seed;
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
                   a->recompute ? ", recompute GELU (-r 1)" : "");
-    if (zp) {
-        // every rank's share, on its own stderr (stdout is rank 0's), as the CPU trainer prints it
-        const ZeroPlan* z = &zp->plan;
-        size_t most = 0;
-        for (int q = 0; q < z->world; q++) if (z->layouts[q].total_bytes > most) most = z->layouts[q].total_bytes;
-        // (the fp32 master is not sharded on the GPU yet: every rank holds all of it in bf16 mode)
-        fprintf(stderr, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, fp32 master %zu bytes, optimizer state %zu bytes of %zu "
-                "(largest rank %zu)\n", run.rank, run.world, z->bound[run.rank], z->bound[run.rank + 1], z->bound[run.rank + 1] - z->bound[run.rank],
-                model.layout.num_params, a->precision == PRECISION_BF16 ? model.layout.num_params * sizeof(float) : (size_t)0,
-                orun.layout.total_bytes, z->full.total_bytes, most);
+    char where[160] = " on the GPU";
+    const int bf16 = a->precision == PRECISION_BF16;
+    if (a->plan_world) {
+        snprintf(where, sizeof(where), " on the GPU, rank %d of a planned world of %d%s", rank, world,
+                 zp ? " (-zero 1)" : " (plain data parallel: every rank holds the same)");
+        if (zp) for (int q = 0; q < world; q++) zero_print_shard(stdout, &zp->plan, model.layout.num_params, q, bf16);
+    } else if (zp) {
+        zero_print_shard(stderr, &zp->plan, model.layout.num_params, rank, bf16); // stdout is rank 0's
     }
-    if (run_memory_only(&run, " on the GPU")) {
+    if (run_memory_only(&run, where)) {
         state_layout_free(&orun.layout);
         if (zp) gpu_zero_free(zp);
         gpt2_free_host(&model);
@@ -675,7 +742,7 @@ int main(int argc, char** argv) {
                zp ? "; the weights all-gathered after each -zero 1 step" : "");
 
     // ---- data, init or resume, log
-    Trainer tr = { &model, &orun, zp, &dist, {0} };
+    Trainer tr = { &model, &orun, zp, &dist, {0}, NULL };
     ModelOps ops = { &tr, ops_ckpt_blobs, ops_ckpt_to_host, ops_ckpt_from_host, ops_ckpt_release, ops_init, ops_set_weights,
                      ops_loss, ops_next_token_probs };
     run.device = prop.name;

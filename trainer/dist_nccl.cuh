@@ -1,7 +1,7 @@
 // trainer/dist_nccl.cuh: the CUDA trainer's collectives over NCCL, one GPU per rank. MPI (trainer/dist.c)
 // starts the ranks and carries the host side (the NCCL id, the loss, flags, checkpoint state); NCCL
-// carries what lives on the GPU: the gradient all-reduce after backward and the weights' all-gather after
-// a -zero 1 step. The plan of a step is the CPU trainer's (trainer/run.c: each rank's rows of the global
+// carries what lives on the GPU: the gradient all-reduce after backward (with -zero 1 a reduce-scatter)
+// and the weights' all-gather after a -zero 1 step. The plan of a step is the CPU trainer's (trainer/run.c: each rank's rows of the global
 // batch; trainer/zero.c: the shards), only the transport differs.
 //
 // Built with NCCL when the Makefile finds nccl.h and libnccl (USE_NCCL). Without it the trainer refuses
@@ -88,9 +88,10 @@ static int gpu_dist_device(const GpuDist* d, int ndev) {
 // The all-reduce buffer through the ledger (a dry ledger records it only): bf16 gradients of
 // num_params elements need min(num_params, GPU_DIST_CHUNK) fp32 elements.
 // TRAIN_ALLREDUCE_CHUNK=N (elements) replaces the chunk size: test_gpt2cu sets a small one so that a
-// small model goes through several chunks and a short last one.
-static void gpu_dist_alloc(GpuDist* d, size_t num_params, int bf16_grads, Ledger* led) {
-    if (!d->on || !bf16_grads) return;
+// small model goes through several chunks and a short last one. plan_world > 1 (-memory-only 1
+// -plan-world N): a dry ledger planned for N ranks records it too.
+static void gpu_dist_alloc(GpuDist* d, size_t num_params, int bf16_grads, int plan_world, Ledger* led) {
+    if ((!d->on && !(led->dry && plan_world > 1)) || !bf16_grads) return;
     size_t chunk = GPU_DIST_CHUNK;
     const char* env = getenv("TRAIN_ALLREDUCE_CHUNK");
     if (env && atol(env) > 0) chunk = (size_t)atol(env);
@@ -161,6 +162,57 @@ static void gpu_dist_average_grads(GpuDist* d, void* grads, size_t n, int bf16_g
     }
 #else
     (void)grads; (void)n; (void)bf16_grads;
+#endif
+}
+
+// -zero 1: each rank needs the mean of its own range [displs[rank], + counts[rank]) of the gradients only
+// (its optimizer slices lie there), so the gradients are reduce-scattered instead of all-reduced: for
+// every rank's range, an ncclReduce (sum, in place) rooted at its owner, all inside one NCCL group per
+// chunk, then the owner scales its part by 1/world (and in bf16 mode rounds it once, as the all-reduce
+// above does). The ranges are uneven, and ncclReduceScatter wants equal counts: one reduce per range takes
+// them as they are (the same reason the all-gather below broadcasts). Only this rank's range of `grads`
+// holds the mean afterwards; the rest keeps this rank's own partial sum, which nothing reads. At one
+// rank (-dist-force 1) the result is the all-reduce's bit for bit; over N ranks NCCL's reduce may add the
+// N fp32 values of an element in another order than its all-reduce (the only difference). Collective.
+static void gpu_dist_reduce_scatter_grads(GpuDist* d, void* grads, size_t n, int bf16_grads, const size_t* counts, const size_t* displs) {
+    if (!d->on) return;
+#ifdef USE_NCCL
+    const float scale = 1.0f / (float)d->world;
+    const size_t lo = displs[d->rank], hi = lo + counts[d->rank];
+    if (!bf16_grads) {
+        float* g = (float*)grads;
+        NCCL_CHECK(ncclGroupStart());
+        for (int r = 0; r < d->world; r++) {
+            if (counts[r] == 0) continue; // every rank skips the same ranges (one plan)
+            float* p = g + displs[r];
+            NCCL_CHECK(ncclReduce(p, p, counts[r], ncclFloat, ncclSum, r, d->comm, d->stream));
+        }
+        NCCL_CHECK(ncclGroupEnd());
+        if (scale != 1.0f && hi > lo) { dist_scale_store_kernel<float><<<dist_grid(hi - lo), 256>>>(g + lo, g + lo, hi - lo, scale); KERNEL_CHECK(); }
+        return;
+    }
+    bf16d* g = (bf16d*)grads;
+    for (size_t off = 0; off < n; off += d->chunk) {
+        const size_t k = n - off < d->chunk ? n - off : d->chunk;
+        dist_widen_kernel<<<dist_grid(k), 256>>>(d->wide, g + off, k);
+        KERNEL_CHECK();
+        NCCL_CHECK(ncclGroupStart());
+        for (int r = 0; r < d->world; r++) {
+            // rank r's range within this chunk
+            const size_t a = displs[r] > off ? displs[r] : off, b = displs[r] + counts[r] < off + k ? displs[r] + counts[r] : off + k;
+            if (b <= a) continue;
+            float* p = d->wide + (a - off);
+            NCCL_CHECK(ncclReduce(p, p, b - a, ncclFloat, ncclSum, r, d->comm, d->stream));
+        }
+        NCCL_CHECK(ncclGroupEnd());
+        const size_t a = lo > off ? lo : off, b = hi < off + k ? hi : off + k;
+        if (b > a) {
+            dist_scale_store_kernel<bf16d><<<dist_grid(b - a), 256>>>(g + a, d->wide + (a - off), b - a, scale);
+            KERNEL_CHECK();
+        }
+    }
+#else
+    (void)grads; (void)n; (void)bf16_grads; (void)counts; (void)displs;
 #endif
 }
 

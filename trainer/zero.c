@@ -1,4 +1,5 @@
 // trainer/zero.c: see zero.h.
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include "trainer/zero.h"
@@ -134,6 +135,13 @@ int zero_largest_rank(const ZeroPlan* z, int bf16) {
     int best = 0;
     for (int r = 1; r < z->world; r++) if (zero_rank_bytes(z, r, bf16) > zero_rank_bytes(z, best, bf16)) best = r;
     return best;
+}
+
+void zero_print_shard(FILE* f, const ZeroPlan* z, size_t num_params, int q, int bf16) {
+    int big = zero_largest_rank(z, bf16);
+    fprintf(f, "rank %d/%d: -zero 1 shard of params [%zu, %zu) = %zu of %zu, fp32 master %zu bytes, optimizer state %zu bytes of %zu "
+            "(largest rank %d: %zu sharded bytes)\n", q, z->world, z->bound[q], z->bound[q + 1], zero_count(z, q), num_params,
+            bf16 ? zero_count(z, q) * sizeof(float) : 0, z->layouts[q].total_bytes, z->full.total_bytes, big, zero_rank_bytes(z, big, bf16));
 }
 
 void zero_unit_cuts(const ZeroPlan* z, const ModelLayout* ml, int unit, size_t* cuts) {

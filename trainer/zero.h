@@ -39,6 +39,7 @@
 #define TRAINER_ZERO_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "optim/optim.h"
 #include "optim/state.h"
 #include "trainer/model.h"
@@ -91,6 +92,10 @@ static inline size_t zero_count(const ZeroPlan* z, int r) { return z->bound[r + 
 size_t zero_rank_bytes(const ZeroPlan* z, int r, int bf16);
 // The rank whose zero_rank_bytes is largest (the lowest such rank).
 int zero_largest_rank(const ZeroPlan* z, int bf16);
+// Rank q's shard in one line (each rank prints its own; a -plan-world plan lists them all): its range of
+// the flat parameters, the fp32 master (bf16 mode) and the optimizer-state bytes it keeps, which its
+// ledger holds exactly. Both trainers print it.
+void zero_print_shard(FILE* f, const ZeroPlan* z, size_t num_params, int q, int bf16);
 // A unit's fp32 gradient scratch (trainer/model.h: the unit's tensors packed at their scratch_offset)
 // cut at the ranks' bounds: rank r's elements of unit `unit` are scratch [cuts[r], cuts[r+1]) (world + 1
 // entries, in rank order), so one reduce-scatter of the scratch hands each rank its part.

@@ -17,9 +17,11 @@
 //  - Stochastic rounding (-sr 1) draws each tensor's bits from sr_stream(seed, step, param_off) at index
 //    li, both of the slice: a sliced tensor rounds with other (equally random) bits than unsharded,
 //    so -sr 1 -zero 1 with more than one rank is not bit-identical to one rank; round to nearest is.
-//  - Like the CPU, every rank keeps the whole fp32 master but updates only its range; the rest goes
-//    stale until a checkpoint all-gathers it. The bf16 copy (fp32 mode: the parameters) is all-gathered
-//    after every step.
+//  - As on the CPU, the gradients are reduce-scattered (trainer/dist_nccl.cuh: each rank gets the mean
+//    of its range [displs[rank], + counts[rank]) only) and, in bf16 mode, each rank keeps only its range
+//    of the fp32 master (train_gpt2.cu: gpt2_alloc_master), which is all it updates. The bf16 copy (fp32
+//    mode: the parameters, whole on every rank) is all-gathered after every step; a checkpoint assembles
+//    the whole master from every rank's range over MPI.
 //  - Checkpoints hold the unsharded layout (zero_gather_state assembles it from every rank's shard over
 //    MPI, zero_scatter_state takes this rank's part back out): the same file as the CPU trainer's at
 //    any world size, with or without -zero.
@@ -47,6 +49,21 @@ static ZeroGpuUnit zero_gpu_unit(const Optimizer* opt) {
     return ZERO_GPU_WHOLE;
 }
 
+// The shard unit of the GPU's plan: the optimizer's own where its kernels take pieces of tensors, else
+// whole tensors (see gpu_zero_setup).
+static OptShardUnit gpu_zero_plan_unit(const Optimizer* opt) {
+    return zero_gpu_unit(opt) == ZERO_GPU_WHOLE ? OPT_SHARD_TENSOR : opt->shard;
+}
+
+// -memory-only 1 -plan-world N without -plan-rank: the rank of the GPU's plan that keeps the most bytes.
+static int gpu_zero_largest_rank(const ModelLayout* ml, const Optimizer* opt, const OptHyper* h, int world, int bf16) {
+    ZeroPlan z;
+    zero_plan_build_unit(&z, ml, opt, h, world, 0, gpu_zero_plan_unit(opt));
+    int k = zero_largest_rank(&z, bf16);
+    zero_plan_free(&z);
+    return k;
+}
+
 // The plan for this rank and its GpuOpt over the slices (state through the ledger). Refuses (exit 2)
 // a plan whose slices the kernels cannot run exactly.
 static void gpu_zero_setup(GpuZero* gz, GpuOpt* o, const ModelLayout* ml, const Optimizer* opt, const OptHyper* h,
@@ -58,7 +75,7 @@ static void gpu_zero_setup(GpuZero* gz, GpuOpt* o, const ModelLayout* ml, const 
     // shards of adafactor/came need reductions across ranks inside the step, which the GPU kernels do not
     // make. The checkpoint is the unsharded file either way, so CPU and GPU runs still resume each other.
     const ZeroGpuUnit unit = zero_gpu_unit(opt);
-    zero_plan_build_unit(z, ml, opt, h, world, rank, unit == ZERO_GPU_WHOLE ? OPT_SHARD_TENSOR : opt->shard);
+    zero_plan_build_unit(z, ml, opt, h, world, rank, gpu_zero_plan_unit(opt));
     char msg[512];
     const char* why = zero_gpu_unsupported(z, ml, unit, msg, sizeof(msg));
     if (why) user_error("%s", why);

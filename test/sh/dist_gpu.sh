@@ -17,8 +17,8 @@ SMALL="-model 2:64:2 -b 2 -t 16 -memory-only 1"
 nccl=0; ldd "$GPU" 2>/dev/null | grep -q libnccl && nccl=1
 
 # the rank lines "rank R/N: -zero 1 shard of params [A, B) = ..., fp32 master X bytes, optimizer state S bytes of F (largest ...)"
-# (the fp32 master field is left out: the CPU trainer shards the master, the GPU does not yet)
-shards() { sed -nE 's/^rank ([0-9]+)\/[0-9]+: -zero 1 shard of params \[([0-9]+), ([0-9]+)\) = [0-9]+ of [0-9]+, fp32 master [0-9]+ bytes, optimizer state ([0-9]+) bytes of ([0-9]+).*/\1 \2 \3 \4 \5/p' "$1" | sort -n; }
+# as "R A B S F X" (both trainers shard the fp32 master by the same ranges: X = 4 (B - A) in bf16 mode)
+shards() { sed -nE 's/^rank ([0-9]+)\/[0-9]+: -zero 1 shard of params \[([0-9]+), ([0-9]+)\) = [0-9]+ of [0-9]+, fp32 master ([0-9]+) bytes, optimizer state ([0-9]+) bytes of ([0-9]+).*/\1 \2 \3 \5 \6 \4/p' "$1" | sort -n; }
 if [ $nccl = 1 ]; then
     for spec in "2 adamw" "3 adamw8bit" "3 came" "2 paged_adamw8bit"; do
         set -- $spec
@@ -42,20 +42,34 @@ if [ $nccl = 1 ]; then
         $MPIRUN -np "$1" $TRAIN $SMALL -opt "$2" -zero 1 >"$TMP/cpu.txt" 2>&1 || { fail "cpu plan $2 at $1 ranks" "$(tail -n 2 "$TMP/cpu.txt" | tr '\n' ' ')"; continue; }
         c=$(shards "$TMP/cpu.txt")
         if [ "$(echo "$g" | wc -l)" = "$1" ] && [ "$g" = "$c" ] && [ "$sum" = "$full" ]; then
-            pass "gpu -zero 1 $2, $1 ranks: each rank's shard and state bytes = the CPU trainer's, summing to the unsharded $full"
+            pass "gpu -zero 1 $2, $1 ranks: each rank's shard, fp32 master and state bytes = the CPU trainer's, summing to the unsharded $full"
         else fail "gpu -zero 1 $2, $1 ranks: shards" "gpu [$(echo $g)] cpu [$(echo $c)] sum $sum full $full"; fi
     done
     # rank 0's ledger: exactly its shard of each state buffer (adamw: 4 bytes per parameter of its range
-    # in exp_avg and in exp_avg_sq), and the fp32 all-reduce buffer (4 bytes per parameter up to the chunk)
+    # in exp_avg and in exp_avg_sq) and of the fp32 master, and the fp32 all-reduce buffer (4 bytes per
+    # parameter up to the chunk)
     $MPIRUN -np 2 $GPU $SMALL -opt adamw -zero 1 >"$TMP/gpu.txt" 2>&1
     hi=$(shards "$TMP/gpu.txt" | awk '$1 == 0 { print $3 }')
     P=$(sed -nE 's/^summary: .*params=([0-9]+) .*/\1/p' "$TMP/gpu.txt")
+    grep -Eq "master shard \(fp32\) +\| +$((4 * hi)) " "$TMP/gpu.txt" && ! grep -q "master weights (fp32)" "$TMP/gpu.txt" \
+        && pass "gpu -zero 1: rank 0's ledger holds its shard of the fp32 master ($((4 * hi)) bytes of $((4 * P)))" \
+        || fail "gpu -zero 1: the fp32 master in rank 0's ledger" "$(grep -i 'master' "$TMP/gpu.txt" | tr '\n' ' ')"
     grep -Eq "opt: exp_avg +\| +$((4 * hi)) " "$TMP/gpu.txt" && grep -Eq "opt: exp_avg_sq +\| +$((4 * hi)) " "$TMP/gpu.txt" \
         && pass "gpu -zero 1: rank 0's ledger holds its shard of exp_avg and exp_avg_sq ($((4 * hi)) bytes each)" \
         || fail "gpu -zero 1: rank 0's ledger" "$(grep 'opt:' "$TMP/gpu.txt" | tr '\n' ' ')"
     grep -Eq "grad all-reduce \(fp32\) +\| +$((4 * P)) " "$TMP/gpu.txt" \
         && pass "gpu 2 ranks bf16: the fp32 all-reduce buffer is in the ledger ($((4 * P)) bytes, 4 per parameter)" \
         || fail "gpu all-reduce buffer in the ledger" "$(grep -i 'all-reduce' "$TMP/gpu.txt")"
+    # -plan-world 2 (one process, no MPI) plans what mpirun -np 2 runs: the same rank lines, and rank 0's
+    # ledger (master shard, state, all-reduce buffer, every line) equal to the real rank 0's
+    $GPU $SMALL -opt adamw -zero 1 -plan-world 2 -plan-rank 0 >"$TMP/plan.txt" 2>&1
+    ledger_lines() { grep -E '^\| [a-z]' "$1" | grep -v '^| category'; }
+    if [ "$(shards "$TMP/plan.txt")" = "$(shards "$TMP/gpu.txt")" ] && [ -n "$(ledger_lines "$TMP/plan.txt")" ] \
+        && [ "$(ledger_lines "$TMP/plan.txt")" = "$(ledger_lines "$TMP/gpu.txt")" ]; then
+        pass "gpu -plan-world 2: the rank lines and rank 0's ledger equal mpirun -np 2's"
+    else
+        fail "gpu -plan-world 2 vs mpirun -np 2" "$(diff <(ledger_lines "$TMP/plan.txt") <(ledger_lines "$TMP/gpu.txt") | head -n 4 | tr '\n' ' ')"
+    fi
     TRAIN_ALLREDUCE_CHUNK=100003 $GPU $SMALL -opt adamw -dist-force 1 >"$TMP/chunk.txt" 2>&1
     grep -Eq "grad all-reduce \(fp32\) +\| +400012 " "$TMP/chunk.txt" \
         && pass "gpu -dist-force 1: the all-reduce buffer is one chunk (TRAIN_ALLREDUCE_CHUNK=100003: 400012 bytes)" \
