@@ -53,7 +53,7 @@ done
     echo "date: runs started $(echo "$dates" | head -n 1) .. $(echo "$dates" | tail -n 1)"
     echo "machine: $(uname -srm); $(getconf _NPROCESSORS_ONLN) cores; $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
     echo "git: $rev"
-    echo "trainer: $train -opt NAME (nothing else): model d4, B=8, T=64, steps 200, val every 50 steps on 8 batches, seed 1337"
+    echo "trainer: $train -opt NAME, nothing else; model d4, B=8, T=64, steps 200, each optimizer's default lr, val every 50 steps on 8 batches, seed 1337"
     echo "learning rates (each optimizer's default, from -opt list):"
     for o in "${opts[@]}"; do
         lr=$(sed -nE 's/.*"opt":"[a-z0-9_]+","lr":([^,]+),.*"relative_step":([01]).*/\1 \2/p' "$out/$o/log.jsonl" 2>/dev/null | head -n 1 |
