@@ -15,16 +15,7 @@ mkdir -p "$OUT"
 data=data/gcide/gcide_train.bin
 if [ ! -f "$data" ]; then
     data="$OUT/synthetic_train.bin"
-    python3 - "$data" <<'PY'
-import random, struct, sys
-# llm.c shard: 256 int32 header (magic 20240520, version 1, count), then uint16 tokens
-random.seed(0)
-n = 4_000_000
-toks = [random.randrange(50257) for _ in range(n)]
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-    f.write(struct.pack("<%dH" % n, *toks))
-PY
+    python3 scripts/synthetic_shard.py "$data"
 fi
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo unknown)
 table="$OUT/bench_gpu.md"

@@ -26,16 +26,7 @@ command -v ncu >/dev/null || { echo "error: ncu (Nsight Compute) is not on the P
 data=data/gcide/gcide_train.bin
 if [ ! -f "$data" ]; then
     data="$OUT/synthetic_train.bin"
-    python3 - "$data" <<'PY'
-import random, struct, sys
-# llm.c shard: 256 int32 header (magic 20240520, version 1, count), then uint16 tokens
-random.seed(0)
-n = 1_000_000
-toks = [random.randrange(50257) for _ in range(n)]
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
-    f.write(struct.pack("<%dH" % n, *toks))
-PY
+    python3 scripts/synthetic_shard.py "$data" 1000000
 fi
 val=data/gcide/gcide_val.bin; [ -f "$val" ] || val=$data
 cmd=(./train_gpu -model "$model" -b "$B" -t "$T" -x 1 -opt "$opt" -v 0 -m 1 -gen 0 -i "$data" -j "$val")
