@@ -6,7 +6,8 @@ on the CPU trainer and on the CUDA trainer, side by side, from the runs' own log
 
 CPU_RUNS and GPU_RUNS hold one folder per optimizer with the run's stdout.txt (its `summary:` line) and
 log.jsonl (its config record: trainer, device, date, git revision). The table: each optimizer's default
-lr, final val loss on both trainers and their difference, state bytes/param, the peak memory each
+lr, final val loss on both trainers and their difference (none where the two ran different lrs, e.g.
+after a default changed), state bytes/param, the peak memory each
 trainer measured (CPU: the ledger's high-water mark; GPU: device total - free, CUDA context included)
 and tok/s. A missing run is a blank cell; an optimizer the GPU trainer does not run says so.
 Standard library only.
@@ -87,13 +88,18 @@ def main():
         g = gpu.get(n, ({}, {}))
         cs, cc = c
         gs, gc = g
-        lr = cc.get("lr", gc.get("lr", ""))
-        if n == "adafactor" and (cc or gc).get("relative_step"):
-            lr = "relative"
-        elif lr != "":
-            lr = f"{float(lr):.3g}"  # the config stores the fp32 value: 0.00100000005 is 1e-3
+        def lr_of(c):
+            if not c:
+                return ""
+            if n == "adafactor" and c.get("relative_step"):
+                return "relative"
+            return f"{float(c['lr']):.3g}" if "lr" in c else "?"  # the fp32 value: 0.00100000005 is 1e-3
+        lr_c, lr_g = lr_of(cc), lr_of(gc)
+        lr = lr_c or lr_g
         vc, vg = cs.get("val_loss"), gs.get("val_loss")
         diff = f"{float(vg) - float(vc):+.4f}" if vc and vg else ""
+        if lr_c and lr_g and lr_c != lr_g:  # not the same run: no difference to show
+            lr, diff = f"{lr_c} (GPU: {lr_g})", "other lr"
         bpp = cs.get("state_bytes_per_param") or gs.get("state_bytes_per_param", "")
         gpu_val = fmt(vg, ".4f") if gs else "CPU only"
         print(f"| {n} | {lr} | {fmt(vc, '.4f')} | {gpu_val} | {diff} | {bpp} | {fmt(cs.get('peak_mib'), '.1f')} | "

@@ -75,17 +75,24 @@ mkdir -p "$TMP/drt/cpu/adamw" "$TMP/drt/cpu/adamw8bit" "$TMP/drt/gpu/adamw"
 cp "$TMP/r1/log.jsonl" "$TMP/drt/cpu/adamw/"; cp "$TMP/r1.out" "$TMP/drt/cpu/adamw/stdout.txt"
 cp "$TMP/r2/log.jsonl" "$TMP/drt/cpu/adamw8bit/"; cp "$TMP/r2.out" "$TMP/drt/cpu/adamw8bit/stdout.txt"
 cp "$TMP/r1/log.jsonl" "$TMP/drt/gpu/adamw/"
+# sgd: the same run on both sides except the GPU's config says another lr (a default changed between them)
+mkdir -p "$TMP/drt/cpu/sgd" "$TMP/drt/gpu/sgd"
+cp "$TMP/r1/log.jsonl" "$TMP/r1.out" "$TMP/drt/cpu/sgd/"; mv "$TMP/drt/cpu/sgd/r1.out" "$TMP/drt/cpu/sgd/stdout.txt"
+sed '1s/"lr":[^,]*/"lr":0.002/' "$TMP/r1/log.jsonl" > "$TMP/drt/gpu/sgd/log.jsonl"; cp "$TMP/r1.out" "$TMP/drt/gpu/sgd/stdout.txt"
 v1=$(sed -n 's/^summary:.* val_loss=\([0-9.]*\).*/\1/p' "$TMP/r1.out")
 v2=$(sed -n 's/^summary:.* val_loss=\([0-9.]*\).*/\1/p' "$TMP/r2.out")
 vg=$(python3 -c "print('%.6f' % ($v1 + 0.0123))")
 sed "s/^\(summary:.* val_loss=\)[0-9.]*/\1$vg/" "$TMP/r1.out" > "$TMP/drt/gpu/adamw/stdout.txt"
 python3 scripts/default_run_table.py "$TMP/drt/cpu" "$TMP/drt/gpu" > "$TMP/drt.md" 2> "$TMP/drt.err"; rc=$?
-row1=$(grep '^| adamw |' "$TMP/drt.md"); row2=$(grep '^| adamw8bit |' "$TMP/drt.md")
+row1=$(grep '^| adamw |' "$TMP/drt.md"); row2=$(grep '^| adamw8bit |' "$TMP/drt.md"); row3=$(grep '^| sgd |' "$TMP/drt.md")
 want1="| adamw | 0.001 | $(printf %.4f "$v1") | $(printf %.4f "$vg") | +0.0123 |"
 want2="| adamw8bit | 0.001 | $(printf %.4f "$v2") | CPU only |  |"
 [ $rc = 0 ] && [ "${row1#"$want1"}" != "$row1" ] && [ "${row2#"$want2"}" != "$row2" ] \
     && pass "default_run_table.py: CPU and GPU val losses, their difference, CPU-only rows" \
     || fail "default_run_table.py: rows" "exit $rc; got '$row1' / '$row2', want '$want1...' / '$want2...'"
+want3="| sgd | 0.001 (GPU: 0.002) | $(printf %.4f "$v1") | $(printf %.4f "$v1") | other lr |"
+[ "${row3#"$want3"}" != "$row3" ] && pass "default_run_table.py: runs at different lrs show no difference" \
+    || fail "default_run_table.py: different lrs" "got '$row3', want '$want3...'"
 expect_exit "default_run_table.py: a missing folder is an error that names it" 1 "nope is not a folder of runs" -- \
     python3 scripts/default_run_table.py "$TMP/drt/cpu" "$TMP/nope"
 
