@@ -615,7 +615,7 @@ static size_t layout_bytes(const Optimizer* o, int qblock, int min8, size_t rows
     OptHyper h = o->defaults;
     h.qblock = qblock;
     h.min_8bit_size = min8;
-    ParamShape s = { "x", ndim, rows, cols, rows * cols, ndim == 2 };
+    ParamShape s = { "x", ndim, rows, cols, rows * cols, ndim == 2, ndim == 2 ? PARAM_MATRIX : PARAM_VECTOR, 1 };
     StateSpec specs[OPT_MAX_STATES];
     int n = o->layout(&h, &s, specs);
     size_t b = 0;
@@ -654,14 +654,14 @@ static void test_layout(void) {
                "layout: 2.03125 bytes/param at qblock 256");
 
     OptHyper h = OPT_ADAMW8BIT.defaults;
-    ParamShape s = { "x", 2, 67, 129, NMAT, 1 };
+    ParamShape s = { "x", 2, 67, 129, NMAT, 1, PARAM_MATRIX, 1 };
     StateSpec sp[OPT_MAX_STATES];
     int n = OPT_ADAMW8BIT.layout(&h, &s, sp);
     test_check(n == 4 && !strcmp(sp[0].name, "m_q8") && sp[0].dtype == DT_U8 && sp[0].count == NMAT &&
                !strcmp(sp[1].name, "v_q8") && sp[1].dtype == DT_U8 && !strcmp(sp[2].name, "m_absmax") &&
                sp[2].dtype == DT_F32 && sp[2].count == 34 && !strcmp(sp[3].name, "v_absmax") && sp[3].count == 34,
                NULL, "layout: m_q8, v_q8 (u8, numel), m_absmax, v_absmax (f32, blocks)");
-    ParamShape v = { "b", 1, 1, 768, 768, 0 };
+    ParamShape v = { "b", 1, 1, 768, 768, 0, PARAM_VECTOR, 1 };
     n = OPT_ADAMW8BIT.layout(&h, &v, sp);
     test_check(n == 2 && !strcmp(sp[0].name, "exp_avg") && !strcmp(sp[1].name, "exp_avg_sq") && sp[0].dtype == DT_F32,
                NULL, "layout: small tensors: exp_avg, exp_avg_sq (f32)");
