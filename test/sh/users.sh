@@ -96,6 +96,22 @@ want3="| sgd | 0.001 (GPU: 0.002) | $(printf %.4f "$v1") | $(printf %.4f "$v1") 
 expect_exit "default_run_table.py: a missing folder is an error that names it" 1 "nope is not a folder of runs" -- \
     python3 scripts/default_run_table.py "$TMP/drt/cpu" "$TMP/nope"
 
+# default_runs.sh: finished runs are kept (not rerun), and meta.txt/table.md come from their own records:
+# the lr from each config record, the dates from the runs, the table's val losses from the summaries
+mkdir -p "$TMP/dr/adamw" "$TMP/dr/adamw8bit"
+cp "$TMP/r1/log.jsonl" "$TMP/dr/adamw/"; cp "$TMP/r1.out" "$TMP/dr/adamw/stdout.txt"
+cp "$TMP/r2/log.jsonl" "$TMP/dr/adamw8bit/"; cp "$TMP/r2.out" "$TMP/dr/adamw8bit/stdout.txt"
+d1=$(head -n 1 "$TMP/r1/log.jsonl" | sed -nE 's/.*"date":"([^"]+)".*/\1/p')
+bash scripts/default_runs.sh --out "$TMP/dr" --no-plot adamw adamw8bit > "$TMP/dr.out" 2>&1; rc=$?
+if [ $rc = 0 ] && grep -q "adamw: done before, kept" "$TMP/dr.out" && grep -qx "  adamw 0.001" "$TMP/dr/meta.txt" \
+    && grep -qx "  adamw8bit 0.001" "$TMP/dr/meta.txt" && grep -q "^date: runs started $d1" "$TMP/dr/meta.txt" \
+    && grep -Eq "^\| adamw \| 0.001 \| [0-9.]+ \| $(printf %.4f "$v1") \|" "$TMP/dr/table.md" \
+    && grep -Eq "^\| adamw8bit \| 0.001 \| [0-9.]+ \| $(printf %.4f "$v2") \|" "$TMP/dr/table.md"; then
+    pass "default_runs.sh: kept runs, meta.txt from their records, table.md rows from their summaries"
+else
+    fail "default_runs.sh" "exit $rc: $(tail -n 2 "$TMP/dr.out" | tr '\n' ' ') / $(grep -E 'adamw|date' "$TMP/dr/meta.txt" 2>/dev/null | tr '\n' ' ')"
+fi
+
 # export: the checkpoint of r1 as safetensors, read back; the forward loss against -eval's (fp32)
 $TRAIN $SMALL -o "$TMP/r1" -export "$TMP/m.safetensors" > "$TMP/exp.out" 2>&1; rc=$?
 [ $rc = 0 ] && [ -s "$TMP/m.safetensors" ] && [ ! -e "$TMP/m.safetensors.tmp" ] && pass "export: exit 0, file written, no .tmp left" \
