@@ -704,7 +704,7 @@ int main(int argc, char** argv) {
     gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led);
     g_oom_num_params = model.layout.num_params;
     matmul_setup(&run.led);
-    gpu_dist_alloc(&dist, model.layout.num_params, a->precision == PRECISION_BF16, a->plan_world, &run.led);
+    gpu_dist_alloc(&dist, model.layout.num_params, a->precision == PRECISION_BF16, dist.on || a->plan_world > 1, &run.led);
     GpuOpt orun;
     GpuZero zero;
     GpuZero* zp = a->zero ? &zero : NULL;

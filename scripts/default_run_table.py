@@ -4,55 +4,33 @@ on the CPU trainer and on the CUDA trainer, side by side, from the runs' own log
 
     python3 scripts/default_run_table.py CPU_RUNS GPU_RUNS > table.md
 
-CPU_RUNS and GPU_RUNS hold one folder per optimizer with the run's stdout.txt (its `summary:` line) and
-log.jsonl (its config record: trainer, device, date, git revision). The table: each optimizer's default
+CPU_RUNS and GPU_RUNS hold one folder per optimizer with the run's log.jsonl (its config record:
+lr, trainer, device, date, git revision; its summary record: the final numbers), read by compare.py. The table: each optimizer's default
 lr, final val loss on both trainers and their difference (none where the two ran different lrs, e.g.
 after a default changed), state bytes/param, the peak memory each
 trainer measured (CPU: the ledger's high-water mark; GPU: device total - free, CUDA context included)
 and tok/s. A missing run is a blank cell; an optimizer the GPU trainer does not run says so.
 Standard library only.
 """
-import json
 import os
 import sys
 
-
-def summary(path):
-    """The key=value pairs of the last `summary:` line of path, or None."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = [l for l in f if l.startswith("summary:")]
-    except OSError:
-        return None
-    if not lines:
-        return None
-    out = {}
-    for tok in lines[-1].split()[1:]:
-        if "=" in tok:
-            k, v = tok.split("=", 1)
-            out[k] = v
-    return out
-
-
-def config(path):
-    """The config record (first line) of a log.jsonl, or {}."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            rec = json.loads(f.readline())
-        return rec if rec.get("type") == "config" else {}
-    except (OSError, ValueError):
-        return {}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import read_run  # noqa: E402  (the one reader of a run's log.jsonl: config + summary records)
 
 
 def runs(root):
+    """{optimizer: (summary, config)} for every folder of root whose log.jsonl has a summary record."""
     out = {}
     if not os.path.isdir(root):
         sys.exit(f"default_run_table: {root} is not a folder of runs (one folder per optimizer)")
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
-        s = summary(os.path.join(d, "stdout.txt"))
-        if s is not None:
-            out[name] = (s, config(os.path.join(d, "log.jsonl")))
+        if not os.path.isfile(os.path.join(d, "log.jsonl")):
+            continue
+        config, summary, _, _ = read_run(d)
+        if summary is not None:
+            out[name] = (summary, config or {})
     return out
 
 
@@ -65,7 +43,7 @@ def main():
         sys.exit(__doc__.strip().splitlines()[2].strip())
     cpu, gpu = runs(sys.argv[1]), runs(sys.argv[2])
     if not cpu and not gpu:
-        sys.exit("default_run_table: no run with a summary line in either folder")
+        sys.exit("default_run_table: no run with a summary record in either folder")
     order = ["adamw", "adam", "adam8bit", "adamw8bit", "paged_adamw8bit", "adamw4bit", "adafactor", "came",
              "adam_mini", "galore_adamw", "muon", "sgd", "sgdm", "sgdm8bit", "lion", "lion8bit", "sophia",
              "lomo", "adalomo"]
@@ -97,10 +75,10 @@ def main():
         lr_c, lr_g = lr_of(cc), lr_of(gc)
         lr = lr_c or lr_g
         vc, vg = cs.get("val_loss"), gs.get("val_loss")
-        diff = f"{float(vg) - float(vc):+.4f}" if vc and vg else ""
+        diff = f"{vg - vc:+.4f}" if vc is not None and vg is not None else ""
         if lr_c and lr_g and lr_c != lr_g:  # not the same run: no difference to show
             lr, diff = f"{lr_c} (GPU: {lr_g})", "other lr"
-        bpp = cs.get("state_bytes_per_param") or gs.get("state_bytes_per_param", "")
+        bpp = fmt(cs.get("state_bytes_per_param", gs.get("state_bytes_per_param")), ".4f")
         gpu_val = fmt(vg, ".4f") if gs else "CPU only"
         print(f"| {n} | {lr} | {fmt(vc, '.4f')} | {gpu_val} | {diff} | {bpp} | {fmt(cs.get('peak_mib'), '.1f')} | "
               f"{fmt(gs.get('peak_mib'), '.1f')} | {fmt(cs.get('tok_per_s'), '.0f')} | {fmt(gs.get('tok_per_s'), '.0f')} |")

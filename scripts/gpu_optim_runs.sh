@@ -27,8 +27,7 @@ if [ ! -f "$train" ] || [ ! -f "$val" ]; then
 fi
 [ -x ./train_gpu ] || make train_gpu > "$OUT/build.log" 2>&1 || { echo "gpu_optim_runs: make train_gpu failed (see $OUT/build.log)" >&2; exit 1; }
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev (with uncommitted changes)"
+rev=$(bash scripts/revision.sh "$OUT")
 runs=$(mktemp -d /tmp/gpu_optim_runs_XXXXXX)
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 

@@ -88,10 +88,10 @@ static int gpu_dist_device(const GpuDist* d, int ndev) {
 // The all-reduce buffer through the ledger (a dry ledger records it only): bf16 gradients of
 // num_params elements need min(num_params, GPU_DIST_CHUNK) fp32 elements.
 // TRAIN_ALLREDUCE_CHUNK=N (elements) replaces the chunk size: test_gpt2cu sets a small one so that a
-// small model goes through several chunks and a short last one. plan_world > 1 (-memory-only 1
-// -plan-world N): a dry ledger planned for N ranks records it too.
-static void gpu_dist_alloc(GpuDist* d, size_t num_params, int bf16_grads, int plan_world, Ledger* led) {
-    if ((!d->on && !(led->dry && plan_world > 1)) || !bf16_grads) return;
+// small model goes through several chunks and a short last one. collectives: d->on, or a plan of
+// several ranks (-memory-only 1 -plan-world N, whose dry ledger records it as a real rank would).
+static void gpu_dist_alloc(GpuDist* d, size_t num_params, int bf16_grads, int collectives, Ledger* led) {
+    if (!collectives || !bf16_grads) return;
     size_t chunk = GPU_DIST_CHUNK;
     const char* env = getenv("TRAIN_ALLREDUCE_CHUNK");
     if (env && atol(env) > 0) chunk = (size_t)atol(env);

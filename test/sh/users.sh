@@ -68,21 +68,22 @@ expect_exit "compare.sh: missing directory is exit 2" 2 "nope is not a directory
 mkdir -p "$TMP/nosteps"; head -n 1 "$TMP/r1/log.jsonl" > "$TMP/nosteps/log.jsonl"
 expect_exit "compare.sh: a log without steps is exit 2" 2 "no step records" -- bash scripts/compare.sh --no-plot "$TMP/nosteps"
 
-# default_run_table.py: a CPU and a GPU folder of runs side by side. The "GPU" adamw run is r1's with
-# its summary's val_loss raised by 0.0123 (so the difference column must say +0.0123); adamw8bit has
-# no GPU run (its GPU cell must say "CPU only"); every CPU value equals r1's and r2's summaries.
+# default_run_table.py: a CPU and a GPU folder of runs side by side, from their log.jsonl. The "GPU"
+# adamw run is r1's with its summary record's val_loss raised by 0.0123 (so the difference column must
+# say +0.0123); adamw8bit has no GPU run (its GPU cell must say "CPU only"); every CPU value equals r1's
+# and r2's summaries.
+summary_val() { python3 -c 'import json, sys; print([json.loads(l) for l in open(sys.argv[1]) if "\"summary\"" in l][-1]["val_loss"])' "$1"; }
 mkdir -p "$TMP/drt/cpu/adamw" "$TMP/drt/cpu/adamw8bit" "$TMP/drt/gpu/adamw"
-cp "$TMP/r1/log.jsonl" "$TMP/drt/cpu/adamw/"; cp "$TMP/r1.out" "$TMP/drt/cpu/adamw/stdout.txt"
-cp "$TMP/r2/log.jsonl" "$TMP/drt/cpu/adamw8bit/"; cp "$TMP/r2.out" "$TMP/drt/cpu/adamw8bit/stdout.txt"
-cp "$TMP/r1/log.jsonl" "$TMP/drt/gpu/adamw/"
+cp "$TMP/r1/log.jsonl" "$TMP/drt/cpu/adamw/"
+cp "$TMP/r2/log.jsonl" "$TMP/drt/cpu/adamw8bit/"
 # sgd: the same run on both sides except the GPU's config says another lr (a default changed between them)
 mkdir -p "$TMP/drt/cpu/sgd" "$TMP/drt/gpu/sgd"
-cp "$TMP/r1/log.jsonl" "$TMP/r1.out" "$TMP/drt/cpu/sgd/"; mv "$TMP/drt/cpu/sgd/r1.out" "$TMP/drt/cpu/sgd/stdout.txt"
-sed '1s/"lr":[^,]*/"lr":0.002/' "$TMP/r1/log.jsonl" > "$TMP/drt/gpu/sgd/log.jsonl"; cp "$TMP/r1.out" "$TMP/drt/gpu/sgd/stdout.txt"
-v1=$(sed -n 's/^summary:.* val_loss=\([0-9.]*\).*/\1/p' "$TMP/r1.out")
-v2=$(sed -n 's/^summary:.* val_loss=\([0-9.]*\).*/\1/p' "$TMP/r2.out")
-vg=$(python3 -c "print('%.6f' % ($v1 + 0.0123))")
-sed "s/^\(summary:.* val_loss=\)[0-9.]*/\1$vg/" "$TMP/r1.out" > "$TMP/drt/gpu/adamw/stdout.txt"
+cp "$TMP/r1/log.jsonl" "$TMP/drt/cpu/sgd/"
+sed '1s/"lr":[^,]*/"lr":0.002/' "$TMP/r1/log.jsonl" > "$TMP/drt/gpu/sgd/log.jsonl"
+v1=$(summary_val "$TMP/r1/log.jsonl")
+v2=$(summary_val "$TMP/r2/log.jsonl")
+vg=$(python3 -c "print('%.8f' % ($v1 + 0.0123))")
+sed "/\"type\":\"summary\"/s/\"val_loss\":[0-9.]*/\"val_loss\":$vg/" "$TMP/r1/log.jsonl" > "$TMP/drt/gpu/adamw/log.jsonl"
 python3 scripts/default_run_table.py "$TMP/drt/cpu" "$TMP/drt/gpu" > "$TMP/drt.md" 2> "$TMP/drt.err"; rc=$?
 row1=$(grep '^| adamw |' "$TMP/drt.md"); row2=$(grep '^| adamw8bit |' "$TMP/drt.md"); row3=$(grep '^| sgd |' "$TMP/drt.md")
 want1="| adamw | 0.001 | $(printf %.4f "$v1") | $(printf %.4f "$vg") | +0.0123 |"
