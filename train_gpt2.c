@@ -657,8 +657,7 @@ typedef struct {
     float* full_master;       // -zero 1, bf16: the whole fp32 master, only while a checkpoint is staged
     int dist;                 // -zero 1 over more than one rank: gradients reduce-scattered, norms reduced
     size_t* unit_cuts;        // (L+1, world+1) -zero 1: each rank's part of each unit's gradient scratch
-    DistGroup** groups;       // (num_tensors) -zero 1, row shards: the ranks sharing matrix i (NULL: none)
-    OptReduce* reduce;        // (num_tensors) the reduce hook each shared matrix's step gets
+    ZeroReduce reduce;        // -zero 1, row shards: the ranks sharing each matrix and its steps' reduce hook
 } OptRun;
 
 // State layout for every tensor (shared with the CUDA trainer); with zero, the ZeRO-1 plan of `rank` in
@@ -687,9 +686,6 @@ __attribute__((unused)) static void optimizer_setup(OptRun* o, GPT2* m, const Op
     optimizer_alloc(o, led);
 }
 
-// OptReduce.sum for a matrix shared by a group of ranks (trainer/dist.h: in rank order, equal bits on each).
-static void reduce_sum(const OptReduce* r, double* buf, size_t n) { dist_group_sum_f64((const DistGroup*)r->ctx, buf, n); }
-
 // -zero 1 across ranks (a real run, not a plan): where each rank's part of every unit's gradient scratch
 // lies, and a group of ranks with its reduce hook for every matrix split in rows. Every rank creates the
 // groups in tensor order (a collective).
@@ -697,22 +693,16 @@ static void optimizer_connect(OptRun* o, GPT2* m) {
     const ZeroPlan* z = o->zero;
     if (!z || z->world == 1) return;
     o->dist = 1;
-    int L = m->config.num_layers, W = z->world, n = m->layout.num_tensors;
+    int L = m->config.num_layers, W = z->world;
     o->unit_cuts = (size_t*)xmalloc((size_t)(L + 1) * (W + 1) * sizeof(size_t));
     for (int u = 0; u <= L; u++) zero_unit_cuts(z, &m->layout, u, o->unit_cuts + (size_t)u * (W + 1));
-    o->groups = (DistGroup**)xcalloc(n, sizeof(DistGroup*));
-    o->reduce = (OptReduce*)xcalloc(n, sizeof(OptReduce));
-    for (int i = 0; i < n; i++) {
-        if (z->first[i] >= z->last[i] || o->opt->shard != OPT_SHARD_ROWS) continue;
-        o->groups[i] = dist_group_new(z->first[i], z->last[i]);
-        o->reduce[i] = (OptReduce){ m->layout.tensors[i].shape.rows, reduce_sum, o->groups[i] };
-    }
+    zero_reduce_connect(&o->reduce, z);
 }
 
 static void optimizer_disconnect(OptRun* o) {
-    if (o->groups) for (int i = 0; i < o->zero->num_tensors; i++) dist_group_free(o->groups[i]);
-    free(o->groups); free(o->reduce); free(o->unit_cuts);
-    o->groups = NULL; o->reduce = NULL; o->unit_cuts = NULL;
+    zero_reduce_free(&o->reduce);
+    free(o->unit_cuts);
+    o->unit_cuts = NULL;
 }
 
 // Host pointers to tensor i's state tensors, in the optimizer's layout order.
@@ -788,7 +778,7 @@ static void optimizer_apply(GPT2* m, OptRun* o, int i, const float* grad, int st
     OptTensor ot = opt_tensor(o, m, i, grad, &start);
     if (ot.shape->numel == 0) return; // -zero 1: another rank's
     // rows of a matrix other ranks share (-zero 1, row shards): its statistics reduce over them
-    const OptReduce* red = o->reduce && zero_slice(o->zero, i)->shared ? &o->reduce[i] : NULL;
+    const OptReduce* red = o->zero ? zero_reduce_of(&o->reduce, o->zero, i) : NULL;
     OptStep st = { step, o->hyper.lr * lr_scale, lr_scale, 0, red };
     o->opt->step(&h, &ot, &st);
     o->nonfinite += st.nonfinite;

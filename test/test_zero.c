@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
-#include <pthread.h>
 #include "common/util.h"
 #include "common/rng.h"
 #include "test/test.h"
@@ -37,24 +36,18 @@
 #include "trainer/model.h"
 #include "trainer/cli.h"
 #include "trainer/zero.h"
+#include "test/thread_reduce.h"
 
 extern const Optimizer OPT_ADAFACTOR, OPT_CAME, OPT_ADAMW, OPT_ADAMW8BIT, OPT_MUON;
 
 #define STEPS 10
-#define MAXP 4
+#define MAXP THREAD_GROUP_MAX
 
 // ------------------------------------------------------------------------------------------------
 // 1. row shards of the factored optimizers
 
 typedef struct {
-    pthread_barrier_t bar;
-    int npieces;
-    double* slot[MAXP];
-} Shared;
-
-typedef struct {
-    Shared* sh;
-    int piece;
+    ThreadMember tm;        // its place in the group of pieces (test/thread_reduce.h)
     OptReduce red;
     const Optimizer* opt;
     OptHyper h;
@@ -63,26 +56,7 @@ typedef struct {
     const float* grads;     // (STEPS, whole rows, cols): every step's gradient of the whole matrix
     size_t r0, whole_rows;
     void* state[OPT_MAX_STATES];
-    int calls;              // reduce calls made (every piece must make the same)
 } Piece;
-
-// OptReduce.sum over threads: every piece publishes its buffer, then each adds them in piece order.
-static void thread_sum(const OptReduce* r, double* buf, size_t n) {
-    Piece* p = (Piece*)r->ctx;
-    Shared* sh = p->sh;
-    p->calls++;
-    sh->slot[p->piece] = buf;
-    pthread_barrier_wait(&sh->bar);
-    double* s = (double*)xmalloc(n * sizeof(double));
-    for (size_t j = 0; j < n; j++) {
-        double v = sh->slot[0][j];
-        for (int q = 1; q < sh->npieces; q++) v += sh->slot[q][j];
-        s[j] = v;
-    }
-    pthread_barrier_wait(&sh->bar); // every piece has read every buffer
-    memcpy(buf, s, n * sizeof(double));
-    free(s);
-}
 
 static double sched_lr(int t) { return 1e-2 * (0.5 + 0.5 * cos(3.14159 * t / STEPS)); }
 
@@ -92,7 +66,7 @@ static void* piece_run(void* arg) {
     for (int t = 1; t <= STEPS; t++) {
         OptTensor ot = { &p->shape, p->param, p->grads + ((size_t)(t - 1) * p->whole_rows + p->r0) * cols, {0} };
         memcpy(ot.state, p->state, sizeof(p->state));
-        OptStep st = { t, sched_lr(t), 1.0f, 0, p->sh->npieces > 1 ? &p->red : NULL };
+        OptStep st = { t, sched_lr(t), 1.0f, 0, p->tm.g->n > 1 ? &p->red : NULL };
         p->opt->step(&p->h, &ot, &st);
     }
     return NULL;
@@ -103,20 +77,6 @@ static int alloc_states(const Optimizer* o, const OptHyper* h, const ParamShape*
     int n = o->layout(h, s, specs);
     for (int i = 0; i < n; i++) state[i] = xcalloc(specs[i].count ? specs[i].count : 1, dtype_size(specs[i].dtype));
     return n;
-}
-
-// Worst |a - b| over 2^-24 * max|b| (in fp32 ulps of the array's largest value).
-static double ulps(const float* a, const float* b, size_t n, int* exact) {
-    double mx = 0.0, worst = 0.0;
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(b[i]));
-    *exact = 1;
-    for (size_t i = 0; i < n; i++) {
-        if (a[i] == b[i]) continue;
-        *exact = 0;
-        double d = fabs((double)a[i] - b[i]) / (mx * 5.9604644775390625e-8);
-        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
-    }
-    return worst;
 }
 
 static void row_shard_case(const char* label, const Optimizer* o, OptHyper h, size_t rows, size_t cols,
@@ -136,20 +96,17 @@ static void row_shard_case(const char* label, const Optimizer* o, OptHyper h, si
     StateSpec wspec[OPT_MAX_STATES];
     Piece w;
     memset(&w, 0, sizeof(w));
-    Shared one;
-    memset(&one, 0, sizeof(one));
-    one.npieces = 1;
-    w.sh = &one; w.opt = o; w.h = h; w.shape = whole; w.grads = grads; w.whole_rows = rows;
+    ThreadGroup one;
+    thread_group_init(&one, 1);
+    w.tm.g = &one; w.opt = o; w.h = h; w.shape = whole; w.grads = grads; w.whole_rows = rows;
     w.param = (float*)xmalloc(n * sizeof(float));
     memcpy(w.param, theta0, n * sizeof(float));
     int ns = alloc_states(o, &h, &whole, w.state, wspec);
     piece_run(&w);
 
     // the pieces, one thread each
-    Shared sh;
-    memset(&sh, 0, sizeof(sh));
-    sh.npieces = npieces;
-    pthread_barrier_init(&sh.bar, NULL, (unsigned)npieces);
+    ThreadGroup sh;
+    thread_group_init(&sh, npieces);
     Piece ps[MAXP];
     StateSpec pspec[MAXP][OPT_MAX_STATES];
     pthread_t th[MAXP];
@@ -157,11 +114,11 @@ static void row_shard_case(const char* label, const Optimizer* o, OptHyper h, si
     for (int q = 0; q < npieces; q++) {
         Piece* p = &ps[q];
         memset(p, 0, sizeof(*p));
-        p->sh = &sh; p->piece = q; p->opt = o; p->h = h; p->grads = grads; p->whole_rows = rows; p->r0 = r0;
+        p->tm.g = &sh; p->tm.member = q; p->opt = o; p->h = h; p->grads = grads; p->whole_rows = rows; p->r0 = r0;
         p->shape = whole;
         p->shape.rows = piece_rows[q];
         p->shape.numel = piece_rows[q] * cols;
-        p->red = (OptReduce){ rows, thread_sum, p };
+        p->red = (OptReduce){ rows, thread_group_sum, &p->tm };
         p->param = (float*)xmalloc(p->shape.numel * sizeof(float));
         memcpy(p->param, theta0 + r0 * cols, p->shape.numel * sizeof(float));
         CHECK(alloc_states(o, &h, &p->shape, p->state, pspec[q]) == ns);
@@ -170,14 +127,15 @@ static void row_shard_case(const char* label, const Optimizer* o, OptHyper h, si
     CHECK(r0 == rows);
     for (int q = 0; q < npieces; q++) pthread_create(&th[q], NULL, piece_run, &ps[q]);
     for (int q = 0; q < npieces; q++) pthread_join(th[q], NULL);
-    pthread_barrier_destroy(&sh.bar);
+    thread_group_destroy(&sh);
+    thread_group_destroy(&one);
 
     // reassemble: per-row states (their count grows with the rows) from the pieces' rows, per-column
     // states from piece 0, which must equal every other piece's bit for bit
     double worst = 0.0;
     int all_exact = 1, cols_agree = 1, calls_agree = 1;
     float* got = (float*)xmalloc(n * sizeof(float));
-    for (int q = 0; q < npieces; q++) calls_agree &= ps[q].calls == ps[0].calls;
+    for (int q = 0; q < npieces; q++) calls_agree &= ps[q].tm.calls == ps[0].tm.calls;
     for (int s = -1; s < ns; s++) { // -1: the parameters
         size_t cnt = s < 0 ? n : wspec[s].count;
         const float* ref = s < 0 ? w.param : (const float*)w.state[s];
@@ -193,8 +151,8 @@ static void row_shard_case(const char* label, const Optimizer* o, OptHyper h, si
             }
         }
         CHECK(off == cnt);
-        int exact;
-        double u = ulps(got, ref, cnt, &exact);
+        int exact = 1;
+        double u = test_ulps_of_max(got, ref, cnt, &exact);
         if (u > worst) worst = u;
         all_exact &= exact;
     }
@@ -204,7 +162,7 @@ static void row_shard_case(const char* label, const Optimizer* o, OptHyper h, si
                npieces, all_exact ? "bit-identical" : "within 4 ulps");
     test_check(cols_agree && calls_agree, cols_agree ? "the pieces made different numbers of reduce calls" : "column states differ between pieces",
                "rows: %s, %zux%zu in %d pieces: column states identical on every piece, same reduce calls (%d)", label, rows, cols,
-               npieces, ps[0].calls);
+               npieces, ps[0].tm.calls);
     free(got);
     for (int q = 0; q < npieces; q++) { free(ps[q].param); for (int s = 0; s < ns; s++) free(ps[q].state[s]); }
     free(w.param);

@@ -160,6 +160,34 @@ void zero_unit_cuts(const ZeroPlan* z, const ModelLayout* ml, int unit, size_t* 
     }
 }
 
+// OptReduce.sum for a matrix shared by a group of ranks (trainer/dist.h: in rank order, equal bits on each).
+static void zero_group_sum(const OptReduce* r, double* buf, size_t n) { dist_group_sum_f64((const DistGroup*)r->ctx, buf, n); }
+
+void zero_reduce_connect(ZeroReduce* zr, const ZeroPlan* z) {
+    int n = z->num_tensors;
+    zr->num_tensors = n;
+    zr->groups = (DistGroup**)xcalloc((size_t)n, sizeof(DistGroup*));
+    zr->reduce = (OptReduce*)xcalloc((size_t)n, sizeof(OptReduce));
+    for (int i = 0; i < n; i++) {
+        // a matrix split in rows (the plan marks its slices shared on every rank that holds one; every rank
+        // holds every rank's slices, so all agree on which groups to create)
+        if (z->world < 2 || z->first[i] >= z->last[i] || !z->slices[(size_t)z->first[i] * n + i].shared) continue;
+        zr->groups[i] = dist_group_new(z->first[i], z->last[i]);
+        zr->reduce[i] = (OptReduce){ z->shapes[i].rows, zero_group_sum, zr->groups[i] };
+    }
+}
+
+const OptReduce* zero_reduce_of(const ZeroReduce* zr, const ZeroPlan* z, int i) {
+    return zr && zr->groups && zr->groups[i] && zero_slice(z, i)->shared ? &zr->reduce[i] : NULL;
+}
+
+void zero_reduce_free(ZeroReduce* zr) {
+    if (zr->groups) for (int i = 0; i < zr->num_tensors; i++) dist_group_free(zr->groups[i]);
+    free(zr->groups);
+    free(zr->reduce);
+    memset(zr, 0, sizeof(*zr));
+}
+
 // Where rank r's state s of tensor i sits inside the unsharded layout: bytes and byte offset in the
 // full buffer, and its own (buffer, offset). A vector slice starting at element `start` begins where the
 // state of the first `start` elements ends: the optimizer's layout of a `start`-element vector says how

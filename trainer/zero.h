@@ -43,6 +43,7 @@
 #include "optim/optim.h"
 #include "optim/state.h"
 #include "trainer/model.h"
+#include "trainer/dist.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -96,6 +97,22 @@ int zero_largest_rank(const ZeroPlan* z, int bf16);
 // the flat parameters, the fp32 master (bf16 mode) and the optimizer-state bytes it keeps, which its
 // ledger holds exactly. Both trainers print it.
 void zero_print_shard(FILE* f, const ZeroPlan* z, size_t num_params, int q, int bf16);
+// -zero 1 across ranks, row shards (OPT_SHARD_ROWS): for every matrix the plan splits in rows, the group of
+// ranks that hold it (trainer/dist.h) and the OptReduce its steps get, summing over that group in rank
+// order over MPI (the same bits on each member). Both trainers use it: the CPU's step reduces its double
+// sums through it, the CUDA kernels' partial sums are staged to the host and reduced through it too
+// (optim/factored.cuh), so the GPU's reductions are the MPI code the CPU tests run.
+typedef struct {
+    int num_tensors;
+    DistGroup** groups;         // (num_tensors) NULL where no group (a whole tensor, or another unit)
+    OptReduce* reduce;          // (num_tensors) the hook of matrix i: rows = the whole matrix's rows
+} ZeroReduce;
+// Collective over every rank: every rank creates the groups in tensor order. Nothing (all NULL) unless
+// the plan's unit is rows and the world has more than one rank.
+void zero_reduce_connect(ZeroReduce* zr, const ZeroPlan* z);
+// The hook for this rank's slice of tensor i, NULL when the slice is not shared (whole here, or none).
+const OptReduce* zero_reduce_of(const ZeroReduce* zr, const ZeroPlan* z, int i);
+void zero_reduce_free(ZeroReduce* zr);
 // A unit's fp32 gradient scratch (trainer/model.h: the unit's tensors packed at their scratch_offset)
 // cut at the ranks' bounds: rank r's elements of unit `unit` are scratch [cuts[r], cuts[r+1]) (world + 1
 // entries, in rank order), so one reduce-scatter of the scratch hands each rank its part.
