@@ -422,7 +422,8 @@ static void gpt2_init(GPT2* m, uint64_t seed) {
 // (trainer/zero_gpu.cuh), and the fp32 master is that rank's range.
 static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptHyper* h, GpuZero* zero, int world, int rank, Ledger* led) {
     if (zero) {
-        gpu_zero_setup(zero, o, &m->layout, opt, h, world, rank, led);
+        // a real run over several ranks connects the row shards' reduce groups; -memory-only plans do not
+        gpu_zero_setup(zero, o, &m->layout, opt, h, world, rank, !led->dry && world > 1, led);
         gpt2_alloc_master(m, zero->displs[rank], zero->counts[rank], led);
         return;
     }

@@ -11,20 +11,35 @@
 //      of u = g^2 + eps1 (a warp per row, lanes over the columns, then the warp's tree; fixed) and the
 //      item's column partials (a thread per column, rows in order); vectors: v = b*v + (1-b)*u and the
 //      item's part of sum (rsqrt(v)*g)^2, all in double.
-//   2. fac_ema_kernel, a block per matrix: r, c EMAs from the sums (the column partials added in item
-//      order), mean(r) by a block reduction in double, then the factors rf = 1/sqrt(r/mean(r)),
-//      cf = 1/sqrt(c) into scratch (O(rows + cols)).
-//   3. fac_usq_kernel, matrix items: the item's part of sum (rf[i]*cf[j]*g)^2 in double.
-//   4. fac_scalars_kernel, a thread per tensor: the item parts added in item order -> the clip divisor
+//   2. fac_rowsum_kernel, a block per matrix: the r EMA from the row sums, sum(r) by a block reduction in
+//      double, the column sums (the column partials added in item order) into the tensor's `sums`.
+//      [reduce: column sums and sum(r)]
+//   3. fac_factors_kernel, a block per matrix: the c EMA from the column sums, mean(r), then the factors
+//      rf = 1/sqrt(r/mean(r)), cf = 1/sqrt(c) into scratch (O(rows + cols)).
+//   4. fac_usq_kernel, matrix items: the item's part of sum (rf[i]*cf[j]*g)^2 in double.
+//   5. fac_tsums_kernel, a thread per tensor: the item parts of sum U^2 and sum theta^2 added in item
+//      order. [reduce: both] fac_scalars_kernel, a thread per tensor: the clip divisor
 //      max(1, RMS(U)/clip_threshold) and adafactor's lr_t = rho * max(eps2, RMS(theta)).
-//   5. adafactor: fac_update_kernel, items: U = pre*g/clip*lr_t, optional momentum, weight decay, step.
+//   6. adafactor: fac_update_kernel, items: U = pre*g/clip*lr_t, optional momentum, weight decay, step.
 //      came: fac_came_kernel, items: vectors take their whole step; matrices update m and reduce the
-//      residual (U - m)^2 + eps2 like pass 1 [came]; fac_ema_kernel again on (res_row, res_col) with
-//      beta3 [came]; fac_came_apply_kernel: theta -= pre_res*m*lr [came].
+//      residual (U - m)^2 + eps2 like pass 1 [came]; passes 2 and 3 again on (res_row, res_col) with
+//      beta3 [came, reduce]; fac_came_apply_kernel: theta -= pre_res*m*lr [came].
 // The CPU sums the same values in double in another fixed order (its row chunks differ): the sums
 // differ by ~1e-16 relative, so the fp32 statistics almost always round to the same float.
+//
+// -zero 1 row shards (trainer/zero.h, OPT_SHARD_ROWS): a tensor here may be rows [r0, r1) of a matrix
+// whose other rows other ranks hold (its param_off points at row r0, its row state is its rows', its
+// column state the whole matrix's). Every statistic over all rows is then this rank's partial sum,
+// completed at the points marked [reduce] above: the tensor's `sums` (column sums and sum(r); then
+// sum U^2 and sum theta^2) are copied to the host and summed over the sharing ranks by the matrix's
+// OptReduce (optim/optim.h; the trainer's is trainer/zero.c's, MPI in rank order, the CPU trainer's own
+// code), then copied back; means divide by the whole matrix's rows (mrows). A tensor whole here has no
+// OptReduce and no copy: one rank runs exactly the kernels it always ran, with the sums in the same
+// order. Shared or not, the same kernels run; only the partials' split differs (~1e-16 in each double
+// sum, as on the CPU).
 // Scratch (device, MEM_OTHER): row sums and column partials in double (8*(rows + cols*ceil(rows/64))
-// bytes per matrix: ~1/8 byte per parameter), rf/cf floats, two doubles per item, two floats per tensor.
+// bytes per matrix: ~1/8 byte per parameter), rf/cf floats, the sums (cols + 3 doubles per matrix, 3 per
+// vector), two doubles per item, two floats per tensor.
 #ifndef OPTIM_FACTORED_CUH
 #define OPTIM_FACTORED_CUH
 
@@ -40,8 +55,9 @@
 
 typedef struct {
     size_t param_off;   // element offset into the flat parameter / gradient / master buffers
-    size_t rows, cols;  // a vector is (1, numel)
+    size_t rows, cols;  // a vector is (1, numel); a row shard: its own rows
     size_t numel;
+    size_t mrows;       // rows of the whole matrix (-zero 1 row shards: all ranks' rows; else rows)
     int factored, decay;
     int item0, nitems;  // its items in the work table
     float* v_row;       // (rows), or v (numel) for a vector
@@ -53,6 +69,9 @@ typedef struct {
     double* col_part;   // (nitems, cols) scratch
     float* rf;          // (rows) scratch: row factors of the current reconstruction
     float* cf;          // (cols) scratch: column factors
+    double* sums;       // (ncs + 3) scratch, ncs = cols for a matrix, 0 for a vector: the column sums
+                        // [0, ncs), sum of the row statistic [ncs], sum theta^2 [ncs+1], sum U^2 [ncs+2]
+    size_t ncs;         // cols, or 0 for a vector
 } FacTensor;
 
 typedef struct {
@@ -82,16 +101,22 @@ typedef struct {
     double* part_u;                 // (nitems) sums of U^2
     float* clip_div;                // (ntensors)
     float* lr_t;                    // (ntensors)
+    FacTensor* h_tensors;           // (ntensors) host copy of the tensor table (device pointers)
+    const OptReduce** reduce;       // (ntensors) host: the OptReduce of a row shard, NULL where whole here
+    int nshared;                    // tensors with an OptReduce
+    double* h_sums;                 // host staging of one tensor's sums for its OptReduce
 } FacGpu;
 
-// Builds the tables from the shared state layout; buf: the device buffers of the layout.
+// Builds the tables from the shared state layout; buf: the device buffers of the layout; reduce: NULL, or
+// per tensor the OptReduce of a row shard (NULL where the tensor is whole here).
 static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* buf, const ParamShape* shapes,
-                      const size_t* param_offsets, int n, Ledger* led) {
+                      const size_t* param_offsets, int n, const OptReduce* const* reduce, Ledger* led) {
     memset(f, 0, sizeof(*f));
     f->on = came ? 2 : 1; // 2: came
     FacTensor* ht = (FacTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(FacTensor));
-    size_t nrow = 0, ncol = 0, npart = 0;
+    size_t nrow = 0, ncol = 0, npart = 0, nsums = 0, max_sums = 0;
     int nitems = 0, nfac = 0;
+    f->reduce = (const OptReduce**)xcalloc((size_t)(n > 0 ? n : 1), sizeof(OptReduce*));
     for (int i = 0; i < n; i++) {
         FacTensor* t = &ht[i];
         const TensorStates* ts = &sl->tensors[i];
@@ -106,6 +131,16 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
         t->decay = shapes[i].decay;
         t->rows = t->factored ? shapes[i].rows : 1;
         t->cols = t->factored ? shapes[i].cols : shapes[i].numel;
+        // a row shard's statistics span the whole matrix (its OptReduce knows its rows); vectors are whole
+        const OptReduce* red = reduce ? reduce[i] : NULL;
+        CHECK(!red || (t->factored && red->rows >= t->rows));
+        f->reduce[i] = red;
+        f->nshared += red != NULL;
+        t->mrows = red ? red->rows : t->rows;
+        t->ncs = t->factored ? t->cols : 0;
+        t->sums = (double*)(uintptr_t)nsums; // an offset for now
+        nsums += t->ncs + 3;
+        if (t->ncs + 3 > max_sums) max_sums = t->ncs + 3;
         // the layouts of adafactor.c and came.c
         if (!came) {
             CHECK(ts->nstate == (t->factored ? 2 : 1) + (ts->nstate > (t->factored ? 2 : 1)));
@@ -155,8 +190,11 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
     double* col_part = (double*)dev_alloc(led, MEM_OTHER, "factored column partial sums", npart * sizeof(double));
     float* rf = (float*)dev_alloc(led, MEM_OTHER, "factored row factors", nrow * sizeof(float));
     float* cf = (float*)dev_alloc(led, MEM_OTHER, "factored column factors", ncol * sizeof(float));
+    double* sums = (double*)dev_alloc(led, MEM_OTHER, "factored tensor sums", nsums * sizeof(double));
+    f->h_sums = (double*)xcalloc(max_sums > 0 ? max_sums : 1, sizeof(double));
     for (int i = 0; i < n; i++) {
         FacTensor* t = &ht[i];
+        t->sums = sums ? sums + (size_t)(uintptr_t)t->sums : NULL;
         if (!t->factored) continue;
         t->row_sum = row_sum ? row_sum + (size_t)(uintptr_t)t->row_sum : NULL;
         t->rf = rf ? rf + (size_t)(uintptr_t)t->rf : NULL;
@@ -178,7 +216,7 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
         if (nitems > 0) CUDA_CHECK(cudaMemcpy(f->d_items, hi, (size_t)nitems * sizeof(FacItem), cudaMemcpyHostToDevice));
         if (nfac > 0) CUDA_CHECK(cudaMemcpy(f->d_fac, hf, (size_t)nfac * sizeof(int), cudaMemcpyHostToDevice));
     }
-    free(ht);
+    f->h_tensors = ht; // kept: the reduce staging reads each tensor's sums pointer
     free(hi);
     free(hf);
 }
@@ -269,15 +307,14 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
     }
 }
 
-// ---- 2. the EMAs of the factored statistics and the reconstruction's factors --------------------------
-// res: 0 for (v_row, v_col) with b2, 1 for came's (res_row, res_col) with b3.
-__global__ void __launch_bounds__(FAC_THREADS) fac_ema_kernel(const FacTensor* tensors, const int* fac, int nfac, int res, FacArgs a) {
+// ---- 2. the row statistic's EMA, its sum and the column sums ------------------------------------------
+// res: 0 for v_row with b2, 1 for came's res_row with b3. Writes sums[0, cols) and sums[cols].
+__global__ void __launch_bounds__(FAC_THREADS) fac_rowsum_kernel(const FacTensor* tensors, const int* fac, int nfac, int res, FacArgs a) {
     __shared__ double red[32];
     const float b = res ? a.cm.b3 : a.b2, omb = res ? a.cm.omb3 : a.omb2;
     for (int q = blockIdx.x; q < nfac; q += gridDim.x) {
         const FacTensor t = tensors[fac[q]];
         float* r = res ? t.res_row : t.v_row;
-        float* c = res ? t.res_col : t.v_col;
         double sr = 0.0;
         for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) {
             const float mean = (float)(t.row_sum[i] / (double)t.cols);
@@ -288,18 +325,34 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_ema_kernel(const FacTensor* t
         for (size_t j = threadIdx.x; j < t.cols; j += blockDim.x) {
             double cs = 0.0;
             for (int p = 0; p < t.nitems; p++) cs += t.col_part[(size_t)p * t.cols + j];
-            const float mean = (float)(cs / (double)t.rows);
-            const float cj = fac_ema(c[j], b, omb, mean);
-            c[j] = cj;
-            t.cf[j] = fac_rsqrt(cj);
+            t.sums[j] = cs;
         }
-        const float mean_r = (float)(block_sum_double(sr, red) / (double)t.rows);
-        for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) t.rf[i] = fac_rsqrt(r[i] / mean_r);
+        sr = block_sum_double(sr, red);
+        if (threadIdx.x == 0) t.sums[t.ncs] = sr;
         __syncthreads();
     }
 }
 
-// ---- 3. sum of the unclipped update's squares over each matrix item ---------------------------------
+// ---- 3. the column statistic's EMA and the reconstruction's factors --------------------------------------
+// From the (reduced) sums: means over the whole matrix's rows (mrows).
+__global__ void __launch_bounds__(FAC_THREADS) fac_factors_kernel(const FacTensor* tensors, const int* fac, int nfac, int res, FacArgs a) {
+    const float b = res ? a.cm.b3 : a.b2, omb = res ? a.cm.omb3 : a.omb2;
+    for (int q = blockIdx.x; q < nfac; q += gridDim.x) {
+        const FacTensor t = tensors[fac[q]];
+        const float* r = res ? t.res_row : t.v_row;
+        float* c = res ? t.res_col : t.v_col;
+        for (size_t j = threadIdx.x; j < t.cols; j += blockDim.x) {
+            const float mean = (float)(t.sums[j] / (double)t.mrows);
+            const float cj = fac_ema(c[j], b, omb, mean);
+            c[j] = cj;
+            t.cf[j] = fac_rsqrt(cj);
+        }
+        const float mean_r = (float)(t.sums[t.ncs] / (double)t.mrows);
+        for (size_t i = threadIdx.x; i < t.rows; i += blockDim.x) t.rf[i] = fac_rsqrt(r[i] / mean_r);
+    }
+}
+
+// ---- 4. sum of the unclipped update's squares over each matrix item ---------------------------------
 template <typename G>
 __global__ void __launch_bounds__(FAC_THREADS) fac_usq_kernel(const G* grad, const FacTensor* tensors, const FacItem* items,
                                                                int nitems, double* part_u, FacArgs a) {
@@ -320,26 +373,33 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_usq_kernel(const G* grad, con
     }
 }
 
-// ---- 4. per-tensor scalars: the item sums in item order ------------------------------------------------
-__global__ void fac_scalars_kernel(const FacTensor* tensors, int ntensors, const double* part_theta, const double* part_u,
-                                   float* clip_div, float* lr_t, FacArgs a) {
+// ---- 5. per-tensor sums (the item parts in item order), then the scalars from the (reduced) sums ---------
+__global__ void fac_tsums_kernel(const FacTensor* tensors, int ntensors, const double* part_theta, const double* part_u, FacArgs a) {
     const int ti = blockIdx.x * blockDim.x + threadIdx.x;
     if (ti >= ntensors) return;
     const FacTensor t = tensors[ti];
     double su = 0.0, st = 0.0;
     for (int p = 0; p < t.nitems; p++) su += part_u[t.item0 + p];
-    clip_div[ti] = fac_clip_div(su, t.numel, a.came ? a.cm.clip_threshold : a.af.clip_threshold);
+    if (!a.came && a.af.scale_parameter)
+        for (int p = 0; p < t.nitems; p++) st += part_theta[t.item0 + p];
+    t.sums[t.ncs + 1] = st;
+    t.sums[t.ncs + 2] = su;
+}
+
+__global__ void fac_scalars_kernel(const FacTensor* tensors, int ntensors, float* clip_div, float* lr_t, FacArgs a) {
+    const int ti = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ti >= ntensors) return;
+    const FacTensor t = tensors[ti];
+    const size_t whole = t.mrows * t.cols; // the whole matrix's elements (a vector: mrows 1, cols numel)
+    clip_div[ti] = fac_clip_div(t.sums[t.ncs + 2], whole, a.came ? a.cm.clip_threshold : a.af.clip_threshold);
     if (!a.came) {
         double rms = 0.0;
-        if (a.af.scale_parameter) {
-            for (int p = 0; p < t.nitems; p++) st += part_theta[t.item0 + p];
-            rms = t.numel ? sqrt(st / (double)t.numel) : 0.0;
-        }
+        if (a.af.scale_parameter) rms = whole ? sqrt(t.sums[t.ncs + 1] / (double)whole) : 0.0;
         lr_t[ti] = adafactor_step_size(a.af, rms);
     }
 }
 
-// ---- 5a. adafactor's update ---------------------------------------------------------------------------
+// ---- 6a. adafactor's update ---------------------------------------------------------------------------
 template <typename G>
 __global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, const G* grad, bf16d* pbf16, const FacTensor* tensors,
                                                                   const FacItem* items, int nitems, const float* clip_div,
@@ -368,7 +428,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, 
     }
 }
 
-// ---- 5b. came: vectors' whole step; matrices' momentum and the residual's row/column sums ------------
+// ---- 6b. came: vectors' whole step; matrices' momentum and the residual's row/column sums ------------
 template <typename G>
 __global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, const G* grad, bf16d* pbf16, const FacTensor* tensors,
                                                                 const FacItem* items, int nitems, const float* clip_div, FacArgs a) {
@@ -402,7 +462,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, co
     }
 }
 
-// ---- 5c. came: theta -= lr * m / sqrt(S), S the factored instability ------------------------------------
+// ---- 6c. came: theta -= lr * m / sqrt(S), S the factored instability ------------------------------------
 __global__ void __launch_bounds__(FAC_THREADS) fac_came_apply_kernel(float* master, bf16d* pbf16, const FacTensor* tensors,
                                                                       const FacItem* items, int nitems, FacArgs a) {
     for (int k = blockIdx.x; k < nitems; k += gridDim.x) {
@@ -417,6 +477,35 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_apply_kernel(float* mast
             opt_store(master, pbf16, gi, came_apply(master[gi], fac_pre_dev(t, i, j), t.m[e], a.cm, wd, wd_alpha), a.sr, base, e);
         }
     }
+}
+
+// -zero 1 row shards: part of the sums of every tensor with an OptReduce, through the host, where the
+// matrix's OptReduce sums it over the ranks that share it: FAC_SUMS_ROWCOL the column sums and sum(r)
+// (sums [0, ncs + 1)), FAC_SUMS_SCALARS sum theta^2 and sum U^2 ([ncs + 1, ncs + 3)). In tensor order:
+// every sharing rank makes the same calls in the same order. Nothing when no tensor is shared (one rank,
+// or whole tensors only).
+enum { FAC_SUMS_ROWCOL, FAC_SUMS_SCALARS };
+static void fac_reduce_sums(const FacGpu* f, int which) {
+    if (f->nshared == 0) return;
+    for (int i = 0; i < f->ntensors; i++) {
+        const OptReduce* r = f->reduce[i];
+        if (!r) continue;
+        const FacTensor* t = &f->h_tensors[i];
+        const size_t lo = which == FAC_SUMS_ROWCOL ? 0 : t->ncs + 1, cnt = which == FAC_SUMS_ROWCOL ? t->ncs + 1 : 2;
+        CUDA_CHECK(cudaMemcpy(f->h_sums, t->sums + lo, cnt * sizeof(double), cudaMemcpyDeviceToHost));
+        r->sum(r, f->h_sums, cnt);
+        CUDA_CHECK(cudaMemcpy(t->sums + lo, f->h_sums, cnt * sizeof(double), cudaMemcpyHostToDevice));
+    }
+}
+
+// Passes 2-3 (res 0: v_row/v_col; 1: came's res_row/res_col): the row EMA and the sums, their reduce
+// over the ranks sharing a matrix, the column EMA and the factors.
+static void fac_factor_passes(const FacGpu* f, int gf, int res, const FacArgs& a) {
+    fac_rowsum_kernel<<<gf, FAC_THREADS>>>(f->d_tensors, f->d_fac, f->nfac, res, a);
+    KERNEL_CHECK();
+    fac_reduce_sums(f, FAC_SUMS_ROWCOL);
+    fac_factors_kernel<<<gf, FAC_THREADS>>>(f->d_tensors, f->d_fac, f->nfac, res, a);
+    KERNEL_CHECK();
 }
 
 // One adafactor or came step over every tensor (see the top of the file); a->lr: the scheduled lr.
@@ -444,15 +533,18 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
     const int max_grid = OPT_MAX_GRID;
     const int gi = f->nitems < max_grid ? f->nitems : max_grid;
     const int gf = f->nfac < max_grid ? f->nfac : max_grid;
+    const int gt = (f->ntensors + 127) / 128;
     fac_stats_kernel<G><<<gi, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_items, f->nitems, f->part_theta, f->part_u, a);
     KERNEL_CHECK();
     if (gf > 0) {
-        fac_ema_kernel<<<gf, FAC_THREADS>>>(f->d_tensors, f->d_fac, f->nfac, 0, a);
-        KERNEL_CHECK();
+        fac_factor_passes(f, gf, 0, a);
         fac_usq_kernel<G><<<gi, FAC_THREADS>>>(grad, f->d_tensors, f->d_items, f->nitems, f->part_u, a);
         KERNEL_CHECK();
     }
-    fac_scalars_kernel<<<(f->ntensors + 127) / 128, 128>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, f->clip_div, f->lr_t, a);
+    fac_tsums_kernel<<<gt, 128>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, a);
+    KERNEL_CHECK();
+    fac_reduce_sums(f, FAC_SUMS_SCALARS);
+    fac_scalars_kernel<<<gt, 128>>>(f->d_tensors, f->ntensors, f->clip_div, f->lr_t, a);
     KERNEL_CHECK();
     if (!a.came) {
         fac_update_kernel<G><<<gi, FAC_THREADS>>>(master, grad, pbf16, f->d_tensors, f->d_items, f->nitems, f->clip_div, f->lr_t, a);
@@ -462,8 +554,7 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
     fac_came_kernel<G><<<gi, FAC_THREADS>>>(master, grad, pbf16, f->d_tensors, f->d_items, f->nitems, f->clip_div, a);
     KERNEL_CHECK();
     if (gf > 0) {
-        fac_ema_kernel<<<gf, FAC_THREADS>>>(f->d_tensors, f->d_fac, f->nfac, 1, a);
-        KERNEL_CHECK();
+        fac_factor_passes(f, gf, 1, a);
         fac_came_apply_kernel<<<gi, FAC_THREADS>>>(master, pbf16, f->d_tensors, f->d_items, f->nitems, a);
         KERNEL_CHECK();
     }
@@ -472,7 +563,7 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
 // The entries (optim/registry.h): FacGpu in GpuOpt.own.
 static void fac_gpu_setup(GpuOpt* o, int came, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
     FacGpu* f = (FacGpu*)xcalloc(1, sizeof(FacGpu));
-    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, n, led);
+    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, n, o->reduce, led);
     o->own = f;
 }
 static void adafactor_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {

@@ -84,6 +84,9 @@ typedef struct GpuOpt {
     GpuOptChunk* d_chunks;          // (nchunks)
     unsigned long long* d_nonfinite;// non-finite gradient elements the kernels counted (8-bit), NULL if none
     void* own;                      // the optimizer's own tables (host struct holding device pointers)
+    const OptReduce* const* reduce; // during setup only: NULL, or (ntensors) per tensor the OptReduce of a
+                                    // -zero 1 row shard (NULL: whole here); only the factored kernels
+                                    // (adafactor, came: optim/factored.cuh) take row shards
 } GpuOpt;
 
 // ---- the chunk table --------------------------------------------------------------------------------
@@ -223,9 +226,10 @@ static const GpuOptimizer* gpu_optimizer(const Optimizer* opt) {
 
 // ---- setup and step ---------------------------------------------------------------------------------
 // shapes[i], param_offsets[i]: the optimizer's tensors in the trainer's order. Allocates the state (and
-// the small tables) through the ledger; a dry ledger only records.
-static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
-                          const size_t* param_offsets, int n, Ledger* led) {
+// the small tables) through the ledger; a dry ledger only records. reduce: NULL, or per tensor the
+// OptReduce of a -zero 1 row shard (trainer/zero_gpu.cuh; adafactor and came only).
+static void gpu_opt_setup_shards(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
+                                 const size_t* param_offsets, int n, const OptReduce* const* reduce, Ledger* led) {
     memset(o, 0, sizeof(*o));
     o->opt = opt;
     o->gpu = gpu_optimizer(opt);
@@ -237,7 +241,15 @@ static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, co
         o->buf[b] = o->gpu->alloc ? o->gpu->alloc(led, MEM_OPT_STATE, o->layout.buf_label[b], o->layout.buf_bytes[b])
                                   : dev_alloc(led, MEM_OPT_STATE, o->layout.buf_label[b], o->layout.buf_bytes[b]);
     o->ntensors = n;
+    for (int i = 0; reduce && i < n; i++) CHECK(!reduce[i] || o->gpu->setup == adafactor_setup || o->gpu->setup == came_setup);
+    o->reduce = reduce;
     o->gpu->setup(o, shapes, param_offsets, n, led);
+    o->reduce = NULL; // the caller's array: the optimizer kept what it needs
+}
+
+static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
+                          const size_t* param_offsets, int n, Ledger* led) {
+    gpu_opt_setup_shards(o, opt, h, shapes, param_offsets, n, NULL, led);
 }
 
 // Non-finite gradient elements the 8-bit kernels have seen since setup (0 for the others). Synchronizes.

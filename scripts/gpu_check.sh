@@ -74,6 +74,10 @@ nb=$(ldd ./train_gpu 2>/dev/null | grep -q libnccl && echo "built with NCCL" || 
 if grep -q '^SKIP nccl mpirun' "$OUT/test_gpt2cu.log"; then nm="SKIP: no mpirun (the NCCL path ran only through -dist-force 1)"
 else nm="mpirun -np 1 included"; fi
 row "nccl, 1 rank" "$np passed, $nf failed" "$nb; $nm (test_gpt2cu.log)"
+# 2c. -zero 1 row shards of adafactor/came: 2 and 3 ranks emulated by threads on this one GPU against the
+#     whole tensors' step (test_gpt2cu's "zero rows" checks)
+zp=$(grep -c '^PASS zero rows' "$OUT/test_gpt2cu.log"); zf=$(grep -c '^FAIL zero rows' "$OUT/test_gpt2cu.log")
+row "zero rows, 2-3 ranks on 1 GPU" "$zp passed, $zf failed" "adafactor/came row shards, reduce through a thread group (test_gpt2cu.log)"
 
 # 3. the CPU tests (the same counting as test/run.sh)
 start=$SECONDS

@@ -6,7 +6,8 @@
 // References: the plans are trainer/zero.c's own (zero_plan_build on a tiny model at 1-4 ranks), and the
 // checks are exact (integers, strings): a plan the kernels can run must be accepted, and each kind of
 // slice they cannot (an element range for a whole-tensor kernel, a cut through a quantization block, a
-// 2-D row range) must be refused with a line that names the optimizer, the tensor and the way out.
+// row range for kernels without cross-rank reductions, a 2-D piece that is not a range of rows) must be
+// refused with a line that names the optimizer, the tensor and the way out.
 #include <stdlib.h>
 #include <string.h>
 #include "test.h"
@@ -83,10 +84,10 @@ static void check_plans(void) {
     struct { const char* name; ZeroGpuUnit unit; } gpu[] = {
         { "sgd", ZERO_GPU_ELEMENTS }, { "sgdm", ZERO_GPU_ELEMENTS }, { "adam", ZERO_GPU_ELEMENTS }, { "adamw", ZERO_GPU_ELEMENTS },
         { "lion", ZERO_GPU_ELEMENTS }, { "adam8bit", ZERO_GPU_QBLOCKS }, { "adamw8bit", ZERO_GPU_QBLOCKS },
-        { "paged_adamw8bit", ZERO_GPU_QBLOCKS }, { "adafactor", ZERO_GPU_WHOLE }, { "came", ZERO_GPU_WHOLE },
+        { "paged_adamw8bit", ZERO_GPU_QBLOCKS }, { "adafactor", ZERO_GPU_ROWS }, { "came", ZERO_GPU_ROWS },
     };
-    // (For the whole-tensor kernels, a plan that cuts their tensors, as a row-range sharding of
-    // adafactor/came in trainer/zero.c would, must be refused instead: the check follows the plan.)
+    // (For whole-tensor kernels, a plan that cuts their tensors must be refused instead: the check follows
+    // the plan; none of these has such kernels since the factored ones reduce across ranks.)
     for (size_t k = 0; k < sizeof(gpu) / sizeof(gpu[0]); k++) {
         int ok = 1, refused = 0;
         const char* why = NULL;
@@ -132,24 +133,46 @@ static void check_plans(void) {
     }
     zero_plan_free(&z);
 
-    // a row range (what a factored optimizer's row sharding with cross-rank column statistics gives):
-    // the GPU has no reduction across ranks inside the optimizer, so it must refuse it
-    plan(&z, &ml, "came", 1); // one rank: every slice whole, whatever trainer/zero.c's unit for came
-    int mat = -1;
-    for (int i = 0; i < z.num_tensors && mat < 0; i++) {
-        const ZeroSlice* s = &z.slices[i]; // rank 0's
-        if (s->shape.numel && s->shape.ndim == 2 && s->shape.rows >= 2) mat = i;
+    // row ranges (adafactor/came: trainer/zero.c shards their matrices by rows, the column statistics
+    // reduced across the ranks that share a matrix): the factored kernels take them, shared; kernels
+    // without cross-rank reductions refuse them; a 2-D piece that is not whole rows is refused by all
+    int rows_w = 0, shared_rank = -1, shared_mat = -1;
+    for (int w = 2; w <= 4 && shared_mat < 0; w++) {
+        plan(&z, &ml, "came", w);
+        for (int r = 0; r < w && shared_mat < 0; r++)
+            for (int i = 0; i < z.num_tensors; i++) {
+                const ZeroSlice* s = &z.slices[(size_t)r * z.num_tensors + i];
+                if (s->shape.numel && s->shape.ndim == 2 && s->shared && s->shape.rows < ml.tensors[i].shape.rows) {
+                    rows_w = w; shared_rank = r; shared_mat = i; break;
+                }
+            }
+        if (shared_mat < 0) zero_plan_free(&z);
     }
-    test_check(mat >= 0 && zero_gpu_unsupported(&z, &ml, ZERO_GPU_WHOLE, buf, sizeof(buf)) == NULL, "no whole matrix on rank 0",
-               "came at 1 rank: whole tensors, accepted");
-    if (mat >= 0) {
-        ZeroSlice* s = &z.slices[mat];
-        s->shape.rows /= 2;
-        s->shape.numel = s->shape.rows * s->shape.cols;
+    test_check(shared_mat >= 0, "no plan of came at 2-4 ranks cuts a matrix in rows", "came at %d ranks: rank %d holds a row range of %s (shared)",
+               rows_w, shared_rank, shared_mat >= 0 ? ml.tensors[shared_mat].name : "-");
+    if (shared_mat >= 0) {
+        m = zero_gpu_unsupported(&z, &ml, ZERO_GPU_ROWS, buf, sizeof(buf));
+        test_check(m == NULL, m ? m : "", "a shared row range for the factored kernels: accepted");
         m = zero_gpu_unsupported(&z, &ml, ZERO_GPU_WHOLE, buf, sizeof(buf));
-        test_check(has(m, "-zero 1 on the GPU: came") && has(m, "row range") && has(m, ml.tensors[mat].name), m ? m : "NULL",
-                   "a row range of a matrix (cross-rank statistics): refused in one line");
+        test_check(has(m, "-zero 1 on the GPU: came") && has(m, "range of a matrix's rows") && has(m, "./train_cpu"), m ? m : "NULL",
+                   "a row range for kernels without cross-rank reductions: refused in one line");
+        ZeroSlice* s = &z.slices[(size_t)shared_rank * z.num_tensors + shared_mat];
+        s->shared = 0;
+        m = zero_gpu_unsupported(&z, &ml, ZERO_GPU_ROWS, buf, sizeof(buf));
+        test_check(has(m, "does not mark shared") && has(m, ml.tensors[shared_mat].name), m ? m : "NULL",
+                   "a row range the plan does not mark shared: refused (it would skip the reduce)");
+        s->shared = 1;
+        s->start += 1; // no longer on a row boundary
+        m = zero_gpu_unsupported(&z, &ml, ZERO_GPU_ROWS, buf, sizeof(buf));
+        test_check(has(m, "not a range of the matrix's rows"), m ? m : "NULL", "a 2-D piece off the row boundaries: refused");
+        s->start -= 1;
+        zero_plan_free(&z);
     }
+    // an element range (as the element-wise plan would cut a vector) for the factored kernels: refused
+    plan(&z, &ml, "adamw", 2);
+    m = zero_gpu_unsupported(&z, &ml, ZERO_GPU_ROWS, buf, sizeof(buf));
+    test_check(has(m, "element range") && has(m, "row ranges of matrices only"), m ? m : "NULL",
+               "an element range for the factored kernels: refused in one line");
     zero_plan_free(&z);
 
     // the all-gather's ranges: contiguous, in rank order, covering every parameter once, = the plan's bounds

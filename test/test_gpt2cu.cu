@@ -32,6 +32,10 @@
 //     tensors, rank 32 (capped on a (40, 24) matrix), refreshes at steps 1, 4, 7: projector atol 2e-6
 //     after the sign convention, refresh steps equal, projected m, v within 1e-4 of their max, master
 //     atol 1e-6, bf16 copy exact.
+//  3g. -zero 1 row shards of adafactor and came (check_factored_row_shards): 2 and 3 ranks as threads on
+//     one GPU, each a GpuOpt over its rows with a thread-group OptReduce, vs the whole tensors' step:
+//     master and states within 4 fp32 ulps of each array's largest value, column states identical on
+//     every rank, the expected number of reduce calls, the bf16 copy complete.
 //  4. 20 training steps, ./train_gpu vs ./train_cpu on the same synthetic token shard, same seed: per-step
 //     losses within 0.02 (fp32: TF32 matmuls, ~1e-3 relative per product) and 0.15 (bf16: bf16
 //     activations on the GPU vs fp32 on the CPU) absolute, on losses near 10.8 -> ~7; the loss falls.
@@ -47,6 +51,7 @@
 #include "../train_gpt2.cu"
 #include "test.h"
 #include "vectors.h"
+#include "thread_reduce.h"
 #include <unistd.h>
 
 static float max_abs(const float* x, size_t n) {
@@ -479,6 +484,197 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     for (int i = 0; i < nt; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
     free(cpu_theta); free(cpu_before); free(grad); free(grad_b); free(gpu_theta);
     dev_opt_free(&dev);
+    dev_free_all();
+}
+
+// ---- 3g: -zero 1 row shards of the factored kernels, several ranks emulated on one GPU -------------
+// trainer/zero.c cuts adafactor's and came's matrices into row ranges, one per rank, and each rank's
+// kernels (optim/factored.cuh) complete their statistics over all rows through the matrix's OptReduce.
+// Here W ranks are W threads on one GPU, each a GpuOpt over its row ranges, all writing disjoint elements
+// of one master: the 33x65 and 3x5000 matrices split over all W ranks as dist_split does (3x5000 as 1+1+1
+// at W=3), the 300x7 over the last two ranks only (150+150: a second group, which at W=3 the first rank
+// is not in, so ranks make different sequences of calls over two groups), the 129x257 whole on the last
+// rank (a tensor no other rank shares: no reduce), vectors whole on one rank each. Each group's OptReduce
+// is test/thread_reduce.h's, which adds the members' buffers in member order as trainer/dist.c's MPI
+// group sum adds the ranks'. Reference: the same three steps of one GpuOpt over the whole tensors
+// (check_optimizer_factored ties that to the CPU step). Adafactor runs with clip_threshold 0.5, below its
+// RMS(U) of about 1, so that the clip divisor (sum U^2's reduce) shows in every update.
+// Tolerance: the pieces only move where the double sums over rows are split (each rank's items start at
+// its first row; the column sums, sum(r), sum U^2 and sum theta^2 are then added over the ranks), a few
+// ulps of double, which moves an fp32 statistic by 1 ulp only next to a rounding boundary: 4 fp32 ulps of
+// each array's largest value, as test_zero.c's CPU row pieces (which measured them bit-identical). A
+// missing reduce or a mean over the piece's rows instead of the matrix's is 1e4-1e7 such ulps (measured
+// on the CPU, test_zero.c). Also: every rank's copy of the column state (v_col, res_col) bit-identical
+// (the checkpoint gather keeps one), the number of reduce calls each rank made in each group (2 per shared
+// matrix per step for adafactor, 3 for came: none for the unshared one), and the bf16 copy the
+// round-to-nearest of the master everywhere (each range wrote its own elements).
+typedef struct {
+    GpuOpt o;
+    ThreadMember all, last2; // its place in the group of all ranks and in that of the last two (if in it)
+    OptReduce red[8];   // per whole tensor: the hook of this rank's rows of it
+    const DevOpt* d;
+    int step;
+    float lr_scale, clip;
+} GpuRowPiece;
+
+static void* gpu_row_piece_step(void* arg) {
+    GpuRowPiece* p = (GpuRowPiece*)arg;
+    if (p->o.ntensors > 0) gpu_opt_step<bf16d>(&p->o, p->d->master, (const bf16d*)p->d->grad, p->d->pbf16, p->step, p->lr_scale, p->clip);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    return NULL;
+}
+
+static void check_factored_row_shards(const char* opt_name, int use_beta1, int W) {
+    const Optimizer* opt = optim_find(opt_name);
+    CHECK(opt && W >= 2 && W <= 3);
+    const int came = !strcmp(opt_name, "came");
+    OptHyper h = opt->defaults;
+    h.weight_decay = 0.1;
+    h.use_beta1 = use_beta1;
+    if (use_beta1) h.beta1 = 0.9;
+    if (!came) h.clip_threshold = 0.5;
+    enum { NT = 7, STEPS = 3 };
+    const size_t rows[NT] = { 1, 1, 1, 33, 3, 300, 129 }, cols[NT] = { 1, 3, 8193, 65, 5000, 7, 257 };
+    const int alone = 6, pair = 5; // the matrix one rank holds whole, the one the last two ranks share
+    ParamShape shapes[NT];
+    size_t offs[NT];
+    char names[NT][16];
+    const size_t P = test_shapes(shapes, offs, names, NT, rows, cols, 1);
+    Ledger led;
+    ledger_init(&led, 0);
+    GpuOpt whole;
+    gpu_opt_setup(&whole, opt, &h, shapes, offs, NT, &led);
+    Rng r;
+    rng_seed(&r, 79 + W);
+    float* theta = (float*)xmalloc(P * sizeof(float));
+    for (size_t i = 0; i < P; i++) theta[i] = 0.05f * rng_normal(&r);
+    DevOpt dw = dev_opt_alloc(theta, P, 1), ds = dev_opt_alloc(theta, P, 1);
+    CUDA_CHECK(cudaMemset(ds.pbf16, 0xff, P * sizeof(bf16))); // NaNs wherever no range writes
+
+    // the ranks: row ranges of the shared matrices, whole vectors (rank i % W) and the lone matrix (last rank)
+    ThreadGroup grp, grp2;
+    thread_group_init(&grp, W);
+    thread_group_init(&grp2, 2);
+    GpuRowPiece pieces[3];
+    size_t r0[3][NT], r1[3][NT]; // each rank's rows of each tensor (r1 == r0: none)
+    for (int q = 0; q < W; q++) {
+        GpuRowPiece* p = &pieces[q];
+        memset(p, 0, sizeof(*p));
+        p->all = (ThreadMember){ &grp, q, 0 };
+        p->last2 = (ThreadMember){ &grp2, q - (W - 2), 0 };
+        p->d = &ds;
+        ParamShape ps[NT];
+        size_t po[NT];
+        const OptReduce* pr[NT];
+        int k = 0;
+        for (int i = 0; i < NT; i++) {
+            const int split = shapes[i].ndim == 2 && i != alone;
+            r0[q][i] = r1[q][i] = 0;
+            if (split && i != pair) dist_split(rows[i], 1, W, q, &r0[q][i], &r1[q][i]);
+            else if (split && q >= W - 2) dist_split(rows[i], 1, 2, q - (W - 2), &r0[q][i], &r1[q][i]);
+            else if ((i == alone && q == W - 1) || (!split && i != alone && i % W == q)) r1[q][i] = rows[i];
+            if (r1[q][i] == r0[q][i]) continue;
+            ps[k] = shapes[i];
+            ps[k].rows = r1[q][i] - r0[q][i];
+            ps[k].numel = ps[k].rows * cols[i];
+            po[k] = offs[i] + r0[q][i] * cols[i];
+            p->red[i] = (OptReduce){ rows[i], thread_group_sum, i == pair ? &p->last2 : &p->all };
+            pr[k] = split ? &p->red[i] : NULL;
+            k++;
+        }
+        gpu_opt_setup_shards(&p->o, opt, &h, ps, po, k, pr, &led);
+    }
+    const int shared_all = 2; // tensors 3 and 4 (the group of all ranks); tensor `pair` (the last two)
+
+    float* grad = (float*)xmalloc(P * sizeof(float));
+    bf16* grad_b = (bf16*)xmalloc(P * sizeof(bf16));
+    float* tw = (float*)xmalloc(P * sizeof(float));
+    float* ts = (float*)xmalloc(P * sizeof(float));
+    const float lr_scales[STEPS] = { 0.3f, 1.0f, 0.7f }, clips[STEPS] = { 1.0f, 0.5f, 1.0f };
+    double worst = 0.0;
+    int exact = 1, cols_agree = 1;
+    char label[96], where[192] = "";
+    snprintf(label, sizeof(label), "%s%s, %d ranks", opt_name, use_beta1 ? " beta1" : "", W);
+    for (int step = 1; step <= STEPS; step++) {
+        for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
+        upload_grad(dw.grad, grad, grad_b, P, 1);
+        CUDA_CHECK(cudaMemcpy(ds.grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
+        dev_opt_step(&whole, &dw, step, lr_scales[step - 1], clips[step - 1], tw);
+        pthread_t th[3];
+        for (int q = 0; q < W; q++) {
+            pieces[q].step = step; pieces[q].lr_scale = lr_scales[step - 1]; pieces[q].clip = clips[step - 1];
+            CHECK(pthread_create(&th[q], NULL, gpu_row_piece_step, &pieces[q]) == 0);
+        }
+        for (int q = 0; q < W; q++) pthread_join(th[q], NULL);
+        CUDA_CHECK(cudaMemcpy(ts, ds.master, P * sizeof(float), cudaMemcpyDeviceToHost));
+        // the master, tensor by tensor
+        for (int i = 0; i < NT; i++) {
+            const double u = test_ulps_of_max(ts + offs[i], tw + offs[i], shapes[i].numel, &exact);
+            if (u > worst) { worst = u; snprintf(where, sizeof(where), "step %d tensor %d master", step, i); }
+        }
+        // every state: per-row ones (their count grows with the rows) from the ranks' rows in order,
+        // per-column ones from the first rank holding the tensor, equal on every other
+        for (int i = 0; i < NT; i++) {
+            const TensorStates* wt = &whole.layout.tensors[i];
+            StateSpec ws[OPT_MAX_STATES];
+            const int ns = opt->layout(&h, &shapes[i], ws);
+            for (int st = 0; st < ns; st++) {
+                const size_t cnt = ws[st].count;
+                float* ref = (float*)xmalloc(cnt * sizeof(float));
+                float* got = (float*)xmalloc(cnt * sizeof(float));
+                CUDA_CHECK(cudaMemcpy(ref, (char*)whole.buf[wt->buf[st]] + wt->offset[st], cnt * sizeof(float), cudaMemcpyDeviceToHost));
+                size_t filled = 0;
+                int first = 1;
+                for (int q = 0; q < W; q++) {
+                    if (r1[q][i] == r0[q][i]) continue;
+                    int k = 0; // tensor i's position in rank q's GpuOpt
+                    for (int j = 0; j < i; j++) k += r1[q][j] > r0[q][j];
+                    const TensorStates* pt = &pieces[q].o.layout.tensors[k];
+                    ParamShape psh = shapes[i];
+                    psh.rows = r1[q][i] - r0[q][i];
+                    psh.numel = psh.rows * cols[i];
+                    StateSpec pss[OPT_MAX_STATES];
+                    CHECK(opt->layout(&h, &psh, pss) == ns);
+                    const size_t pc = pss[st].count;
+                    const int per_column = psh.rows < rows[i] && pc == cnt; // v_col, res_col: whole on every sharing rank
+                    float* src = (float*)xmalloc(pc * sizeof(float));
+                    CUDA_CHECK(cudaMemcpy(src, (char*)pieces[q].o.buf[pt->buf[st]] + pt->offset[st], pc * sizeof(float), cudaMemcpyDeviceToHost));
+                    if (!per_column) { CHECK(filled + pc <= cnt); memcpy(got + filled, src, pc * sizeof(float)); filled += pc; }
+                    else if (first) { memcpy(got, src, pc * sizeof(float)); filled = pc; }
+                    else if (memcmp(got, src, pc * sizeof(float))) cols_agree = 0;
+                    first = 0;
+                    free(src);
+                }
+                CHECK(filled == cnt);
+                const double u = test_ulps_of_max(got, ref, cnt, &exact);
+                if (u > worst) { worst = u; snprintf(where, sizeof(where), "step %d tensor %d %s", step, i, ws[st].name); }
+                free(ref);
+                free(got);
+            }
+        }
+    }
+    char why[256];
+    snprintf(why, sizeof(why), "worst %.3g ulps of the array's largest value at %s (tolerance 4)", worst, where);
+    test_check(worst <= 4.0, why, "zero rows %s: master and every state after %d steps equal the whole tensors' step (%s)", label, STEPS,
+               exact ? "bit-identical" : "within 4 ulps");
+    // reduce calls per step and shared matrix: adafactor 2 (column sums and sum(r); sum U^2 and
+    // sum theta^2), came 3 (and the residual's column sums and sum(r))
+    const int per = STEPS * (came ? 3 : 2);
+    int calls_ok = 1;
+    for (int q = 0; q < W; q++)
+        calls_ok &= pieces[q].all.calls == per * shared_all && pieces[q].last2.calls == (q >= W - 2 ? per : 0);
+    snprintf(why, sizeof(why), "%s; reduce calls (all, last two) per rank: %d,%d %d,%d %d,%d; expected %d and %d",
+             cols_agree ? "column states agree" : "column states differ between ranks", pieces[0].all.calls, pieces[0].last2.calls,
+             pieces[1].all.calls, pieces[1].last2.calls, W > 2 ? pieces[2].all.calls : -1, W > 2 ? pieces[2].last2.calls : -1,
+             per * shared_all, per);
+    test_check(cols_agree && calls_ok, why, "zero rows %s: column states bit-identical on every rank; reduce calls as expected in both groups "
+               "(%d, %d)", label, per * shared_all, per);
+    check_bf16_copy(label, ds.pbf16, ts, shapes, offs, NT, P, 0, STEPS, 0);
+    thread_group_destroy(&grp);
+    thread_group_destroy(&grp2);
+    free(theta); free(grad); free(grad_b); free(tw); free(ts);
+    dev_opt_free(&dw);
+    dev_opt_free(&ds);
     dev_free_all();
 }
 
@@ -1135,13 +1331,15 @@ static int file_has(const char* path, const char* text) {
 static void check_zero_units(void) {
     const char* el[5] = { "sgd", "sgdm", "adam", "adamw", "lion" };
     const char* qb[3] = { "adam8bit", "adamw8bit", "paged_adamw8bit" };
-    const char* wh[2] = { "adafactor", "came" };
+    const char* rw[2] = { "adafactor", "came" };
+    const char* wh[5] = { "lion8bit", "adam_mini", "adamw4bit", "muon", "galore_adamw" };
     int ok = 1;
     for (int i = 0; i < 5; i++) ok &= zero_gpu_unit(optim_find(el[i])) == ZERO_GPU_ELEMENTS;
     for (int i = 0; i < 3; i++) ok &= zero_gpu_unit(optim_find(qb[i])) == ZERO_GPU_QBLOCKS;
-    for (int i = 0; i < 2; i++) ok &= zero_gpu_unit(optim_find(wh[i])) == ZERO_GPU_WHOLE;
+    for (int i = 0; i < 2; i++) ok &= zero_gpu_unit(optim_find(rw[i])) == ZERO_GPU_ROWS;
+    for (int i = 0; i < 5; i++) ok &= zero_gpu_unit(optim_find(wh[i])) == ZERO_GPU_WHOLE;
     test_check(ok, "a kernel family mapped to the wrong shard unit",
-               "nccl: -zero 1 units: element-wise kernels take element ranges, 8-bit whole blocks, factored whole tensors");
+               "nccl: -zero 1 units: element-wise kernels take element ranges, 8-bit whole blocks, factored row ranges, the rest whole tensors");
 }
 
 static void check_nccl(int ndev) {
@@ -1296,6 +1494,10 @@ int main(int argc, char** argv) {
     check_optimizer_factored("came", 0, 0, 0);
     check_optimizer_factored("came", 0, 1, 0);
     check_optimizer_factored("came", 0, 1, 1);
+    check_factored_row_shards("adafactor", 0, 2);
+    check_factored_row_shards("adafactor", 1, 3);
+    check_factored_row_shards("came", 0, 2);
+    check_factored_row_shards("came", 0, 3);
     check_optimizer_matrix("muon", 1, 0, 0);
     check_optimizer_matrix("muon", 1, 1, 0);
     check_optimizer_matrix("muon", 1, 1, 1);

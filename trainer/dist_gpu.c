@@ -45,6 +45,32 @@ const char* gpu_per_rank_refusal(int local_rank, int local_world, int ndev, char
     return buf;
 }
 
+// Why the kernels of `unit` cannot update rank r's slice of tensor i (not the whole tensor) as the
+// unsharded step would; NULL when they can.
+static const char* slice_refusal(const ZeroPlan* z, const ModelLayout* ml, ZeroGpuUnit unit, int r, int i) {
+    const int nt = z->num_tensors;
+    const ZeroSlice* s = &z->slices[(size_t)r * nt + i];
+    const ModelTensor* p = &ml->tensors[i];
+    if (s->shape.ndim != 1 || s->shape.rows != 1) { // a 2-D piece
+        const int row_range = s->shape.ndim == 2 && p->shape.ndim == 2 && s->shape.cols == p->shape.cols &&
+                              s->start % p->shape.cols == 0 && s->shape.numel == s->shape.rows * s->shape.cols;
+        if (!row_range) return "a 2-D piece that is not a range of the matrix's rows";
+        if (unit != ZERO_GPU_ROWS) return "a range of a matrix's rows, whose statistics its CUDA kernels do not reduce across ranks";
+        return s->shared ? NULL : "a range of a matrix's rows that the plan does not mark shared (no reduce across ranks)";
+    }
+    if (unit == ZERO_GPU_WHOLE) return "an element range, and its CUDA kernels update whole tensors only";
+    if (unit == ZERO_GPU_ROWS) return "an element range, and its CUDA kernels take whole vectors and row ranges of matrices only";
+    int k = z->index[(size_t)r * nt + i];
+    const TensorStates* mine = k >= 0 ? &z->layouts[r].tensors[k] : NULL;
+    const TensorStates* full = &z->full.tensors[i];
+    int quantized = 0;
+    for (int st = 0; st < full->nstate; st++) quantized |= full->dtype[st] != DT_F32;
+    if (!mine || mine->nstate != full->nstate) return "a piece whose state is not the tensor's own kind of state";
+    if (quantized && unit != ZERO_GPU_QBLOCKS) return "an element range of a tensor with quantized state";
+    if (quantized && (z->hyper.qblock <= 0 || s->start % (size_t)z->hyper.qblock != 0)) return "a piece that cuts a quantization block";
+    return NULL;
+}
+
 const char* zero_gpu_unsupported(const ZeroPlan* z, const ModelLayout* ml, ZeroGpuUnit unit, char* buf, size_t n) {
     int nt = z->num_tensors;
     for (int r = 0; r < z->world; r++)
@@ -53,22 +79,7 @@ const char* zero_gpu_unsupported(const ZeroPlan* z, const ModelLayout* ml, ZeroG
             const ModelTensor* p = &ml->tensors[i];
             if (s->shape.numel == 0) continue;
             if (s->start == 0 && s->shape.numel == p->shape.numel && s->shape.rows == p->shape.rows) continue; // whole
-            const char* why = NULL;
-            int k = z->index[(size_t)r * nt + i];
-            const TensorStates* mine = k >= 0 ? &z->layouts[r].tensors[k] : NULL;
-            const TensorStates* full = &z->full.tensors[i];
-            int quantized = 0;
-            for (int st = 0; st < full->nstate; st++) quantized |= full->dtype[st] != DT_F32;
-            if (s->shape.ndim != 1 || s->shape.rows != 1)
-                why = "a 2-D piece (a row range, whose statistics need reductions across ranks)";
-            else if (unit == ZERO_GPU_WHOLE)
-                why = "an element range, and its CUDA kernels update whole tensors only";
-            else if (!mine || mine->nstate != full->nstate)
-                why = "a piece whose state is not the tensor's own kind of state";
-            else if (quantized && unit != ZERO_GPU_QBLOCKS)
-                why = "an element range of a tensor with quantized state";
-            else if (quantized && (z->hyper.qblock <= 0 || s->start % (size_t)z->hyper.qblock != 0))
-                why = "a piece that cuts a quantization block";
+            const char* why = slice_refusal(z, ml, unit, r, i);
             if (!why) continue;
             snprintf(buf, n, "-zero 1 on the GPU: %s gives rank %d elements [%zu, %zu) of %s (%zu elements), %s; use "
                      "./train_cpu for -zero 1 with %s, or run it data-parallel on the GPU without -zero",

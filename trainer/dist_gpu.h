@@ -32,14 +32,17 @@ const char* gpu_per_rank_refusal(int local_rank, int local_world, int ndev, char
 
 // How the CUDA kernels of an optimizer can update a piece (not the whole) of a tensor.
 typedef enum {
-    ZERO_GPU_WHOLE,     // only whole tensors (factored statistics, update RMS, per-tensor blocks, ...)
+    ZERO_GPU_WHOLE,     // only whole tensors (orthogonalization, projections, per-tensor blocks, ...)
     ZERO_GPU_ELEMENTS,  // the element-wise multi-tensor kernel: any range of elements (fp32 states)
     ZERO_GPU_QBLOCKS,   // the 8-bit kernels: element ranges of fp32-state tensors, whole quantization
                         // blocks (counted from the tensor's start) of quantized ones
+    ZERO_GPU_ROWS,      // the factored kernels (adafactor, came): row ranges of matrices, their statistics
+                        // over all rows reduced across the ranks that share the matrix; vectors whole
 } ZeroGpuUnit;
 
 // NULL when every slice of every rank in plan z (built over model layout ml) is one the kernels run as
-// the unsharded step would (a whole tensor, or a 1-D element range that `unit` allows), else the
+// the unsharded step would (a whole tensor, a 1-D element range or a matrix's row range that `unit`
+// allows), else the
 // one-line reason (into buf) naming the optimizer, the tensor and the slice. Every rank holds the whole
 // plan, so every rank gives the same answer (they refuse together, none waits in a collective).
 const char* zero_gpu_unsupported(const ZeroPlan* z, const ModelLayout* ml, ZeroGpuUnit unit, char* buf, size_t n);

@@ -9,11 +9,14 @@
 //    (state_layout_build on the same shapes), so the ledger holds exactly the shard's state bytes.
 //  - Which slices the kernels run as the unsharded step would is decided per kernel family
 //    (zero_gpu_unit below, checked by zero_gpu_unsupported on every rank's slices): the element-wise
-//    multi-tensor kernel takes element ranges, the 8-bit kernels whole quantization blocks, the others
-//    (adafactor, came: factored statistics and update RMS over the whole matrix) whole tensors only, so
-//    for those the plan is built with whole tensors as the unit (the CPU trainer shards adafactor and
-//    came by rows, with reductions across ranks inside the step that the GPU kernels do not make). A
-//    plan that cuts elsewhere is refused with one line, as a safety net.
+//    multi-tensor kernel takes element ranges, the 8-bit kernels whole quantization blocks, the factored
+//    kernels (adafactor, came) row ranges of matrices as the CPU trainer cuts them: each rank's partial
+//    column sums, sum of the row statistic, sum U^2 and sum theta^2 are reduced over the ranks sharing
+//    the matrix through the plan's OptReduce hooks (trainer/zero.c: MPI in rank order, the CPU trainer's
+//    own reduce; optim/factored.cuh stages the sums through the host), so both trainers cut and reduce
+//    the same way. The other kernels (the 1-state 8-bit, adam_mini, adamw4bit, muon, galore) take whole
+//    tensors only, and for those the plan is built with whole tensors as the unit. A plan that cuts
+//    elsewhere is refused with one line, as a safety net.
 //  - Stochastic rounding (-sr 1) draws each tensor's bits from sr_stream(seed, step, param_off) at index
 //    li, both of the slice: a sliced tensor rounds with other (equally random) bits than unsharded,
 //    so -sr 1 -zero 1 with more than one rank is not bit-identical to one rank; round to nearest is.
@@ -39,6 +42,7 @@ typedef struct {
     size_t* displs;                    // (world)
     void* mine[MAX_STATE_BUFFERS];     // host copies of this rank's state buffers while a checkpoint is staged
     void* full[MAX_STATE_BUFFERS];     // host: the unsharded state buffers, while staged
+    ZeroReduce reduce;                 // row shards over several real ranks: each shared matrix's group and hook
 } GpuZero;
 
 // What a piece of a tensor means to this optimizer's CUDA kernels (see the top of this file).
@@ -46,6 +50,7 @@ static ZeroGpuUnit zero_gpu_unit(const Optimizer* opt) {
     const GpuOptimizer* g = gpu_optimizer(opt);
     if (g && g->setup == gpu_opt_elementwise_setup) return ZERO_GPU_ELEMENTS;
     if (g && (g->setup == adam8bit_setup || g->setup == paged_adamw8bit_setup)) return ZERO_GPU_QBLOCKS;
+    if (g && (g->setup == adafactor_setup || g->setup == came_setup)) return ZERO_GPU_ROWS;
     return ZERO_GPU_WHOLE;
 }
 
@@ -65,32 +70,39 @@ static int gpu_zero_largest_rank(const ModelLayout* ml, const Optimizer* opt, co
 }
 
 // The plan for this rank and its GpuOpt over the slices (state through the ledger). Refuses (exit 2)
-// a plan whose slices the kernels cannot run exactly.
+// a plan whose slices the kernels cannot run exactly. connect: a real run over `world` MPI ranks (not a
+// -memory-only plan): every rank creates the groups of the matrices the plan splits in rows (a
+// collective), whose hooks the factored kernels reduce through.
 static void gpu_zero_setup(GpuZero* gz, GpuOpt* o, const ModelLayout* ml, const Optimizer* opt, const OptHyper* h,
-                           int world, int rank, Ledger* led) {
+                           int world, int rank, int connect, Ledger* led) {
     memset(gz, 0, sizeof(*gz));
     ZeroPlan* z = &gz->plan;
-    // the kernels that take whole tensors only (adafactor, came, the 1-state 8-bit, adam_mini, adamw4bit,
-    // muon, galore) get a plan of whole tensors, whatever the optimizer declares for the CPU: the CPU's row
-    // shards of adafactor/came need reductions across ranks inside the step, which the GPU kernels do not
-    // make. The checkpoint is the unsharded file either way, so CPU and GPU runs still resume each other.
+    // the kernels that take whole tensors only (the 1-state 8-bit, adam_mini, adamw4bit, muon, galore)
+    // get a plan of whole tensors, whatever the optimizer declares for the CPU. The checkpoint is the
+    // unsharded file either way, so CPU and GPU runs resume each other.
     const ZeroGpuUnit unit = zero_gpu_unit(opt);
     zero_plan_build_unit(z, ml, opt, h, world, rank, gpu_zero_plan_unit(opt));
     char msg[512];
     const char* why = zero_gpu_unsupported(z, ml, unit, msg, sizeof(msg));
     if (why) user_error("%s", why);
+    if (connect) zero_reduce_connect(&gz->reduce, z);
     int n = ml->num_tensors, k = 0;
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
     size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
+    const OptReduce** red = (const OptReduce**)xcalloc((size_t)n, sizeof(OptReduce*));
     for (int i = 0; i < n; i++) {
         const ZeroSlice* s = zero_slice(z, i);
         if (s->shape.numel == 0) continue;
         CHECK(z->index[(size_t)rank * n + i] == k);
         shapes[k] = s->shape;
         offs[k] = ml->tensors[i].offset + s->start;
+        red[k] = zero_reduce_of(&gz->reduce, z, i);
+        // a shared slice without its hook would update its rows from partial statistics
+        CHECK(!connect || !s->shared || red[k] != NULL);
         k++;
     }
-    gpu_opt_setup(o, opt, h, shapes, offs, k, led);
+    gpu_opt_setup_shards(o, opt, h, shapes, offs, k, red, led);
+    free(red);
     // the GpuOpt's layout is the plan's for this rank, buffer for buffer (the checkpoint staging relies on it)
     const StateLayout* pl = &z->layouts[rank];
     CHECK(o->layout.nbuf == pl->nbuf && o->layout.total_bytes == pl->total_bytes);
@@ -138,6 +150,7 @@ static void gpu_zero_stage_free(GpuZero* gz) {
 
 static void gpu_zero_free(GpuZero* gz) {
     gpu_zero_stage_free(gz);
+    zero_reduce_free(&gz->reduce);
     zero_plan_free(&gz->plan);
     free(gz->counts);
     free(gz->displs);
