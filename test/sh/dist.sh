@@ -42,7 +42,10 @@ compare() {
         END { if (n != 3 || bad) { print "steps differ (" n " lines)"; exit 1 } printf "%.3g\n", max; exit (max > tol) }'
 }
 run1() { $TRAIN $SMALL "$@" >"$TMP/out1" 2>&1; }
-runN() { local n=$1; shift; $MPIRUN -np "$n" $TRAIN $SMALL "$@" >"$TMP/outN" 2>&1; }
+# (stdout: rank 0's; stderr: every rank's shard line and errors, kept apart: mpirun may interleave the two
+# streams in the middle of a line)
+runN() { local n=$1; shift; $MPIRUN -np "$n" $TRAIN $SMALL "$@" >"$TMP/outN" 2>"$TMP/errN"; }
+lastN() { tail -n 3 "$TMP/errN" "$TMP/outN" | tr '\n' ' '; }
 # check NAME REF RUN: RUN's losses against REF's
 check() {
     local d
@@ -51,7 +54,7 @@ check() {
 # same NAME A B: the two runs' checkpoints byte for byte
 same() { cmp -s "$TMP/$2/checkpoint.bin" "$TMP/$3/checkpoint.bin" && pass "$1" || fail "$1" "checkpoints differ ($(cmp "$TMP/$2/checkpoint.bin" "$TMP/$3/checkpoint.bin" 2>&1 | head -c 120))"; }
 # every rank's shard line (trainer/zero.h): "rank start end master_bytes state_bytes"
-shards() { sed -nE 's/^rank ([0-9]+)\/[0-9]+: -zero 1 shard of params \[([0-9]+), ([0-9]+)\) = [0-9]+ of [0-9]+, fp32 master ([0-9]+) bytes, optimizer state ([0-9]+) bytes.*/\1 \2 \3 \4 \5/p' "$1" | sort -n; }
+shards() { cat "$@" | sed -nE 's/^.*rank ([0-9]+)\/[0-9]+: -zero 1 shard of params \[([0-9]+), ([0-9]+)\) = [0-9]+ of [0-9]+, fp32 master ([0-9]+) bytes, optimizer state ([0-9]+) bytes.*/\1 \2 \3 \4 \5/p' | sort -n; }
 # formula OPT A B: the state bytes of flat parameters [A, B) of the model above, from the layouts that
 # optim/adafactor.c and optim/came.c document (a slice of k rows of a (rows, cols) matrix: adafactor
 # 4k + 4cols, came 4k*cols + 8k + 8cols; a whole vector of n: 4n, 8n); "error" when the range cuts a
@@ -81,7 +84,7 @@ done
 # -zero 1 runs below are compared with it byte for byte
 for opt in lomo adalomo adamw came; do
     if runN 2 -b 3 -opt $opt -o "$TMP/$opt.dp"; then check "dp $opt: 2 ranks x -b 3 = 1 rank x -b 6" $opt.ref $opt.dp
-    else fail "dp $opt: 2 ranks" "$(tail -n 3 "$TMP/outN" | tr '\n' ' ')"; fi
+    else fail "dp $opt: 2 ranks" "$(lastN)"; fi
 done
 grep -q "data parallel: 2 ranks" "$TMP/outN" && [ "$(grep -c '^summary:' "$TMP/outN")" = 1 ] && grep -q '^summary:.* world=2' "$TMP/outN" \
     && pass "dp: one batch line and one summary (rank 0's), world=2" || fail "dp: rank 0 output" "$(grep -E '^summary|data parallel' "$TMP/outN" | tr '\n' ' ')"
@@ -92,9 +95,9 @@ grep -q "data parallel: 2 ranks" "$TMP/outN" && [ "$(grep -c '^summary:' "$TMP/o
 # state is whole on both ranks that share the embedding).
 for opt in $ZERO; do
     if ! runN 2 -b 3 -opt $opt $(xflags $opt) -zero 1 -o "$TMP/$opt.z2"; then
-        fail "zero $opt: 2 ranks" "$(tail -n 3 "$TMP/outN" | tr '\n' ' ')"; continue; fi
+        fail "zero $opt: 2 ranks" "$(lastN)"; continue; fi
     check "zero $opt: 2 ranks -zero 1 = 1 rank" $opt.ref $opt.z2
-    shards "$TMP/outN" > "$TMP/$opt.shards"
+    shards "$TMP/outN" "$TMP/errN" > "$TMP/$opt.shards"
     full=$(grep -h '"type":"summary"' "$TMP/$opt.ref/log.jsonl" | sed -E 's/.*"state_bytes":([0-9]+).*/\1/')
     nl=$(wc -l < "$TMP/$opt.shards")
     case $opt in
@@ -128,28 +131,28 @@ for opt in adamw came; do
 done
 runN 2 -b 3 -opt came -precision fp32 -o "$TMP/f.dp" && runN 2 -b 3 -opt came -precision fp32 -zero 1 -o "$TMP/f.z2" \
     && same "zero came, fp32 mode: 2 ranks, the fp32 gradient reduce-scattered once = all-reduced, byte for byte" f.dp f.z2 \
-    || fail "zero fp32 mode" "$(tail -n 3 "$TMP/outN" | tr '\n' ' ')"
+    || fail "zero fp32 mode" "$(lastN)"
 
 # 3 ranks: gradient accumulation with 8-bit blocks, row shards of the factored optimizers
 run1 -b 6 -d 192 -opt adamw8bit -o "$TMP/acc.ref"
 if runN 3 -b 2 -d 192 -opt adamw8bit -zero 1 -o "$TMP/acc.z3"; then check "zero adamw8bit: 3 ranks, 2 micro-steps = 1 rank" acc.ref acc.z3
-else fail "zero 3 ranks" "$(tail -n 3 "$TMP/outN" | tr '\n' ' ')"; fi
+else fail "zero 3 ranks" "$(lastN)"; fi
 grep -q "2 micro-steps" "$TMP/outN" && grep -q "data parallel: 3 ranks" "$TMP/outN" && pass "dp: batch line says the micro-steps and the ranks" \
     || fail "dp: batch line" "$(grep -E 'batch:|data parallel' "$TMP/outN" | tr '\n' ' ')"
 # the even cuts P/3, 2P/3 fall inside a 256-element block of the embedding; the cuts are whole
 # 4096-element pieces from its start (every 8-bit piece is itself quantized with the same blocks)
-shards "$TMP/outN" | awk -v P="$P" '{ n++; if ($1 > 0) { even = int(P * $1 / 3); if ($2 % 4096 || even % 256 == 0) bad++ } }
+shards "$TMP/outN" "$TMP/errN" | awk -v P="$P" '{ n++; if ($1 > 0) { even = int(P * $1 / 3); if ($2 % 4096 || even % 256 == 0) bad++ } }
     END { exit !(n == 3 && !bad) }' && pass "zero adamw8bit: 3 ranks, every even cut would split a block; the cuts sit on whole 4096-element pieces" \
-    || fail "zero adamw8bit: block cuts" "$(shards "$TMP/outN" | tr '\n' ' ')"
+    || fail "zero adamw8bit: block cuts" "$(shards "$TMP/outN" "$TMP/errN" | tr '\n' ' ')"
 for opt in adafactor came; do
     if runN 3 -b 2 -opt $opt -zero 1 -o "$TMP/$opt.z3"; then
         check "zero $opt: 3 ranks, row shards of the embedding = 1 rank" $opt.ref $opt.z3
-        shards "$TMP/outN" > "$TMP/$opt.s3"
+        shards "$TMP/outN" "$TMP/errN" > "$TMP/$opt.s3"
         bad=$(while read -r r a b m s; do f=$(formula $opt $a $b); [ "$f" = "$s" ] || echo "rank $r: $s bytes, formula $f"; done < "$TMP/$opt.s3")
         rows=$(awk -v C=$C '$2 < 50304 * C { hi = $3 < 50304 * C ? $3 : 50304 * C; printf "%s%d", s, (hi - $2) / C; s = "/" }' "$TMP/$opt.s3")
         [ "$(wc -l < "$TMP/$opt.s3")" = 3 ] && [ -z "$bad" ] && pass "zero $opt: 3 ranks, each rank's state = the formula for its rows (embedding rows $rows)" \
             || fail "zero $opt: 3 ranks state bytes" "$bad"
-    else fail "zero $opt 3 ranks" "$(tail -n 3 "$TMP/outN" | tr '\n' ' ')"; fi
+    else fail "zero $opt 3 ranks" "$(lastN)"; fi
 done
 # the dry plan of a world without MPI lists the same shards as the real ranks
 $TRAIN $SMALL -b 2 -opt came -zero 1 -memory-only 1 -plan-world 3 > "$TMP/plan" 2>&1
@@ -160,9 +163,9 @@ $TRAIN $SMALL -b 2 -opt came -zero 1 -memory-only 1 -plan-world 3 > "$TMP/plan" 
 # across world sizes; the resumed runs match the uninterrupted 1-rank run
 runN 2 -b 3 -opt came -zero 1 -stop 1 -o "$TMP/rc" && run1 -b 6 -opt came -y 1 -stop 2 -o "$TMP/rc" \
     && runN 3 -b 2 -opt came -zero 1 -y 1 -o "$TMP/rc" \
-    && check "resume: 2 ranks -zero 1 -> 1 rank -> 3 ranks -zero 1 (came, sharded master)" came.ref rc || fail "resume 2 -> 1 -> 3 ranks" "$(tail -n 3 "$TMP/outN" "$TMP/out1" | tr '\n' ' ')"
+    && check "resume: 2 ranks -zero 1 -> 1 rank -> 3 ranks -zero 1 (came, sharded master)" came.ref rc || fail "resume 2 -> 1 -> 3 ranks" "$(lastN) $(tail -n 3 "$TMP/out1" | tr '\n' ' ')"
 runN 2 -b 3 -opt adam8bit -zero 1 -stop 2 -o "$TMP/rz" && runN 3 -b 2 -opt adam8bit -zero 1 -y 1 -o "$TMP/rz" \
-    && check "resume: 2 ranks -zero 1 -> 3 ranks -zero 1 (adam8bit)" adam8bit.ref rz || fail "resume across -zero world sizes" "$(tail -n 3 "$TMP/outN" | tr '\n' ' ')"
+    && check "resume: 2 ranks -zero 1 -> 3 ranks -zero 1 (adam8bit)" adam8bit.ref rz || fail "resume across -zero world sizes" "$(lastN)"
 
 # the decision guide over -gpus 3 keeps, per GPU, what the trainer's plan of 3 ranks gives its largest
 # rank: bf16 params and grads whole, the master and the state of that rank (exact bytes)
