@@ -38,6 +38,7 @@
 // ZeRO-1 (OPT_SHARD_ROWS): a rank holding rows [r0, r1) of a matrix keeps v_row of those rows, the whole
 // v_col, and exp_avg of its rows; the column sums, mean(v_row), RMS(U) and RMS(theta) are completed
 // across the sharing ranks by OptStep.reduce (optim/factored.h). Vectors are never split.
+// The CUDA kernels shard the same rows, their partial sums completed by the same hook (optim/factored.cuh).
 #include <math.h>
 #include "optim/adafactor.h"
 

@@ -37,6 +37,7 @@
 // those rows and the whole v_col and res_col (4*(r1-r0)*cols + 8*(r1-r0) + 8*cols bytes); the column
 // sums of both factored statistics, mean(v_row), mean(res_row) and RMS(U) are completed across the
 // sharing ranks by OptStep.reduce (optim/factored.h). Vectors are never split.
+// The CUDA kernels shard the same rows, their partial sums completed by the same hook (optim/factored.cuh).
 #include <math.h>
 #include "optim/came.h"
 
