@@ -91,6 +91,7 @@ typedef struct {
     float* partial;           // column-reduction scratch
     double* norm_partial;     // gradient-norm partial sums
     int* d_tokens;            // (2, B, T) inputs then targets
+    float* d_uniform;         // (B, T) Sophia's label draws (maybe_update_hessian); NULL for other optimizers
     int* d_group;             // encoder backward grouping: tokens (BT), starts (BT+1), positions (BT)
     // host
     int B, T;                 // allocated batch and sequence length
@@ -228,9 +229,13 @@ static T_* tensor_ptr(const GPT2* m, void* base, int k, int l) {
     return (T_*)base + m->layout.param_offsets[k] + (size_t)l * (m->layout.param_sizes[k] / (k == P_WTE || k == P_WPE || k >= P_LNFW ? 1 : m->config.num_layers));
 }
 
-// Forward over (B, T) tokens of m->inputs (host). With targets: per-position losses and mean_loss.
-// With grad_scale != 0 the classifier also turns the logits into d(mean loss * grad_scale)/d(logits)
-// in place, ready for gpt2_backward.
+// What the forward's classifier scores: nothing (logits only), m->targets, or labels drawn on the device
+// from the model's own softmax with the uniforms in m->d_uniform (Sophia's Gauss-Newton-Bartlett pass).
+enum { FWD_LOGITS = 0, FWD_TARGETS = 1, FWD_SAMPLED = 2 };
+
+// Forward over (B, T) tokens of m->inputs (host). With targets (FWD_TARGETS, FWD_SAMPLED): per-position
+// losses and mean_loss. With grad_scale != 0 the classifier also turns the logits into
+// d(mean loss * grad_scale)/d(logits) in place, ready for gpt2_backward.
 template <typename T_>
 static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_scale) {
     const GPT2Config* cfg = &m->config;
@@ -240,7 +245,7 @@ static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_sca
     for (size_t i = 0; i < BT; i++)
         if (m->inputs[i] < 0 || m->inputs[i] >= V) user_error("token id %d at position %zu is outside the vocabulary (0..%d)", m->inputs[i], i, V - 1);
     CUDA_CHECK(cudaMemcpy(m->d_tokens, m->inputs, BT * sizeof(int), cudaMemcpyHostToDevice));
-    if (with_targets) CUDA_CHECK(cudaMemcpy(m->d_tokens + BT, m->targets, BT * sizeof(int), cudaMemcpyHostToDevice));
+    if (with_targets == FWD_TARGETS) CUDA_CHECK(cudaMemcpy(m->d_tokens + BT, m->targets, BT * sizeof(int), cudaMemcpyHostToDevice));
     Acts<T_> a = point_acts<T_>(m, B, T);
     void* W = m->params;
     encoder_forward<T_>(a.encoded, m->d_tokens, tensor_ptr<T_>(m, W, P_WTE, 0), tensor_ptr<T_>(m, W, P_WPE, 0), B, T, C);
@@ -272,7 +277,11 @@ static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_sca
     // LM head tied to wte, over the padded vocabulary (rows V..Vp-1 of wte are zero; the classifier
     // ignores those columns and zeroes their gradient)
     matmul_forward<T_>(a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (const T_*)NULL, (int)BT, C, Vp);
-    if (!with_targets) return;
+    if (with_targets == FWD_LOGITS) return;
+    if (with_targets == FWD_SAMPLED) {
+        CHECK(m->d_uniform != NULL);
+        sample_targets<T_>(a.logits, m->d_uniform, m->d_tokens + BT, (int)BT, V, Vp);
+    }
     classifier<T_>(a.logits, a.losses, m->d_tokens + BT, grad_scale / (float)BT, (int)BT, V, Vp, grad_scale != 0.0f);
     CUDA_CHECK(cudaMemcpy(m->h_losses, a.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
     double sum = 0.0;
@@ -533,13 +542,13 @@ static float ops_loss(void* vt, const int* inputs, const int* targets, int B, in
     size_t BT = (size_t)B * T;
     memcpy(m->inputs, inputs, BT * sizeof(int));
     memcpy(m->targets, targets, BT * sizeof(int));
-    gpt2_forward(m, B, T, 1, 0.0f);
+    gpt2_forward(m, B, T, FWD_TARGETS, 0.0f);
     return m->mean_loss;
 }
 
 // Probabilities (V, host) of the token after the last of the n tokens in m->inputs (batch 1).
 static void next_token_probs(GPT2* m, int n, float* probs) {
-    gpt2_forward(m, 1, n, 0, 0.0f);
+    gpt2_forward(m, 1, n, FWD_LOGITS, 0.0f);
     int V = m->config.vocab_size, Vp = m->config.padded_vocab_size;
     if (m->precision == PRECISION_BF16) {
         const bf16d* row = point_acts<bf16d>(m, 1, n).logits + (size_t)(n - 1) * Vp;
@@ -627,6 +636,23 @@ static void timer_free(StepTimer* t) {
 
 typedef struct { float loss, norm; int skipped; } StepResult;
 
+// After the last backward of a step: the gradients averaged over the ranks (NCCL, fp32 sums; with -zero 1
+// reduce-scattered: each rank gets the mean of its own range, where its optimizer slices lie) and the
+// squared global norm (with -zero 1 the sum over the ranks of their ranges' sums, MPI).
+static double average_grads(GPT2* m, GpuZero* zero, GpuDist* d) {
+    size_t lo = 0, hi = m->layout.num_params;
+    if (zero && d->on) {
+        gpu_dist_reduce_scatter_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16, zero->counts, zero->displs);
+        lo = zero->displs[d->rank];
+        hi = lo + zero->counts[d->rank];
+    } else {
+        gpu_dist_average_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16);
+    }
+    double sumsq = grad_sumsq(m, lo, hi);
+    if (zero && d->on) dist_allreduce_f64(&sumsq, 1);
+    return sumsq;
+}
+
 // Forward and backward over -d tokens (accum micro-steps), the global gradient norm, clipping, one
 // optimizer step, with events between the phases. Synchronizes at the end: an asynchronous kernel
 // fault surfaces at this step.
@@ -642,25 +668,16 @@ static StepResult train_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run*
     CUDA_CHECK(cudaEventRecord(tm->ev[0]));
     for (int micro = 0; micro < r->accum; micro++) {
         run_next_batch(r, m->inputs, m->targets);
-        gpt2_forward(m, a->B, a->T, 1, 1.0f / r->accum);
+        gpt2_forward(m, a->B, a->T, FWD_TARGETS, 1.0f / r->accum);
         CUDA_CHECK(cudaEventRecord(tm->ev[1 + 2 * micro]));
         if (micro == r->accum - 1) timer_peak(tm);
         res.loss += m->mean_loss / r->accum;
         gpt2_backward(m, a->B, a->T);
         CUDA_CHECK(cudaEventRecord(tm->ev[2 + 2 * micro]));
     }
-    size_t lo = 0, hi = m->layout.num_params;
-    if (zero && d->on) {
-        gpu_dist_reduce_scatter_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16, zero->counts, zero->displs);
-        lo = zero->displs[d->rank];
-        hi = lo + zero->counts[d->rank];
-    } else {
-        gpu_dist_average_grads(d, m->grads, m->layout.num_params, m->precision == PRECISION_BF16);
-    }
+    const double sumsq = average_grads(m, zero, d);
     if (d->on) dist_allreduce_f32(&res.loss, 1, 1.0f / d->world); // the mean of the ranks' means: the global batch's
     timer_peak(tm);
-    double sumsq = grad_sumsq(m, lo, hi);
-    if (zero && d->on) dist_allreduce_f64(&sumsq, 1);
     res.norm = (float)sqrt(sumsq);
     if (!isfinite(res.loss) || !isfinite(res.norm)) res.skipped = 1;
     else {
@@ -672,6 +689,41 @@ static StepResult train_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run*
     CUDA_CHECK(cudaGetLastError());
     timer_peak(tm);
     return res;
+}
+
+// Sophia (OPT_HESSIAN): every hess_interval optimizer steps, after that step's update, the
+// Gauss-Newton-Bartlett estimate as the CPU trainer's maybe_update_hessian: a fresh batch, labels drawn
+// from the model's own softmax on the device with the CPU trainer's uniforms (the same seed, step and
+// order of draws, one per position of the global micro-batch: each rank takes its rows'), a backward of
+// their mean cross-entropy, the gradients averaged over the ranks and clipped to norm 1, then folded into
+// the Hessian EMA by the optimizer's kernel (optim/sophia.cuh). A non-finite estimate is dropped.
+static void maybe_update_hessian(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run* r, int step, int opt_t) {
+    if (!(o->opt->flags & OPT_HESSIAN) || opt_t % r->hyper.hess_interval != 0) return;
+    const Args* a = &r->a;
+    Rng rng;
+    rng_seed(&rng, a->seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
+    const size_t BT = (size_t)a->B * a->T;
+    float* u = (float*)xmalloc(BT * sizeof(float));
+    zero_grads(m);
+    for (int micro = 0; micro < r->accum; micro++) {
+        run_next_batch(r, m->inputs, m->targets);
+        for (size_t i = 0; i < (size_t)r->rank * BT; i++) rng_f32(&rng);
+        for (size_t i = 0; i < BT; i++) u[i] = rng_f32(&rng);
+        for (size_t i = 0; i < (size_t)(r->world - 1 - r->rank) * BT; i++) rng_f32(&rng);
+        CUDA_CHECK(cudaMemcpy(m->d_uniform, u, BT * sizeof(float), cudaMemcpyHostToDevice));
+        gpt2_forward(m, a->B, a->T, FWD_SAMPLED, 1.0f / r->accum);
+        gpt2_backward(m, a->B, a->T);
+    }
+    free(u);
+    const double norm = sqrt(average_grads(m, zero, d));
+    logger_write(&r->lg, "{\"type\":\"hessian\",\"step\":%d}", step);
+    if (!isfinite(norm)) return;
+    const float scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
+    if (o->ntensors > 0) {
+        if (m->precision == PRECISION_BF16) gpu_opt_hessian<bf16d>(o, (const bf16d*)m->grads, scale);
+        else gpu_opt_hessian<float>(o, (const float*)m->grads, scale);
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 // Dense bf16 / TF32 peak of the card from its name (datasheet, SXM parts), 0 when unknown: for MFU.
@@ -717,6 +769,8 @@ int main(int argc, char** argv) {
                                  : zp ? gpu_zero_largest_rank(&model.layout, run.opt, &run.hyper, world, a->precision == PRECISION_BF16) : 0;
     }
     optimizer_setup(&orun, &model, run.opt, &run.hyper, zp, world, rank, &run.led);
+    if (run.opt->flags & OPT_HESSIAN) // Sophia's label draws for the Gauss-Newton-Bartlett pass
+        model.d_uniform = (float*)dev_alloc(&run.led, MEM_DATA, "Sophia label draws", (size_t)a->B * a->T * sizeof(float));
     orun.stochastic_rounding = a->sr;
     orun.seed = a->seed;
     run_set_model(&run, &model.layout, a->precision == PRECISION_BF16 ? "bf16 (fp32 master)" : "fp32 (TF32 matmuls)",
@@ -766,7 +820,9 @@ int main(int argc, char** argv) {
     for (int step = run.start_step + 1; step <= a->steps; step++) {
         double t0 = now_seconds();
         float lr_scale = run_lr_scale(&run, step);
-        StepResult s = train_step(&model, &orun, zp, &dist, &run, run_opt_step(&run, step), lr_scale, &tm);
+        const int opt_t = run_opt_step(&run, step);
+        StepResult s = train_step(&model, &orun, zp, &dist, &run, opt_t, lr_scale, &tm);
+        if (!s.skipped) maybe_update_hessian(&model, &orun, zp, &dist, &run, step, opt_t);
         double dt = now_seconds() - t0;
         if (step > run.start_step + 1 || a->steps == run.start_step + 1) timer_add(&tm);
         char mfu[32] = "";

@@ -51,6 +51,62 @@ __global__ void __launch_bounds__(CLS_THREADS) classifier_kernel(T* logits, floa
     }
 }
 
+// Sophia's Gauss-Newton-Bartlett labels (train_gpt2.cu: maybe_update_hessian): for each row, a label drawn
+// from softmax(logits) over the V real columns with the row's uniform u[row] (the CPU trainer's draws):
+// the first column c with u < p_0 + ... + p_c, else V-1, as trainer/model.c's sample_index. fp32
+// probabilities exp(x - max) / sum from the classifier's online max and sum; the cumulative sum goes
+// by contiguous chunks, one per thread: the chunks' sums added in order give each chunk's start, and each
+// thread walks its own chunk from there (the first crossing over all chunks wins: the smallest column).
+template <typename T>
+__global__ void __launch_bounds__(CLS_THREADS) sample_targets_kernel(const T* logits, const float* u, int* targets, int V, int Vp) {
+    __shared__ float sm[CLS_THREADS / 32], ss[CLS_THREADS / 32], start[CLS_THREADS];
+    __shared__ int found;
+    const int row = blockIdx.x;
+    const T* x = logits + (size_t)row * Vp;
+    float m = -INFINITY, s = 0.0f;
+    for (int c = threadIdx.x; c < V; c += blockDim.x) {
+        float v = ldf(x[c]);
+        if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }
+        else s += expf(v - m);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        softmax_merge(m, s, m2, s2);
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) { sm[warp] = m; ss[warp] = s; }
+    __syncthreads();
+    m = sm[0]; s = ss[0];
+    for (int w = 1; w < (int)(blockDim.x / 32); w++) softmax_merge(m, s, sm[w], ss[w]);
+    const float inv = 1.0f / s;
+    const int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
+    const int c0 = (int)threadIdx.x * chunk, c1 = c0 + chunk < V ? c0 + chunk : V;
+    float part = 0.0f;
+    for (int c = c0; c < c1; c++) part += expf(ldf(x[c]) - m) * inv;
+    start[threadIdx.x] = part;
+    if (threadIdx.x == 0) found = V - 1;
+    __syncthreads();
+    if (threadIdx.x == 0) { // exclusive prefix over the chunks, in order
+        float acc = 0.0f;
+        for (int t = 0; t < (int)blockDim.x; t++) { const float p = start[t]; start[t] = acc; acc += p; }
+    }
+    __syncthreads();
+    const float ur = u[row];
+    float cum = start[threadIdx.x];
+    for (int c = c0; c < c1; c++) {
+        cum += expf(ldf(x[c]) - m) * inv;
+        if (ur < cum) { atomicMin(&found, c); break; }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) targets[row] = found;
+}
+
+template <typename T>
+static void sample_targets(const T* logits, const float* d_u, int* d_targets, int N, int V, int Vp) {
+    sample_targets_kernel<T><<<N, CLS_THREADS>>>(logits, d_u, d_targets, V, Vp);
+    KERNEL_CHECK();
+}
+
 // losses (N) = -log softmax(logits)[target]; with write_grad the logits become dlogits (scaled by dloss).
 template <typename T>
 static void classifier(T* logits, float* losses, const int* d_targets, float dloss, int N, int V, int Vp, int write_grad) {

@@ -62,10 +62,17 @@ typedef struct {
     // one step over every tensor, fp32 or bf16 gradients; pbf16: the bf16 working copy, NULL in fp32 mode
     void (*step_f32)(struct GpuOpt* o, float* master, const float* grad, bf16d* pbf16, const GpuStepArgs* a);
     void (*step_bf16)(struct GpuOpt* o, float* master, const bf16d* grad, bf16d* pbf16, const GpuStepArgs* a);
+    // OPT_HESSIAN only (sophia): folds the trainer's Gauss-Newton-Bartlett gradient, times scale, into the
+    // Hessian estimate (the CPU entry's hessian()); NULL for the others
+    void (*hessian_f32)(struct GpuOpt* o, const float* grad, float scale);
+    void (*hessian_bf16)(struct GpuOpt* o, const bf16d* grad, float scale);
 } GpuOptimizer;
 
 // An entry from a setup function and a step template (instantiated for both gradient types).
-#define GPU_OPTIMIZER(alloc_fn, setup_fn, step_tmpl) { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d> }
+#define GPU_OPTIMIZER(alloc_fn, setup_fn, step_tmpl) { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d>, NULL, NULL }
+// The same with a Hessian estimate (OPT_HESSIAN: sophia).
+#define GPU_OPTIMIZER_HESSIAN(alloc_fn, setup_fn, step_tmpl, hessian_tmpl) \
+    { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d>, hessian_tmpl<float>, hessian_tmpl<bf16d> }
 
 typedef struct GpuOpt {
     const Optimizer* opt;
@@ -199,6 +206,7 @@ static void multi_tensor_launch(const GpuOpt* o, float* master, const G* grad, b
 #include "optim/sgd.cuh"
 #include "optim/adam.cuh"
 #include "optim/lion.cuh"
+#include "optim/sophia.cuh"
 #include "optim/adam8bit.cuh"
 #include "optim/factored.cuh"
 #include "optim/lion8bit.cuh"
@@ -274,6 +282,15 @@ static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, 
     a.seed = o->seed;
     if constexpr (sizeof(G) == sizeof(float)) o->gpu->step_f32(o, master, (const float*)grad, pbf16, &a);
     else o->gpu->step_bf16(o, master, (const bf16d*)grad, pbf16, &a);
+}
+
+// OPT_HESSIAN optimizers: the trainer's GNB gradient (this rank's slices with -zero 1), times scale,
+// folded into the Hessian estimate.
+template <typename G>
+static void gpu_opt_hessian(GpuOpt* o, const G* grad, float scale) {
+    CHECK(o->gpu->hessian_f32 && o->gpu->hessian_bf16);
+    if constexpr (sizeof(G) == sizeof(float)) o->gpu->hessian_f32(o, (const float*)grad, scale);
+    else o->gpu->hessian_bf16(o, (const bf16d*)grad, scale);
 }
 
 #endif

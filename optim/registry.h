@@ -17,7 +17,7 @@
     X(OPT_ADAM,            CPU_CUDA)      \
     X(OPT_ADAMW,           CPU_CUDA)      \
     X(OPT_LION,            CPU_CUDA)      \
-    X(OPT_SOPHIA,          CPU_ONLY)      \
+    X(OPT_SOPHIA,          CPU_CUDA)      \
     X(OPT_LOMO,            CPU_ONLY)      \
     X(OPT_ADAFACTOR,       CPU_CUDA)      \
     X(OPT_CAME,            CPU_CUDA)      \

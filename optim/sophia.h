@@ -1,6 +1,6 @@
 // optim/sophia.h: the math of SophiaG (optim/sophia.c explains it): the per-step scalars (host, double,
-// rounded to fp32 once) and the per-element updates, HD so a CUDA kernel would call the same functions
-// (sophia has none yet: the GNB Hessian needs the trainer's extra backward on the GPU).
+// rounded to fp32 once) and the per-element updates, HD: the CUDA kernels (optim/sophia.cuh) call the
+// same functions.
 #ifndef OPTIM_SOPHIA_H
 #define OPTIM_SOPHIA_H
 

@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 opts=("$@")
 [ ${#opts[@]} -eq 0 ] && opts=(adamw adam sgd sgdm lion adafactor came adam8bit adamw8bit paged_adamw8bit adamw4bit lion8bit sgdm8bit
-                               adam_mini muon galore_adamw)
+                               adam_mini muon galore_adamw sophia)
 train=data/gcide/gcide_train.bin
 val=data/gcide/gcide_val.bin
 if [ ! -f "$train" ] || [ ! -f "$val" ]; then

@@ -9,7 +9,8 @@
 //     activations), each storage rounds by up to 2^-9 = 0.2% relative, and forward+backward chain ~20
 //     such roundings, which add up to about 1% in the worst tensors; the tolerances are 2e-2 for logits
 //     and the loss (rtol), 5e-2 for each gradient. A bug (wrong transpose, missing term) is 30-100%.
-//  3. Optimizer kernels (sgd, sgdm, sgdm+nesterov, adam, adamw) vs the CPU step functions of optim/*.c on
+//  3. Optimizer kernels (sgd, sgdm, sgdm+nesterov, adam, adamw; lion and sophia, whose Hessian EMA runs
+//     after each step from another gradient) vs the CPU step functions of optim/*.c on
 //     random tensors of awkward sizes (1, 3, 127, 33x65, 4097, 3x5000), three steps with clipping and a
 //     schedule: master and states within rtol 1e-5 (the two differ only by fused multiply-adds, ~1 ulp),
 //     each update (theta_new - theta_old) within rtol 1e-3 + 4 ulp of theta; the bf16 copy bit-exact to
@@ -41,7 +42,7 @@
 //     activations on the GPU vs fp32 on the CPU) absolute, on losses near 10.8 -> ~7; the loss falls.
 //     Two identical GPU runs give bit-identical losses (determinism).
 //     Then lion, adamw8bit, paged_adamw8bit, adafactor, came, lion8bit, sgdm8bit, adam_mini, adamw4bit,
-//     muon and galore_adamw (rank 32, a refresh every 5 steps): 20 bf16 steps each, GPU vs CPU within
+//     sophia (4 Gauss-Newton-Bartlett passes, labels drawn on the device), muon and galore_adamw (rank 32, a refresh every 5 steps): 20 bf16 steps each, GPU vs CPU within
 //     0.15, and the GPU loss falls.
 //  5. Checkpoint at step 10 on the GPU (-stop 10), resumed on the GPU (losses of steps 11..20 bit-identical
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
@@ -284,6 +285,11 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
     // take the other sign on the GPU (a fused multiply-add on one side only) and then differs by 2*lr
     // for good; such ties are found on the host in double and left out (a wrong formula flips ~half).
     const int is_lion = !strcmp(opt_name, "lion");
+    // sophia: after each step the Hessian EMA from another gradient (the trainer's Gauss-Newton-Bartlett
+    // one) times a clip scale, on both sides (opt->hessian, gpu_opt_hessian), so that steps 2 and 3 run
+    // with h > 0: |m| / (rho*bs*h) below 1 (the Newton-like branch) for most elements
+    const int is_sophia = !strcmp(opt_name, "sophia");
+    const float hess_scales[3] = { 0.7f, 1.0f, 0.4f };
     char* tie = (char*)xcalloc(P, 1);
     size_t nties = 0;
     for (int step = 1; step <= 3; step++) {
@@ -310,6 +316,21 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
             free(gs);
         }
         dev_opt_step(&o, &dev, step, lr_scales[step - 1], clips[step - 1], gpu_theta);
+        if (is_sophia) {
+            const float hs = hess_scales[step - 1];
+            for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&r);
+            upload_grad(dev.grad, grad, grad_b, P, bf16_mode);
+            for (int i = 0; i < nt; i++) {
+                float* gs = (float*)xmalloc(shapes[i].numel * sizeof(float));
+                for (size_t j = 0; j < shapes[i].numel; j++) gs[j] = hs != 1.0f || bf16_mode ? grad[offs[i] + j] * hs : grad[offs[i] + j];
+                OptTensor ot = { &shapes[i], cpu_theta + offs[i], gs, { cpu_state[i][0], cpu_state[i][1] } };
+                opt->hessian(&h, &ot);
+                free(gs);
+            }
+            if (bf16_mode) gpu_opt_hessian<bf16d>(&o, (const bf16d*)dev.grad, hs);
+            else gpu_opt_hessian<float>(&o, (const float*)dev.grad, hs);
+            CUDA_CHECK(cudaDeviceSynchronize());
+        }
         for (size_t i = 0; i < P && ok_master && ok_delta; i++) {
             if (tie[i]) continue;
             double tol = 1e-5 * fabs(cpu_theta[i]) + 1e-30;
@@ -333,7 +354,9 @@ static void check_optimizer(const char* opt_name, int momentum_nesterov, int bf1
                 const float* gs = (const float*)(hb + off);
                 // lion: rtol 1e-6 plus 1e-6 of the tensor's largest |m| (fused vs unfused beta2*m + (1-beta2)*g
                 // differ by an ulp of the products, which cancellation can make large relative to m itself)
-                const double atol = is_lion ? 1e-6 * max_abs(cpu_state[i][s], shapes[i].numel) : 1e-30;
+                // sophia's m is the same interpolation as lion's: the same atol (its hessian adds squares:
+                // no cancellation, rtol alone)
+                const double atol = is_lion || (is_sophia && s == 0) ? 1e-6 * max_abs(cpu_state[i][s], shapes[i].numel) : 1e-30;
                 const double rtol = is_lion ? 1e-6 : 1e-5;
                 for (size_t j = 0; j < shapes[i].numel; j++) {
                     float cv = cpu_state[i][s][j];
@@ -381,6 +404,84 @@ static void step_cpu_and_gpu(const Optimizer* opt, const OptHyper* h, GpuOpt* o,
     if (bf16_mode) gpu_opt_step<bf16d>(o, d_master, (const bf16d*)d_grad, d_pbf16, step, lr_scale, clip);
     else gpu_opt_step<float>(o, d_master, (const float*)d_grad, (bf16d*)NULL, step, lr_scale, clip);
     CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// ---- 3h: Sophia's label draws (cuda/classifier.cuh sample_targets) vs trainer/model.c's sample_index ----
+// Rows of logits (fp32 and bf16 storage) over V = 50257 (GPT-2's vocabulary, padded to 50304), 300 (padded
+// to 384) and 511 (512: V neither a multiple of the 512 threads nor of their chunks), at three spreads
+// (near-uniform as at initialisation, N(0, 3^2), and peaked rows with the mass on column 0 or V-1);
+// the padded columns hold +30 (a kernel that read them would draw them nearly always); uniforms from
+// the test's stream plus u = 0. Reference: the softmax of the same (rounded) logits in double, cast to
+// float, and sample_index's sequential float sum, the CPU trainer's draw. The kernel sums its fp32
+// probabilities in chunks, so a draw may differ where u lies within the float sums' drift of a boundary:
+// a mismatch is allowed only when every boundary between the two columns lies within 1e-4 of u in the
+// double cumulative sum (sample_index's own float sum drifts by ~2.5e-5 over 27k columns), and rows with
+// u above 1 - 1e-4 (both sides then land in the near-zero tail) are left out. Every draw must be a real
+// column (< V).
+static void check_sample_targets(void) {
+    const int Vs[3] = { 50257, 300, 511 }, Vps[3] = { 50304, 384, 512 };
+    const int N = 96;
+    Rng r;
+    rng_seed(&r, 4711);
+    int total = 0, exact = 0, allowed = 0, bad = 0, padded = 0;
+    char why[256] = "";
+    for (int vi = 0; vi < 3; vi++)
+        for (int bf = 0; bf < 2; bf++) {
+            const int V = Vs[vi], Vp = Vps[vi];
+            float* x = (float*)xmalloc((size_t)N * Vp * sizeof(float));
+            float* u = (float*)xmalloc(N * sizeof(float));
+            for (int i = 0; i < N; i++) {
+                const int kind = i % 4; // 0: near uniform, 1: N(0, 9), 2: peaked at 0, 3: peaked at V-1
+                for (int c = 0; c < Vp; c++) x[(size_t)i * Vp + c] = c >= V ? 30.0f : (kind == 1 ? 3.0f : 0.02f) * rng_normal(&r);
+                if (kind == 2) x[(size_t)i * Vp] += 12.0f;
+                if (kind == 3) x[(size_t)i * Vp + V - 1] += 12.0f;
+                u[i] = i == 5 ? 0.0f : rng_f32(&r);
+                if (bf) for (int c = 0; c < Vp; c++) x[(size_t)i * Vp + c] = bf16_to_f32(f32_to_bf16(x[(size_t)i * Vp + c]));
+            }
+            void* d_x = NULL;
+            float* d_u = NULL;
+            int* d_t = NULL;
+            CUDA_CHECK(cudaMalloc(&d_x, (size_t)N * Vp * sizeof(float)));
+            CUDA_CHECK(cudaMalloc(&d_u, N * sizeof(float)));
+            CUDA_CHECK(cudaMalloc(&d_t, N * sizeof(int)));
+            CUDA_CHECK(cudaMemcpy(d_u, u, N * sizeof(float), cudaMemcpyHostToDevice));
+            if (bf) {
+                bf16* xb = (bf16*)xmalloc((size_t)N * Vp * sizeof(bf16));
+                for (size_t k = 0; k < (size_t)N * Vp; k++) xb[k] = f32_to_bf16(x[k]);
+                CUDA_CHECK(cudaMemcpy(d_x, xb, (size_t)N * Vp * sizeof(bf16), cudaMemcpyHostToDevice));
+                free(xb);
+                sample_targets<bf16d>((const bf16d*)d_x, d_u, d_t, N, V, Vp);
+            } else {
+                CUDA_CHECK(cudaMemcpy(d_x, x, (size_t)N * Vp * sizeof(float), cudaMemcpyHostToDevice));
+                sample_targets<float>((const float*)d_x, d_u, d_t, N, V, Vp);
+            }
+            int* t = (int*)xmalloc(N * sizeof(int));
+            CUDA_CHECK(cudaMemcpy(t, d_t, N * sizeof(int), cudaMemcpyDeviceToHost));
+            float* p = (float*)xmalloc(V * sizeof(float));
+            double* cum = (double*)xmalloc(V * sizeof(double));
+            for (int i = 0; i < N; i++) {
+                const float* xi = x + (size_t)i * Vp;
+                double mx = -INFINITY, sum = 0.0;
+                for (int c = 0; c < V; c++) mx = fmax(mx, (double)xi[c]);
+                for (int c = 0; c < V; c++) sum += exp((double)xi[c] - mx);
+                double acc = 0.0;
+                for (int c = 0; c < V; c++) { const double pd = exp((double)xi[c] - mx) / sum; p[c] = (float)pd; acc += pd; cum[c] = acc; }
+                if (t[i] < 0 || t[i] >= V) { padded++; continue; }
+                if (u[i] > 1.0f - 1e-4f) continue;
+                const int want = sample_index(p, V, u[i]);
+                total++;
+                if (t[i] == want) { exact++; continue; }
+                const int lo = t[i] < want ? t[i] : want, hi = t[i] < want ? want : t[i];
+                if (fabs(u[i] - cum[lo]) <= 1e-4 && fabs(u[i] - cum[hi - 1]) <= 1e-4) { allowed++; continue; }
+                if (!bad) snprintf(why, sizeof(why), "V %d %s row %d u %.9g: kernel %d, sample_index %d (cum %.9g .. %.9g)", V, bf ? "bf16" : "fp32",
+                                   i, u[i], t[i], want, cum[lo], cum[hi - 1]);
+                bad++;
+            }
+            free(x); free(u); free(t); free(p); free(cum);
+            CUDA_CHECK(cudaFree(d_x)); CUDA_CHECK(cudaFree(d_u)); CUDA_CHECK(cudaFree(d_t));
+        }
+    if (padded) snprintf(why, sizeof(why), "%d draws outside the V real columns", padded);
+    test_check(!bad && !padded, why, "sophia labels: %d draws as sample_index's (%d exact, %d within 1e-4 of a boundary)", total, exact, allowed);
 }
 
 // ---- 3c: adafactor and came kernels vs adafactor.c / came.c ---------------------------------------
@@ -1174,6 +1275,58 @@ static int run_cmd(const char* cmd) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+// ---- 3i: Sophia's Gauss-Newton-Bartlett pass, GPU vs CPU trainer -------------------------------------
+// One step of -opt sophia -k 1 in fp32 on each trainer from the same weights and data, then the Hessian
+// EMA in their checkpoints (h = (1-beta2) (s g_hat)^2 after one pass, s the clip factor). Which labels
+// are drawn depends on the logits to within their rounding: at initialisation the softmax is nearly
+// uniform (boundaries 2e-5 apart), so the CPU trainer alone, fp32 vs bf16 or nearest vs stochastic
+// rounding, draws many labels differently. Measured with these flags on this synthetic shard (2-core
+// EPYC, 2026-12-04): h differs by 0.43-0.64 in relative L2 norm between those CPU runs, while
+// sum(h)/(1-beta2) = |s g_hat|^2, the GNB gradient's squared norm, is 0.492-0.509 (within 3.4%; at -b 16 it
+// is above 1 and the clip makes it exactly 1, which would hide a wrong scale: hence -b 32). A CPU trainer
+// with a planted bug (the batch's real targets instead of drawn labels) gives 1 (clipped) and 2.56. So:
+// |s g_hat|^2 within 10% of the CPU's, the CPU's below 1 (unclipped: a sum instead of the mean, 2048^2
+// too large, cannot hide behind the clip), and h within 0.9 of the CPU's in relative L2 norm (all zeros
+// is 1; the real targets 2.56).
+static void check_sophia_pass(const char* dir, const char* shard) {
+    const char* base = "-model 2:128:2 -b 32 -t 64 -x 1 -v 0 -m 2 -gen 0 -seed 7 -opt sophia -l 1e-3 -k 1 -precision fp32";
+    char cmd[2048], a[600], b[600], why[1024], err[256];
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -i %s -o %s/so_gpu > %s/so_gpu.txt 2>&1 && ./train_cpu %s -i %s -o %s/so_cpu > %s/so_cpu.txt 2>&1",
+             base, shard, dir, dir, base, shard, dir, dir);
+    const int rc = run_cmd(cmd);
+    GPT2Config cfg = parse_model("2:128:2");
+    ModelLayout ml;
+    model_layout_build(&ml, &cfg);
+    const size_t P = ml.num_params;
+    model_layout_free(&ml);
+    float* hg = (float*)xmalloc(P * sizeof(float));
+    float* hc = (float*)xmalloc(P * sizeof(float));
+    snprintf(a, sizeof(a), "%s/so_gpu/checkpoint.bin", dir);
+    snprintf(b, sizeof(b), "%s/so_cpu/checkpoint.bin", dir);
+    const int ok = rc == 0 && ckpt_load_blob(a, "opt: hessian", hg, P * sizeof(float), err, sizeof(err)) == 0 &&
+                   ckpt_load_blob(b, "opt: hessian", hc, P * sizeof(float), err, sizeof(err)) == 0;
+    snprintf(why, sizeof(why), "exit %d; %s (logs in %s)", rc, ok ? "" : err, dir);
+    test_check(ok, why, "sophia pass: both trainers ran one step with a Hessian update");
+    if (ok) {
+        double sg = 0.0, sc = 0.0, num = 0.0, den = 0.0;
+        for (size_t i = 0; i < P; i++) {
+            sg += hg[i];
+            sc += hc[i];
+            num += ((double)hg[i] - hc[i]) * ((double)hg[i] - hc[i]);
+            den += (double)hc[i] * hc[i];
+        }
+        const double omb2 = 1.0 - 0.99, ng = sg / omb2, nc = sc / omb2, rel = den > 0 ? sqrt(num / den) : INFINITY;
+        snprintf(why, sizeof(why), "|s g_hat|^2 gpu %.6g cpu %.6g", ng, nc);
+        test_check(nc < 1.0 && fabs(ng - nc) <= 0.1 * nc, why, "sophia pass: the GNB gradient's squared norm on the GPU %.4f, CPU %.4f (within 10%%, "
+                   "unclipped)", ng, nc);
+        snprintf(why, sizeof(why), "relative L2 %.3g", rel);
+        test_check(rel <= 0.9, why, "sophia pass: the Hessian EMA within 0.9 of the CPU's in relative L2 norm (%.3f; label draws differ "
+                   "near boundaries)", rel);
+    }
+    free(hg);
+    free(hc);
+}
+
 // 20 bf16 steps of one optimizer (flags: its lr and options), ./train_gpu vs ./train_cpu on the same
 // shard and seed: per-step losses within 0.15 (the bf16 tolerance of check 4), and the GPU loss falls.
 static void check_trainer_opt(const char* dir, const char* shard, const char* opt, const char* flags) {
@@ -1282,9 +1435,14 @@ static void check_trainers(void) {
     // stochastic rounding, differs by up to 0.35 in loss over the 20 steps (fp32 vs bf16: 0.17), so the
     // GPU's 0.24 there (H200, 2026-12-04) said nothing; at 2e-4 the same CPU pairs differ by 0.014 and
     // 0.006 (2-core EPYC, 2026-12-04), ten times under the 0.15 tolerance, and the loss falls 10.84 -> 7.
-    const char* more[9] = { "lion", "adamw8bit", "paged_adamw8bit", "adafactor", "came", "lion8bit", "sgdm8bit", "adam_mini", "adamw4bit" };
-    const char* more_lr[9] = { "-l 1e-4", "-l 1e-3", "-l 1e-3", "", "-l 2e-4", "-l 1e-4", "-l 0.1", "-l 1e-3", "-l 1e-3" };
-    for (int k = 0; k < 9; k++) {
+    // sophia at 1e-3 with the Hessian every 5 steps (4 Gauss-Newton-Bartlett passes, labels drawn on the
+    // device with the CPU trainer's uniforms): on the CPU (this synthetic shard, these flags, 2026-12-04)
+    // the loss falls 10.84 -> 8.97, and bf16 nearest vs stochastic rounding vs fp32 differ by at most
+    // 0.004. The loss hardly depends on the Hessian pass's details (which labels, their scale), so the
+    // pass has its own checks: 3h (the label draws) and check_sophia_pass (its h against the CPU's).
+    const char* more[10] = { "lion", "adamw8bit", "paged_adamw8bit", "adafactor", "came", "lion8bit", "sgdm8bit", "adam_mini", "adamw4bit", "sophia" };
+    const char* more_lr[10] = { "-l 1e-4", "-l 1e-3", "-l 1e-3", "", "-l 2e-4", "-l 1e-4", "-l 0.1", "-l 1e-3", "-l 1e-3", "-l 1e-3 -k 5" };
+    for (int k = 0; k < 10; k++) {
         const char* lr = more_lr[k];
         check_trainer_opt(dir, shard, more[k], lr);
     }
@@ -1292,6 +1450,7 @@ static void check_trainers(void) {
     // channels with the projector refreshed at steps 1, 6, 11 and 16
     check_trainer_opt(dir, shard, "muon", "");
     check_trainer_opt(dir, shard, "galore_adamw", "-l 1e-3 -rank 32 -update-proj-gap 5");
+    check_sophia_pass(dir, shard);
     printf("# trainer logs kept in %s\n", dir);
 }
 
@@ -1475,6 +1634,10 @@ int main(int argc, char** argv) {
     check_optimizer("lion", 0, 0, 0);
     check_optimizer("lion", 0, 1, 0);
     check_optimizer("lion", 0, 1, 1);
+    check_optimizer("sophia", 0, 0, 0);
+    check_optimizer("sophia", 0, 1, 0);
+    check_optimizer("sophia", 0, 1, 1);
+    check_sample_targets();
     const int qblocks[3] = { 64, 256, 4096 };
     for (int q = 0; q < 3; q++) {
         check_optimizer_quantized("adamw8bit", qblocks[q], 0, 0, 4);
