@@ -128,3 +128,17 @@ mkdir -p "$TMP/res"
 expect_exit "plot.sh: without meta.txt says so" 2 "meta.txt is missing.*loss_table.sh" -- bash scripts/plot.sh loss "$TMP/res"
 expect_exit "plot.sh: without a directory says so" 2 "is not a directory" -- bash scripts/plot.sh loss "$TMP/nodir"
 expect_exit "plot.sh: memory without its .dat says so" 2 "memory_7b.dat is missing.*memory_table.sh" -- bash scripts/plot.sh memory "$TMP/res"
+
+# the documentation's links to lines of code ("Code:" in docs/optimizers.md) land on the definition they
+# name (scripts/doc_links.py), and the checker catches a link that does not
+nl=$(grep -o '#L[0-9][0-9]*)' README.md docs/*.md | wc -l)
+out=$(python3 scripts/doc_links.py --check README.md docs/*.md 2>&1) \
+    && pass "docs: all $nl links to lines of code land on the definitions they name" \
+    || fail "docs: links to lines of code (fix: python3 scripts/doc_links.py --fix README.md docs/*.md)" "$(echo "$out" | head -n 3 | tr '\n' ' ')"
+mkdir -p "$TMP/docs"
+printf 'See [`sophia_step` (optim/sophia.c)](../optim/sophia.c#L1) and [`no_such_function`](../optim/sophia.c#L40).\n' > "$TMP/docs/x.md"
+cp -r optim "$TMP/optim"
+out=$(python3 scripts/doc_links.py --check "$TMP/docs/x.md" 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "sophia_step is defined at" && echo "$out" | grep -q "no definition of no_such_function" \
+    && pass "docs: doc_links.py reports a link off its definition and a name it cannot find (exit 1)" \
+    || fail "docs: doc_links.py on planted bad links" "exit $rc: $(echo "$out" | tr '\n' ' ')"
