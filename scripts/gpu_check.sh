@@ -78,6 +78,10 @@ row "nccl, 1 rank" "$np passed, $nf failed" "$nb; $nm (test_gpt2cu.log)"
 #     whole tensors' step (test_gpt2cu's "zero rows" checks)
 zp=$(grep -c '^PASS zero rows' "$OUT/test_gpt2cu.log"); zf=$(grep -c '^FAIL zero rows' "$OUT/test_gpt2cu.log")
 row "zero rows, 2-3 ranks on 1 GPU" "$zp passed, $zf failed" "adafactor/came row shards, reduce through a thread group (test_gpt2cu.log)"
+# 2d. sophia on the GPU (kernels, label draws, the Gauss-Newton-Bartlett pass, 20 steps vs the CPU trainer)
+sp=$(grep -cE '^PASS (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")
+sf=$(grep -cE '^FAIL (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")
+row "sophia" "$sp passed, $sf failed" "kernels vs sophia.c, label draws vs sample_index, GNB pass and 20 steps vs the CPU trainer (test_gpt2cu.log)"
 
 # 3. the CPU tests (the same counting as test/run.sh)
 start=$SECONDS
