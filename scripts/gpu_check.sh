@@ -74,10 +74,10 @@ nb=$(ldd ./train_gpu 2>/dev/null | grep -q libnccl && echo "built with NCCL" || 
 if grep -q '^SKIP nccl mpirun' "$OUT/test_gpt2cu.log"; then nm="SKIP: no mpirun (the NCCL path ran only through -dist-force 1)"
 else nm="mpirun -np 1 included"; fi
 row "nccl, 1 rank" "$np passed, $nf failed" "$nb; $nm (test_gpt2cu.log)"
-# 2c. -zero 1 row shards of adafactor/came: 2 and 3 ranks emulated by threads on this one GPU against the
-#     whole tensors' step (test_gpt2cu's "zero rows" checks)
-zp=$(grep -c '^PASS zero rows' "$OUT/test_gpt2cu.log"); zf=$(grep -c '^FAIL zero rows' "$OUT/test_gpt2cu.log")
-row "zero rows, 2-3 ranks on 1 GPU" "$zp passed, $zf failed" "adafactor/came row shards, reduce through a thread group (test_gpt2cu.log)"
+# 2c. -zero 1 pieces: every rank of a 2-3 rank plan on this one GPU against the whole step ("zero pieces":
+#     element-wise and 8-bit kernels; "zero rows": adafactor/came row shards, ranks emulated by threads)
+zp=$(grep -cE '^PASS zero (rows|pieces)' "$OUT/test_gpt2cu.log"); zf=$(grep -cE '^FAIL zero (rows|pieces)' "$OUT/test_gpt2cu.log")
+row "zero pieces/rows, 2-3 ranks on 1 GPU" "$zp passed, $zf failed" "every rank's slices on one GPU vs the whole step; adafactor/came row shards reduced through a thread group (test_gpt2cu.log)"
 # 2d. sophia on the GPU (kernels, label draws, the Gauss-Newton-Bartlett pass, 20 steps vs the CPU trainer)
 sp=$(grep -cE '^PASS (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")
 sf=$(grep -cE '^FAIL (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")

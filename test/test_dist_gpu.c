@@ -84,7 +84,8 @@ static void check_plans(void) {
     struct { const char* name; ZeroGpuUnit unit; } gpu[] = {
         { "sgd", ZERO_GPU_ELEMENTS }, { "sgdm", ZERO_GPU_ELEMENTS }, { "adam", ZERO_GPU_ELEMENTS }, { "adamw", ZERO_GPU_ELEMENTS },
         { "lion", ZERO_GPU_ELEMENTS }, { "adam8bit", ZERO_GPU_QBLOCKS }, { "adamw8bit", ZERO_GPU_QBLOCKS },
-        { "paged_adamw8bit", ZERO_GPU_QBLOCKS }, { "adafactor", ZERO_GPU_ROWS }, { "came", ZERO_GPU_ROWS },
+        { "paged_adamw8bit", ZERO_GPU_QBLOCKS }, { "lion8bit", ZERO_GPU_QBLOCKS }, { "sgdm8bit", ZERO_GPU_QBLOCKS },
+        { "adafactor", ZERO_GPU_ROWS }, { "came", ZERO_GPU_ROWS }, { "sophia", ZERO_GPU_ELEMENTS },
     };
     // (For whole-tensor kernels, a plan that cuts their tensors must be refused instead: the check follows
     // the plan; none of these has such kernels since the factored ones reduce across ranks.)

@@ -37,6 +37,9 @@
 //     one GPU, each a GpuOpt over its rows with a thread-group OptReduce, vs the whole tensors' step:
 //     master and states within 4 fp32 ulps of each array's largest value, column states identical on
 //     every rank, the expected number of reduce calls, the bf16 copy complete.
+//  3j. -zero 1 pieces for the element-wise and 8-bit kernels (check_zero_pieces): every rank of a 2-3 rank
+//     plan (gpu_zero_setup) on one GPU against the whole step: master, bf16 copy and the states gathered
+//     by zero_gather_state bit-identical. 3h/3i: sophia's label draws and its Gauss-Newton-Bartlett pass.
 //  4. 20 training steps, ./train_gpu vs ./train_cpu on the same synthetic token shard, same seed: per-step
 //     losses within 0.02 (fp32: TF32 matmuls, ~1e-3 relative per product) and 0.15 (bf16: bf16
 //     activations on the GPU vs fp32 on the CPU) absolute, on losses near 10.8 -> ~7; the loss falls.
@@ -482,6 +485,107 @@ static void check_sample_targets(void) {
         }
     if (padded) snprintf(why, sizeof(why), "%d draws outside the V real columns", padded);
     test_check(!bad && !padded, why, "sophia labels: %d draws as sample_index's (%d exact, %d within 1e-4 of a boundary)", total, exact, allowed);
+}
+
+// ---- 3j: -zero 1 pieces of the element-wise and 8-bit kernels: every rank of a plan on one GPU --------
+// One rank never cuts a tensor, so the NCCL checks (6) never give a kernel a piece of one; here every rank
+// of trainer/zero.c's plan for W ranks over a small GPT-2 (2:64:2, 3.4M parameters) gets its GpuOpt
+// from gpu_zero_setup (the trainer's own code, without MPI: a rank's plan is plain arithmetic) and steps
+// its slices of one shared master, gradient and bf16 copy, three steps with a schedule and clipping.
+// Reference: one GpuOpt over the whole tensors. Element-wise ops touch only their own element and the
+// 8-bit pieces are whole blocks counted from the tensor's start, so the design says bit-identical (round
+// to nearest): the master, the bf16 copy, and every state assembled from the ranks by zero_gather_state
+// (the checkpoint's path; without MPI it copies rank r's part on rank r's plan) against the whole run's.
+static void check_zero_pieces(const char* opt_name, int W) {
+    const Optimizer* opt = optim_find(opt_name);
+    CHECK(opt && W >= 2 && W <= 4);
+    OptHyper h = opt->defaults;
+    h.weight_decay = 0.1;
+    GPT2Config cfg = parse_model("2:64:2");
+    ModelLayout ml;
+    model_layout_build(&ml, &cfg);
+    const int n = ml.num_tensors;
+    const size_t P = ml.num_params;
+    ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
+    size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
+    for (int i = 0; i < n; i++) { shapes[i] = ml.tensors[i].shape; offs[i] = ml.tensors[i].offset; }
+    Ledger led;
+    ledger_init(&led, 0);
+    GpuOpt whole;
+    gpu_opt_setup(&whole, opt, &h, shapes, offs, n, &led);
+    GpuZero gz[4];
+    GpuOpt po[4];
+    int pieces = 0;
+    for (int r = 0; r < W; r++) {
+        gpu_zero_setup(&gz[r], &po[r], &ml, opt, &h, W, r, 0, &led);
+        for (int i = 0; i < n; i++) {
+            const ZeroSlice* sl = zero_slice(&gz[r].plan, i);
+            pieces += sl->shape.numel > 0 && sl->shape.numel < shapes[i].numel;
+        }
+    }
+    Rng rg;
+    rng_seed(&rg, 91 + W);
+    float* theta = (float*)xmalloc(P * sizeof(float));
+    for (size_t i = 0; i < P; i++) theta[i] = 0.05f * rng_normal(&rg);
+    DevOpt dw = dev_opt_alloc(theta, P, 1), ds = dev_opt_alloc(theta, P, 1);
+    CUDA_CHECK(cudaMemset(dw.pbf16, 0xff, P * sizeof(bf16)));
+    CUDA_CHECK(cudaMemset(ds.pbf16, 0xff, P * sizeof(bf16))); // NaNs wherever no piece writes
+    float* grad = (float*)xmalloc(P * sizeof(float));
+    bf16* grad_b = (bf16*)xmalloc(P * sizeof(bf16));
+    float* tw = (float*)xmalloc(P * sizeof(float));
+    float* ts = (float*)xmalloc(P * sizeof(float));
+    const float lr_scales[3] = { 0.3f, 1.0f, 0.7f }, clips[3] = { 1.0f, 0.5f, 1.0f };
+    for (int step = 1; step <= 3; step++) {
+        for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&rg);
+        upload_grad(dw.grad, grad, grad_b, P, 1);
+        CUDA_CHECK(cudaMemcpy(ds.grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
+        dev_opt_step(&whole, &dw, step, lr_scales[step - 1], clips[step - 1], tw);
+        for (int r = 0; r < W; r++)
+            if (po[r].ntensors > 0)
+                gpu_opt_step<bf16d>(&po[r], ds.master, (const bf16d*)ds.grad, ds.pbf16, step, lr_scales[step - 1], clips[step - 1]);
+        CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    CUDA_CHECK(cudaMemcpy(ts, ds.master, P * sizeof(float), cudaMemcpyDeviceToHost));
+    size_t diff_master = 0, diff_bf16 = 0, diff_state = 0;
+    for (size_t i = 0; i < P; i++) diff_master += memcmp(&ts[i], &tw[i], sizeof(float)) != 0;
+    bf16* bw = (bf16*)xmalloc(P * sizeof(bf16));
+    bf16* bs = (bf16*)xmalloc(P * sizeof(bf16));
+    CUDA_CHECK(cudaMemcpy(bw, dw.pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(bs, ds.pbf16, P * sizeof(bf16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < P; i++) diff_bf16 += memcmp(&bw[i], &bs[i], sizeof(bf16)) != 0;
+    // the states: the ranks' shards gathered into the unsharded layout, against the whole run's buffers
+    const StateLayout* fl = &gz[0].plan.full;
+    void* full[MAX_STATE_BUFFERS] = { NULL };
+    for (int b = 0; b < fl->nbuf; b++) full[b] = xcalloc(fl->buf_bytes[b] ? fl->buf_bytes[b] : 1, 1);
+    for (int r = 0; r < W; r++) {
+        void* mine[MAX_STATE_BUFFERS] = { NULL };
+        for (int b = 0; b < po[r].layout.nbuf; b++) {
+            mine[b] = xcalloc(po[r].layout.buf_bytes[b] ? po[r].layout.buf_bytes[b] : 1, 1);
+            if (po[r].layout.buf_bytes[b]) CUDA_CHECK(cudaMemcpy(mine[b], po[r].buf[b], po[r].layout.buf_bytes[b], cudaMemcpyDeviceToHost));
+        }
+        zero_gather_state(&gz[r].plan, mine, full);
+        for (int b = 0; b < po[r].layout.nbuf; b++) free(mine[b]);
+    }
+    CHECK(whole.layout.nbuf == fl->nbuf);
+    for (int b = 0; b < fl->nbuf; b++) {
+        CHECK(whole.layout.buf_bytes[b] == fl->buf_bytes[b]);
+        char* hw = (char*)xmalloc(fl->buf_bytes[b] ? fl->buf_bytes[b] : 1);
+        if (fl->buf_bytes[b]) CUDA_CHECK(cudaMemcpy(hw, whole.buf[b], fl->buf_bytes[b], cudaMemcpyDeviceToHost));
+        for (size_t k = 0; k < fl->buf_bytes[b]; k++) diff_state += hw[k] != ((char*)full[b])[k];
+        free(hw);
+        free(full[b]);
+    }
+    char why[256];
+    snprintf(why, sizeof(why), "%zu master, %zu bf16, %zu state bytes differ of %zu parameters (%d pieces)", diff_master, diff_bf16, diff_state, P, pieces);
+    test_check(pieces > 0 && diff_master == 0 && diff_bf16 == 0 && diff_state == 0, pieces ? why : "the plan cut no tensor: nothing tested",
+               "zero pieces %s, %d ranks on one GPU: master, bf16 copy and gathered states bit-identical to the whole step (%d pieces)",
+               opt_name, W, pieces);
+    for (int r = 0; r < W; r++) gpu_zero_free(&gz[r]);
+    free(theta); free(grad); free(grad_b); free(tw); free(ts); free(bw); free(bs); free(shapes); free(offs);
+    dev_opt_free(&dw);
+    dev_opt_free(&ds);
+    dev_free_all();
+    model_layout_free(&ml);
 }
 
 // ---- 3c: adafactor and came kernels vs adafactor.c / came.c ---------------------------------------
@@ -1489,14 +1593,14 @@ static int file_has(const char* path, const char* text) {
 // test_dist_gpu.c assumes when it checks the plans.
 static void check_zero_units(void) {
     const char* el[5] = { "sgd", "sgdm", "adam", "adamw", "lion" };
-    const char* qb[3] = { "adam8bit", "adamw8bit", "paged_adamw8bit" };
+    const char* qb[5] = { "adam8bit", "adamw8bit", "paged_adamw8bit", "lion8bit", "sgdm8bit" };
     const char* rw[2] = { "adafactor", "came" };
-    const char* wh[5] = { "lion8bit", "adam_mini", "adamw4bit", "muon", "galore_adamw" };
-    int ok = 1;
+    const char* wh[4] = { "adam_mini", "adamw4bit", "muon", "galore_adamw" };
+    int ok = zero_gpu_unit(optim_find("sophia")) == ZERO_GPU_ELEMENTS;
     for (int i = 0; i < 5; i++) ok &= zero_gpu_unit(optim_find(el[i])) == ZERO_GPU_ELEMENTS;
-    for (int i = 0; i < 3; i++) ok &= zero_gpu_unit(optim_find(qb[i])) == ZERO_GPU_QBLOCKS;
+    for (int i = 0; i < 5; i++) ok &= zero_gpu_unit(optim_find(qb[i])) == ZERO_GPU_QBLOCKS;
     for (int i = 0; i < 2; i++) ok &= zero_gpu_unit(optim_find(rw[i])) == ZERO_GPU_ROWS;
-    for (int i = 0; i < 5; i++) ok &= zero_gpu_unit(optim_find(wh[i])) == ZERO_GPU_WHOLE;
+    for (int i = 0; i < 4; i++) ok &= zero_gpu_unit(optim_find(wh[i])) == ZERO_GPU_WHOLE;
     test_check(ok, "a kernel family mapped to the wrong shard unit",
                "nccl: -zero 1 units: element-wise kernels take element ranges, 8-bit whole blocks, factored row ranges, the rest whole tensors");
 }
@@ -1667,6 +1771,11 @@ int main(int argc, char** argv) {
     check_factored_row_shards("adafactor", 1, 3);
     check_factored_row_shards("came", 0, 2);
     check_factored_row_shards("came", 0, 3);
+    check_zero_pieces("adamw", 3);
+    check_zero_pieces("adamw8bit", 3);
+    check_zero_pieces("lion8bit", 3);
+    check_zero_pieces("sgdm8bit", 2);
+    check_zero_pieces("sophia", 2);
     check_optimizer_matrix("muon", 1, 0, 0);
     check_optimizer_matrix("muon", 1, 1, 0);
     check_optimizer_matrix("muon", 1, 1, 1);

@@ -9,12 +9,13 @@
 //    (state_layout_build on the same shapes), so the ledger holds exactly the shard's state bytes.
 //  - Which slices the kernels run as the unsharded step would is decided per kernel family
 //    (zero_gpu_unit below, checked by zero_gpu_unsupported on every rank's slices): the element-wise
-//    multi-tensor kernel takes element ranges, the 8-bit kernels whole quantization blocks, the factored
+//    multi-tensor kernel takes element ranges, the 8-bit kernels (2-state and 1-state: the same block
+//    table, each block at its tensor's param_off + its offset) whole quantization blocks, the factored
 //    kernels (adafactor, came) row ranges of matrices as the CPU trainer cuts them: each rank's partial
 //    column sums, sum of the row statistic, sum U^2 and sum theta^2 are reduced over the ranks sharing
 //    the matrix through the plan's OptReduce hooks (trainer/zero.c: MPI in rank order, the CPU trainer's
 //    own reduce; optim/factored.cuh stages the sums through the host), so both trainers cut and reduce
-//    the same way. The other kernels (the 1-state 8-bit, adam_mini, adamw4bit, muon, galore) take whole
+//    the same way. The other kernels (adam_mini, adamw4bit, muon, galore) take whole
 //    tensors only, and for those the plan is built with whole tensors as the unit. A plan that cuts
 //    elsewhere is refused with one line, as a safety net.
 //  - Stochastic rounding (-sr 1) draws each tensor's bits from sr_stream(seed, step, param_off) at index
@@ -49,7 +50,7 @@ typedef struct {
 static ZeroGpuUnit zero_gpu_unit(const Optimizer* opt) {
     const GpuOptimizer* g = gpu_optimizer(opt);
     if (g && g->setup == gpu_opt_elementwise_setup) return ZERO_GPU_ELEMENTS;
-    if (g && (g->setup == adam8bit_setup || g->setup == paged_adamw8bit_setup)) return ZERO_GPU_QBLOCKS;
+    if (g && (g->setup == adam8bit_setup || g->setup == paged_adamw8bit_setup || g->setup == q8_1state_setup)) return ZERO_GPU_QBLOCKS;
     if (g && (g->setup == adafactor_setup || g->setup == came_setup)) return ZERO_GPU_ROWS;
     return ZERO_GPU_WHOLE;
 }
@@ -77,7 +78,7 @@ static void gpu_zero_setup(GpuZero* gz, GpuOpt* o, const ModelLayout* ml, const 
                            int world, int rank, int connect, Ledger* led) {
     memset(gz, 0, sizeof(*gz));
     ZeroPlan* z = &gz->plan;
-    // the kernels that take whole tensors only (the 1-state 8-bit, adam_mini, adamw4bit, muon, galore)
+    // the kernels that take whole tensors only (adam_mini, adamw4bit, muon, galore)
     // get a plan of whole tensors, whatever the optimizer declares for the CPU. The checkpoint is the
     // unsharded file either way, so CPU and GPU runs resume each other.
     const ZeroGpuUnit unit = zero_gpu_unit(opt);
