@@ -79,8 +79,9 @@ static void check_plans(void) {
     ModelLayout ml;
     model_layout_build(&ml, &cfg);
     char buf[512];
-    // every optimizer with CUDA kernels, with the unit its kernels have (trainer/zero_gpu.cuh's
-    // zero_gpu_unit; test_gpt2cu checks that mapping): trainer/zero.c's plans at 1..4 ranks run
+    // the optimizers whose CUDA kernels take pieces of tensors, with the unit its kernels have
+    // (trainer/zero_gpu.cuh's zero_gpu_unit; test_gpt2cu checks that mapping; the whole-tensor ones plan
+    // whole tensors, test/sh/dist_gpu.sh): trainer/zero.c's plans at 1..4 ranks run
     struct { const char* name; ZeroGpuUnit unit; } gpu[] = {
         { "sgd", ZERO_GPU_ELEMENTS }, { "sgdm", ZERO_GPU_ELEMENTS }, { "adam", ZERO_GPU_ELEMENTS }, { "adamw", ZERO_GPU_ELEMENTS },
         { "lion", ZERO_GPU_ELEMENTS }, { "adam8bit", ZERO_GPU_QBLOCKS }, { "adamw8bit", ZERO_GPU_QBLOCKS },

@@ -37,9 +37,10 @@
 //     one GPU, each a GpuOpt over its rows with a thread-group OptReduce, vs the whole tensors' step:
 //     master and states within 4 fp32 ulps of each array's largest value, column states identical on
 //     every rank, the expected number of reduce calls, the bf16 copy complete.
-//  3j. -zero 1 pieces for the element-wise and 8-bit kernels (check_zero_pieces): every rank of a 2-3 rank
+//  3h, 3i. sophia's label draws (vs sample_index) and its Gauss-Newton-Bartlett pass (vs the CPU trainer).
+//  3j. -zero 1 pieces for the element-wise and 8-bit kernels (check_zero_pieces): every rank of a 2-7 rank
 //     plan (gpu_zero_setup) on one GPU against the whole step: master, bf16 copy and the states gathered
-//     by zero_gather_state bit-identical. 3h/3i: sophia's label draws and its Gauss-Newton-Bartlett pass.
+//     by zero_gather_state bit-identical.
 //  4. 20 training steps, ./train_gpu vs ./train_cpu on the same synthetic token shard, same seed: per-step
 //     losses within 0.02 (fp32: TF32 matmuls, ~1e-3 relative per product) and 0.15 (bf16: bf16
 //     activations on the GPU vs fp32 on the CPU) absolute, on losses near 10.8 -> ~7; the loss falls.
@@ -489,19 +490,22 @@ static void check_sample_targets(void) {
 
 // ---- 3j: -zero 1 pieces of the element-wise and 8-bit kernels: every rank of a plan on one GPU --------
 // One rank never cuts a tensor, so the NCCL checks (6) never give a kernel a piece of one; here every rank
-// of trainer/zero.c's plan for W ranks over a small GPT-2 (2:64:2, 3.4M parameters) gets its GpuOpt
+// of trainer/zero.c's plan for W ranks over a small GPT-2 gets its GpuOpt
 // from gpu_zero_setup (the trainer's own code, without MPI: a rank's plan is plain arithmetic) and steps
-// its slices of one shared master, gradient and bf16 copy, three steps with a schedule and clipping.
+// its slices of one shared master, gradient and bf16 copy, three steps with a schedule and clipping (and,
+// for sophia, a Hessian update from another gradient before each step). Model 2:64:2 (3.4M parameters)
+// at 2-3 ranks cuts only the token embedding (offset 0, whole blocks); 1:33:3 at 5-7 ranks cuts tensors at
+// other offsets, with short last blocks, and small fp32-state tensors element-wise.
 // Reference: one GpuOpt over the whole tensors. Element-wise ops touch only their own element and the
 // 8-bit pieces are whole blocks counted from the tensor's start, so the design says bit-identical (round
 // to nearest): the master, the bf16 copy, and every state assembled from the ranks by zero_gather_state
 // (the checkpoint's path; without MPI it copies rank r's part on rank r's plan) against the whole run's.
-static void check_zero_pieces(const char* opt_name, int W) {
+static void check_zero_pieces(const char* opt_name, int W, const char* model) {
     const Optimizer* opt = optim_find(opt_name);
-    CHECK(opt && W >= 2 && W <= 4);
+    CHECK(opt && W >= 2 && W <= 8);
     OptHyper h = opt->defaults;
     h.weight_decay = 0.1;
-    GPT2Config cfg = parse_model("2:64:2");
+    GPT2Config cfg = parse_model(model);
     ModelLayout ml;
     model_layout_build(&ml, &cfg);
     const int n = ml.num_tensors;
@@ -513,14 +517,16 @@ static void check_zero_pieces(const char* opt_name, int W) {
     ledger_init(&led, 0);
     GpuOpt whole;
     gpu_opt_setup(&whole, opt, &h, shapes, offs, n, &led);
-    GpuZero gz[4];
-    GpuOpt po[4];
-    int pieces = 0;
+    GpuZero gz[8];
+    GpuOpt po[8];
+    int pieces = 0, inner = 0; // pieces, and those of a tensor not at flat offset 0
     for (int r = 0; r < W; r++) {
         gpu_zero_setup(&gz[r], &po[r], &ml, opt, &h, W, r, 0, &led);
         for (int i = 0; i < n; i++) {
             const ZeroSlice* sl = zero_slice(&gz[r].plan, i);
-            pieces += sl->shape.numel > 0 && sl->shape.numel < shapes[i].numel;
+            const int piece = sl->shape.numel > 0 && sl->shape.numel < shapes[i].numel;
+            pieces += piece;
+            inner += piece && offs[i] > 0;
         }
     }
     Rng rg;
@@ -536,6 +542,13 @@ static void check_zero_pieces(const char* opt_name, int W) {
     float* ts = (float*)xmalloc(P * sizeof(float));
     const float lr_scales[3] = { 0.3f, 1.0f, 0.7f }, clips[3] = { 1.0f, 0.5f, 1.0f };
     for (int step = 1; step <= 3; step++) {
+        if (opt->flags & OPT_HESSIAN) { // the Hessian EMA on each slice, from another gradient
+            for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&rg);
+            upload_grad(dw.grad, grad, grad_b, P, 1);
+            CUDA_CHECK(cudaMemcpy(ds.grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
+            gpu_opt_hessian<bf16d>(&whole, (const bf16d*)dw.grad, 0.6f);
+            for (int r = 0; r < W; r++) if (po[r].ntensors > 0) gpu_opt_hessian<bf16d>(&po[r], (const bf16d*)ds.grad, 0.6f);
+        }
         for (size_t i = 0; i < P; i++) grad[i] = 0.1f * rng_normal(&rg);
         upload_grad(dw.grad, grad, grad_b, P, 1);
         CUDA_CHECK(cudaMemcpy(ds.grad, grad_b, P * sizeof(bf16), cudaMemcpyHostToDevice));
@@ -578,8 +591,8 @@ static void check_zero_pieces(const char* opt_name, int W) {
     char why[256];
     snprintf(why, sizeof(why), "%zu master, %zu bf16, %zu state bytes differ of %zu parameters (%d pieces)", diff_master, diff_bf16, diff_state, P, pieces);
     test_check(pieces > 0 && diff_master == 0 && diff_bf16 == 0 && diff_state == 0, pieces ? why : "the plan cut no tensor: nothing tested",
-               "zero pieces %s, %d ranks on one GPU: master, bf16 copy and gathered states bit-identical to the whole step (%d pieces)",
-               opt_name, W, pieces);
+               "zero pieces %s, %s, %d ranks on one GPU: master, bf16 copy and gathered states bit-identical to the whole step (%d pieces, "
+               "%d past offset 0)", opt_name, model, W, pieces, inner);
     for (int r = 0; r < W; r++) gpu_zero_free(&gz[r]);
     free(theta); free(grad); free(grad_b); free(tw); free(ts); free(bw); free(bs); free(shapes); free(offs);
     dev_opt_free(&dw);
@@ -1771,11 +1784,16 @@ int main(int argc, char** argv) {
     check_factored_row_shards("adafactor", 1, 3);
     check_factored_row_shards("came", 0, 2);
     check_factored_row_shards("came", 0, 3);
-    check_zero_pieces("adamw", 3);
-    check_zero_pieces("adamw8bit", 3);
-    check_zero_pieces("lion8bit", 3);
-    check_zero_pieces("sgdm8bit", 2);
-    check_zero_pieces("sophia", 2);
+    check_zero_pieces("adamw", 3, "2:64:2");
+    check_zero_pieces("adamw8bit", 3, "2:64:2");
+    check_zero_pieces("lion8bit", 3, "2:64:2");
+    check_zero_pieces("sgdm8bit", 2, "2:64:2");
+    check_zero_pieces("sophia", 2, "2:64:2");
+    check_zero_pieces("adamw", 5, "1:33:3");
+    check_zero_pieces("adamw8bit", 7, "1:33:3");
+    check_zero_pieces("lion8bit", 5, "1:33:3");
+    check_zero_pieces("sgdm8bit", 7, "1:33:3");
+    check_zero_pieces("sophia", 6, "1:33:3");
     check_optimizer_matrix("muon", 1, 0, 0);
     check_optimizer_matrix("muon", 1, 1, 0);
     check_optimizer_matrix("muon", 1, 1, 1);

@@ -31,9 +31,10 @@ if [ $nccl = 1 ]; then
     # adafactor and came: row ranges of the matrices (the factored kernels reduce the column statistics
     # across the ranks sharing a matrix), the CPU trainer's plan exactly
     # sophia: element ranges, its Hessian EMA with its parameters' shard (the element-wise kernels)
-    # and the whole-tensor ones (muon, adam_mini, adamw4bit, galore_adamw): every optimizer with kernels
+    # and the whole-tensor ones (muon, adam_mini, adamw4bit, galore_adamw, whose CPU unit is whole tensors
+    # too): every optimizer with kernels
     for spec in "2 adamw" "3 adamw8bit" "3 came" "2 adafactor" "4 came" "2 paged_adamw8bit" "3 sophia" "3 lion8bit" "2 sgdm8bit" \
-                "2 muon" "3 adam_mini" "2 adamw4bit" "2 galore_adamw"; do
+                "2 muon" "3 adam_mini" "2 adamw4bit" "2 galore_adamw" "3 sgd" "2 sgdm" "2 adam" "3 lion" "2 adam8bit"; do
         set -- $spec
         if ! $MPIRUN -np "$1" $GPU $SMALL -opt "$2" -zero 1 >"$TMP/gpu.txt" 2>"$TMP/gpu.err"; then
             fail "gpu plan $2 at $1 ranks" "$(tail -n 2 "$TMP/gpu.err" | tr '\n' ' ')"; continue
