@@ -17,13 +17,12 @@ __device__ __forceinline__ void softmax_merge(float& m, float& s, float m2, floa
     m = mn;
 }
 
+// The row's softmax statistics over its V real columns, on every thread of the block: m = max x,
+// s = sum exp(x - m). Per-thread online max/sum over a strided slice, the warps' trees, then the warps'
+// results merged in order (deterministic). Contains a __syncthreads: every thread of the block calls it.
 template <typename T>
-__global__ void __launch_bounds__(CLS_THREADS) classifier_kernel(T* logits, float* losses, const int* targets, float dloss,
-                                                                 int V, int Vp, int write_grad) {
+__device__ __forceinline__ void row_softmax_stats(const T* x, int V, float* m_out, float* s_out) {
     __shared__ float sm[CLS_THREADS / 32], ss[CLS_THREADS / 32];
-    const int row = blockIdx.x;
-    T* x = logits + (size_t)row * Vp;
-    // pass 1: per-thread online max/sum over a strided slice of the row
     float m = -INFINITY, s = 0.0f;
     for (int c = threadIdx.x; c < V; c += blockDim.x) {
         float v = ldf(x[c]);
@@ -39,6 +38,17 @@ __global__ void __launch_bounds__(CLS_THREADS) classifier_kernel(T* logits, floa
     __syncthreads();
     m = sm[0]; s = ss[0];
     for (int w = 1; w < (int)(blockDim.x / 32); w++) softmax_merge(m, s, sm[w], ss[w]); // every thread, same order
+    *m_out = m;
+    *s_out = s;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(CLS_THREADS) classifier_kernel(T* logits, float* losses, const int* targets, float dloss,
+                                                                 int V, int Vp, int write_grad) {
+    const int row = blockIdx.x;
+    T* x = logits + (size_t)row * Vp;
+    float m, s;
+    row_softmax_stats(x, V, &m, &s);
     const float lse = m + logf(s);
     const int tgt = targets ? targets[row] : -1;
     if (threadIdx.x == 0 && losses) losses[row] = tgt >= 0 ? lse - ldf(x[tgt]) : 0.0f;
@@ -54,30 +64,18 @@ __global__ void __launch_bounds__(CLS_THREADS) classifier_kernel(T* logits, floa
 // Sophia's Gauss-Newton-Bartlett labels (train_gpt2.cu: maybe_update_hessian): for each row, a label drawn
 // from softmax(logits) over the V real columns with the row's uniform u[row] (the CPU trainer's draws):
 // the first column c with u < p_0 + ... + p_c, else V-1, as trainer/model.c's sample_index. fp32
-// probabilities exp(x - max) / sum from the classifier's online max and sum; the cumulative sum goes
-// by contiguous chunks, one per thread: the chunks' sums added in order give each chunk's start, and each
-// thread walks its own chunk from there (the first crossing over all chunks wins: the smallest column).
+// probabilities exp(x - max) / sum from the classifier's statistics (row_softmax_stats); the cumulative
+// sum goes by contiguous chunks, one per thread: the chunks' sums added in order give each chunk's start,
+// and each thread walks its own chunk from there (the first crossing over all chunks wins: the smallest
+// column).
 template <typename T>
 __global__ void __launch_bounds__(CLS_THREADS) sample_targets_kernel(const T* logits, const float* u, int* targets, int V, int Vp) {
-    __shared__ float sm[CLS_THREADS / 32], ss[CLS_THREADS / 32], start[CLS_THREADS];
+    __shared__ float start[CLS_THREADS];
     __shared__ int found;
     const int row = blockIdx.x;
     const T* x = logits + (size_t)row * Vp;
-    float m = -INFINITY, s = 0.0f;
-    for (int c = threadIdx.x; c < V; c += blockDim.x) {
-        float v = ldf(x[c]);
-        if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }
-        else s += expf(v - m);
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        softmax_merge(m, s, m2, s2);
-    }
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) { sm[warp] = m; ss[warp] = s; }
-    __syncthreads();
-    m = sm[0]; s = ss[0];
-    for (int w = 1; w < (int)(blockDim.x / 32); w++) softmax_merge(m, s, sm[w], ss[w]);
+    float m, s;
+    row_softmax_stats(x, V, &m, &s);
     const float inv = 1.0f / s;
     const int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
     const int c0 = (int)threadIdx.x * chunk, c1 = c0 + chunk < V ? c0 + chunk : V;
