@@ -1124,21 +1124,20 @@ static void maybe_update_hessian(GPT2* m, OptRun* o, Run* r, int step, int opt_t
     if (!(o->opt->flags & OPT_HESSIAN) || opt_t % r->hyper.hess_interval != 0) return;
     const Args* a = &r->a;
     Rng rng;
-    rng_seed(&rng, a->seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
+    run_hessian_stream(r, step, &rng);
     size_t BT = (size_t)a->B * a->T;
     int V = m->config.vocab_size;
+    float* u = (float*)xmalloc(BT * sizeof(float));
     zero_grads(m);
     for (int micro = 0; micro < r->accum; micro++) {
         run_next_batch(r, m->inputs, m->targets);
         gpt2_forward(m, m->inputs, NULL, a->B, a->T, 0);
         softmax_crossentropy_forward(m->acts.losses, m->acts.logits, NULL, (int)BT, V);
-        // one draw per position of the global micro-batch, in its order: this rank's rows take the
-        // draws one rank of -b N*B would give them
-        for (size_t i = 0; i < (size_t)r->rank * BT; i++) rng_f32(&rng);
-        for (size_t i = 0; i < BT; i++) m->targets[i] = sample_index(m->acts.logits + i * V, V, rng_f32(&rng));
-        for (size_t i = 0; i < (size_t)(r->world - 1 - r->rank) * BT; i++) rng_f32(&rng);
+        run_hessian_draws(r, &rng, u); // this rank's rows' draws of the global micro-batch
+        for (size_t i = 0; i < BT; i++) m->targets[i] = sample_index(m->acts.logits + i * V, V, u[i]);
         gpt2_backward(m, a->B, a->T, 1.0f / r->accum, accumulate_unit_bf16, o);
     }
+    free(u);
     average_fp32_grads(m, o);
     logger_write(&r->lg, "{\"type\":\"hessian\",\"step\":%d}", step);
     double norm = sqrt(grad_sumsq(m, o));

@@ -701,15 +701,13 @@ static void maybe_update_hessian(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, 
     if (!(o->opt->flags & OPT_HESSIAN) || opt_t % r->hyper.hess_interval != 0) return;
     const Args* a = &r->a;
     Rng rng;
-    rng_seed(&rng, a->seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
+    run_hessian_stream(r, step, &rng);
     const size_t BT = (size_t)a->B * a->T;
     float* u = (float*)xmalloc(BT * sizeof(float));
     zero_grads(m);
     for (int micro = 0; micro < r->accum; micro++) {
         run_next_batch(r, m->inputs, m->targets);
-        for (size_t i = 0; i < (size_t)r->rank * BT; i++) rng_f32(&rng);
-        for (size_t i = 0; i < BT; i++) u[i] = rng_f32(&rng);
-        for (size_t i = 0; i < (size_t)(r->world - 1 - r->rank) * BT; i++) rng_f32(&rng);
+        run_hessian_draws(r, &rng, u);
         CUDA_CHECK(cudaMemcpy(m->d_uniform, u, BT * sizeof(float), cudaMemcpyHostToDevice));
         gpt2_forward(m, a->B, a->T, FWD_SAMPLED, 1.0f / r->accum);
         gpt2_backward(m, a->B, a->T);

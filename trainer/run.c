@@ -707,6 +707,17 @@ void run_next_batch(Run* r, int* inputs, int* targets) {
     memcpy(targets, r->batch_buf + G + r->rank * BT, BT * sizeof(int));
 }
 
+void run_hessian_stream(const Run* r, int step, Rng* rng) {
+    rng_seed(rng, r->a.seed * 0x2545F4914F6CDD1Dull + (uint64_t)step + 17);
+}
+
+void run_hessian_draws(const Run* r, Rng* rng, float* u) {
+    const size_t BT = (size_t)r->a.B * r->a.T;
+    for (size_t i = 0; i < (size_t)r->rank * BT; i++) rng_f32(rng);
+    for (size_t i = 0; i < BT; i++) u[i] = rng_f32(rng);
+    for (size_t i = 0; i < (size_t)(r->world - 1 - r->rank) * BT; i++) rng_f32(rng);
+}
+
 float run_lr_scale(const Run* r, int step) { return lr_multiplier(step, r->a.steps, r->a.warmup, r->a.final_lr_frac); }
 
 int run_opt_step(const Run* r, int step) { return step - r->stats.skipped_total; }

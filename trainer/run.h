@@ -16,6 +16,7 @@
 #include "common/logger.h"
 #include "common/ledger.h"
 #include "common/checkpoint.h"
+#include "common/rng.h"
 #include "data/tokenizer.h"
 #include "data/dataloader.h"
 
@@ -146,6 +147,13 @@ int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const 
 // that every rank reads from the same token stream, so N ranks of -b B train on exactly the tokens of
 // one rank with -b N*B.
 void run_next_batch(Run* r, int* inputs, int* targets);
+
+// Sophia's Gauss-Newton-Bartlett pass (both trainers' maybe_update_hessian): the stream of label draws
+// for the Hessian estimate after `step`, seeded from (seed, step) so it never disturbs training or
+// sampling, and one micro-step's draws of this rank: u (B*T) gets its rows' uniforms of the global
+// micro-batch, one per position in order, so N ranks of -b B draw what one rank of -b N*B draws.
+void run_hessian_stream(const Run* r, int step, Rng* rng);
+void run_hessian_draws(const Run* r, Rng* rng, float* u);
 
 // The learning-rate schedule's multiplier at `step` (warmup, cosine to -q).
 float run_lr_scale(const Run* r, int step);
