@@ -28,9 +28,8 @@ if [ ! -x "$train" ]; then
     make -s "$(basename "$train")" >&2 || { echo "error: could not build $train" >&2; exit 2; }
 fi
 [ -f data/gcide/gcide_train.bin ] || make -s data >&2
-# every optimizer this trainer runs, in -opt list's order (the CUDA trainer's list has a `cuda` column:
-# yes or no)
-[ ${#opts[@]} -gt 0 ] || mapfile -t opts < <("$train" -opt list | awk 'NR == 1 { cuda = ($3 == "cuda") } NR > 1 && $1 ~ /^[a-z0-9_]+$/ && (!cuda || $3 == "yes") { print $1 }')
+# every optimizer this trainer runs, in -opt list's order
+[ ${#opts[@]} -gt 0 ] || mapfile -t opts < <(bash scripts/opt_names.sh "$train")
 [ ${#opts[@]} -gt 0 ] || { echo "error: $train -opt list gave no optimizer" >&2; exit 2; }
 mkdir -p "$out"
 rev=$(bash scripts/revision.sh "$out")

@@ -17,8 +17,6 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 opts=("$@")
-[ ${#opts[@]} -eq 0 ] && opts=(adamw adam sgd sgdm lion adafactor came adam8bit adamw8bit paged_adamw8bit adamw4bit lion8bit sgdm8bit
-                               adam_mini muon galore_adamw sophia)
 train=data/gcide/gcide_train.bin
 val=data/gcide/gcide_val.bin
 if [ ! -f "$train" ] || [ ! -f "$val" ]; then
@@ -26,6 +24,12 @@ if [ ! -f "$train" ] || [ ! -f "$val" ]; then
     exit 2
 fi
 [ -x ./train_gpu ] || make train_gpu > "$OUT/build.log" 2>&1 || { echo "gpu_optim_runs: make train_gpu failed (see $OUT/build.log)" >&2; exit 1; }
+# every optimizer with CUDA kernels (its -opt list), adamw, the baseline, first
+if [ ${#opts[@]} -eq 0 ]; then
+    mapfile -t all < <(bash scripts/opt_names.sh ./train_gpu)
+    opts=(adamw)
+    for o in "${all[@]}"; do [ "$o" = adamw ] || opts+=("$o"); done
+fi
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 rev=$(bash scripts/revision.sh "$OUT")
 runs=$(mktemp -d /tmp/gpu_optim_runs_XXXXXX)
