@@ -136,6 +136,20 @@ ifeq ($(NCCL),1)
 NVCCFLAGS += -DUSE_NCCL $(if $(filter-out /usr/include /usr/local/include,$(NCCL_INC)),-I$(NCCL_INC))
 NVCCLIBS += $(if $(NCCL_LIB),-L$(NCCL_LIB) -Xlinker -rpath=$(NCCL_LIB)) -lnccl
 endif
+# cuDNN (the -attn cudnn route, cuda/attention_cudnn.cuh) when cudnn_graph.h and libcudnn are found: in the
+# CUDA toolkit next to nvcc, or the system's folders (CUDNN=0 turns it off; CUDNN_HOME=DIR points at another
+# install with include/ and lib/ or lib64/, e.g. PyTorch's pip package nvidia-cudnn, which gpu_check.sh finds).
+# Without it the cudnn route is left out and -attn cudnn says so and runs the reference route.
+CUDNN_HOME ?= $(CUDA_HOME)
+ifndef CUDNN
+CUDNN_INC := $(firstword $(foreach d,$(CUDNN_HOME)/include /usr/include /usr/local/include /usr/include/x86_64-linux-gnu,$(if $(wildcard $(d)/cudnn_graph.h),$(d))))
+CUDNN_LIB := $(firstword $(foreach d,$(CUDNN_HOME)/lib64 $(CUDNN_HOME)/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/lib,$(if $(wildcard $(d)/libcudnn.so),$(d))))
+CUDNN := $(if $(and $(CUDNN_INC),$(CUDNN_LIB)),1,0)
+endif
+ifeq ($(CUDNN),1)
+NVCCFLAGS += -DUSE_CUDNN $(if $(filter-out /usr/include /usr/local/include $(NCCL_INC),$(CUDNN_INC)),-I$(CUDNN_INC))
+NVCCLIBS += $(if $(CUDNN_LIB),-L$(CUDNN_LIB) -Xlinker -rpath=$(CUDNN_LIB)) -lcudnn
+endif
 ifeq ($(HAS_OMP),1)
 NVCCLIBS += -Xcompiler -fopenmp
 endif

@@ -49,7 +49,8 @@
 #include "cuda/layernorm.cuh"
 #include "cuda/gelu.cuh"
 #include "cuda/matmul.cuh"
-#include "cuda/attention.cuh"
+#include "cuda/attention_routes.cuh"
+#include "cuda/prof.cuh"
 #include "cuda/classifier.cuh"
 #include "optim/optim.cuh"
 #include "trainer/dist_nccl.cuh"
@@ -248,7 +249,10 @@ static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_sca
     if (with_targets == FWD_TARGETS) CUDA_CHECK(cudaMemcpy(m->d_tokens + BT, m->targets, BT * sizeof(int), cudaMemcpyHostToDevice));
     Acts<T_> a = point_acts<T_>(m, B, T);
     void* W = m->params;
-    encoder_forward<T_>(a.encoded, m->d_tokens, tensor_ptr<T_>(m, W, P_WTE, 0), tensor_ptr<T_>(m, W, P_WPE, 0), B, T, C);
+    // -prof: the work each launch must do (flops for matmuls and attention, else the bytes it moves at least)
+    const double E = sizeof(T_), NHd = NH, HSd = C / NH, Td = T;
+    const double mmf = 2.0 * BT * C * C, act = E * BT * C; // one (C, C) matmul's flops; one (B, T, C) tensor's bytes
+    PROF(PROF_ENCODER_FWD, 0, 3 * act, encoder_forward<T_>(a.encoded, m->d_tokens, tensor_ptr<T_>(m, W, P_WTE, 0), tensor_ptr<T_>(m, W, P_WPE, 0), B, T, C));
     for (int l = 0; l < L; l++) {
         const T_* x = l == 0 ? a.encoded : a.res3 + (size_t)(l - 1) * BT * C;
         T_* ln1 = a.ln1 + l * BT * C;
@@ -259,30 +263,32 @@ static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_sca
         T_* fch = a.fch + l * BT * 4 * C;
         T_* fch_gelu = a.fch_gelu + (m->recompute ? 0 : l * BT * 4 * C);
         T_* res3 = a.res3 + l * BT * C;
-        layernorm_forward<T_>(ln1, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, x, tensor_ptr<T_>(m, W, P_LN1W, l),
-                              tensor_ptr<T_>(m, W, P_LN1B, l), (int)BT, C);
-        matmul_forward<T_>(qkv, ln1, tensor_ptr<T_>(m, W, P_QKVW, l), tensor_ptr<T_>(m, W, P_QKVB, l), (int)BT, C, 3 * C);
-        attention_forward<T_>(atty, a.lse + (size_t)l * B * NH * T, qkv, B, T, C, NH);
-        matmul_forward<T_>(a.tmp, atty, tensor_ptr<T_>(m, W, P_ATTPROJW, l), tensor_ptr<T_>(m, W, P_ATTPROJB, l), (int)BT, C, C);
-        residual_forward<T_>(res2, x, a.tmp, BT * C);
-        layernorm_forward<T_>(ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, res2, tensor_ptr<T_>(m, W, P_LN2W, l),
-                              tensor_ptr<T_>(m, W, P_LN2B, l), (int)BT, C);
-        matmul_forward<T_>(fch, ln2, tensor_ptr<T_>(m, W, P_FCW, l), tensor_ptr<T_>(m, W, P_FCB, l), (int)BT, C, 4 * C);
-        gelu_forward<T_>(fch_gelu, fch, BT * 4 * C);
-        matmul_forward<T_>(a.tmp, fch_gelu, tensor_ptr<T_>(m, W, P_FCPROJW, l), tensor_ptr<T_>(m, W, P_FCPROJB, l), (int)BT, 4 * C, C);
-        residual_forward<T_>(res3, res2, a.tmp, BT * C);
+        PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(ln1, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, x, tensor_ptr<T_>(m, W, P_LN1W, l),
+                                                           tensor_ptr<T_>(m, W, P_LN1B, l), (int)BT, C));
+        PROF(PROF_MM_QKV, 3 * mmf, 0, matmul_forward<T_>(qkv, ln1, tensor_ptr<T_>(m, W, P_QKVW, l), tensor_ptr<T_>(m, W, P_QKVB, l), (int)BT, C, 3 * C));
+        // causal: Q K^T and P V over the T (T + 1) / 2 (query, key) pairs of each head
+        PROF(PROF_ATTN_FWD, 4.0 * B * NHd * HSd * Td * (Td + 1) / 2, 0,
+             attention_forward_route(atty, a.lse + (size_t)l * B * NH * T, qkv, B, T, C, NH));
+        PROF(PROF_MM_ATTPROJ, mmf, 0, matmul_forward<T_>(a.tmp, atty, tensor_ptr<T_>(m, W, P_ATTPROJW, l), tensor_ptr<T_>(m, W, P_ATTPROJB, l), (int)BT, C, C));
+        PROF(PROF_RESIDUAL, 0, 3 * act, residual_forward<T_>(res2, x, a.tmp, BT * C));
+        PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, res2, tensor_ptr<T_>(m, W, P_LN2W, l),
+                                                           tensor_ptr<T_>(m, W, P_LN2B, l), (int)BT, C));
+        PROF(PROF_MM_FC, 4 * mmf, 0, matmul_forward<T_>(fch, ln2, tensor_ptr<T_>(m, W, P_FCW, l), tensor_ptr<T_>(m, W, P_FCB, l), (int)BT, C, 4 * C));
+        PROF(PROF_GELU_FWD, 0, 8 * act, gelu_forward<T_>(fch_gelu, fch, BT * 4 * C));
+        PROF(PROF_MM_FCPROJ, 4 * mmf, 0, matmul_forward<T_>(a.tmp, fch_gelu, tensor_ptr<T_>(m, W, P_FCPROJW, l), tensor_ptr<T_>(m, W, P_FCPROJB, l), (int)BT, 4 * C, C));
+        PROF(PROF_RESIDUAL, 0, 3 * act, residual_forward<T_>(res3, res2, a.tmp, BT * C));
     }
     const T_* xL = a.res3 + (size_t)(L - 1) * BT * C;
-    layernorm_forward<T_>(a.lnf, a.lnf_mean, a.lnf_rstd, xL, tensor_ptr<T_>(m, W, P_LNFW, 0), tensor_ptr<T_>(m, W, P_LNFB, 0), (int)BT, C);
+    PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(a.lnf, a.lnf_mean, a.lnf_rstd, xL, tensor_ptr<T_>(m, W, P_LNFW, 0), tensor_ptr<T_>(m, W, P_LNFB, 0), (int)BT, C));
     // LM head tied to wte, over the padded vocabulary (rows V..Vp-1 of wte are zero; the classifier
     // ignores those columns and zeroes their gradient)
-    matmul_forward<T_>(a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (const T_*)NULL, (int)BT, C, Vp);
+    PROF(PROF_MM_LMHEAD, 2.0 * BT * C * Vp, 0, matmul_forward<T_>(a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (const T_*)NULL, (int)BT, C, Vp));
     if (with_targets == FWD_LOGITS) return;
     if (with_targets == FWD_SAMPLED) {
         CHECK(m->d_uniform != NULL);
-        sample_targets<T_>(a.logits, m->d_uniform, m->d_tokens + BT, (int)BT, V, Vp);
+        PROF(PROF_CLASSIFIER, 0, E * BT * Vp, sample_targets<T_>(a.logits, m->d_uniform, m->d_tokens + BT, (int)BT, V, Vp));
     }
-    classifier<T_>(a.logits, a.losses, m->d_tokens + BT, grad_scale / (float)BT, (int)BT, V, Vp, grad_scale != 0.0f);
+    PROF(PROF_CLASSIFIER, 0, 2 * E * BT * Vp, classifier<T_>(a.logits, a.losses, m->d_tokens + BT, grad_scale / (float)BT, (int)BT, V, Vp, grad_scale != 0.0f));
     CUDA_CHECK(cudaMemcpy(m->h_losses, a.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
     double sum = 0.0;
     for (size_t i = 0; i < BT; i++) sum += m->h_losses[i];
@@ -300,12 +306,15 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     void* W = m->params;
     void* G = m->grads;
     float* part = m->partial;
+    const double E = sizeof(T_), NHd = NH, HSd = C / NH, Td = T;
+    const double mmf = 4.0 * BT * C * C, act = E * BT * C; // a (C, C) matmul's backward (dX and dW) flops; a (B, T, C) tensor's bytes
     // logits (now dlogits) -> lnf -> residual stream
-    matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_WTE, 0), (T_*)NULL, part, a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (int)BT, C, Vp);
-    CUDA_CHECK(cudaMemset(a.dres, 0, BT * C * sizeof(T_)));
+    PROF(PROF_MMB_LMHEAD, 4.0 * BT * C * Vp, 0,
+         matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_WTE, 0), (T_*)NULL, part, a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (int)BT, C, Vp));
+    PROF(PROF_OTHER, 0, act, CUDA_CHECK(cudaMemset(a.dres, 0, BT * C * sizeof(T_))));
     const T_* xL = a.res3 + (size_t)(L - 1) * BT * C;
-    layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LNFW, 0), tensor_ptr<T_>(m, G, P_LNFB, 0), part, a.dln, xL,
-                           tensor_ptr<T_>(m, W, P_LNFW, 0), a.lnf_mean, a.lnf_rstd, (int)BT, C);
+    PROF(PROF_LN_BWD, 0, 4 * act, layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LNFW, 0), tensor_ptr<T_>(m, G, P_LNFB, 0), part, a.dln, xL,
+                                                        tensor_ptr<T_>(m, W, P_LNFW, 0), a.lnf_mean, a.lnf_rstd, (int)BT, C));
     for (int l = L - 1; l >= 0; l--) {
         const T_* x = l == 0 ? a.encoded : a.res3 + (size_t)(l - 1) * BT * C;
         const T_* ln1 = a.ln1 + l * BT * C;
@@ -315,23 +324,25 @@ static void gpt2_backward(GPT2* m, int B, int T) {
         const T_* ln2 = a.ln2 + l * BT * C;
         const T_* fch = a.fch + l * BT * 4 * C;
         T_* fch_gelu = a.fch_gelu + (m->recompute ? 0 : l * BT * 4 * C);
-        if (m->recompute) gelu_forward<T_>(fch_gelu, fch, BT * 4 * C);
+        if (m->recompute) PROF(PROF_GELU_FWD, 0, 8 * act, gelu_forward<T_>(fch_gelu, fch, BT * 4 * C));
         // a.dres holds d(residual3): it flows unchanged to residual2 and x, each branch adds its part
-        matmul_backward<T_>(a.dfch, tensor_ptr<T_>(m, G, P_FCPROJW, l), tensor_ptr<T_>(m, G, P_FCPROJB, l), part, a.dres,
-                            fch_gelu, tensor_ptr<T_>(m, W, P_FCPROJW, l), (int)BT, 4 * C, C);
-        gelu_backward<T_>(a.dfch, fch, a.dfch, BT * 4 * C);
-        matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_FCW, l), tensor_ptr<T_>(m, G, P_FCB, l), part, a.dfch, ln2,
-                            tensor_ptr<T_>(m, W, P_FCW, l), (int)BT, C, 4 * C);
-        layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LN2W, l), tensor_ptr<T_>(m, G, P_LN2B, l), part, a.dln, res2,
-                               tensor_ptr<T_>(m, W, P_LN2W, l), a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
+        PROF(PROF_MMB_FCPROJ, 4 * mmf, 0, matmul_backward<T_>(a.dfch, tensor_ptr<T_>(m, G, P_FCPROJW, l), tensor_ptr<T_>(m, G, P_FCPROJB, l), part,
+                                                             a.dres, fch_gelu, tensor_ptr<T_>(m, W, P_FCPROJW, l), (int)BT, 4 * C, C));
+        PROF(PROF_GELU_BWD, 0, 12 * act, gelu_backward<T_>(a.dfch, fch, a.dfch, BT * 4 * C));
+        PROF(PROF_MMB_FC, 4 * mmf, 0, matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_FCW, l), tensor_ptr<T_>(m, G, P_FCB, l), part, a.dfch, ln2,
+                                                         tensor_ptr<T_>(m, W, P_FCW, l), (int)BT, C, 4 * C));
+        PROF(PROF_LN_BWD, 0, 4 * act, layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LN2W, l), tensor_ptr<T_>(m, G, P_LN2B, l), part, a.dln,
+                                                            res2, tensor_ptr<T_>(m, W, P_LN2W, l), a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C));
         // now a.dres = d(residual2)
-        matmul_backward<T_>(a.datty, tensor_ptr<T_>(m, G, P_ATTPROJW, l), tensor_ptr<T_>(m, G, P_ATTPROJB, l), part, a.dres,
-                            atty, tensor_ptr<T_>(m, W, P_ATTPROJW, l), (int)BT, C, C);
-        attention_backward<T_>(a.dqkv, a.dpre, a.datty, qkv, atty, a.lse + (size_t)l * B * NH * T, B, T, C, NH);
-        matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_QKVW, l), tensor_ptr<T_>(m, G, P_QKVB, l), part, a.dqkv, ln1,
-                            tensor_ptr<T_>(m, W, P_QKVW, l), (int)BT, C, 3 * C);
-        layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LN1W, l), tensor_ptr<T_>(m, G, P_LN1B, l), part, a.dln, x,
-                               tensor_ptr<T_>(m, W, P_LN1W, l), a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
+        PROF(PROF_MMB_ATTPROJ, mmf, 0, matmul_backward<T_>(a.datty, tensor_ptr<T_>(m, G, P_ATTPROJW, l), tensor_ptr<T_>(m, G, P_ATTPROJB, l), part,
+                                                          a.dres, atty, tensor_ptr<T_>(m, W, P_ATTPROJW, l), (int)BT, C, C));
+        // five products over the causal pairs (S again, dP, dQ, dK, dV): 2.5 times the forward's
+        PROF(PROF_ATTN_BWD, 10.0 * B * NHd * HSd * Td * (Td + 1) / 2, 0,
+             attention_backward_route(a.dqkv, a.dpre, a.datty, qkv, atty, a.lse + (size_t)l * B * NH * T, B, T, C, NH));
+        PROF(PROF_MMB_QKV, 3 * mmf, 0, matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_QKVW, l), tensor_ptr<T_>(m, G, P_QKVB, l), part, a.dqkv, ln1,
+                                                          tensor_ptr<T_>(m, W, P_QKVW, l), (int)BT, C, 3 * C));
+        PROF(PROF_LN_BWD, 0, 4 * act, layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LN1W, l), tensor_ptr<T_>(m, G, P_LN1B, l), part, a.dln,
+                                                            x, tensor_ptr<T_>(m, W, P_LN1W, l), a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C));
         // now a.dres = d(x), the input of block l
     }
     // token embedding: positions grouped by token on the host (deterministic sums, no atomics)
@@ -340,8 +351,8 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     int* positions = starts + BT + 1;
     int U = encoder_group_positions(m->inputs, (int)BT, V, m->h_counts, tokens, starts, positions);
     CUDA_CHECK(cudaMemcpy(m->d_group, m->h_group, (3 * BT + 1) * sizeof(int), cudaMemcpyHostToDevice));
-    encoder_backward<T_>(tensor_ptr<T_>(m, G, P_WTE, 0), tensor_ptr<T_>(m, G, P_WPE, 0), a.dres, m->d_group,
-                         m->d_group + BT, m->d_group + 2 * BT + 1, U, B, T, C);
+    PROF(PROF_ENCODER_BWD, 0, 2 * act, encoder_backward<T_>(tensor_ptr<T_>(m, G, P_WTE, 0), tensor_ptr<T_>(m, G, P_WPE, 0), a.dres, m->d_group,
+                                                           m->d_group + BT, m->d_group + 2 * BT + 1, U, B, T, C));
 }
 
 // The storage type is picked once here: gpt2_forward<bf16d> or gpt2_forward<float> (same name, typed).
@@ -353,7 +364,7 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     if (m->precision == PRECISION_BF16) gpt2_backward<bf16d>(m, B, T);
     else gpt2_backward<float>(m, B, T);
 }
-static void zero_grads(GPT2* m) { CUDA_CHECK(cudaMemset(m->grads, 0, m->layout.num_params * m->elt)); }
+static void zero_grads(GPT2* m) { PROF(PROF_OTHER, 0, m->layout.num_params * m->elt, CUDA_CHECK(cudaMemset(m->grads, 0, m->layout.num_params * m->elt))); }
 
 // ------------------------------------------------------------------------------------------------
 // 3. gradient norm, initialisation, host <-> device
@@ -380,8 +391,8 @@ __global__ void sumsq_kernel(double* partial, const G* g, size_t n) {
 // reduce-scattered (-zero 1) this rank's range, whose sums the caller adds over the ranks.
 static double grad_sumsq(GPT2* m, size_t lo, size_t hi) {
     if (hi <= lo) return 0.0;
-    if (m->precision == PRECISION_BF16) sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads + lo, hi - lo);
-    else sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads + lo, hi - lo);
+    if (m->precision == PRECISION_BF16) PROF(PROF_NORM, 0, (hi - lo) * m->elt, sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads + lo, hi - lo));
+    else PROF(PROF_NORM, 0, (hi - lo) * m->elt, sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads + lo, hi - lo));
     KERNEL_CHECK();
     double h[NORM_BLOCKS];
     CUDA_CHECK(cudaMemcpy(h, m->norm_partial, sizeof(h), cudaMemcpyDeviceToHost));
@@ -452,9 +463,9 @@ static void optimizer_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, int st
     if (o->ntensors == 0) {
         // nothing of this rank's to update
     } else if (m->precision == PRECISION_BF16) {
-        gpu_opt_step<bf16d>(o, m->master, (const bf16d*)m->grads, (bf16d*)m->params, step, lr_scale, clip_scale);
+        PROF(PROF_OPTIMIZER, 0, 0, gpu_opt_step<bf16d>(o, m->master, (const bf16d*)m->grads, (bf16d*)m->params, step, lr_scale, clip_scale));
     } else {
-        gpu_opt_step<float>(o, m->master, (const float*)m->grads, (bf16d*)NULL, step, lr_scale, clip_scale);
+        PROF(PROF_OPTIMIZER, 0, 0, gpu_opt_step<float>(o, m->master, (const float*)m->grads, (bf16d*)NULL, step, lr_scale, clip_scale));
     }
     if (zero) gpu_zero_allgather(zero, d, m->params, m->elt);
 }
@@ -755,6 +766,9 @@ int main(int argc, char** argv) {
     gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led);
     g_oom_num_params = model.layout.num_params;
     matmul_setup(&run.led);
+    // the attention route (-attn) and its scratch; cuDNN's plans are built here, once, for (B, T)
+    attn_route_setup(a->attn, a->precision == PRECISION_BF16, a->B, a->T, run.cfg.channels, run.cfg.num_heads, &run.led, stdout);
+    run.attn = ATTN_NAMES[g_attn.route];
     gpu_dist_alloc(&dist, model.layout.num_params, a->precision == PRECISION_BF16, dist.on || a->plan_world > 1, &run.led);
     GpuOpt orun;
     GpuZero zero;
@@ -808,6 +822,7 @@ int main(int argc, char** argv) {
     }
     StepTimer tm;
     timer_init(&tm, run.accum);
+    prof_init(a->prof);
     printf("device: %s, %d SMs, %.2f GiB; in use after setup %.2f MiB (total - free, includes the CUDA context)\n", prop.name,
            prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, tm.dev_peak / 1048576.0);
     fflush(stdout);
@@ -819,10 +834,13 @@ int main(int argc, char** argv) {
         double t0 = now_seconds();
         float lr_scale = run_lr_scale(&run, step);
         const int opt_t = run_opt_step(&run, step);
+        prof_collect(0); // launches since the last step (evaluation, sampling) are not the step's
         StepResult s = train_step(&model, &orun, zp, &dist, &run, opt_t, lr_scale, &tm);
         if (!s.skipped) maybe_update_hessian(&model, &orun, zp, &dist, &run, step, opt_t);
         double dt = now_seconds() - t0;
-        if (step > run.start_step + 1 || a->steps == run.start_step + 1) timer_add(&tm);
+        const int timed = step > run.start_step + 1 || a->steps == run.start_step + 1;
+        if (timed) timer_add(&tm);
+        if (g_prof.on) { CUDA_CHECK(cudaDeviceSynchronize()); prof_collect(timed); }
         char mfu[32] = "";
         if (peak_flops > 0) snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * a->total_batch / dt * flops_per_token / peak_flops);
         rc = run_after_step(&run, step, s.loss, s.norm, run.hyper.lr * lr_scale, dt, s.skipped, mfu);
@@ -844,8 +862,13 @@ int main(int argc, char** argv) {
     char extra[256];
     snprintf(extra, sizeof(extra), ",\"ledger_peak_mib\":%.3f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f,\"opt_ms\":%.3f", run.led.peak / 1048576.0,
              ts ? tm.fwd_ms / ts : 0.0, ts ? tm.bwd_ms / ts : 0.0, ts ? tm.opt_ms / ts : 0.0);
+    if (ts > 0) prof_print(stdout, (tm.fwd_ms + tm.bwd_ms + tm.opt_ms) / ts);
     rc = run_finish(&run, rc, mem, tm.dev_peak / 1048576.0, extra);
     timer_free(&tm);
+    prof_free();
+#ifdef USE_CUDNN
+    attn_cudnn_free();
+#endif
     gpu_dist_free(&dist);
     dev_free_all();
     state_layout_free(&orun.layout);

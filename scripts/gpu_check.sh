@@ -3,8 +3,10 @@
 #   1. build the CPU and CUDA trainers, the CPU tests and test/bin/test_gpt2cu (nvcc -arch=sm_90)
 #   2. run test_gpt2cu (model vs PyTorch vectors, optimizer kernels vs CPU, 20 steps GPU vs CPU, checkpoints,
 #      the NCCL / -zero 1 path at one rank vs the plain run: its own row)
+#   2e. run test_gpt2cu -attn: every attention route vs float64 at six shapes, and the trainer with each route
 #   3. run the CPU tests (test/bin/test_* except test_gpt2cu, and test/sh/*.sh)
-#   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw) and scripts/bench_optim.sh (the
+#   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw; every -attn route, a -prof table and the
+#      speed and memory targets as pass/fail) and scripts/bench_optim.sh (the
 #      optimizer step alone, every optimizer with CUDA kernels, d12)
 #   5. write a short markdown table to $OUT/gpu_check.md and print it last
 # Data: nothing is fetched. test_gpt2cu writes its own synthetic shard; the benchmark uses
@@ -42,6 +44,20 @@ if [ -z "${NCCL_HOME:-}" ] && [ ! -f "$(dirname "$(dirname "$nvcc_bin")")/includ
         [ -e /tmp/nccl_home/lib/libnccl.so ] || ln -sf "$(ls "$nd"/lib/libnccl.so.* | head -1)" /tmp/nccl_home/lib/libnccl.so
         export NCCL_HOME=/tmp/nccl_home
         echo "NCCL from the pip package: $nd" >> "$OUT/nvidia-smi.txt"
+    fi
+fi
+
+# cuDNN (the -attn cudnn route): when the CUDA toolkit has no cudnn_graph.h but PyTorch's pip package
+# nvidia-cudnn is installed (the GPU machines' image), CUDNN_HOME is pointed at a folder of links to it.
+if [ -z "${CUDNN_HOME:-}" ] && [ ! -f "$(dirname "$(dirname "$nvcc_bin")")/include/cudnn_graph.h" ] && [ ! -f /usr/include/cudnn_graph.h ]; then
+    cd_dir=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+    if [ -n "$cd_dir" ] && [ -f "$cd_dir/include/cudnn_graph.h" ]; then
+        mkdir -p /tmp/cudnn_home/lib
+        ln -sfn "$cd_dir/include" /tmp/cudnn_home/include
+        for f in "$cd_dir"/lib/libcudnn*.so*; do ln -sf "$f" /tmp/cudnn_home/lib/; done
+        [ -e /tmp/cudnn_home/lib/libcudnn.so ] || ln -sf "$(ls "$cd_dir"/lib/libcudnn.so.* | head -1)" /tmp/cudnn_home/lib/libcudnn.so
+        export CUDNN_HOME=/tmp/cudnn_home
+        echo "cuDNN from the pip package: $cd_dir" >> "$OUT/nvidia-smi.txt"
     fi
 fi
 
@@ -83,6 +99,21 @@ sp=$(grep -cE '^PASS (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/te
 sf=$(grep -cE '^FAIL (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")
 row "sophia" "$sp passed, $sf failed" "kernels vs sophia.c, label draws vs sample_index, GNB pass and 20 steps vs the CPU trainer (test_gpt2cu.log)"
 
+# 2e. the attention routes (cuda/attention_routes.cuh): each against a float64 host attention at six shapes,
+#     bit-identical reruns, and ./train_gpu -attn ROUTE against the CPU trainer (20 steps, rerun, resume)
+start=$SECONDS
+timeout "$TEST_TIMEOUT" ./test/bin/test_gpt2cu -attn > "$OUT/test_attn.log" 2>&1
+rc=$?
+cu=$(ldd ./train_gpu 2>/dev/null | grep -q libcudnn && echo "built with cuDNN" || echo "built WITHOUT cuDNN")
+for route in ref cublas flash cudnn; do
+    ap=$(grep -c "^PASS attention $route " "$OUT/test_attn.log"); af=$(grep -c "^FAIL attention $route " "$OUT/test_attn.log")
+    as=$(grep -c "^SKIP attention $route " "$OUT/test_attn.log")
+    row "attention $route" "$ap passed, $af failed, $as skipped" "kernels at 6 shapes vs float64, reruns, trainer vs CPU; $cu (test_attn.log)"
+done
+ap=$(grep -c '^PASS ' "$OUT/test_attn.log"); af=$(grep -c '^FAIL ' "$OUT/test_attn.log")
+[ $rc -ne 0 ] && [ "$af" -eq 0 ] && af=1
+row "test_gpt2cu -attn" "$ap passed, $af failed" "exit $rc, $((SECONDS - start)) s (test_attn.log)"
+
 # 3. the CPU tests (the same counting as test/run.sh)
 start=$SECONDS
 cp=0; cf=0
@@ -118,7 +149,7 @@ start=$SECONDS
 if [ "${SKIP_BENCH:-0}" = 1 ]; then
     row bench skipped "SKIP_BENCH=1"
 elif timeout "$BENCH_TIMEOUT" bash scripts/bench_gpu.sh > "$OUT/bench.log" 2>&1; then
-    best=$(grep '^| -r' "$OUT/bench_gpu.md" | awk -F'|' '{printf "%s: %s tok/s, %s MiB; ", $2, $3, $5}')
+    best=$(grep -E '^\| (ref|cublas|flash|cudnn) \| 0 ' "$OUT/bench_gpu.md" | awk -F'|' '{printf "%s: %s tok/s; ", $2, $4}')
     row bench "ok" "$best($((SECONDS - start)) s, bench_gpu.md)"
 else
     row bench FAILED "see bench.log"
@@ -137,6 +168,7 @@ fi
 
 echo >> "$summary"
 grep '^FAIL' "$OUT/test_gpt2cu.log" | head -20 | sed 's/^/    /' >> "$summary"
+grep '^FAIL' "$OUT/test_attn.log" 2>/dev/null | head -20 | sed 's/^/    /' >> "$summary"
 echo >> "$summary"
 [ -f "$OUT/bench_gpu.md" ] && cat "$OUT/bench_gpu.md" >> "$summary"
 [ -f "$OUT/bench_optim.md" ] && { echo >> "$summary"; cat "$OUT/bench_optim.md" >> "$summary"; }

@@ -52,6 +52,10 @@
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
 //  6. The data-parallel path (NCCL, -zero 1) at one rank, forced by -dist-force 1, against the plain run:
 //     losses and checkpoints bit-identical; through mpirun when present (see check_nccl).
+//  7. `test_gpt2cu -attn` (its own part of scripts/gpu_check.sh): every attention route (ref, cublas, flash,
+//     cudnn; cuda/attention_routes.cuh) against a float64 host attention at six shapes, bit-identical
+//     reruns, then ./train_gpu -attn ROUTE: 20 bf16 steps vs the CPU trainer, a bit-identical rerun and
+//     resume (see check_attention_shape for the tolerances).
 #define TESTING
 #include "../train_gpt2.cu"
 #include "test.h"
@@ -1729,11 +1733,298 @@ static void check_nccl(int ndev) {
     printf("# nccl logs kept in %s\n", dir);
 }
 
+// ---- 7: the attention routes (cuda/attention_routes.cuh) ------------------------------------------------
+// Each route (ref, cublas, flash, cudnn where built) on the same bf16 inputs against a float64 host
+// attention of those inputs, at (B, T, NH, HS) = (1, 256, 2, 64), (4, 64, 2, 64), (3, 200, 4, 32),
+// (2, 1000, 2, 64), (4, 1024, 12, 64) and (1, 130, 2, 128): out, lse, dq, dk, dv.
+// Inputs: q, k ~ N(0, 1.5^2) (scores with a spread of ~9 after the 1/sqrt(HS) scale: the softmax is peaked
+// on some rows and flat on others, so a wrong max or rescale shows), v, dout ~ N(0, 1); all bf16 values.
+// Tolerances, by relative L2 norm per tensor |x - x64| / |x64|:
+//   out, dq, dk, dv 2e-2. Each route stores out and dqkv in bf16 (2^-9 relative per element, ~0.2% in
+//   norm), and the tensor-core routes round P (and dS) to bf16 before their products: 2^-9 relative per
+//   term, averaged over the keys. The reference kernel (fp32 arithmetic) is the floor the others are held
+//   near: each route within 2e-2 of float64 AND within 2x the reference's own error + 5e-3. A wrong
+//   index, transpose, mask or rescale is O(1) (tens of percent or more).
+//   lse: max |lse - lse64| <= 2e-3 + 1e-3 |lse64| (fp32 statistics of exact bf16 products; cuDNN's stats
+//   are the same quantity).
+// Then each route twice on the same inputs: bit-identical out, lse and dqkv (determinism).
+// cuDNN runs only at a shape it prepared (attn_cudnn_prepare); a shape it cannot take is reported as SKIP.
+
+static void attn_host_ref(const float* qkv, const float* dout, int B, int T, int NH, int HS,
+                          double* out, double* lse, double* dqkv) {
+    const int C = NH * HS;
+    const double scale = 1.0 / sqrt((double)HS);
+    double* p = (double*)xmalloc((size_t)T * sizeof(double));
+    double* dp = (double*)xmalloc((size_t)T * sizeof(double));
+    memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float* qi = qkv + ((size_t)b * T + i) * 3 * C + h * HS;
+                double mx = -INFINITY;
+                for (int j = 0; j <= i; j++) {
+                    const float* kj = qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                    double s = 0.0;
+                    for (int d = 0; d < HS; d++) s += (double)qi[d] * kj[d];
+                    p[j] = s * scale;
+                    mx = fmax(mx, p[j]);
+                }
+                double sum = 0.0;
+                for (int j = 0; j <= i; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                for (int j = 0; j <= i; j++) p[j] /= sum;
+                lse[((size_t)b * NH + h) * T + i] = mx + log(sum);
+                double* oi = out + ((size_t)b * T + i) * C + h * HS;
+                for (int d = 0; d < HS; d++) {
+                    double acc = 0.0;
+                    for (int j = 0; j <= i; j++) acc += p[j] * qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * HS + d];
+                    oi[d] = acc;
+                }
+                // backward of this row: dP = dO V^T, dS = P (dP - sum_j P dP), then dq, dk, dv
+                const float* doi = dout + ((size_t)b * T + i) * C + h * HS;
+                double Di = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    const float* vj = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
+                    double s = 0.0;
+                    for (int d = 0; d < HS; d++) s += (double)doi[d] * vj[d];
+                    dp[j] = s;
+                    Di += p[j] * s;
+                }
+                double* dqi = dqkv + ((size_t)b * T + i) * 3 * C + h * HS;
+                for (int j = 0; j <= i; j++) {
+                    const double ds = p[j] * (dp[j] - Di) * scale;
+                    const float* kj = qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                    double* dkj = dqkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                    double* dvj = dkj + C;
+                    for (int d = 0; d < HS; d++) {
+                        dqi[d] += ds * kj[d];
+                        dkj[d] += ds * qi[d];
+                        dvj[d] += p[j] * doi[d];
+                    }
+                }
+            }
+    free(p);
+    free(dp);
+}
+
+static double rel_l2(const float* a, const double* ref, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += isfinite(a[i]) ? d * d : INFINITY;
+        den += ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+typedef struct { double out, dq, dk, dv, lse; } AttnErr;
+
+// One route forward + backward on device inputs; results to host floats; errors vs the float64 reference.
+static int attn_run_route(int route, const bf16d* d_qkv, const bf16d* d_dout, int B, int T, int NH, int HS,
+                          float* h_out, float* h_lse, float* h_dqkv, char* why, size_t nwhy) {
+    const int C = NH * HS;
+    const size_t BT = (size_t)B * T;
+    if (!attn_route_can_run(route, 1, HS, why, nwhy)) return 0;
+    AttnRoute saved = g_attn;
+    g_attn.route = route;
+    g_attn.B = B;
+    g_attn.T = T;
+    g_attn.scratch = NULL;
+    g_attn.scratch_bytes = 0;
+    if (route == ATTN_CUBLAS) g_attn.scratch_bytes = attn_cublas_scratch_bytes(B, T, C, NH);
+#ifdef USE_CUDNN
+    if (route == ATTN_CUDNN) {
+        if (!attn_cudnn_prepare(B, T, C, NH, why, nwhy)) { g_attn = saved; return 0; }
+        g_attn.scratch_bytes = attn_cudnn_workspace_bytes(B, T, C, NH);
+    }
+#endif
+    if (g_attn.scratch_bytes) CUDA_CHECK(cudaMalloc(&g_attn.scratch, g_attn.scratch_bytes));
+    bf16d *d_out, *d_dqkv;
+    float *d_lse, *d_dpre;
+    CUDA_CHECK(cudaMalloc(&d_out, BT * C * sizeof(bf16d)));
+    CUDA_CHECK(cudaMalloc(&d_dqkv, BT * 3 * C * sizeof(bf16d)));
+    CUDA_CHECK(cudaMalloc(&d_lse, BT * NH * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&d_dpre, BT * NH * sizeof(float)));
+    // poison the outputs: a route that leaves an element unwritten shows as NaN
+    CUDA_CHECK(cudaMemset(d_out, 0xff, BT * C * sizeof(bf16d)));
+    CUDA_CHECK(cudaMemset(d_dqkv, 0xff, BT * 3 * C * sizeof(bf16d)));
+    CUDA_CHECK(cudaMemset(d_lse, 0xff, BT * NH * sizeof(float)));
+    attention_forward_route(d_out, d_lse, d_qkv, B, T, C, NH);
+    attention_backward_route(d_dqkv, d_dpre, d_dout, d_qkv, d_out, d_lse, B, T, C, NH);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    bf16* hb = (bf16*)xmalloc(BT * 3 * C * sizeof(bf16));
+    CUDA_CHECK(cudaMemcpy(hb, d_out, BT * C * sizeof(bf16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < BT * C; i++) h_out[i] = bf16_to_f32(hb[i]);
+    CUDA_CHECK(cudaMemcpy(hb, d_dqkv, BT * 3 * C * sizeof(bf16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < BT * 3 * C; i++) h_dqkv[i] = bf16_to_f32(hb[i]);
+    CUDA_CHECK(cudaMemcpy(h_lse, d_lse, BT * NH * sizeof(float), cudaMemcpyDeviceToHost));
+    free(hb);
+    CUDA_CHECK(cudaFree(d_out));
+    CUDA_CHECK(cudaFree(d_dqkv));
+    CUDA_CHECK(cudaFree(d_lse));
+    CUDA_CHECK(cudaFree(d_dpre));
+    if (g_attn.scratch) CUDA_CHECK(cudaFree(g_attn.scratch));
+    g_attn = saved;
+    return 1;
+}
+
+static AttnErr attn_errors(const float* out, const float* lse, const float* dqkv, const double* out64, const double* lse64,
+                           const double* dqkv64, int B, int T, int NH, int HS) {
+    const int C = NH * HS;
+    const size_t BT = (size_t)B * T;
+    AttnErr e;
+    e.out = rel_l2(out, out64, BT * C);
+    // split dqkv into its parts (row-interleaved): gather each
+    float* part = (float*)xmalloc(BT * C * sizeof(float));
+    double* part64 = (double*)xmalloc(BT * C * sizeof(double));
+    double* r[3] = { &e.dq, &e.dk, &e.dv };
+    for (int k = 0; k < 3; k++) {
+        for (size_t t = 0; t < BT; t++)
+            for (int c = 0; c < C; c++) { part[t * C + c] = dqkv[t * 3 * C + k * C + c]; part64[t * C + c] = dqkv64[t * 3 * C + k * C + c]; }
+        *r[k] = rel_l2(part, part64, BT * C);
+    }
+    free(part);
+    free(part64);
+    e.lse = 0.0;
+    for (size_t i = 0; i < BT * NH; i++) {
+        double d = fabs((double)lse[i] - lse64[i]) / (2e-3 + 1e-3 * fabs(lse64[i])); // in units of the tolerance
+        if (!(d <= e.lse)) e.lse = isnan(d) ? INFINITY : d;
+    }
+    return e;
+}
+
+static void check_attention_shape(int B, int T, int NH, int HS) {
+    const int C = NH * HS;
+    const size_t BT = (size_t)B * T;
+    Rng r;
+    rng_seed(&r, 1000 + B * 7 + T * 13 + NH * 17 + HS);
+    float* qkv = (float*)xmalloc(BT * 3 * C * sizeof(float));
+    float* dout = (float*)xmalloc(BT * C * sizeof(float));
+    bf16* qb = (bf16*)xmalloc(BT * 3 * C * sizeof(bf16));
+    bf16* db = (bf16*)xmalloc(BT * C * sizeof(bf16));
+    for (size_t t = 0; t < BT; t++)
+        for (int c = 0; c < 3 * C; c++) {
+            float x = rng_normal(&r) * (c < 2 * C ? 1.5f : 1.0f);
+            qb[t * 3 * C + c] = f32_to_bf16(x);
+            qkv[t * 3 * C + c] = bf16_to_f32(qb[t * 3 * C + c]);
+        }
+    for (size_t i = 0; i < BT * C; i++) { db[i] = f32_to_bf16(rng_normal(&r)); dout[i] = bf16_to_f32(db[i]); }
+    double* out64 = (double*)xmalloc(BT * C * sizeof(double));
+    double* lse64 = (double*)xmalloc(BT * NH * sizeof(double));
+    double* dqkv64 = (double*)xmalloc(BT * 3 * C * sizeof(double));
+    attn_host_ref(qkv, dout, B, T, NH, HS, out64, lse64, dqkv64);
+    bf16d *d_qkv, *d_dout;
+    CUDA_CHECK(cudaMalloc(&d_qkv, BT * 3 * C * sizeof(bf16d)));
+    CUDA_CHECK(cudaMalloc(&d_dout, BT * C * sizeof(bf16d)));
+    CUDA_CHECK(cudaMemcpy(d_qkv, qb, BT * 3 * C * sizeof(bf16), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_dout, db, BT * C * sizeof(bf16), cudaMemcpyHostToDevice));
+    float* o = (float*)xmalloc(BT * C * sizeof(float));
+    float* l = (float*)xmalloc(BT * NH * sizeof(float));
+    float* g = (float*)xmalloc(BT * 3 * C * sizeof(float));
+    float* o2 = (float*)xmalloc(BT * C * sizeof(float));
+    float* l2 = (float*)xmalloc(BT * NH * sizeof(float));
+    float* g2 = (float*)xmalloc(BT * 3 * C * sizeof(float));
+    AttnErr ref_err = { 0, 0, 0, 0, 0 };
+    const int routes[4] = { ATTN_REF, ATTN_CUBLAS, ATTN_FLASH, ATTN_CUDNN };
+    for (int k = 0; k < 4; k++) {
+        const int route = routes[k];
+        char why[512] = "";
+        const char* rn = ATTN_NAMES[route];
+        if (!attn_run_route(route, d_qkv, d_dout, B, T, NH, HS, o, l, g, why, sizeof(why))) {
+            printf("SKIP attention %s (%d,%d,%d,%d): %s\n", rn, B, T, NH, HS, why);
+            continue;
+        }
+        AttnErr e = attn_errors(o, l, g, out64, lse64, dqkv64, B, T, NH, HS);
+        if (route == ATTN_REF) ref_err = e;
+        snprintf(why, sizeof(why), "rel L2 vs float64: out %.3g dq %.3g dk %.3g dv %.3g; lse %.3g x tol; the ref route's: out %.3g dq %.3g dk %.3g dv %.3g",
+                 e.out, e.dq, e.dk, e.dv, e.lse, ref_err.out, ref_err.dq, ref_err.dk, ref_err.dv);
+        const double tol = 2e-2;
+        int ok = e.out <= tol && e.dq <= tol && e.dk <= tol && e.dv <= tol && e.lse <= 1.0;
+        if (route != ATTN_REF)
+            ok = ok && e.out <= 2 * ref_err.out + 5e-3 && e.dq <= 2 * ref_err.dq + 5e-3 && e.dk <= 2 * ref_err.dk + 5e-3 && e.dv <= 2 * ref_err.dv + 5e-3;
+        test_check(ok, why, "attention %s (B,T,NH,HS)=(%d,%d,%d,%d): out, lse, dq, dk, dv vs float64 (out %.2g, dq %.2g, dk %.2g, dv %.2g)",
+                   rn, B, T, NH, HS, e.out, e.dq, e.dk, e.dv);
+        // determinism: the same inputs again
+        attn_run_route(route, d_qkv, d_dout, B, T, NH, HS, o2, l2, g2, why, sizeof(why));
+        int same = !memcmp(o, o2, BT * C * sizeof(float)) && !memcmp(l, l2, BT * NH * sizeof(float)) && !memcmp(g, g2, BT * 3 * C * sizeof(float));
+        test_check(same, "a second run on the same inputs gave different bits", "attention %s (%d,%d,%d,%d): bit-identical rerun", rn, B, T, NH, HS);
+    }
+    CUDA_CHECK(cudaFree(d_qkv));
+    CUDA_CHECK(cudaFree(d_dout));
+    free(qkv); free(dout); free(qb); free(db); free(out64); free(lse64); free(dqkv64);
+    free(o); free(l); free(g); free(o2); free(l2); free(g2);
+}
+
+static void check_attention_routes(void) {
+    const int shapes[6][4] = { { 1, 256, 2, 64 }, { 4, 64, 2, 64 }, { 3, 200, 4, 32 }, { 2, 1000, 2, 64 }, { 4, 1024, 12, 64 }, { 1, 130, 2, 128 } };
+    for (int s = 0; s < 6; s++) check_attention_shape(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3]);
+}
+
+// The trainer with each route: 20 bf16 steps against the CPU trainer (within check 4's 0.15), a second run
+// bit-identical, a checkpoint at step 10 resumed bit-identically, and the startup line naming the route
+// (a route that fell back would otherwise pass as the reference).
+static void check_attention_trainer(const char* route) {
+    const int N = 20;
+    char tmpl[] = "/tmp/test_attn_XXXXXX";
+    char* dir = mkdtemp(tmpl);
+    CHECK(dir);
+    char shard[256], cmd[2048], d[600], why[1024];
+    snprintf(shard, sizeof(shard), "%s/synthetic.bin", dir);
+    write_synthetic_shard(shard);
+    const char* common = "-model 2:128:2 -b 4 -t 64 -x 20 -l 1e-3 -v 0 -m 2 -gen 0 -seed 7 -precision bf16";
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -attn %s -i %s -o %s/g1 > %s/g1.txt 2>&1", common, route, shard, dir, dir);
+    int r1 = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -attn %s -i %s -o %s/g2 > %s/g2.txt 2>&1", common, route, shard, dir, dir);
+    int r2 = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_cpu %s -i %s -o %s/c > %s/c.txt 2>&1", common, shard, dir, dir);
+    int r3 = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -attn %s -i %s -o %s/ck -n 10 -stop 10 > %s/ck1.txt 2>&1 && "
+             "./train_gpu %s -attn %s -i %s -o %s/ck -y 1 > %s/ck2.txt 2>&1", common, route, shard, dir, dir, common, route, shard, dir, dir);
+    int r4 = run_cmd(cmd);
+    double l1[N + 1], l2[N + 1], lc[N + 1], lk[N + 1];
+    snprintf(d, sizeof(d), "%s/g1", dir); int n1 = read_losses(d, l1, N);
+    snprintf(d, sizeof(d), "%s/g2", dir); int n2 = read_losses(d, l2, N);
+    snprintf(d, sizeof(d), "%s/c", dir); int nc = read_losses(d, lc, N);
+    snprintf(d, sizeof(d), "%s/ck", dir); int nk = read_losses(d, lk, N);
+    char line[64];
+    snprintf(line, sizeof(line), "attention: %s route", route);
+    snprintf(d, sizeof(d), "%s/g1.txt", dir);
+    snprintf(why, sizeof(why), "no line '%s' in %s (the route fell back?)", line, d);
+    test_check(file_has(d, line), why, "attention %s trainer: the run says it runs the %s route", route, route);
+    snprintf(why, sizeof(why), "exit codes %d %d %d %d; step lines %d %d %d %d (logs in %s)", r1, r2, r3, r4, n1, n2, nc, nk, dir);
+    int ran = r1 == 0 && r2 == 0 && r3 == 0 && r4 == 0 && n1 == N && n2 == N && nc == N && nk == N;
+    test_check(ran, why, "attention %s trainer: the runs finished", route);
+    if (!ran) return;
+    double worst = 0.0;
+    int same = 1, resumed = 1;
+    for (int s = 1; s <= N; s++) {
+        worst = fmax(worst, fabs(l1[s] - lc[s]));
+        same = same && l1[s] == l2[s];
+        if (s > 10) resumed = resumed && lk[s] == l1[s];
+    }
+    snprintf(why, sizeof(why), "worst |gpu - cpu| %.4f; step 1 %.4f -> step 20 %.4f", worst, l1[1], l1[N]);
+    test_check(worst <= 0.15 && l1[N] < l1[1] - 0.1, why, "attention %s trainer: 20 bf16 steps match the CPU trainer within 0.15 (worst %.4f) and fall",
+               route, worst);
+    test_check(same, "two identical runs printed different losses", "attention %s trainer: bit-identical rerun", route);
+    test_check(resumed, "steps 11..20 after resume differ", "attention %s trainer: resume at step 10 reproduces steps 11..20 bit for bit", route);
+}
+
 int main(int argc, char** argv) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         printf("FAIL test_gpt2cu: no CUDA GPU on this machine (this test needs one)\n");
         return 1;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "-attn")) {
+        // the attention routes alone (scripts/gpu_check.sh runs this as its own part): kernels at the six
+        // shapes, then the trainer with each fast route
+        check_attention_routes();
+        if (access("./train_gpu", X_OK) == 0 && access("./train_cpu", X_OK) == 0) {
+            const char* routes[3] = { "cublas", "flash", "cudnn" };
+            for (int k = 0; k < 3; k++) check_attention_trainer(routes[k]);
+        } else {
+            test_check(0, "build them first: make train_cpu train_gpu", "trainer binaries ./train_gpu and ./train_cpu exist");
+        }
+        return test_finish("test_gpt2cu -attn");
     }
     g_matmul_tf32 = 0; // full fp32 matmuls for the fp32 model check
     VecFile vf = vec_load("test/vectors/gpt2_tiny.bin");

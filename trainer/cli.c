@@ -58,6 +58,9 @@ void print_usage(FILE* f) {
 "  -eval PATH      print the loss and perplexity on PATH's tokens (shards or .txt; -m batches) and exit\n"
 "  -export F.safetensors  write -init PATH's (or -o DIR's checkpoint's) weights for HuggingFace GPT-2, exit\n"
 "  -r 0|1          recompute GELU activations in backward (CUDA trainer)            [0]\n"
+"  -attn ROUTE     CUDA trainer's attention: auto|cudnn|flash|cublas|ref; a route that cannot run\n"
+"                  here says so and the run uses ref (auto: the fastest route verified on a GPU) [auto]\n"
+"  -prof 1         CUDA trainer: GPU time per kernel family (CUDA events), printed at the end [0]\n"
 "  -advise 1       optimizer decision guide instead of training: -params N | -model S, -mem GB,\n"
 "                  -gpus N, -task finetune|pretrain, -reserve F (see README)\n"
 "  -memory-only 1  print the memory ledger for the model/optimizer without allocating, then exit\n"
@@ -166,6 +169,13 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-plan-world")) a->plan_world = parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "-plan-rank")) a->plan_rank = parse_int(f, v, 0, (1 << 20) - 1);
         else if (!strcmp(f, "-dist-force")) a->dist_force = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-prof")) a->prof = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-attn")) {
+            int k = 0;
+            while (k < ATTN_NUM_ROUTES && strcmp(v, ATTN_NAMES[k])) k++;
+            if (k == ATTN_NUM_ROUTES) user_error("-attn must be auto, cudnn, flash, cublas or ref, got '%s'", v);
+            a->attn = k;
+        }
         else user_error("unknown flag %s (run ./train -h for the list)", f);
     }
     // one step of -d tokens is -d / (b*t) micro-steps: bounded so that a step finishes (64-bit product)

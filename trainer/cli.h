@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include "optim/optim.h"
 #include "trainer/model.h"
+#include "cuda/attention_route.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +59,8 @@ typedef struct {
     int dist_force;           // -dist-force 1: the CUDA trainer's collective (NCCL) path even at one rank
     int plan_world;           // -plan-world N: -memory-only plans one rank of N ranks without MPI (0: off)
     int plan_rank;            // -plan-rank R: that rank (-1: the one with the most sharded bytes)
+    int attn;                 // -attn: the CUDA trainer's attention route (ATTN_*, cuda/attention_route.h)
+    int prof;                 // -prof 1: the CUDA trainer times each kernel family with CUDA events
 } Args;
 
 void print_usage(FILE* f);

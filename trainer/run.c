@@ -365,12 +365,13 @@ static void write_config_record(Run* r) {
                  "\"steps\":%d,\"warmup\":%d,\"final_lr_frac\":%g,\"grad_clip\":%g,\"seed\":%llu,\"opt\":\"%s\",\"lr\":%.9g,"
                  "\"beta1\":%.9g,\"beta2\":%.9g,\"beta3\":%.9g,\"eps\":%.9g,\"eps2\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,"
                  "\"nesterov\":%d,\"relative_step\":%d,\"qblock\":%d,\"rho\":%.9g,\"hess_interval\":%d,\"state_bytes\":%zu,"
-                 "\"val_every\":%d,\"val_batches\":%d,\"ckpt_every\":%d,\"recompute\":%d}",
+                 "\"val_every\":%d,\"val_batches\":%d,\"ckpt_every\":%d,\"recompute\":%d,\"attn\":\"%s\"}",
                  r->trainer, esc[3], git, host, date, a->model, c->num_layers, c->channels, c->num_heads, c->vocab_size,
                  r->layout->num_params, esc[0], esc[1], esc[2], a->precision == PRECISION_BF16 ? "bf16" : "fp32", a->sr, a->B, a->T,
                  a->total_batch, a->steps, a->warmup, a->final_lr_frac, a->grad_clip, (unsigned long long)a->seed, r->opt->name,
                  h->lr, h->beta1, h->beta2, h->beta3, h->eps, h->eps2, h->weight_decay, h->momentum, h->nesterov, h->relative_step,
-                 h->qblock, h->rho, h->hess_interval, r->state_bytes, a->val_every, a->val_batches, a->ckpt_every, a->recompute);
+                 h->qblock, h->rho, h->hess_interval, r->state_bytes, a->val_every, a->val_batches, a->ckpt_every, a->recompute,
+                 r->attn ? r->attn : "cpu");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -445,6 +446,9 @@ int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kern
     if (r->a.dist_force && !strcmp(trainer, "cpu"))
         user_error("-dist-force 1 runs the CUDA trainer's NCCL path at one rank; the CPU trainer's MPI path runs under "
                    "mpirun -np N ./train_cpu (N >= 2)");
+    if (!strcmp(trainer, "cpu") && (r->a.attn > ATTN_REF || r->a.prof))
+        fprintf(stderr, "note: %s is the CUDA trainer's; the CPU trainer has one attention (fp32) and times phases only\n",
+                r->a.prof ? "-prof" : "-attn");
     r->opt = optim_find(r->a.opt_name);
     if (!r->opt) {
         fprintf(stderr, "error: unknown optimizer '%s'; valid names: ", r->a.opt_name);

@@ -100,6 +100,7 @@ typedef struct {
     int start_step;          // 0, or the checkpoint's step on resume
     const char* trainer;     // "cpu" or "gpu"
     const char* device;      // the GPU's name (NULL on the CPU): the config record
+    const char* attn;        // the attention route that runs (cuda/attention_routes.cuh; NULL on the CPU)
     int rank, world;         // data parallelism (trainer/dist.h): this process's rank and the number of
                              // ranks; only rank 0 prints, logs, evaluates, samples and checkpoints
     int* batch_buf;          // (2, world*B, T) the global micro-batch; each rank trains on its B rows
