@@ -4,6 +4,7 @@
 // the backend calls (CUDNN_LOGLEVEL_DBG=3) with the frontend's record.
 //
 //   cudnn_graph_check fwd|bwd B T NH HS    one graph (one process per graph: one log per graph)
+//   cudnn_graph_check version              the cuDNN library's version (91900 for 9.19.0)
 //   cudnn_graph_check                      all four: fwd and bwd at d12's shape (32, 1024, 12, 64) and
 //                                          at a small one (4, 256, 2, 64)
 // Exit 0 when every graph finalizes, 1 (and the reason) otherwise.
@@ -20,6 +21,7 @@ static int check(int backward, int B, int T, int NH, int HS) {
 }
 
 int main(int argc, char** argv) {
+    if (argc == 2 && !strcmp(argv[1], "version")) { printf("%zu\n", cudnnGetVersion()); return 0; }
     if (argc == 6) {
         int backward = !strcmp(argv[1], "bwd");
         if (!backward && strcmp(argv[1], "fwd")) { fprintf(stderr, "usage: %s [fwd|bwd B T NH HS]\n", argv[0]); return 2; }
