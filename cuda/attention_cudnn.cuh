@@ -524,13 +524,15 @@ static size_t attn_cudnn_workspace_bytes(int B, int T, int C, int NH) {
 // + dP/dS         B*NH*Tp*Tp*2, Tp = T rounded up to 128: the deterministic backward keeps dS for the
 //                 whole (T, T) score matrix in bf16; the frontend estimates it with T rounded up to 64,
 //                 cuDNN's Hopper kernels tile by 128, so rounding to 128 covers both
-// + 64 MiB        the plan's other scratch: per-row fp32 values (max, sum, D: 3 * B*NH*T*4 = 4.5 MiB
-//                 at d12) and tile counters/semaphores, far below this. The forward plan needs no
-//                 more than the backward's (it keeps no (T, T) matrix).
-// The GPU check compares the prepared plans' real size against this bound.
+// + dQ in fp32    B*NH*T*HS*4: should the engine still accumulate dQ in fp32 (what the
+//                 non-deterministic algorithm keeps as dQ_accum), the bound holds
+// + 32 MiB        the rest: per-row fp32 values (max, sum, D: 3 * B*NH*T*4 = 4.5 MiB at d12) and tile
+//                 counters/semaphores, far below this.
+// The forward plan keeps no (T, T) matrix and needs less. At d12: 768 + 96 + 1.5 + 32 = 897.5 MiB.
+// The GPU check (test/test_attention_cudnn.cu) compares the prepared plans' real size with this.
 static size_t attn_cudnn_workspace_bound(int B, int T, int C, int NH) {
     size_t tp = ((size_t)T + 127) / 128 * 128;
-    return acu_softmax_sum_bytes(B, T, NH) + (size_t)B * NH * tp * tp * 2 + ((size_t)64 << 20);
+    return acu_softmax_sum_bytes(B, T, NH) + (size_t)B * NH * tp * tp * 2 + (size_t)B * T * C * 4 + ((size_t)32 << 20);
 }
 
 static AcuShape* acu_prepared(int B, int T, int C, int NH) {
