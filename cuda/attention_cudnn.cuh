@@ -59,6 +59,7 @@
 #ifdef USE_CUDNN
 
 #include <cudnn_graph.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -535,6 +536,10 @@ static size_t attn_cudnn_workspace_bound(int B, int T, int C, int NH) {
     return acu_softmax_sum_bytes(B, T, NH) + (size_t)B * NH * tp * tp * 2 + (size_t)B * T * C * 4 + ((size_t)32 << 20);
 }
 
+// The masked scores' value: -inf from cuDNN 9.10 on, the lowest float before (what the frontend passes;
+// older engines prefer it in the softmax).
+static float acu_mask_value(void) { return cudnnGetVersion() >= 91000 ? -INFINITY : -FLT_MAX; }
+
 static AcuShape* acu_prepared(int B, int T, int C, int NH) {
     AcuShape* s = acu_find(B, T, NH, C / NH);
     if (!s) {
@@ -560,7 +565,7 @@ static void acu_execute(cudnnBackendDescriptor_t plan, const int64_t* uids, void
 static void attn_cudnn_forward(bf16d* out, float* lse, const bf16d* qkv, int B, int T, int C, int NH, void* workspace) {
     AcuShape* s = acu_prepared(B, T, C, NH);
     float scale = 1.0f / sqrtf((float)(C / NH));
-    float mask_value = -INFINITY;   // the frontend's mask value from cuDNN 9.10 on (before: lowest float)
+    float mask_value = acu_mask_value();
     // by-value tensors take a host pointer to their value
     int64_t uids[7] = { ACU_Q, ACU_K, ACU_V, ACU_SCALE, ACU_O, ACU_STATS, ACU_FWD_MASKVAL };
     void* ptrs[7] = { (void*)qkv, (void*)(qkv + C), (void*)(qkv + 2 * C), &scale, out, lse, &mask_value };
@@ -572,7 +577,7 @@ static void attn_cudnn_backward(bf16d* dqkv, const bf16d* dout, const bf16d* qkv
                                 int B, int T, int C, int NH, void* workspace) {
     AcuShape* s = acu_prepared(B, T, C, NH);
     float scale = 1.0f / sqrtf((float)(C / NH));
-    float one = 1.0f, mask_value = -INFINITY;
+    float one = 1.0f, mask_value = acu_mask_value();
     char* ws = (char*)workspace;
     void* softmax_sum = ws;                                           // (B, NH, T) fp32
     void* plan_ws = s->plan_ws[1] ? ws + acu_softmax_sum_bytes(B, T, NH) : NULL;
