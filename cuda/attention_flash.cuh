@@ -38,10 +38,12 @@
 // Shared memory (row = HS + 8 bf16: 16 bytes of padding make ldmatrix and the 32-bit fragment stores
 // bank-conflict-free) per block, HS 32 / 64 / 128:
 //   forward: Q + 2 x (K, V), 64-row tiles                          25.0 / 45.0 / 85.0 KiB
-//   dK/dV:   K, V (64 rows) + 2 x (Q, dO) (BN rows) + 2 x (lse, D)  36.0 / 55.0 / 68.5 KiB
+//   dK/dV:   K, V (64 rows) + 2 x (Q, dO) (BN rows) + 2 x (lse, D)  31.0 / 55.0 / 68.5 KiB
 //   dQ:      Q, dO (64 rows) + 2 x (K, V) (BN rows)                 30.0 / 54.0 / 68.0 KiB
 // (above 48 KiB: cudaFuncSetAttribute once per kernel). Registers per thread, fp32 accumulators at HS 128:
 // forward O 64 + S 32 + Q fragments 32; dK/dV: dK 64 + dV 64 + S^T 16 + dP^T 16; dQ: dQ 64 + S 16 + dP 16.
+// ptxas (nvcc 13.0, sm_90), registers at HS 32 / 64 / 128, no spills: forward 98 / 157 / 253, dK/dV
+// 155 / 212 / 244, dQ 128 / 165 / 166 (2-3 blocks of 128 threads per SM).
 // Alignment: 16-byte loads and stores need C % 8 == 0 and HS % 8 == 0 (true for the head sizes here)
 // and 16-byte aligned base pointers (cudaMalloc gives 256).
 #ifndef CUDA_ATTENTION_FLASH_CUH
@@ -59,7 +61,7 @@ __device__ __forceinline__ uint32_t fa_saddr(const void* p) { return (uint32_t)_
 
 // 16 bytes global -> shared, asynchronous (completes at fa_cp_wait_all)
 __device__ __forceinline__ void fa_cp16(bf16d* dst, const bf16d* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(fa_saddr(dst)), "l"(src) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(fa_saddr(dst)), "l"(__cvta_generic_to_global(src)) : "memory");
 }
 __device__ __forceinline__ void fa_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void fa_cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
