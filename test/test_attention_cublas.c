@@ -548,7 +548,9 @@ int main(void) {
                    L.total / 1048576.0, L.bytes[ATTN_BUF_X] / 1048576.0, 4 * L.bytes[ATTN_BUF_Q] / 1048576.0,
                    L.bytes[ATTN_BUF_WS] / 1048576.0);
     }
-    const int shapes[][4] = { { 1, 256, 2, 64 }, { 4, 64, 2, 64 }, { 3, 200, 4, 32 }, { 2, 1000, 2, 64 }, { 1, 130, 2, 128 } };
+    // (B, T, NH, HS): T = 1000, 200, 130 are not multiples of 8 (X's padded pitch); HS = 24 is no power of two
+    const int shapes[][4] = { { 1, 256, 2, 64 }, { 4, 64, 2, 64 }, { 3, 200, 4, 32 }, { 2, 1000, 2, 64 }, { 1, 130, 2, 128 },
+                              { 2, 50, 3, 24 } };
     const int nshapes = (int)(sizeof(shapes) / sizeof(shapes[0]));
     for (int s = 0; s < nshapes; s++) check_plan(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3]);
     check_plan(32, 1024, 12, 64);
