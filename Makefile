@@ -159,6 +159,10 @@ train_gpu: train_gpt2.cu $(LIB_OBJS)
 build/bench/bench_optim: bench/bench_optim.cu $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d bench/bench_optim.cu $(LIB_OBJS) $(NVCCLIBS) -o $@
+# the attention routes' own GPU checks (scripts/gpu_check.sh runs them; test_gpt2cu -attn checks them too)
+test/bin/test_attention_%_gpu: test/test_attention_%_gpu.cu $(LIB_OBJS)
+	@mkdir -p test/bin
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d $< $(LIB_OBJS) $(NVCCLIBS) -o $@
 test/bin/test_gpt2cu: test/test_gpt2cu.cu $(LIB_OBJS)
 	@mkdir -p test/bin
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $@.d test/test_gpt2cu.cu $(LIB_OBJS) $(NVCCLIBS) -o $@

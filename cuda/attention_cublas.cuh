@@ -23,7 +23,7 @@
 //   dK^T = Q^T dS     m=HS n=T  k=T   A=Q  (OP_N, lda HS)   B=dS (OP_T, ldb 2Tp)  C=dK bf16 ldc HS, alpha=scale
 // (strides per head: T*HS for the (T, HS) operands, T*Tp fp32 / 2*T*Tp bf16 for X). The exact fields are
 // built once, in cuda/attention_cublas_plan.h, which test/test_attention_cublas.c executes on the CPU
-// through a host model of cublasGemmStridedBatchedEx (test/attention_cublas_gpu.cu is the check on a GPU,
+// through a host model of cublasGemmStridedBatchedEx (test/test_attention_cublas_gpu.cu is the check on a GPU,
 // against cuda/attention.cuh). scale is folded into the GEMMs' alpha, so X holds
 // the scaled logits. All GEMMs: bf16 A and B, CUBLAS_COMPUTE_32F (fp32 accumulation), default math mode.
 // The whole (T, T) products are computed (the causal half is wasted work); the kernels mask j > i.

@@ -530,7 +530,7 @@ static size_t attn_cudnn_workspace_bytes(int B, int T, int C, int NH) {
 // + 32 MiB        the rest: per-row fp32 values (max, sum, D: 3 * B*NH*T*4 = 4.5 MiB at d12) and tile
 //                 counters/semaphores, far below this.
 // The forward plan keeps no (T, T) matrix and needs less. At d12: 768 + 96 + 1.5 + 32 = 897.5 MiB.
-// The GPU check (test/test_attention_cudnn.cu) compares the prepared plans' real size with this.
+// The GPU check (test/test_attention_cudnn_gpu.cu) compares the prepared plans' real size with this.
 static size_t attn_cudnn_workspace_bound(int B, int T, int C, int NH) {
     size_t tp = ((size_t)T + 127) / 128 * 128;
     return acu_softmax_sum_bytes(B, T, NH) + (size_t)B * NH * tp * tp * 2 + (size_t)B * T * C * 4 + ((size_t)32 << 20);

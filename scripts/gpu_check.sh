@@ -4,6 +4,8 @@
 #   2. run test_gpt2cu (model vs PyTorch vectors, optimizer kernels vs CPU, 20 steps GPU vs CPU, checkpoints,
 #      the NCCL / -zero 1 path at one rank vs the plain run: its own row)
 #   2e. run test_gpt2cu -attn: every attention route vs float64 at six shapes, and the trainer with each route
+#   2f. run each route's own GPU check (test/test_attention_{flash,cublas,cudnn}_gpu.cu: vs the reference
+#      kernels, reruns, the kernels timed alone)
 #   3. run the CPU tests (test/bin/test_* except test_gpt2cu, and test/sh/*.sh)
 #   4. run scripts/bench_gpu.sh (d12, B=32, T=1024, bf16, adamw; every -attn route, a -prof table and the
 #      speed and memory targets as pass/fail) and scripts/bench_optim.sh (the
@@ -74,6 +76,11 @@ else
     cat "$summary"; tail -n 30 "$OUT/build.log"; exit 1
 fi
 
+# 1b. the attention routes' own GPU checks, built apart: a route's check that fails to build costs its row,
+#     not the call (the cudnn one needs cuDNN, found by the Makefile or the pip package above)
+attn_bins="test/bin/test_attention_flash_gpu test/bin/test_attention_cublas_gpu test/bin/test_attention_cudnn_gpu"
+make -k -j"$(nproc)" $attn_bins > "$OUT/build_attn.log" 2>&1 || true
+
 # 2. the GPU tests
 start=$SECONDS
 timeout "$TEST_TIMEOUT" ./test/bin/test_gpt2cu > "$OUT/test_gpt2cu.log" 2>&1
@@ -113,6 +120,22 @@ done
 ap=$(grep -c '^PASS ' "$OUT/test_attn.log"); af=$(grep -c '^FAIL ' "$OUT/test_attn.log")
 [ $rc -ne 0 ] && [ "$af" -eq 0 ] && af=1
 row "test_gpt2cu -attn" "$ap passed, $af failed" "exit $rc, $((SECONDS - start)) s (test_attn.log)"
+
+# 2f. each route's own GPU check (against the reference kernels, reruns, and its kernels timed alone)
+: > "$OUT/attn_gpu.log"
+for b in $attn_bins; do
+    name=$(basename "$b")
+    echo "## $name" >> "$OUT/attn_gpu.log"
+    if [ ! -x "$b" ]; then row "$name" "not built" "see build_attn.log"; continue; fi
+    start=$SECONDS
+    extra=; [ "$name" = test_attention_cublas_gpu ] && extra=-bench
+    timeout 120 "./$b" $extra > "$OUT/one_attn.log" 2>&1; rc=$?
+    cat "$OUT/one_attn.log" >> "$OUT/attn_gpu.log"
+    tp=$(grep -c '^PASS ' "$OUT/one_attn.log"); tf=$(grep -c '^FAIL ' "$OUT/one_attn.log")
+    [ $rc -ne 0 ] && [ "$tf" -eq 0 ] && tf=1
+    row "$name" "$tp passed, $tf failed" "exit $rc, $((SECONDS - start)) s (attn_gpu.log)"
+done
+rm -f "$OUT/one_attn.log"
 
 # 3. the CPU tests (the same counting as test/run.sh)
 start=$SECONDS
@@ -169,6 +192,7 @@ fi
 echo >> "$summary"
 grep '^FAIL' "$OUT/test_gpt2cu.log" | head -20 | sed 's/^/    /' >> "$summary"
 grep '^FAIL' "$OUT/test_attn.log" 2>/dev/null | head -20 | sed 's/^/    /' >> "$summary"
+grep '^FAIL' "$OUT/attn_gpu.log" 2>/dev/null | head -20 | sed 's/^/    /' >> "$summary"
 echo >> "$summary"
 [ -f "$OUT/bench_gpu.md" ] && cat "$OUT/bench_gpu.md" >> "$summary"
 [ -f "$OUT/bench_optim.md" ] && { echo >> "$summary"; cat "$OUT/bench_optim.md" >> "$summary"; }

@@ -1,9 +1,7 @@
 // test/test_attention_flash_gpu.cu: the tensor-core flash attention (cuda/attention_flash.cuh) against the
 // fp32 reference kernels (cuda/attention.cuh) on a GPU, plus determinism and timing. Needs a GPU; not
-// built by `make test` (the host emulation test/test_attention_flash.c is). Build and run from the root:
-//   nvcc -O3 -arch=sm_90 -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
-//        test/test_attention_flash_gpu.cu -o test/bin/test_attention_flash_gpu   (one line)
-//   ./test/bin/test_attention_flash_gpu
+// built by `make test` (the host emulation test/test_attention_flash.c is). Built by
+// `make test/bin/test_attention_flash_gpu`, run by scripts/gpu_check.sh: ./test/bin/test_attention_flash_gpu
 // Checks, per shape (B, T, NH, HS):
 //   - forward: out within 2^-7 |ref| + 2^-8 max|ref| (both store bf16, 2^-9 each; flash also rounds P to
 //     bf16), lse within 1e-4 + 1e-5 |ref| (fp32 both); every element written (outputs prefilled with NaN).

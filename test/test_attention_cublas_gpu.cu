@@ -1,11 +1,8 @@
-// test/attention_cublas_gpu.cu: the cuBLAS attention route (cuda/attention_cublas.cuh) on a GPU, against the
+// test/test_attention_cublas_gpu.cu: the cuBLAS attention route (cuda/attention_cublas.cuh) on a GPU, against the
 // fp32 flash-style kernels of cuda/attention.cuh. Needs a GPU; not part of `make test` (whose CPU check,
-// test/test_attention_cublas.c, runs the same GEMM plan through a host model of cuBLAS). Build and run
-// from the repository root (after `make` has built build/common/*.o, or any build of the library):
-//   nvcc -O3 -arch=sm_90 -std=c++17 -I. -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
-//     test/attention_cublas_gpu.cu build/common/ledger.o -lcublasLt -lcublas -o /tmp/attention_cublas_gpu
-//   (one command line)
-//   /tmp/attention_cublas_gpu          (add -bench for the d12 timing: B=32, T=1024, NH=12, HS=64)
+// test/test_attention_cublas.c, runs the same GEMM plan through a host model of cuBLAS). Built by
+// `make test/bin/test_attention_cublas_gpu`, run by scripts/gpu_check.sh from the repository root:
+//   ./test/bin/test_attention_cublas_gpu   (add -bench for the d12 timing: B=32, T=1024, NH=12, HS=64)
 // Checks, for shapes with T not a multiple of 8 and every reference head size (8..128), and once with
 // qkv, out and dqkv at odd addresses (the permutes' element-wise path):
 //   - out, dq, dk, dv: relative norm error |a - ref| / |ref| < 2e-2. Both routes store bf16 outputs; this
@@ -163,5 +160,5 @@ int main(int argc, char** argv) {
     for (const auto& s : shapes) check_shape(s[0], s[1], s[2], s[3], 0);
     check_shape(2, 77, 3, 32, 1);
     if (argc > 1 && !strcmp(argv[1], "-bench")) bench(32, 1024, 12, 64, 10);
-    return test_finish("attention_cublas_gpu");
+    return test_finish("test_attention_cublas_gpu");
 }

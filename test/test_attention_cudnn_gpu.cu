@@ -1,10 +1,8 @@
-// test/test_attention_cudnn.cu: cuda/attention_cudnn.cuh on a GPU, against cuda/attention.cuh (the
+// test/test_attention_cudnn_gpu.cu: cuda/attention_cudnn.cuh on a GPU, against cuda/attention.cuh (the
 // reference kernels: fp32 arithmetic on the same bf16 inputs). Needs a GPU and cuDNN; not run by
-// `make test`. Build and run from the repository root (add -I/-L for a cuDNN outside the CUDA toolkit,
-// e.g. PyTorch's nvidia-cudnn-cu13 wheel: .../site-packages/nvidia/cudnn/{include,lib}):
-//   nvcc -O3 -arch=sm_90 -std=c++17 -I. -DUSE_CUDNN test/test_attention_cudnn.cu common/ledger.c
-//        -lcublasLt -lcublas -lcudnn -o test/bin/test_attention_cudnn  (one line)
-//   ./test/bin/test_attention_cudnn
+// `make test`. Built by `make test/bin/test_attention_cudnn_gpu` (the Makefile finds cuDNN; CUDNN_HOME=DIR
+// for one outside the CUDA toolkit, e.g. PyTorch's nvidia-cudnn-cu13 wheel, which scripts/gpu_check.sh
+// finds) and run by scripts/gpu_check.sh: ./test/bin/test_attention_cudnn_gpu
 // For each shape (d12's, a small one, HS=128, a T that is not a multiple of 128):
 //  - prepare succeeds, or says why (printed; a FAIL only at d12's shape, the one the trainer needs)
 //  - the prepared workspace fits attn_cudnn_workspace_bound (the dry-run ledger's number), printed
@@ -15,6 +13,7 @@
 //  - the backward twice gives the same bits (the deterministic algorithm), the forward too
 #include "cuda/attention.cuh"
 #include "cuda/attention_cudnn.cuh"
+#ifdef USE_CUDNN
 
 static int failures = 0;
 #define PASSF(...) do { printf("PASS "); printf(__VA_ARGS__); printf("\n"); } while (0)
@@ -122,3 +121,10 @@ int main(void) {
     printf("%d failures\n", failures);
     return failures ? 1 : 0;
 }
+#else
+// built without cuDNN (the Makefile found none): nothing to check, and the run says so
+int main(void) {
+    printf("FAIL test_attention_cudnn_gpu: built without cuDNN (no cudnn_graph.h/libcudnn found; CUDNN_HOME=DIR)\n");
+    return 1;
+}
+#endif
