@@ -67,10 +67,15 @@
 // 2. the model on the device
 
 // Activation pointers for a batch (B, T) of storage type T_. Per-layer tensors are (L, B, T, ...).
+// The backward's scratch lives in buffers the forward no longer needs by then (llm.c does the same):
+// dln is the forward's tmp (the matmul outputs the residual adds read, dead after the forward), and dres,
+// datty, dqkv, dfch lie inside the logits buffer, whose last reader is the LM head's backward (it turns
+// dlogits into dln and the wte gradient) before the first of them is written. At d12, B=32, T=1024 that
+// is 10 (B, T, C) tensors, 480 MiB in bf16, off the peak.
 template <typename T_>
 struct Acts {
     T_ *encoded, *ln1, *qkv, *atty, *res2, *ln2, *fch, *fch_gelu, *res3, *lnf, *logits, *tmp;
-    T_ *dres, *dln, *datty, *dqkv, *dfch;      // backward scratch, one layer at a time
+    T_ *dres, *dln, *datty, *dqkv, *dfch;      // backward scratch, one layer at a time (dln = tmp; the others in logits)
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lnf_mean, *lnf_rstd, *lse, *losses, *dpre;
 };
 
@@ -108,14 +113,21 @@ typedef struct {
 
 static size_t round128(size_t n) { return (n + 127) & ~(size_t)127; }
 
+// The logits buffer: (B, T, Vp) logits, and in backward the scratch dres, datty, dqkv, dfch (Acts above),
+// whichever is larger (the scratch only for a tiny vocabulary).
+static size_t logits_elems(const GPT2Config* cfg, int B, int T) {
+    size_t C = cfg->channels, Vp = cfg->padded_vocab_size, BT = (size_t)B * T;
+    size_t scratch = round128(BT * C) * 2 + round128(BT * 3 * C) + round128(BT * 4 * C);
+    return round128(BT * Vp) > scratch ? round128(BT * Vp) : scratch;
+}
+
 // Elements of storage type for the activations and backward scratch at (B, T).
 static size_t activation_elems(const GPT2Config* cfg, int B, int T, int recompute) {
-    size_t L = cfg->num_layers, C = cfg->channels, Vp = cfg->padded_vocab_size, BT = (size_t)B * T;
+    size_t L = cfg->num_layers, C = cfg->channels, BT = (size_t)B * T;
     size_t per_layer = round128(BT * C) * 5 + round128(BT * 3 * C) + round128(BT * 4 * C) * (recompute ? 1 : 2);
     size_t gelu_shared = recompute ? round128(BT * 4 * C) : 0;
-    size_t once = round128(BT * C) * 3 + round128(BT * Vp);                               // encoded, lnf, tmp; logits
-    size_t bw = round128(BT * C) * 3 + round128(BT * 3 * C) + round128(BT * 4 * C);       // dres, dln, datty, dqkv, dfch
-    return L * per_layer + gelu_shared + once + bw;
+    size_t once = round128(BT * C) * 3;                                                    // encoded, lnf, tmp (= dln)
+    return L * per_layer + gelu_shared + once + logits_elems(cfg, B, T);
 }
 
 static size_t stat_floats(const GPT2Config* cfg, int B, int T) {
@@ -126,7 +138,7 @@ static size_t stat_floats(const GPT2Config* cfg, int B, int T) {
 template <typename T_>
 static Acts<T_> point_acts(GPT2* m, int B, int T) {
     const GPT2Config* cfg = &m->config;
-    size_t L = cfg->num_layers, C = cfg->channels, Vp = cfg->padded_vocab_size, NH = cfg->num_heads, BT = (size_t)B * T;
+    size_t L = cfg->num_layers, C = cfg->channels, NH = cfg->num_heads, BT = (size_t)B * T;
     Acts<T_> a;
     T_* p = (T_*)m->act_memory;
 #define TAKE(ptr, n) do { a.ptr = p; p += round128(n); } while (0)
@@ -140,13 +152,16 @@ static Acts<T_> point_acts(GPT2* m, int B, int T) {
     TAKE(fch_gelu, (m->recompute ? 1 : L) * BT * 4 * C);
     TAKE(res3, L * BT * C);
     TAKE(lnf, BT * C);
-    TAKE(logits, BT * Vp);
     TAKE(tmp, BT * C);
+    a.dln = a.tmp;
+    T_* end = p + logits_elems(cfg, B, T);
+    TAKE(logits, 0);
+    p = a.logits; // the backward scratch, inside the logits buffer
     TAKE(dres, BT * C);
-    TAKE(dln, BT * C);
     TAKE(datty, BT * C);
     TAKE(dqkv, BT * 3 * C);
     TAKE(dfch, BT * 4 * C);
+    CHECK(p <= end);
 #undef TAKE
     float* f = m->stat_memory;
 #define TAKEF(ptr, n) do { a.ptr = f; f += round128(n); } while (0)
