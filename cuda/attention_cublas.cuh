@@ -25,7 +25,8 @@
 // built once, in cuda/attention_cublas_plan.h, which test/test_attention_cublas.c executes on the CPU
 // through a host model of cublasGemmStridedBatchedEx (test/test_attention_cublas_gpu.cu is the check on a GPU,
 // against cuda/attention.cuh). scale is folded into the GEMMs' alpha, so X holds
-// the scaled logits. All GEMMs: bf16 A and B, CUBLAS_COMPUTE_32F (fp32 accumulation), default math mode.
+// the scaled logits. All GEMMs: bf16 A and B, CUBLAS_COMPUTE_32F (fp32 accumulation), default math mode
+// plus CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION (no split-K partial sums in bf16).
 // The whole (T, T) products are computed (the causal half is wasted work); the kernels mask j > i.
 //
 // Precision: S is kept in fp32 (a bf16 logit of size ~10 would be off by ~0.04, 4% in P). P, dP and dS
@@ -208,7 +209,15 @@ __global__ void attn_ds_kernel(float* X, const float* dpre, int BH, int T, int T
 // The handle, created on first use; its workspace is the scratch's WS buffer (set again only when the
 // scratch moves: cublasSetWorkspace is a host-side setting, no allocation, no sync).
 static cublasHandle_t attn_cublas_handle(void* ws) {
-    if (!g_attn_cublas) CUBLAS_CHECK(cublasCreate(&g_attn_cublas));
+    if (!g_attn_cublas) {
+        CUBLAS_CHECK(cublasCreate(&g_attn_cublas));
+        // By default cuBLAS may do a split-K reduction in the OUTPUT type when it is narrower than the
+        // compute type (cuBLAS docs, cublasMath_t): the bf16-output GEMMs (O, dP, dV, dQ, dK, k = T) would
+        // then sum partial products in bf16, not fp32 as this route promises. Forbid it.
+        CUBLAS_CHECK(cublasSetMathMode(g_attn_cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+        // The handle stays on the legacy default stream (the one our kernels use): no cublasSetStream,
+        // which would also silently reset the workspace below to cuBLAS's own pool.
+    }
     if (ws != g_attn_cublas_ws) {
         CUBLAS_CHECK(cublasSetWorkspace(g_attn_cublas, ws, ATTN_WORKSPACE_BYTES));
         g_attn_cublas_ws = ws;

@@ -381,6 +381,7 @@ static int attn_cudnn_build_graph(AcuGraph* g, int backward, int B, int T, int N
 typedef struct {
     int B, T, NH, HS;
     AcuGraph g[2];                        // 0 forward, 1 backward
+    cudnnBackendDescriptor_t cfg[2];      // the engine config each plan was made from, kept while the plan lives
     cudnnBackendDescriptor_t plan[2];
     int64_t plan_ws[2];                   // each plan's own workspace bytes
 } AcuShape;
@@ -408,7 +409,11 @@ static int attn_cudnn_supported(int HS, char* why, size_t why_len) {
 
 // Engine heuristic (mode A) over g's graph, then the first engine config whose execution plan
 // finalizes. Returns 1 with *plan and *ws, or 0 with the reason.
-static int acu_make_plan(AcuGraph* g, cudnnHandle_t handle, cudnnBackendDescriptor_t* plan, int64_t* ws, char* why, size_t why_len) {
+// *cfg receives the engine config the plan was built from: the caller destroys it after the plan (the
+// frontend keeps its engine configs alive as long as their plans; cuDNN does not document that a plan
+// keeps its own copy, so neither do we rely on it).
+static int acu_make_plan(AcuGraph* g, cudnnHandle_t handle, cudnnBackendDescriptor_t* cfg, cudnnBackendDescriptor_t* plan, int64_t* ws,
+                         char* why, size_t why_len) {
     cudnnBackendDescriptor_t heur = NULL;
     cudnnBackendDescriptor_t cfgs[64];
     int64_t ncfg = 0;
@@ -416,6 +421,7 @@ static int acu_make_plan(AcuGraph* g, cudnnHandle_t handle, cudnnBackendDescript
     char last[384] = "";
     cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
     *plan = NULL;
+    *cfg = NULL;
     *ws = 0;
     ACU_TRY(why, why_len, cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
     cudnnStatus_t s = cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &g->graph);
@@ -450,8 +456,11 @@ static int acu_make_plan(AcuGraph* g, cudnnHandle_t handle, cudnnBackendDescript
         if (ps == CUDNN_STATUS_SUCCESS) ps = cudnnBackendFinalize(p);
         int64_t w = 0, cnt = 0;
         if (ps == CUDNN_STATUS_SUCCESS) ps = cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &w);
+        if (ps == CUDNN_STATUS_SUCCESS && w < 0) ps = CUDNN_STATUS_INTERNAL_ERROR; // never expected; a size_t later
         if (ps == CUDNN_STATUS_SUCCESS) {
             *plan = p;
+            *cfg = cfgs[i];
+            cfgs[i] = NULL; // kept (destroyed with the plan), not destroyed below
             *ws = w;
             ok = 1;
         } else {
@@ -462,7 +471,7 @@ static int acu_make_plan(AcuGraph* g, cudnnHandle_t handle, cudnnBackendDescript
             if (p) cudnnBackendDestroyDescriptor(p);
         }
     }
-    for (int64_t i = 0; i < made; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
+    for (int64_t i = 0; i < made; i++) if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]);
     cudnnBackendDestroyDescriptor(heur);
     return ok;
 }
@@ -471,6 +480,8 @@ static void acu_shape_destroy(AcuShape* s) {
     for (int dir = 0; dir < 2; dir++) {
         if (s->plan[dir]) cudnnBackendDestroyDescriptor(s->plan[dir]);
         s->plan[dir] = NULL;
+        if (s->cfg[dir]) cudnnBackendDestroyDescriptor(s->cfg[dir]);
+        s->cfg[dir] = NULL;
         acu_graph_destroy(&s->g[dir]);
     }
 }
@@ -486,6 +497,15 @@ static int attn_cudnn_prepare(int B, int T, int C, int NH, char* why, size_t why
     // cuDNN <= 9.15 needs a padding-mask workaround when T is not a multiple of 128 (the frontend adds
     // one); not written here, so such shapes go to another route
     if (ver <= 91500 && T % 128 != 0) { acu_reason(why, why_len, "cuDNN %zu needs T a multiple of 128 (T=%d)", ver, T); return 0; }
+    // cudnn-frontend refuses the bf16 SDPA backward on cuDNN 9.10.0 and 9.10.1 (known wrong results there,
+    // fixed in 9.10.2) and s_q = s_kv = 1; the backend itself may still hand out a plan for them, so the
+    // refusal has to be ours
+    if (ver == 91000 || ver == 91001) { acu_reason(why, why_len, "cuDNN %zu has known bugs in the SDPA backward (9.10.2+ fixes them)", ver); return 0; }
+    if (T < 2) { acu_reason(why, why_len, "cuDNN's SDPA backward does not take T=1"); return 0; }
+    // every tensor is declared 16-byte aligned (CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT 16); the trainer passes
+    // layer l's lse at lse + l*B*NH*T floats, 16-byte aligned only when B*NH*T % 4 == 0 (q/k/v/out/dqkv
+    // slices are, since C % 8 == 0). A misaligned pointer would fail cudnnBackendExecute mid-run.
+    if (((size_t)B * NH * T) % 4 != 0) { acu_reason(why, why_len, "B*NH*T=%zu is not a multiple of 4 (per-layer lse slices would not be 16-byte aligned)", (size_t)B * NH * T); return 0; }
     if (g_acu_nshapes >= ACU_MAX_SHAPES) { acu_reason(why, why_len, "already %d attention shapes prepared", ACU_MAX_SHAPES); return 0; }
     int dev = 0, major = 0;
     cudaError_t ce = cudaGetDevice(&dev);
@@ -500,7 +520,7 @@ static int attn_cudnn_prepare(int B, int T, int C, int NH, char* why, size_t why
     for (int dir = 0; dir < 2; dir++) {
         char sub[400];
         if (!attn_cudnn_build_graph(&s->g[dir], dir, B, T, NH, HS, g_acu_handle, sub, sizeof(sub)) ||
-            !acu_make_plan(&s->g[dir], g_acu_handle, &s->plan[dir], &s->plan_ws[dir], sub, sizeof(sub))) {
+            !acu_make_plan(&s->g[dir], g_acu_handle, &s->cfg[dir], &s->plan[dir], &s->plan_ws[dir], sub, sizeof(sub))) {
             acu_reason(why, why_len, "%s graph (B=%d T=%d NH=%d HS=%d): %s", dir ? "backward" : "forward", B, T, NH, HS, sub);
             acu_shape_destroy(s);
             return 0;
