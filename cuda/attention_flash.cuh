@@ -19,7 +19,8 @@
 //   dQ        block = 64 queries; loops over key tiles of BN from key 0 to the diagonal: S = Q K^T, dP =
 //             dO V^T, dS = P (dP - D), dQ += dS K.
 //   D_i comes from cuda/attention.cuh's attention_backward_pre_kernel (fp32).
-// Tiles are staged in shared memory by 16-byte cp.async (rows past T are stored as zeros, never read),
+// Tiles are staged in shared memory by 16-byte cp.async (rows past T are stored as zeros by plain 16-byte
+// shared stores, never read from global memory; ldmatrix reads them as zeros),
 // double-buffered: while the block computes on tile n, tile n + 1 is in flight (one __syncthreads a step).
 //
 // Fragments (PTX ISA, mma.m16n8k16 .row.col f32.bf16.bf16.f32; g = lane / 4, t = lane % 4):
@@ -268,7 +269,8 @@ __global__ void __launch_bounds__(FA_THREADS) attn_flash_fwd_kernel(bf16d* out, 
         inv[r] = 1.0f / l[r];
     }
     const int i0 = q0 + FA_WROWS * w; // this warp's first query
-    // qs rows i0 - q0 .. + 15 were read only by this warp (its fragments, before the loop's first step)
+    // qs rows i0 - q0 .. + 15 were read only by this warp (its Q fragments, in the loop's first step, after
+    // that step's barrier), and no cp.async is in flight (the last step issues none): no barrier needed
     fa_store_rows<HS>(out + (size_t)b * T * C + h * HS, C, i0, T, qs + FA_WROWS * w * LD, o, inv, lane);
     if ((lane & 3) == 0) {
 #pragma unroll
