@@ -136,6 +136,19 @@ for b in $attn_bins; do
     row "$name" "$tp passed, $tf failed" "exit $rc, $((SECONDS - start)) s (attn_gpu.log)"
 done
 rm -f "$OUT/one_attn.log"
+# 2g. the flash kernels under compute-sanitizer (racecheck, synccheck, memcheck) on two small shapes: the
+#     races a sequential host emulation cannot see (cp.async groups, barriers, shared-memory reuse)
+if [ -x test/bin/test_attention_flash_gpu ] && command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in racecheck synccheck memcheck; do
+        start=$SECONDS
+        timeout 90 compute-sanitizer --tool "$tool" --error-exitcode 9 ./test/bin/test_attention_flash_gpu -small > "$OUT/sanitizer_$tool.log" 2>&1; rc=$?
+        cat "$OUT/sanitizer_$tool.log" >> "$OUT/attn_gpu.log"
+        errs=$(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | cut -c1-80)
+        row "flash under compute-sanitizer $tool" "$([ $rc -eq 0 ] && echo clean || echo "FAILED (exit $rc)")" "${errs:-no summary line}, $((SECONDS - start)) s"
+    done
+else
+    row "flash under compute-sanitizer" skipped "no compute-sanitizer or the flash check was not built"
+fi
 
 # 3. the CPU tests (the same counting as test/run.sh)
 start=$SECONDS

@@ -170,7 +170,14 @@ static void bench_shape(int B, int T, int NH, int HS) {
     CUDA_CHECK(cudaFree(lse)); CUDA_CHECK(cudaFree(dpre));
 }
 
-int main(void) {
+// -small: two small shapes (partial tiles, HS 64 and 128), no timing: the run compute-sanitizer's racecheck,
+// synccheck and memcheck can afford (scripts/gpu_check.sh)
+int main(int argc, char** argv) {
+    if (argc > 1 && !strcmp(argv[1], "-small")) {
+        check_shape(1, 130, 2, 64);
+        check_shape(1, 77, 1, 128);
+        return test_finish("test_attention_flash_gpu -small");
+    }
     const int shapes[][4] = {{1, 256, 2, 64}, {4, 64, 2, 64}, {2, 1000, 2, 64}, {1, 130, 2, 128}, {3, 200, 4, 32},
                              {2, 1, 1, 64}, {1, 77, 1, 128}, {4, 1024, 12, 64}, {2, 1024, 8, 128}};
     for (const auto& s : shapes) check_shape(s[0], s[1], s[2], s[3]);
