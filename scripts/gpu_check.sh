@@ -141,7 +141,7 @@ rm -f "$OUT/one_attn.log"
 if [ -x test/bin/test_attention_flash_gpu ] && command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in racecheck synccheck memcheck; do
         start=$SECONDS
-        timeout 90 compute-sanitizer --tool "$tool" --error-exitcode 9 ./test/bin/test_attention_flash_gpu -small > "$OUT/sanitizer_$tool.log" 2>&1; rc=$?
+        timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 9 ./test/bin/test_attention_flash_gpu -small > "$OUT/sanitizer_$tool.log" 2>&1; rc=$?
         cat "$OUT/sanitizer_$tool.log" >> "$OUT/attn_gpu.log"
         errs=$(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | cut -c1-80)
         row "flash under compute-sanitizer $tool" "$([ $rc -eq 0 ] && echo clean || echo "FAILED (exit $rc)")" "${errs:-no summary line}, $((SECONDS - start)) s"
