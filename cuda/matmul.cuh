@@ -17,6 +17,7 @@
 #include "common/cuda_util.cuh"
 #include "cuda/gelu.cuh"
 #include "cuda/layernorm.cuh"
+#include "cuda/memk_plan.h"
 
 #define MATMUL_WORKSPACE_BYTES ((size_t)32 << 20) // 32 MiB, what NVIDIA suggests for Hopper
 #define MATMUL_CACHE_SIZE 128
@@ -165,8 +166,66 @@ __global__ void bias_grad_finish_kernel(T* dbias, const float* partial, int P, i
     dbias[c] = stf<T>(ldf(dbias[c]) + t);
 }
 
+// Stage 1 with 16-byte loads (cuda/memk_plan.h's bias-gradient split; OC % W == 0, dout 16-byte
+// aligned): block (32 lanes, BG_ROWS row lanes), blockIdx.x the column block (32 W columns),
+// blockIdx.y the row chunk. Lane l sums its W columns over the row lane's rows in increasing order; the
+// row lanes are added in order y = 0..BG_ROWS-1; partial (P, OC).
+template <typename T>
+__global__ void __launch_bounds__(MEMK_WARP * BG_ROWS) bias_grad_partial_vec_kernel(float* partial, const T* dout, int N, int OC) {
+    const int W = Pack<T>::N;
+    __shared__ float s[BG_ROWS][8][MEMK_WARP]; // [row lane][element of the vector][lane]: conflict-free
+    const int lane = threadIdx.x, y = threadIdx.y;
+    const int c = bg_col(blockIdx.x, lane, W);
+    const int rpc = bg_rows_per_chunk(N, OC, W);
+    const int r0 = blockIdx.y * rpc, r1 = min(N, r0 + rpc);
+    float acc[Pack<T>::N];
+#pragma unroll
+    for (int j = 0; j < W; j++) acc[j] = 0.0f;
+    if (c < OC) {
+        for (int r = r0 + y; r < r1; r += BG_ROWS) {
+            const Pack<T> d = ld_pack(dout + (size_t)r * OC + c);
+#pragma unroll
+            for (int j = 0; j < W; j++) acc[j] += ldf(d.v[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < W; j++) s[y][j][lane] = acc[j];
+    __syncthreads();
+    // thread t of the block: the block's column t (lane t / W, element t % W), summed over the row lanes
+    const int t = y * MEMK_WARP + lane;
+    if (t < MEMK_WARP * W) {
+        const int col = blockIdx.x * MEMK_WARP * W + t;
+        if (col < OC) {
+            float tot = 0.0f;
+            for (int q = 0; q < BG_ROWS; q++) tot += s[q][t % W][t / W];
+            partial[(size_t)blockIdx.y * OC + col] = tot;
+        }
+    }
+}
+
+// dbias (OC) += column sums of dout (N, OC), deterministic. partial: memk_partial_floats(C) floats
+// (OC <= 4 C).
+template <typename T>
+static void bias_grad(T* dbias, float* partial, const T* dout, int N, int OC) {
+    const int W = Pack<T>::N;
+    if (N > 0 && OC % W == 0 && memk_aligned16(dout)) {
+        const int P = bg_chunks(N, OC, W);
+        dim3 grid(bg_col_blocks(OC, W), P), block(MEMK_WARP, BG_ROWS);
+        bias_grad_partial_vec_kernel<T><<<grid, block>>>(partial, dout, N, OC);
+        KERNEL_CHECK();
+        bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, P, OC);
+        KERNEL_CHECK();
+        return;
+    }
+    dim3 grid(ceil_div_u(OC, 32), NUM_PARTIALS), block(32, 8);
+    bias_grad_partial_kernel<T><<<grid, block>>>(partial, dout, N, OC);
+    KERNEL_CHECK();
+    bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, NUM_PARTIALS, OC);
+    KERNEL_CHECK();
+}
+
 // dinp (N, IC) = dout @ W (overwritten); dw (OC, IC) += dout^T @ inp; dbias (OC) += column sums.
-// partial: NUM_PARTIALS * OC floats of scratch. dinp may be NULL (not needed).
+// partial: memk_partial_floats(C) floats of scratch (bias_grad). dinp may be NULL (not needed).
 template <typename T>
 static void matmul_backward(T* dinp, T* dw, T* dbias, float* partial, const T* dout, const T* inp, const T* w,
                             int N, int IC, int OC) {
@@ -174,13 +233,7 @@ static void matmul_backward(T* dinp, T* dw, T* dbias, float* partial, const T* d
     if (dinp) matmul_lt<T>(dinp, w, dout, (const T*)NULL, IC, N, OC, IC, OC, IC, 0, 0, 0.0f);
     // dW^T (IC, OC) += inp^T (IC, N) @ dout (N, OC): A = inp as (IC, N), B = dout^T given as (OC, N), transposed
     matmul_lt<T>(dw, inp, dout, (const T*)NULL, IC, OC, N, IC, OC, IC, 0, 1, 1.0f);
-    if (dbias) {
-        dim3 grid(ceil_div_u(OC, 32), NUM_PARTIALS), block(32, 8);
-        bias_grad_partial_kernel<T><<<grid, block>>>(partial, dout, N, OC);
-        KERNEL_CHECK();
-        bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, NUM_PARTIALS, OC);
-        KERNEL_CHECK();
-    }
+    if (dbias) bias_grad<T>(dbias, partial, dout, N, OC);
 }
 
 #endif
