@@ -11,6 +11,44 @@
 // (the tests set 0 to compare against fp32 references tightly).
 // Determinism: the reduction-scheme preference excludes in-place (atomic) split-K reductions, and the
 // algorithm chosen for a given shape is cached, so the same shapes always run the same kernels.
+//
+// ---- audit: the matmuls of one d12 step (GPT-2 124M, B=32, T=1024: BT = 32768 rows, C = 768, Vp = 50304),
+// bf16 storage, fp32 accumulation. (m, n, k) as passed to cuBLASLt (column-major; "T" = op transposed);
+// time at 80% of the H200's 790 dense bf16 TFLOP/s (632 TFLOP/s). x12: once per layer.
+//   role            m      n      k    layout (A,B)  epilogue      GFLOP   ms     per step
+//   fwd qkv       2304  32768    768   T, N          BIAS          116.0  0.183   x12  2.20
+//   fwd attproj    768  32768    768   T, N          BIAS           38.7  0.061   x12  0.73
+//   fwd fc        3072  32768    768   T, N          BIAS          154.6  0.245   x12  2.94
+//   fwd fcproj     768  32768   3072   T, N          BIAS          154.6  0.245   x12  2.94
+//   fwd lm head  50304  32768    768   T, N          none         2531.9  4.006   x1   4.01
+//   dX qkv         768  32768   2304   N, N          none (beta 0) 116.0  0.183   x12  2.20
+//   dX attproj     768  32768    768   N, N          none (beta 0)  38.7  0.061   x12  0.73
+//   dX fc          768  32768   3072   N, N          none (beta 0) 154.6  0.245   x12  2.94
+//   dX fcproj     3072  32768    768   N, N          none (beta 0) 154.6  0.245   x12  2.94
+//   dX lm head     768  32768  50304   N, N          none (beta 0)2531.9  4.006   x1   4.01
+//   dW qkv         768   2304  32768   N, T          none (beta 1) 116.0  0.183   x12  2.20
+//   dW attproj     768    768  32768   N, T          none (beta 1)  38.7  0.061   x12  0.73
+//   dW fc          768   3072  32768   N, T          none (beta 1) 154.6  0.245   x12  2.94
+//   dW fcproj     3072    768  32768   N, T          none (beta 1) 154.6  0.245   x12  2.94
+//   dW lm head     768  50304  32768   N, T          none (beta 1)2531.9  4.006   x1   4.01
+//   total: 24294 GFLOP = 38.4 ms per step at 632 TFLOP/s (the LM head's three: 12.0 ms of it). Attention's
+//   own products (not here) add 4 B NH HS T (T+1)/2 x 3.5 x 12 layers = 2.2 TFLOP, ~3.4 ms.
+// Beside the GEMMs, the bias gradients (bias_grad below: a read of dout per biased matmul): 3C + C + 4C +
+// C = 9C columns of BT rows per layer, 453 MB in bf16, 5.4 GB per step = 1.36 ms at 4 TB/s.
+// What was checked for waste:
+//   - the bias gradient's own kernel: it was 64-byte warp accesses (one bf16 column per lane) and 32 row
+//     chunks; now 16-byte vectors (a warp reads 512 contiguous bytes of a row) over up to 1024 blocks
+//     (cuda/memk_plan.h), so it should run near bandwidth. Not moved into the dW GEMM as
+//     CUBLASLT_EPILOGUE_BGRADB: that epilogue WRITES the bias gradient (we accumulate, +=, across
+//     micro-steps: it would need a scratch vector and an add), its support depends on the (type,
+//     transpose, epilogue) combination and on the heuristic's kernels, and whether its reduction is
+//     deterministic across split-K algorithms is not documented; blind, it is not worth 1.36 ms.
+//   - the LM head runs over Vp = 50304 (padded, 47 zero rows of wte) instead of V = 50257: 0.09% more
+//     flops, for 128-aligned rows; its dW also covers the padded rows (zero dlogits): same 0.09%.
+//   - descriptors and layouts are created per call (host time only, a few microseconds each, ~150 calls per
+//     step, overlapped with the GPU's queue); the algorithm is the heuristic's first, cached per shape:
+//     timing the heuristic's top few per shape once could find faster kernels but needs a GPU.
+//   - GELU is not fused as an epilogue: see cuda/gelu.cuh for why.
 #ifndef CUDA_MATMUL_CUH
 #define CUDA_MATMUL_CUH
 
