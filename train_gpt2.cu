@@ -203,7 +203,7 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recomp
     m->act_memory = dev_alloc(led, MEM_ACTIVATIONS, bf ? "activations (bf16)" : "activations (fp32)",
                               activation_elems(cfg, B, T, recompute) * m->elt);
     m->stat_memory = (float*)dev_alloc(led, MEM_ACTIVATIONS, "statistics (fp32)", stat_floats(cfg, B, T) * 4);
-    m->partial = (float*)dev_alloc(led, MEM_WORKSPACE, "reduction partials", (size_t)NUM_PARTIALS * 4 * C * 4);
+    m->partial = (float*)dev_alloc(led, MEM_WORKSPACE, "reduction partials", memk_partial_floats(C) * sizeof(float));
     m->norm_partial = (double*)dev_alloc(led, MEM_WORKSPACE, "norm partials", NORM_BLOCKS * sizeof(double));
     m->d_tokens = (int*)dev_alloc(led, MEM_DATA, "batch inputs+targets", 2 * BT * sizeof(int));
     m->d_group = (int*)dev_alloc(led, MEM_WORKSPACE, "encoder grouping", (3 * BT + 1) * sizeof(int));
@@ -268,6 +268,10 @@ static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_sca
     const double E = sizeof(T_), NHd = NH, HSd = C / NH, Td = T;
     const double mmf = 2.0 * BT * C * C, act = E * BT * C; // one (C, C) matmul's flops; one (B, T, C) tensor's bytes
     PROF(PROF_ENCODER_FWD, 0, 3 * act, encoder_forward<T_>(a.encoded, m->d_tokens, tensor_ptr<T_>(m, W, P_WTE, 0), tensor_ptr<T_>(m, W, P_WPE, 0), B, T, C));
+    // layer 0's ln1 alone; every later LayerNorm is fused with the residual add before it (llm.c's fusion:
+    // residual_layernorm_forward writes the residual and its LayerNorm in one pass, the same values)
+    PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(a.ln1, a.ln1_mean, a.ln1_rstd, a.encoded, tensor_ptr<T_>(m, W, P_LN1W, 0),
+                                                       tensor_ptr<T_>(m, W, P_LN1B, 0), (int)BT, C));
     for (int l = 0; l < L; l++) {
         const T_* x = l == 0 ? a.encoded : a.res3 + (size_t)(l - 1) * BT * C;
         T_* ln1 = a.ln1 + l * BT * C;
@@ -278,23 +282,26 @@ static void gpt2_forward(GPT2* m, int B, int T, int with_targets, float grad_sca
         T_* fch = a.fch + l * BT * 4 * C;
         T_* fch_gelu = a.fch_gelu + (m->recompute ? 0 : l * BT * 4 * C);
         T_* res3 = a.res3 + l * BT * C;
-        PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(ln1, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, x, tensor_ptr<T_>(m, W, P_LN1W, l),
-                                                           tensor_ptr<T_>(m, W, P_LN1B, l), (int)BT, C));
         PROF(PROF_MM_QKV, 3 * mmf, 0, matmul_forward<T_>(qkv, ln1, tensor_ptr<T_>(m, W, P_QKVW, l), tensor_ptr<T_>(m, W, P_QKVB, l), (int)BT, C, 3 * C));
         // causal: Q K^T and P V over the T (T + 1) / 2 (query, key) pairs of each head
         PROF(PROF_ATTN_FWD, 4.0 * B * NHd * HSd * Td * (Td + 1) / 2, 0,
              attention_forward_route(atty, a.lse + (size_t)l * B * NH * T, qkv, B, T, C, NH));
         PROF(PROF_MM_ATTPROJ, mmf, 0, matmul_forward<T_>(a.tmp, atty, tensor_ptr<T_>(m, W, P_ATTPROJW, l), tensor_ptr<T_>(m, W, P_ATTPROJB, l), (int)BT, C, C));
-        PROF(PROF_RESIDUAL, 0, 3 * act, residual_forward<T_>(res2, x, a.tmp, BT * C));
-        PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, res2, tensor_ptr<T_>(m, W, P_LN2W, l),
-                                                           tensor_ptr<T_>(m, W, P_LN2B, l), (int)BT, C));
+        // res2 = x + attproj, ln2 = LayerNorm(res2): reads 2 tensors, writes 2
+        PROF(PROF_RESLN_FWD, 0, 4 * act, residual_layernorm_forward<T_>(res2, ln2, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, x, a.tmp,
+                                                                        tensor_ptr<T_>(m, W, P_LN2W, l), tensor_ptr<T_>(m, W, P_LN2B, l), (int)BT, C));
         PROF(PROF_MM_FC, 4 * mmf, 0, matmul_forward<T_>(fch, ln2, tensor_ptr<T_>(m, W, P_FCW, l), tensor_ptr<T_>(m, W, P_FCB, l), (int)BT, C, 4 * C));
         PROF(PROF_GELU_FWD, 0, 8 * act, gelu_forward<T_>(fch_gelu, fch, BT * 4 * C));
         PROF(PROF_MM_FCPROJ, 4 * mmf, 0, matmul_forward<T_>(a.tmp, fch_gelu, tensor_ptr<T_>(m, W, P_FCPROJW, l), tensor_ptr<T_>(m, W, P_FCPROJB, l), (int)BT, 4 * C, C));
-        PROF(PROF_RESIDUAL, 0, 3 * act, residual_forward<T_>(res3, res2, a.tmp, BT * C));
+        // res3 = res2 + fcproj, and the next LayerNorm of it: layer l + 1's ln1, or lnf after the last layer
+        const int last = l == L - 1;
+        T_* nln = last ? a.lnf : a.ln1 + (size_t)(l + 1) * BT * C;
+        float* nmean = last ? a.lnf_mean : a.ln1_mean + (l + 1) * BT;
+        float* nrstd = last ? a.lnf_rstd : a.ln1_rstd + (l + 1) * BT;
+        const T_* nw = last ? tensor_ptr<T_>(m, W, P_LNFW, 0) : tensor_ptr<T_>(m, W, P_LN1W, l + 1);
+        const T_* nb = last ? tensor_ptr<T_>(m, W, P_LNFB, 0) : tensor_ptr<T_>(m, W, P_LN1B, l + 1);
+        PROF(PROF_RESLN_FWD, 0, 4 * act, residual_layernorm_forward<T_>(res3, nln, nmean, nrstd, res2, a.tmp, nw, nb, (int)BT, C));
     }
-    const T_* xL = a.res3 + (size_t)(L - 1) * BT * C;
-    PROF(PROF_LN_FWD, 0, 2 * act, layernorm_forward<T_>(a.lnf, a.lnf_mean, a.lnf_rstd, xL, tensor_ptr<T_>(m, W, P_LNFW, 0), tensor_ptr<T_>(m, W, P_LNFB, 0), (int)BT, C));
     // LM head tied to wte, over the padded vocabulary (rows V..Vp-1 of wte are zero; the classifier
     // ignores those columns and zeroes their gradient)
     PROF(PROF_MM_LMHEAD, 2.0 * BT * C * Vp, 0, matmul_forward<T_>(a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (const T_*)NULL, (int)BT, C, Vp));
@@ -326,10 +333,10 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     // logits (now dlogits) -> lnf -> residual stream
     PROF(PROF_MMB_LMHEAD, 4.0 * BT * C * Vp, 0,
          matmul_backward<T_>(a.dln, tensor_ptr<T_>(m, G, P_WTE, 0), (T_*)NULL, part, a.logits, a.lnf, tensor_ptr<T_>(m, W, P_WTE, 0), (int)BT, C, Vp));
-    PROF(PROF_OTHER, 0, act, CUDA_CHECK(cudaMemset(a.dres, 0, BT * C * sizeof(T_))));
+    // the first gradient of the residual stream: written, not added (no memset of dres before it)
     const T_* xL = a.res3 + (size_t)(L - 1) * BT * C;
-    PROF(PROF_LN_BWD, 0, 4 * act, layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LNFW, 0), tensor_ptr<T_>(m, G, P_LNFB, 0), part, a.dln, xL,
-                                                        tensor_ptr<T_>(m, W, P_LNFW, 0), a.lnf_mean, a.lnf_rstd, (int)BT, C));
+    PROF(PROF_LN_BWD, 0, 3 * act, layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LNFW, 0), tensor_ptr<T_>(m, G, P_LNFB, 0), part, a.dln, xL,
+                                                        tensor_ptr<T_>(m, W, P_LNFW, 0), a.lnf_mean, a.lnf_rstd, (int)BT, C, 0));
     for (int l = L - 1; l >= 0; l--) {
         const T_* x = l == 0 ? a.encoded : a.res3 + (size_t)(l - 1) * BT * C;
         const T_* ln1 = a.ln1 + l * BT * C;

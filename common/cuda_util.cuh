@@ -57,6 +57,23 @@ template <typename T> __device__ __forceinline__ T stf(float x);
 template <> __device__ __forceinline__ float stf<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16d stf<bf16d>(float x) { return bf16_from_bits(f32_to_bf16(x)); }
 
+// ---- 16-byte vectors -------------------------------------------------------------------------------
+// Pack<T>: 16 bytes of storage type T (8 bf16 or 4 fp32), moved with one 128-bit load or store. The
+// address must be 16-byte aligned (the launchers check it and take scalar kernels otherwise). Plain
+// (coherent) loads: some kernels re-read what the same thread just stored.
+template <typename T> struct alignas(16) Pack {
+    static constexpr int N = 16 / (int)sizeof(T);
+    T v[16 / sizeof(T)];
+};
+template <typename T> __device__ __forceinline__ Pack<T> ld_pack(const T* p) {
+    Pack<T> r;
+    *reinterpret_cast<int4*>(&r) = *reinterpret_cast<const int4*>(p);
+    return r;
+}
+template <typename T> __device__ __forceinline__ void st_pack(T* p, const Pack<T>& r) {
+    *reinterpret_cast<int4*>(p) = *reinterpret_cast<const int4*>(&r);
+}
+
 // ---- reductions (fixed shuffle pattern: deterministic) ---------------------------------------------
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

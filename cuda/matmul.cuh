@@ -11,12 +11,51 @@
 // (the tests set 0 to compare against fp32 references tightly).
 // Determinism: the reduction-scheme preference excludes in-place (atomic) split-K reductions, and the
 // algorithm chosen for a given shape is cached, so the same shapes always run the same kernels.
+//
+// ---- audit: the matmuls of one d12 step (GPT-2 124M, B=32, T=1024: BT = 32768 rows, C = 768, Vp = 50304),
+// bf16 storage, fp32 accumulation. (m, n, k) as passed to cuBLASLt (column-major; "T" = op transposed);
+// time at 80% of the H200's 790 dense bf16 TFLOP/s (632 TFLOP/s). x12: once per layer.
+//   role            m      n      k    layout (A,B)  epilogue      GFLOP   ms     per step
+//   fwd qkv       2304  32768    768   T, N          BIAS          116.0  0.183   x12  2.20
+//   fwd attproj    768  32768    768   T, N          BIAS           38.7  0.061   x12  0.73
+//   fwd fc        3072  32768    768   T, N          BIAS          154.6  0.245   x12  2.94
+//   fwd fcproj     768  32768   3072   T, N          BIAS          154.6  0.245   x12  2.94
+//   fwd lm head  50304  32768    768   T, N          none         2531.9  4.006   x1   4.01
+//   dX qkv         768  32768   2304   N, N          none (beta 0) 116.0  0.183   x12  2.20
+//   dX attproj     768  32768    768   N, N          none (beta 0)  38.7  0.061   x12  0.73
+//   dX fc          768  32768   3072   N, N          none (beta 0) 154.6  0.245   x12  2.94
+//   dX fcproj     3072  32768    768   N, N          none (beta 0) 154.6  0.245   x12  2.94
+//   dX lm head     768  32768  50304   N, N          none (beta 0)2531.9  4.006   x1   4.01
+//   dW qkv         768   2304  32768   N, T          none (beta 1) 116.0  0.183   x12  2.20
+//   dW attproj     768    768  32768   N, T          none (beta 1)  38.7  0.061   x12  0.73
+//   dW fc          768   3072  32768   N, T          none (beta 1) 154.6  0.245   x12  2.94
+//   dW fcproj     3072    768  32768   N, T          none (beta 1) 154.6  0.245   x12  2.94
+//   dW lm head     768  50304  32768   N, T          none (beta 1)2531.9  4.006   x1   4.01
+//   total: 24294 GFLOP = 38.4 ms per step at 632 TFLOP/s (the LM head's three: 12.0 ms of it). Attention's
+//   own products (not here) add 4 B NH HS T (T+1)/2 x 3.5 x 12 layers = 2.2 TFLOP, ~3.4 ms.
+// Beside the GEMMs, the bias gradients (bias_grad below: a read of dout per biased matmul): 3C + C + 4C +
+// C = 9C columns of BT rows per layer, 453 MB in bf16, 5.4 GB per step = 1.36 ms at 4 TB/s.
+// What was checked for waste:
+//   - the bias gradient's own kernel: it was 64-byte warp accesses (one bf16 column per lane) and 32 row
+//     chunks; now 16-byte vectors (a warp reads 512 contiguous bytes of a row) over up to 1024 blocks
+//     (cuda/memk_plan.h), so it should run near bandwidth. Not moved into the dW GEMM as
+//     CUBLASLT_EPILOGUE_BGRADB: that epilogue WRITES the bias gradient (we accumulate, +=, across
+//     micro-steps: it would need a scratch vector and an add), its support depends on the (type,
+//     transpose, epilogue) combination and on the heuristic's kernels, and whether its reduction is
+//     deterministic across split-K algorithms is not documented; blind, it is not worth 1.36 ms.
+//   - the LM head runs over Vp = 50304 (padded, 47 zero rows of wte) instead of V = 50257: 0.09% more
+//     flops, for 128-aligned rows; its dW also covers the padded rows (zero dlogits): same 0.09%.
+//   - descriptors and layouts are created per call (host time only, a few microseconds each, ~150 calls per
+//     step, overlapped with the GPU's queue); the algorithm is the heuristic's first, cached per shape:
+//     timing the heuristic's top few per shape once could find faster kernels but needs a GPU.
+//   - GELU is not fused as an epilogue: see cuda/gelu.cuh for why.
 #ifndef CUDA_MATMUL_CUH
 #define CUDA_MATMUL_CUH
 
 #include "common/cuda_util.cuh"
 #include "cuda/gelu.cuh"
 #include "cuda/layernorm.cuh"
+#include "cuda/memk_plan.h"
 
 #define MATMUL_WORKSPACE_BYTES ((size_t)32 << 20) // 32 MiB, what NVIDIA suggests for Hopper
 #define MATMUL_CACHE_SIZE 128
@@ -165,8 +204,66 @@ __global__ void bias_grad_finish_kernel(T* dbias, const float* partial, int P, i
     dbias[c] = stf<T>(ldf(dbias[c]) + t);
 }
 
+// Stage 1 with 16-byte loads (cuda/memk_plan.h's bias-gradient split; OC % W == 0, dout 16-byte
+// aligned): block (32 lanes, BG_ROWS row lanes), blockIdx.x the column block (32 W columns),
+// blockIdx.y the row chunk. Lane l sums its W columns over the row lane's rows in increasing order; the
+// row lanes are added in order y = 0..BG_ROWS-1; partial (P, OC).
+template <typename T>
+__global__ void __launch_bounds__(MEMK_WARP * BG_ROWS) bias_grad_partial_vec_kernel(float* partial, const T* dout, int N, int OC) {
+    const int W = Pack<T>::N;
+    __shared__ float s[BG_ROWS][8][MEMK_WARP]; // [row lane][element of the vector][lane]: conflict-free
+    const int lane = threadIdx.x, y = threadIdx.y;
+    const int c = bg_col(blockIdx.x, lane, W);
+    const int rpc = bg_rows_per_chunk(N, OC, W);
+    const int r0 = blockIdx.y * rpc, r1 = min(N, r0 + rpc);
+    float acc[Pack<T>::N];
+#pragma unroll
+    for (int j = 0; j < W; j++) acc[j] = 0.0f;
+    if (c < OC) {
+        for (int r = r0 + y; r < r1; r += BG_ROWS) {
+            const Pack<T> d = ld_pack(dout + (size_t)r * OC + c);
+#pragma unroll
+            for (int j = 0; j < W; j++) acc[j] += ldf(d.v[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < W; j++) s[y][j][lane] = acc[j];
+    __syncthreads();
+    // thread t of the block: the block's column t (lane t / W, element t % W), summed over the row lanes
+    const int t = y * MEMK_WARP + lane;
+    if (t < MEMK_WARP * W) {
+        const int col = blockIdx.x * MEMK_WARP * W + t;
+        if (col < OC) {
+            float tot = 0.0f;
+            for (int q = 0; q < BG_ROWS; q++) tot += s[q][t % W][t / W];
+            partial[(size_t)blockIdx.y * OC + col] = tot;
+        }
+    }
+}
+
+// dbias (OC) += column sums of dout (N, OC), deterministic. partial: memk_partial_floats(C) floats
+// (OC <= 4 C).
+template <typename T>
+static void bias_grad(T* dbias, float* partial, const T* dout, int N, int OC) {
+    const int W = Pack<T>::N;
+    if (N > 0 && OC % W == 0 && memk_aligned16(dout)) {
+        const int P = bg_chunks(N, OC, W);
+        dim3 grid(bg_col_blocks(OC, W), P), block(MEMK_WARP, BG_ROWS);
+        bias_grad_partial_vec_kernel<T><<<grid, block>>>(partial, dout, N, OC);
+        KERNEL_CHECK();
+        bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, P, OC);
+        KERNEL_CHECK();
+        return;
+    }
+    dim3 grid(ceil_div_u(OC, 32), NUM_PARTIALS), block(32, 8);
+    bias_grad_partial_kernel<T><<<grid, block>>>(partial, dout, N, OC);
+    KERNEL_CHECK();
+    bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, NUM_PARTIALS, OC);
+    KERNEL_CHECK();
+}
+
 // dinp (N, IC) = dout @ W (overwritten); dw (OC, IC) += dout^T @ inp; dbias (OC) += column sums.
-// partial: NUM_PARTIALS * OC floats of scratch. dinp may be NULL (not needed).
+// partial: memk_partial_floats(C) floats of scratch (bias_grad). dinp may be NULL (not needed).
 template <typename T>
 static void matmul_backward(T* dinp, T* dw, T* dbias, float* partial, const T* dout, const T* inp, const T* w,
                             int N, int IC, int OC) {
@@ -174,13 +271,7 @@ static void matmul_backward(T* dinp, T* dw, T* dbias, float* partial, const T* d
     if (dinp) matmul_lt<T>(dinp, w, dout, (const T*)NULL, IC, N, OC, IC, OC, IC, 0, 0, 0.0f);
     // dW^T (IC, OC) += inp^T (IC, N) @ dout (N, OC): A = inp as (IC, N), B = dout^T given as (OC, N), transposed
     matmul_lt<T>(dw, inp, dout, (const T*)NULL, IC, OC, N, IC, OC, IC, 0, 1, 1.0f);
-    if (dbias) {
-        dim3 grid(ceil_div_u(OC, 32), NUM_PARTIALS), block(32, 8);
-        bias_grad_partial_kernel<T><<<grid, block>>>(partial, dout, N, OC);
-        KERNEL_CHECK();
-        bias_grad_finish_kernel<T><<<ceil_div_u(OC, 256), 256>>>(dbias, partial, NUM_PARTIALS, OC);
-        KERNEL_CHECK();
-    }
+    if (dbias) bias_grad<T>(dbias, partial, dout, N, OC);
 }
 
 #endif

@@ -21,7 +21,7 @@ enum {
     PROF_MM_QKV, PROF_MM_ATTPROJ, PROF_MM_FC, PROF_MM_FCPROJ, PROF_MM_LMHEAD,           // matmul forward, by role
     PROF_MMB_QKV, PROF_MMB_ATTPROJ, PROF_MMB_FC, PROF_MMB_FCPROJ, PROF_MMB_LMHEAD,      // matmul backward (dX, dW, dbias)
     PROF_ATTN_FWD, PROF_ATTN_BWD,
-    PROF_LN_FWD, PROF_LN_BWD, PROF_GELU_FWD, PROF_GELU_BWD, PROF_RESIDUAL,
+    PROF_LN_FWD, PROF_LN_BWD, PROF_GELU_FWD, PROF_GELU_BWD, PROF_RESIDUAL, PROF_RESLN_FWD,
     PROF_CLASSIFIER, PROF_ENCODER_FWD, PROF_ENCODER_BWD, PROF_NORM, PROF_OPTIMIZER, PROF_OTHER,
     PROF_NUM_KINDS
 };
@@ -29,11 +29,11 @@ static const char* const PROF_NAMES[PROF_NUM_KINDS] = {
     "matmul fwd qkv", "matmul fwd attproj", "matmul fwd fc", "matmul fwd fcproj", "matmul fwd lm head",
     "matmul bwd qkv", "matmul bwd attproj", "matmul bwd fc", "matmul bwd fcproj", "matmul bwd lm head",
     "attention fwd", "attention bwd",
-    "layernorm fwd", "layernorm bwd", "gelu fwd", "gelu bwd", "residual",
+    "layernorm fwd", "layernorm bwd", "gelu fwd", "gelu bwd", "residual", "residual+layernorm fwd",
     "classifier (softmax+loss+dlogits)", "encoder fwd", "encoder bwd", "grad norm", "optimizer", "other (memset, copies)",
 };
 // 1: the family's rate is compute (TFLOP/s), 0: memory traffic (GB/s)
-static const unsigned char PROF_IS_FLOPS[PROF_NUM_KINDS] = { 1,1,1,1,1, 1,1,1,1,1, 1,1, 0,0,0,0,0, 0,0,0,0,0,0 };
+static const unsigned char PROF_IS_FLOPS[PROF_NUM_KINDS] = { 1,1,1,1,1, 1,1,1,1,1, 1,1, 0,0,0,0,0,0, 0,0,0,0,0,0 };
 
 #define PROF_MAX_PAIRS 8192   // timed launches per step (d12: ~300 per micro-step)
 

@@ -9,6 +9,10 @@
 //     activations), each storage rounds by up to 2^-9 = 0.2% relative, and forward+backward chain ~20
 //     such roundings, which add up to about 1% in the worst tensors; the tolerances are 2e-2 for logits
 //     and the loss (rtol), 5e-2 for each gradient. A bug (wrong transpose, missing term) is 30-100%.
+//  2b. The 16-byte vector kernels (layernorm, fused residual+layernorm, one-pass layernorm backward, bias
+//     gradient, GELU, residual, classifier, encoder) vs the scalar kernels they replace, bf16, awkward
+//     shapes (check_memk_kernels): elementwise and encoder results bit-identical, reductions within 2 bf16
+//     ulps of the largest value, reruns bit-identical, an unaligned pointer on the scalar path.
 //  3. Optimizer kernels (sgd, sgdm, sgdm+nesterov, adam, adamw; lion and sophia, whose Hessian EMA runs
 //     after each step from another gradient) vs the CPU step functions of optim/*.c on
 //     random tensors of awkward sizes (1, 3, 127, 33x65, 4097, 3x5000), three steps with clipping and a
@@ -169,6 +173,242 @@ static void check_model(const VecFile* vf, int precision) {
     free(w);
     dev_free_all();
     gpt2_free_host(&m);
+}
+
+// ---- 2b: the 16-byte vector kernels (cuda/memk_plan.h) vs the scalar kernels they replace -----------
+// bf16 storage, awkward shapes: rows 1, 3, 127, 4097; C = 64, 72 (% 8 but not % 16), 768, 1600 (d48:
+// the LayerNorm backward's shared memory past 48 KiB); the classifier at V 50257 / Vp 50304 and 97 / 128.
+// The same math per element: the residual, the encoder and elementwise results bit-identical, reductions
+// (summation order differs) within 2 bf16 ulps of the tensor's largest value; a wrong index is O(1). Two
+// runs of each vector kernel bit-identical. An unaligned pointer takes the scalar path (gelu_forward on
+// out + 1).
+static bf16d* memk_up(const float* h, size_t n) {
+    bf16* b = (bf16*)xmalloc(n * sizeof(bf16));
+    for (size_t i = 0; i < n; i++) b[i] = f32_to_bf16(h[i]);
+    bf16d* d = NULL;
+    CUDA_CHECK(cudaMalloc(&d, n * sizeof(bf16) + 16));
+    CUDA_CHECK(cudaMemcpy(d, b, n * sizeof(bf16), cudaMemcpyHostToDevice));
+    free(b);
+    return d;
+}
+static float* memk_down(const bf16d* d, size_t n) {
+    bf16* b = (bf16*)xmalloc(n * sizeof(bf16));
+    float* h = (float*)xmalloc(n * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(b, d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) h[i] = bf16_to_f32(b[i]);
+    free(b);
+    return h;
+}
+static float* memk_down_f(const float* d, size_t n) {
+    float* h = (float*)xmalloc(n * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+static float* memk_rand(size_t n, float scale, float shift, uint64_t* st) {
+    float* h = (float*)xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) { *st = *st * 6364136223846793005ull + 1442695040888963407ull; h[i] = shift + scale * (float)((double)(*st >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+    return h;
+}
+// |a - b| <= ulps x 2^-8 x max|b| (bf16 ulps of the largest value); ulps 0: bit-identical
+static void memk_cmp(const char* what, const float* a, const float* b, size_t n, double ulps) {
+    double mx = 0.0, worst = 0.0;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)b[i]));
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= worst)) { worst = isnan(d) ? INFINITY : d; wi = i; }
+    }
+    const double tol = ulps * mx / 256.0;
+    char why[160];
+    snprintf(why, sizeof(why), "element %zu: %.6g vs %.6g (worst |diff| %.3g, tolerance %.3g)", wi, n ? a[wi] : 0.0, n ? b[wi] : 0.0, worst, tol);
+    test_check(ulps == 0.0 ? worst == 0.0 : worst <= tol, why, "%s", what);
+}
+
+static void check_memk_shape(int N, int C, uint64_t* st) {
+    const size_t NC = (size_t)N * C;
+    float *ha = memk_rand(NC, 1.5f, 0.2f, st), *hb = memk_rand(NC, 1.5f, -0.1f, st), *hw = memk_rand(C, 0.5f, 1.0f, st), *hbi = memk_rand(C, 0.2f, 0.0f, st);
+    float* hd = memk_rand(NC, 1.0f, 0.0f, st);
+    bf16d *a = memk_up(ha, NC), *b = memk_up(hb, NC), *w = memk_up(hw, C), *bi = memk_up(hbi, C), *dout = memk_up(hd, NC);
+    bf16d *res1 = memk_up(hd, NC), *res2 = memk_up(hd, NC), *o1 = memk_up(hd, NC), *o2 = memk_up(hd, NC);
+    float *m1, *r1, *m2, *r2, *part;
+    CUDA_CHECK(cudaMalloc(&m1, N * 4)); CUDA_CHECK(cudaMalloc(&r1, N * 4)); CUDA_CHECK(cudaMalloc(&m2, N * 4)); CUDA_CHECK(cudaMalloc(&r2, N * 4));
+    CUDA_CHECK(cudaMalloc(&part, memk_partial_floats(C) * 4));
+    char name[128];
+    // residual + LayerNorm forward: fused vector kernel vs residual_forward_kernel + layernorm_forward_kernel
+    residual_layernorm_forward<bf16d>(res1, o1, m1, r1, a, b, w, bi, N, C);
+    residual_forward_kernel<bf16d><<<ceil_div_u(NC, 256), 256>>>(res2, a, b, NC);
+    layernorm_forward_kernel<bf16d><<<ceil_div_u(N, 8), 256>>>(o2, m2, r2, res2, w, bi, N, C);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    float *x1 = memk_down(res1, NC), *x2 = memk_down(res2, NC);
+    snprintf(name, sizeof(name), "memk N=%d C=%d: fused residual = residual_forward, bit for bit", N, C);
+    memk_cmp(name, x1, x2, NC, 0.0);
+    free(x1); free(x2);
+    x1 = memk_down(o1, NC); x2 = memk_down(o2, NC);
+    snprintf(name, sizeof(name), "memk N=%d C=%d: fused residual+layernorm out vs the scalar kernels", N, C);
+    memk_cmp(name, x1, x2, NC, 2.0);
+    free(x1); free(x2);
+    x1 = memk_down_f(r1, N); x2 = memk_down_f(r2, N);
+    snprintf(name, sizeof(name), "memk N=%d C=%d: fused rstd vs the scalar kernel", N, C);
+    memk_cmp(name, x1, x2, N, 0.01);
+    free(x1); free(x2);
+    // LayerNorm backward: one-pass vector kernel (+= and =) vs the three scalar kernels
+    for (int acc = 0; acc <= 1; acc++) {
+        bf16d *di1 = memk_up(ha, NC), *di2 = memk_up(acc ? ha : hd, NC), *dw1 = memk_up(hw, C), *db1 = memk_up(hbi, C), *dw2 = memk_up(hw, C), *db2 = memk_up(hbi, C);
+        if (!acc) CUDA_CHECK(cudaMemset(di2, 0, NC * sizeof(bf16)));
+        layernorm_backward<bf16d>(di1, dw1, db1, part, dout, res2, w, m2, r2, N, C, acc);
+        layernorm_backward_dinp_kernel<bf16d><<<ceil_div_u(N, 8), 256>>>(di2, dout, res2, w, m2, r2, N, C);
+        dim3 grid(ceil_div_u(C, 32), NUM_PARTIALS), block(32, 8);
+        layernorm_backward_partial_kernel<bf16d><<<grid, block>>>(part, dout, res2, m2, r2, N, C);
+        layernorm_backward_finish_kernel<bf16d><<<ceil_div_u(C, 256), 256>>>(dw2, db2, part, NUM_PARTIALS, C);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        x1 = memk_down(di1, NC); x2 = memk_down(di2, NC);
+        snprintf(name, sizeof(name), "memk N=%d C=%d: layernorm bwd dinp (%s) vs the scalar kernels", N, C, acc ? "+=" : "=");
+        memk_cmp(name, x1, x2, NC, 2.0);
+        free(x1); free(x2);
+        x1 = memk_down(dw1, C); x2 = memk_down(dw2, C);
+        snprintf(name, sizeof(name), "memk N=%d C=%d: layernorm bwd dweight vs the scalar kernels", N, C);
+        memk_cmp(name, x1, x2, C, 2.0);
+        free(x1); free(x2);
+        x1 = memk_down(db1, C); x2 = memk_down(db2, C);
+        snprintf(name, sizeof(name), "memk N=%d C=%d: layernorm bwd dbias vs the scalar kernels", N, C);
+        memk_cmp(name, x1, x2, C, 2.0);
+        free(x1); free(x2);
+        if (acc) { // determinism: the vector path again from the same start, bit for bit
+            bf16d *di3 = memk_up(ha, NC), *dw3 = memk_up(hw, C), *db3 = memk_up(hbi, C);
+            layernorm_backward<bf16d>(di3, dw3, db3, part, dout, res2, w, m2, r2, N, C, 1);
+            CUDA_CHECK(cudaDeviceSynchronize());
+            float *y1 = memk_down(dw1, C), *y3 = memk_down(dw3, C), *z1 = memk_down(di1, NC), *z3 = memk_down(di3, NC);
+            snprintf(name, sizeof(name), "memk N=%d C=%d: layernorm bwd twice, bit-identical", N, C);
+            test_check(!memcmp(y1, y3, C * 4) && !memcmp(z1, z3, NC * 4), "a rerun differs", "%s", name);
+            free(y1); free(y3); free(z1); free(z3);
+            CUDA_CHECK(cudaFree(di3)); CUDA_CHECK(cudaFree(dw3)); CUDA_CHECK(cudaFree(db3));
+        }
+        CUDA_CHECK(cudaFree(di1)); CUDA_CHECK(cudaFree(di2)); CUDA_CHECK(cudaFree(dw1)); CUDA_CHECK(cudaFree(db1)); CUDA_CHECK(cudaFree(dw2)); CUDA_CHECK(cudaFree(db2));
+    }
+    // bias gradient over (N, C): vector vs scalar
+    {
+        bf16d *g1 = memk_up(hbi, C), *g2 = memk_up(hbi, C);
+        bias_grad<bf16d>(g1, part, dout, N, C);
+        dim3 grid(ceil_div_u(C, 32), NUM_PARTIALS), block(32, 8);
+        bias_grad_partial_kernel<bf16d><<<grid, block>>>(part, dout, N, C);
+        bias_grad_finish_kernel<bf16d><<<ceil_div_u(C, 256), 256>>>(g2, part, NUM_PARTIALS, C);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        x1 = memk_down(g1, C); x2 = memk_down(g2, C);
+        snprintf(name, sizeof(name), "memk N=%d OC=%d: bias grad vs the scalar kernels", N, C);
+        memk_cmp(name, x1, x2, C, 2.0);
+        free(x1); free(x2);
+        CUDA_CHECK(cudaFree(g1)); CUDA_CHECK(cudaFree(g2));
+    }
+    // GELU forward / backward and the residual over N C elements (any tail): vector vs scalar
+    gelu_forward<bf16d>(o1, a, NC);
+    gelu_forward_kernel<bf16d><<<ceil_div_u(NC, 256), 256>>>(o2, a, NC);
+    gelu_forward<bf16d>(res1 + 1, a + 1, NC - 1); // unaligned: the scalar path
+    gelu_forward_kernel<bf16d><<<ceil_div_u(NC, 256), 256>>>(res2, a, NC);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    x1 = memk_down(o1, NC); x2 = memk_down(o2, NC);
+    snprintf(name, sizeof(name), "memk N*C=%zu: gelu fwd vector vs scalar", NC);
+    memk_cmp(name, x1, x2, NC, 1.0);
+    free(x1); free(x2);
+    x1 = memk_down(res1, NC); x2 = memk_down(res2, NC);
+    snprintf(name, sizeof(name), "memk N*C=%zu: gelu fwd on unaligned pointers (scalar fallback)", NC);
+    memk_cmp(name, x1 + 1, x2 + 1, NC - 1, 0.0);
+    free(x1); free(x2);
+    gelu_backward<bf16d>(o1, a, dout, NC - 3); // a tail of 5 elements
+    gelu_backward_kernel<bf16d><<<ceil_div_u(NC, 256), 256>>>(o2, a, dout, NC - 3);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    x1 = memk_down(o1, NC); x2 = memk_down(o2, NC);
+    snprintf(name, sizeof(name), "memk N*C-3=%zu: gelu bwd vector (scalar tail) vs scalar", NC - 3);
+    memk_cmp(name, x1, x2, NC - 3, 1.0);
+    free(x1); free(x2);
+    residual_forward<bf16d>(o1, a, b, NC - 1);
+    residual_forward_kernel<bf16d><<<ceil_div_u(NC, 256), 256>>>(o2, a, b, NC - 1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    x1 = memk_down(o1, NC); x2 = memk_down(o2, NC);
+    snprintf(name, sizeof(name), "memk N*C-1=%zu: residual vector (scalar tail) = scalar, bit for bit", NC - 1);
+    memk_cmp(name, x1, x2, NC - 1, 0.0);
+    free(x1); free(x2);
+    CUDA_CHECK(cudaFree(a)); CUDA_CHECK(cudaFree(b)); CUDA_CHECK(cudaFree(w)); CUDA_CHECK(cudaFree(bi)); CUDA_CHECK(cudaFree(dout));
+    CUDA_CHECK(cudaFree(res1)); CUDA_CHECK(cudaFree(res2)); CUDA_CHECK(cudaFree(o1)); CUDA_CHECK(cudaFree(o2));
+    CUDA_CHECK(cudaFree(m1)); CUDA_CHECK(cudaFree(r1)); CUDA_CHECK(cudaFree(m2)); CUDA_CHECK(cudaFree(r2)); CUDA_CHECK(cudaFree(part));
+    free(ha); free(hb); free(hw); free(hbi); free(hd);
+}
+
+static void check_memk_classifier(int rows, int V, int Vp, uint64_t* st) {
+    const size_t n = (size_t)rows * Vp;
+    float* h = memk_rand(n, 6.0f, 0.0f, st);
+    bf16d *l1 = memk_up(h, n), *l2 = memk_up(h, n);
+    int* ht = (int*)xmalloc(rows * sizeof(int));
+    for (int r = 0; r < rows; r++) ht[r] = r == rows - 1 ? V - 1 : (int)((r * 7919u + 13u) % (unsigned)V);
+    int* dt;
+    float *ls1, *ls2;
+    CUDA_CHECK(cudaMalloc(&dt, rows * sizeof(int))); CUDA_CHECK(cudaMalloc(&ls1, rows * 4)); CUDA_CHECK(cudaMalloc(&ls2, rows * 4));
+    CUDA_CHECK(cudaMemcpy(dt, ht, rows * sizeof(int), cudaMemcpyHostToDevice));
+    classifier<bf16d>(l1, ls1, dt, 1.0f / rows, rows, V, Vp, 1);
+    classifier_kernel<bf16d><<<rows, CLS_THREADS>>>(l2, ls2, dt, 1.0f / rows, V, Vp, 1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    float *x1 = memk_down_f(ls1, rows), *x2 = memk_down_f(ls2, rows);
+    char name[128];
+    snprintf(name, sizeof(name), "memk classifier V=%d Vp=%d: losses vector vs scalar", V, Vp);
+    memk_cmp(name, x1, x2, rows, 0.01);
+    free(x1); free(x2);
+    x1 = memk_down(l1, n); x2 = memk_down(l2, n);
+    snprintf(name, sizeof(name), "memk classifier V=%d Vp=%d: dlogits vector vs scalar (padding 0)", V, Vp);
+    memk_cmp(name, x1, x2, n, 2.0);
+    free(x1); free(x2);
+    CUDA_CHECK(cudaFree(l1)); CUDA_CHECK(cudaFree(l2)); CUDA_CHECK(cudaFree(dt)); CUDA_CHECK(cudaFree(ls1)); CUDA_CHECK(cudaFree(ls2));
+    free(h); free(ht);
+}
+
+static void check_memk_encoder(int B, int T, int C, int Vv, uint64_t* st) {
+    const int BT = B * T;
+    const size_t n = (size_t)BT * C;
+    int* inp = (int*)xmalloc(BT * sizeof(int));
+    for (int i = 0; i < BT; i++) inp[i] = (int)((i * 31u + 7u) % (unsigned)(Vv < 5 ? Vv : 5));
+    float *hwte = memk_rand((size_t)Vv * C, 1.0f, 0.0f, st), *hwpe = memk_rand((size_t)T * C, 1.0f, 0.0f, st), *hd = memk_rand(n, 1.0f, 0.0f, st);
+    bf16d *wte = memk_up(hwte, (size_t)Vv * C), *wpe = memk_up(hwpe, (size_t)T * C), *dout = memk_up(hd, n), *o1 = memk_up(hd, n), *o2 = memk_up(hd, n);
+    bf16d *gt1 = memk_up(hwte, (size_t)Vv * C), *gt2 = memk_up(hwte, (size_t)Vv * C), *gp1 = memk_up(hwpe, (size_t)T * C), *gp2 = memk_up(hwpe, (size_t)T * C);
+    int* d_inp;
+    CUDA_CHECK(cudaMalloc(&d_inp, BT * sizeof(int)));
+    CUDA_CHECK(cudaMemcpy(d_inp, inp, BT * sizeof(int), cudaMemcpyHostToDevice));
+    encoder_forward<bf16d>(o1, d_inp, wte, wpe, B, T, C);
+    encoder_forward_kernel<bf16d><<<ceil_div_u(n, 256), 256>>>(o2, d_inp, wte, wpe, BT, T, C);
+    int* counts = (int*)xcalloc(Vv, sizeof(int));
+    int* grp = (int*)xcalloc(3 * BT + 1, sizeof(int));
+    const int U = encoder_group_positions(inp, BT, Vv, counts, grp, grp + BT, grp + 2 * BT + 1);
+    int* d_grp;
+    CUDA_CHECK(cudaMalloc(&d_grp, (3 * BT + 1) * sizeof(int)));
+    CUDA_CHECK(cudaMemcpy(d_grp, grp, (3 * BT + 1) * sizeof(int), cudaMemcpyHostToDevice));
+    encoder_backward<bf16d>(gt1, gp1, dout, d_grp, d_grp + BT, d_grp + 2 * BT + 1, U, B, T, C);
+    encoder_backward_wte_kernel<bf16d><<<U, 256>>>(gt2, dout, d_grp, d_grp + BT, d_grp + 2 * BT + 1, C);
+    encoder_backward_wpe_kernel<bf16d><<<ceil_div_u((size_t)T * C, 256), 256>>>(gp2, dout, B, T, C);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    char name[128];
+    float *x1 = memk_down(o1, n), *x2 = memk_down(o2, n);
+    snprintf(name, sizeof(name), "memk encoder B=%d T=%d C=%d: forward vector = scalar, bit for bit", B, T, C);
+    memk_cmp(name, x1, x2, n, 0.0);
+    free(x1); free(x2);
+    x1 = memk_down(gt1, (size_t)Vv * C); x2 = memk_down(gt2, (size_t)Vv * C);
+    snprintf(name, sizeof(name), "memk encoder B=%d T=%d C=%d: dwte vector = scalar, bit for bit", B, T, C);
+    memk_cmp(name, x1, x2, (size_t)Vv * C, 0.0);
+    free(x1); free(x2);
+    x1 = memk_down(gp1, (size_t)T * C); x2 = memk_down(gp2, (size_t)T * C);
+    snprintf(name, sizeof(name), "memk encoder B=%d T=%d C=%d: dwpe vector = scalar, bit for bit", B, T, C);
+    memk_cmp(name, x1, x2, (size_t)T * C, 0.0);
+    free(x1); free(x2);
+    CUDA_CHECK(cudaFree(wte)); CUDA_CHECK(cudaFree(wpe)); CUDA_CHECK(cudaFree(dout)); CUDA_CHECK(cudaFree(o1)); CUDA_CHECK(cudaFree(o2));
+    CUDA_CHECK(cudaFree(gt1)); CUDA_CHECK(cudaFree(gt2)); CUDA_CHECK(cudaFree(gp1)); CUDA_CHECK(cudaFree(gp2)); CUDA_CHECK(cudaFree(d_inp)); CUDA_CHECK(cudaFree(d_grp));
+    free(inp); free(hwte); free(hwpe); free(hd); free(counts); free(grp);
+}
+
+static void check_memk_kernels(void) {
+    uint64_t st = 0x243F6A8885A308D3ull;
+    const int shapes[6][2] = { { 1, 64 }, { 3, 72 }, { 127, 768 }, { 127, 1600 }, { 4097, 64 }, { 3, 3072 } };
+    for (int i = 0; i < 6; i++) check_memk_shape(shapes[i][0], shapes[i][1], &st);
+    check_memk_classifier(3, 50257, 50304, &st);
+    check_memk_classifier(5, 97, 128, &st);
+    check_memk_encoder(2, 5, 64, 9, &st);
+    check_memk_encoder(3, 7, 72, 4, &st);
+    check_memk_encoder(4, 64, 768, 50, &st);
 }
 
 // ---- 3: optimizer kernels vs the CPU step functions -----------------------------------------------
@@ -2031,6 +2271,7 @@ int main(int argc, char** argv) {
     check_model(&vf, PRECISION_FP32);
     check_model(&vf, PRECISION_BF16);
     vec_free(&vf);
+    check_memk_kernels();
     g_matmul_tf32 = 1;
     const char* opts[4] = { "sgd", "sgdm", "adam", "adamw" };
     for (int i = 0; i < 4; i++) {
