@@ -243,6 +243,13 @@ def loss_section(label, preset, d, nseeds, steps):
                             f["flags"], R.SWEEP_SEED, d)]
     if not rows:
         return out + ["No runs yet.\n"], rows
+    reused = sorted(os.path.relpath(os.path.join(dp), d) for dp, _, fs in os.walk(d) if "run.txt" in fs
+                    and open(os.path.join(dp, "run.txt")).read().startswith("reused:"))
+    if reused:
+        out.append("Reused finished runs (the same trainer flags; their run.txt says from where): %s.\n" % ", ".join(reused))
+    if any(not r["complete"] or not r["seeds_complete"] for r in rows.values()):
+        out.append("**Partial:** rows marked \"sweep incomplete\" or \"k of %d seeds\" are not finished; the same "
+                   "command continues them (`--plan` lists what is left).\n" % nseeds)
 
     a8 = ARTICLE["eightbit"]
     out.append("### 8-bit Adam vs 32-bit Adam (article: GPT-2 117M on WikiText, perplexity)\n")
