@@ -229,9 +229,9 @@ def status_note(r, nseeds):
     return " (" + "; ".join(notes) + ")" if notes else ""
 
 
-def loss_section(label, preset, d, nseeds, steps):
+def loss_section(label, preset, d, nseeds, steps, grids=None):
     f = preset_facts(preset, steps)
-    rows = {r["key"]: r for r in R.table_rows(d, R.SWEEP_SEED, nseeds)} if os.path.isdir(d) else {}
+    rows = {r["key"]: r for r in R.table_rows(d, R.SWEEP_SEED, nseeds, grids)} if os.path.isdir(d) else {}
     base = rows.get("adamw")
     out = ["## Loss: %s\n" % label,
            "GPT-2 `-model %s`, B=%d, T=%d, %d steps: **%s training tokens per run** (val: %s tokens of the GCIDE "
@@ -321,6 +321,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--plant", action="append", default=[])
+    ap.add_argument("--grid", action="append", default=[], help="OPT=LR,LR,...: a planned sweep (as loss_table.sh's)")
     ap.add_argument("--command", default="scripts/reproduce.sh")
     ap.add_argument("--machine", default="")
     ap.add_argument("--git", default="")
@@ -343,7 +344,9 @@ def main():
     have_gpu = False
     for spec in args.loss:
         label, preset, d = spec.split("=", 2)
-        sec, rows = loss_section(label, preset, d, args.seeds, args.steps)
+        grids = {o: [R.lr_index(x) for x in lrs.split(",")] for o, _, lrs in (g.partition("=") for g in args.grid)
+                 if lrs != "default"}
+        sec, rows = loss_section(label, preset, d, args.seeds, args.steps, grids)
         body += sec
         para += findings(rows, label)
         have_gpu |= preset == "gpu" and bool(rows)

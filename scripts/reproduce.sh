@@ -162,5 +162,5 @@ gpu_note=""; [ "$mode" = cpu ] && gpu_note=1
 cmdline="scripts/reproduce.sh --$mode${plants[*]:+ ${plants[*]}}"
 [ "$mode" = cpu ] && cmdline="make reproduce (scripts/reproduce.sh)"
 python3 scripts/reproduce.py --memory "$mem" "${loss[@]}" --out "$out/README.md" --seeds "$seeds" ${steps:+--steps "$steps"} \
-    "${plants[@]}" --command "$cmdline" --machine "$machine" --git "$rev" --date "$(date -u +%Y-%m-%dT%H:%MZ)" \
+    "${plants[@]}" "${grids[@]}" --command "$cmdline" --machine "$machine" --git "$rev" --date "$(date -u +%Y-%m-%dT%H:%MZ)" \
     --extras "$extras" ${gpu_note:+--gpu-command "$gpu_call"}
