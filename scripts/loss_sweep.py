@@ -79,6 +79,15 @@ PRESETS = {
         "finetune": "-model d4 -b 8 -t 64 -x 60 -u 6 -q 0.1 -g 1 -c 0.1 -v 20 -m 8 -gen 0 -n 20",
         "grids": PRETRAIN_GRIDS, "ft_grids": FINETUNE_GRIDS, "ft_opts": FINETUNE_OPTS, "opts": None,
     },
+    # The default run of the CPU trainer (./train_cpu -opt NAME: each optimizer's own weight decay, betas,
+    # eps; no -c), as scripts/default_runs.sh ran it into results/cpu/: scripts/reproduce.sh's small
+    # version, which reuses those runs as sweep points (-gen 0, -n 50 do not change the training).
+    "cpu_default": {
+        "train": "./train_cpu", "out": "results/article/cpu", "assume_tok_s": 1200.0, "assume_start_s": 2.0,
+        "pretrain": "-model d4 -b 8 -t 64 -x 200 -u 20 -q 0.1 -g 1 -v 50 -m 8 -gen 0 -n 50",
+        "finetune": "-model d4 -b 8 -t 64 -x 60 -u 6 -q 0.1 -g 1 -v 20 -m 8 -gen 0 -n 20",
+        "grids": PRETRAIN_GRIDS, "ft_grids": FINETUNE_GRIDS, "ft_opts": FINETUNE_OPTS, "opts": None,
+    },
     "tiny": {
         "train": "./train_cpu", "out": "results/tiny", "assume_tok_s": 600.0, "assume_start_s": 1.0,
         "pretrain": "-model 2:64:2 -b 4 -t 32 -x 20 -u 2 -q 0.1 -g 1 -c 0.1 -v 10 -m 2 -gen 0 -n 10",
@@ -350,7 +359,8 @@ def main():
     ap.add_argument("--scratch", default="", help="where runs happen and checkpoints stay (default out/loss_table/PRESET)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="override -x of every table")
-    ap.add_argument("--grid", action="append", default=[], help="OPT=LR,LR,... pre-training grid override (repeatable)")
+    ap.add_argument("--grid", action="append", default=[], help="OPT=LR,LR,... pre-training grid override (repeatable); "
+                    "OPT=default: no sweep, the optimizer's own lr rule only")
     ap.add_argument("--ft-grid", action="append", default=[], help="OPT=LR,LR,... fine-tuning grid override (repeatable)")
     ap.add_argument("--budget-s", type=float, default=0, help="start no run that would end after this many seconds")
     ap.add_argument("--plan", action="store_true", help="print what would run next and the estimate; run nothing")
@@ -373,6 +383,9 @@ def main():
         grids = {}
         for g in specs:
             o, _, lrs = g.partition("=")
+            if lrs == "default":   # OPT=default: only the optimizer's own lr rule (Adafactor's relative step)
+                grids[o] = "default"
+                continue
             try:
                 grids[o] = sorted(R.lr_index(x) for x in lrs.split(",") if x)
             except ValueError as ex:
@@ -386,6 +399,9 @@ def main():
     def entries(opts, grids, overrides, with_relstep):
         es = []
         for o in opts:
+            if overrides.get(o) == "default":
+                es.append(Entry(o, "default", []))
+                continue
             if o == "adafactor" and with_relstep:
                 es.append(Entry(o, "default", []))   # its relative step: no -l, nothing to sweep
             es.append(Entry(o, "sweep", overrides.get(o) or grids.get(o, DEFAULT_GRID)))

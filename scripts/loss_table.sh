@@ -14,9 +14,12 @@
 #   scripts/loss_table.sh --cpu    the same on the CPU at d4, B=8, T=64, 200 steps: results/cpu_sweep/
 #   scripts/loss_table.sh --tiny   the same logic, -model 2:64:2 -b 4 -t 32 -x 20, adamw and came,
 #                                  3-point sweeps, ./train_cpu: results/tiny/ (seconds per run; CI)
+#   scripts/loss_table.sh --preset cpu_default   the CPU trainer's default run (d4, 200 steps, each
+#                                  optimizer's own weight decay): results/article/cpu/ (make reproduce)
 # Options: --tables "pretrain finetune" (which, in order), --opts "adamw came ..." (pre-training),
 #   --ft-opts "..." (fine-tuning), --grid OPT=LR,LR,... and --ft-grid OPT=LR,LR,... (planned points of
-#   the pre-training and fine-tuning sweeps, on the ladder 1e-3, 3e-3, 1e-2...; repeatable), --seeds N [3],
+#   the pre-training and fine-tuning sweeps, on the ladder 1e-3, 3e-3, 1e-2...; repeatable; OPT=default:
+#   no sweep, only the optimizer's own lr rule, e.g. adafactor=default), --seeds N [3],
 #   --steps N (every table's -x), --out DIR, --scratch DIR (where runs and checkpoints live, default
 #   out/loss_table/PRESET, git-ignored), --train BIN, --budget-s S (start no run that would end after
 #   S seconds: for short GPU windows), --plan (print the next runs and the estimate, run nothing),
@@ -40,13 +43,14 @@ preset=gpu; args=(); tables="pretrain finetune"; train=""; quiet=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --gpu) preset=gpu ;; --cpu) preset=cpu ;; --tiny) preset=tiny ;;
+        --preset) preset=$2; shift ;;
         --tables) tables=$2; shift ;;
         --train) train=$2; shift ;;
         --plan|--rebuild) quiet=1; args+=("$1") ;;
         --opts|--ft-opts|--grid|--ft-grid|--seeds|--steps|--out|--scratch|--budget-s|--assume-tok-s) args+=("$1" "$2"); shift ;;
         --no-plot) args+=("$1") ;;
         --) args+=("$@"); break ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option '$1' (see $0 --help)" >&2; exit 2 ;;
     esac
     shift
@@ -71,5 +75,6 @@ if [ "$quiet" = 0 ]; then
 fi
 case " ${args[*]:-} " in *" --no-plot "*) ;; *) . scripts/plot_setup.sh ;; esac
 
+case $preset in gpu|cpu|tiny) pflag="--$preset" ;; *) pflag="--preset $preset" ;; esac
 exec python3 scripts/loss_sweep.py --preset "$preset" --tables "$tables" --train "$train" \
-    --command "$0 --$preset $(printf '%q ' "${args[@]}")" "${args[@]}"
+    --command "$0 $pflag $(printf '%q ' "${args[@]}")" "${args[@]}"
