@@ -33,6 +33,7 @@
 #include "optim/optim.h"
 #include "optim/quant8.h"
 #include "optim/quant8_plan.h"
+#include "optim/quant4.h"
 #include "common/rng.h"
 
 #if defined(__clang__)
@@ -531,7 +532,34 @@ static int check_table(const Q8Map* map, const char* name) {
     return bad == 0;
 }
 
+// adamw4bit's kernel search (q4_nearest_bs, 4 comparisons) against q4_nearest and the official search.
+static void check_q4_bsearch(const Q4Map* map, const char* name) {
+    long n = 0, bad = 0;
+    Rng r;
+    rng_seed(&r, 9);
+#define TRY4(xv) do { const float x_ = (xv); n++; const uint8_t c_ = q4_nearest_bs(map, x_); \
+                      if (c_ != q4_nearest(map, x_) || c_ != q4_search(map->code, x_)) bad++; } while (0)
+    for (int c = 0; c < Q4_CODES; c++) {
+        const float xs[2] = { map->code[c], c < Q4_CODES - 1 ? map->mid[c] : 1.0f };
+        for (int k = 0; k < 2; k++) {
+            float x = xs[k];
+            for (int d = 0; d < 3; d++) x = nextafterf(x, -INFINITY);
+            for (int d = 0; d < 7; d++, x = nextafterf(x, INFINITY)) TRY4(x);
+        }
+    }
+    for (int i = 0; i < 1000000; i++) TRY4(f32_from_bits(rng_u32(&r)));
+    for (int i = 0; i < 1000000; i++) TRY4(rng_f32(&r) * 2.2f - 1.1f);
+    const float sp[] = { 0.0f, -0.0f, NAN, INFINITY, -INFINITY, 1.0f, -1.0f };
+    for (size_t i = 0; i < sizeof(sp) / sizeof(sp[0]); i++) TRY4(sp[i]);
+#undef TRY4
+    char why[96];
+    snprintf(why, sizeof(why), "%ld of %ld values differ", bad, n);
+    test_check(bad == 0, why, "q4 kernel search: q4_nearest_bs == q4_nearest == q4_search, %s map (%ld values)", name, n);
+}
+
 int main(void) {
+    check_q4_bsearch(q4_map_signed(), "signed");
+    check_q4_bsearch(q4_map_linear(), "linear");
     check_table(q8_map_signed(), "signed");
     check_table(q8_map_unsigned(), "unsigned");
     // the plan's geometry
