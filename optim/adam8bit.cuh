@@ -225,8 +225,8 @@ struct Adam8bitFp32Op {
 template <typename G, int KEEP>
 static void adam8bit_quantized_launch(const Q8Gpu* q, const Q8Plan& plan, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a,
                                       Adam8bitScalars k, unsigned long long* nonfinite) {
-    static int cache = 0;   // per instantiation: thread blocks that fit on the device
-    const int grid = q8_persistent_grid(adam8bit_quantized_kernel<G, KEEP>, plan.threads, (q->nqblocks + plan.tpb - 1) / plan.tpb, &cache);
+    static int cache[Q8_THREADS / 64] = { 0 };   // per instantiation and blockDim (64, 128, 256): blocks that fit on the device
+    const int grid = q8_persistent_grid(adam8bit_quantized_kernel<G, KEEP>, plan.threads, (q->nqblocks + plan.tpb - 1) / plan.tpb, &cache[plan.threads / 64 - 1]);
     adam8bit_quantized_kernel<G, KEEP><<<grid, plan.threads>>>(master, grad, pbf16, q->d_qt, q->nq, q->nqblocks, q->d_maps, q->d_tabs, plan,
                                                                q8_base_ok(master, grad, pbf16), *a, k, nonfinite);
     KERNEL_CHECK();

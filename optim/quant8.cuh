@@ -418,8 +418,8 @@ struct Q8Fp32Op {
 template <typename G, typename Op8, int KEEP>
 static void q8_1state_launch_keep(const Q8Gpu* q, const Q8Plan& plan, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a,
                                   Op8 op8, unsigned long long* nonfinite) {
-    static int cache = 0;   // per instantiation: thread blocks that fit on the device
-    const int grid = q8_persistent_grid(q8_1state_kernel<G, Op8, KEEP>, plan.threads, (q->nqblocks + plan.tpb - 1) / plan.tpb, &cache);
+    static int cache[Q8_THREADS / 64] = { 0 };   // per instantiation and blockDim (64, 128, 256): blocks that fit on the device
+    const int grid = q8_persistent_grid(q8_1state_kernel<G, Op8, KEEP>, plan.threads, (q->nqblocks + plan.tpb - 1) / plan.tpb, &cache[plan.threads / 64 - 1]);
     q8_1state_kernel<G, Op8, KEEP><<<grid, plan.threads>>>(master, grad, pbf16, q->d_qt, q->nq, q->nqblocks, q->d_maps, q->d_tabs, plan,
                                                            q8_base_ok(master, grad, pbf16), *a, op8, nonfinite);
     KERNEL_CHECK();
