@@ -11,8 +11,8 @@
 // (extra_pass_bytes): adam_mini reads the gradient of its block-partitioned tensors twice (the block
 // sums, then the update: +2 B/param of those); adamw4bit reads the gradient and the v codes of its rank-1
 // matrices in the statistics pass too (+2.5 B/param of those; the scratch maxima, 12 B per row and
-// column, are left out: under 0.1%). lion8bit and sgdm8bit move each byte once at -qblock <= 2048 (the
-// default 256; larger blocks re-read past Q8_REGS elements per thread). Adafactor and CAME read the
+// column, are left out: under 0.1%). The 8-bit kernels move each byte once at -qblock <= 4096 (the
+// default 256; larger blocks re-read the rounds past optim/quant8_plan.h's `keep`). Adafactor and CAME read the
 // gradient in several passes (statistics, clip, update; CAME also the residual), not counted here, so
 // their percent understates how close they are to the memory roof.
 // Muon and GaLore are different: their step is matrix products (Muon's 5 Newton-Schulz iterations per

@@ -2,14 +2,18 @@
 // `-opt paged_adamw8bit`): block-wise 8-bit m and v (optim/quant8.h), the math of optim/adam8bit.h (the
 // functions the CPU step calls), and paged_adamw8bit's managed-memory state. Included by optim/optim.cuh.
 //
-// Quantized tensors: one thread block per quantization block (a grid-stride loop over all blocks of
-// all quantized tensors: one launch per step). The two 256-entry codebooks are loaded into shared
-// memory once per thread block. Per block, as adam8bit_block(): dequantize with the old absmax, update
-// v then m (a non-finite g zeroes both and is counted), block max |m|, |v| of the updated moments (a
-// block reduction), the parameter update from the fp32 moments, requantize with the new absmax by
-// bitsandbytes' search (q8_quantize_search, the same answer as the CPU's q8_nearest table) plus the
-// sign guard. Each thread keeps up to Q8_REGS elements in registers between the two passes; blocks larger
-// than Q8_REGS * blockDim recompute the rest, as the CPU does (the same fp32 operations give the same values).
+// Quantized tensors: quant8.cuh's plan (optim/quant8_plan.h; the diagnosis of the first kernel and the
+// numbers are in quant8.cuh): a persistent grid, a team of lanes per quantization block (8/16/32 lanes of
+// a warp for qblock 64/128/256, the whole thread block above), 8 consecutive elements per lane per round
+// with 16-byte loads where aligned, the codebooks and lookup tables in shared memory once per thread
+// block. Per block, as adam8bit_block(): dequantize with the old absmax, update v then m (a non-finite g
+// zeroes both and is counted), team max |m|, |v| of the updated moments (xor-shuffles; a block team adds
+// one barrier), the parameter update from the fp32 moments, requantize with the new absmax by
+// q8_quantize_tab (the CPU's q8_nearest table: the answer of bitsandbytes' search) plus the sign guard.
+// The first `keep` rounds (all at qblock <= 4096) stay in registers between the two passes; later rounds
+// are recomputed, as the CPU does (the same fp32 operations give the same values).
+// Bytes per element: 16 (master 8, bf16 gradient 2, bf16 copy 2, m and v codes 2 + 2), each once at
+// qblock <= 4096; the first kernel's cost was latency and instructions (quant8.cuh), not extra bytes.
 // Small tensors (fp32 state) go through optim.cuh's multi-tensor chunk kernel (adam8bit_fp32_update).
 //
 // adam8bit.h writes every operation as an explicit round-to-nearest intrinsic on the device, in
@@ -21,7 +25,7 @@
 #include <math.h>
 #include "optim/adam8bit.h"
 #include "optim/quant8.h"
-#include "optim/quant8.cuh"   // Q8Gpu, q8_gpu_setup, Q8_REGS
+#include "optim/quant8.cuh"   // Q8Gpu, q8_gpu_setup, the plan helpers
 
 // paged_adamw8bit's state: managed memory (host-backed, migrated on demand), zeroed, counted in the
 // ledger as host-backed state. Never more than the card has free: the point of paging is to absorb
@@ -58,105 +62,133 @@ static void* managed_alloc(Ledger* led, MemCategory cat, const char* label, size
     return p;
 }
 
-// adam8bit on the quantized tensors: one thread block per quantization block (grid-stride over the
-// blocks of all quantized tensors, found by binary search on block0), codebooks in shared memory.
-// blockDim = min(qblock, 256), so each thread owns qblock / blockDim elements, strided by blockDim
-// (coalesced); the first Q8_REGS of them stay in registers between the passes, the rest are recomputed.
-template <typename G>
-__global__ void __launch_bounds__(256) adam8bit_quantized_kernel(float* master, const G* grad, bf16d* pbf16, const GpuOptTensor* qt,
-                                                          int nq, size_t nqblocks, const float* maps, int qblock, GpuStepArgs a,
-                                                          Adam8bitScalars k, unsigned long long* nonfinite_count) {
-    __shared__ float smap[Q8_CODES], svmap[Q8_CODES];
-    __shared__ float red_m[32], red_v[32];
-    __shared__ float new_abs[2];
-    for (int i = threadIdx.x; i < Q8_CODES; i += blockDim.x) { smap[i] = maps[i]; svmap[i] = maps[Q8_CODES + i]; }
+// adam8bit on the quantized tensors (the plan above). KEEP: rounds kept in registers (plan.keep).
+template <typename G, int KEEP>
+__global__ void __launch_bounds__(Q8_THREADS) adam8bit_quantized_kernel(float* master, const G* grad, bf16d* pbf16, const Q8Tensor* qt,
+                                                                        int nq, size_t nqblocks, const float* maps, const uint8_t* tabs,
+                                                                        Q8Plan plan, int base_ok, GpuStepArgs a, Adam8bitScalars k,
+                                                                        unsigned long long* nonfinite_count) {
+    __shared__ Q8SMap sm[2];   // m: the signed map, v: the unsigned one
+    __shared__ float red[2][2][Q8_THREADS / 32];
+    q8_load_smap(&sm[0], maps, tabs, 0);
+    q8_load_smap(&sm[1], maps, tabs, 1);
     __syncthreads();
-    const int Q = qblock, nthr = blockDim.x, K = Q / nthr;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = nthr >> 5;
+    const int Q = plan.qblock, tl = threadIdx.x % plan.team, tix = threadIdx.x / plan.team;
     unsigned long long nonfinite = 0;
-    for (size_t qb = blockIdx.x; qb < nqblocks; qb += gridDim.x) {
-        const GpuOptTensor t = qt[opt_find_unit(qt, nq, &GpuOptTensor::block0, qb)];
-        const size_t b = qb - t.block0, lo = b * (size_t)Q;
-        const int len = (int)(t.numel - lo < (size_t)Q ? t.numel - lo : (size_t)Q);
-        uint8_t* cm = (uint8_t*)t.sp[0] + lo;  // (len) m codes
-        uint8_t* cv = (uint8_t*)t.sp[1] + lo;  // (len) v codes
-        float* am = (float*)t.sp[2] + b;       // this block's m absmax
-        float* av = (float*)t.sp[3] + b;       // this block's v absmax
-        const float am_old = *am, av_old = *av;
-        const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
-        // pass 1: new moments, block max of their magnitudes
-        float mr[Q8_REGS], vr[Q8_REGS], gr[Q8_REGS];
-        float mx_m = 0.0f, mx_v = 0.0f;
+    int ti = 0, parity = 0;
+    for (size_t base = (size_t)blockIdx.x * plan.tpb; base < nqblocks; base += (size_t)gridDim.x * plan.tpb, parity ^= 1) {
+        const size_t qb = base + tix;
+        const int active = qb < nqblocks;
+        Q8Tensor t = {};
+        size_t b = 0;
+        int len = 0;
+        float am_old = 0.0f, av_old = 0.0f;
+        if (active) {
+            ti = q8_cursor(qt, nq, ti, qb);
+            t = qt[ti];
+            b = qb - t.block0;
+            len = q8_block_len(t.numel, Q, b);
+            am_old = t.absmax[0][b];
+            av_old = t.absmax[1][b];
+        }
+        const size_t lo = b * (size_t)Q;
+        float mr[KEEP][Q8_VEC], vr[KEEP][Q8_VEC], pr[KEEP][Q8_VEC];
+        unsigned bad[KEEP];   // bit j: element j's gradient is not finite
+        float mx[2] = { 0.0f, 0.0f };
+        // pass 1: new moments (and the master) of the kept rounds, max |m|, |v| over all rounds
 #pragma unroll
-        for (int j = 0; j < Q8_REGS; j++) {
-            const int e = j * nthr + threadIdx.x;
-            mr[j] = vr[j] = gr[j] = 0.0f;
-            if (j < K && e < len) {
-                float g = ldf(grad[t.param_off + lo + e]);
-                if (a.clip_scale != 1.0f) g = g * a.clip_scale;
-                gr[j] = g;
-                adam8bit_moments(k, smap, svmap, g, cm[e], cv[e], am_old, av_old, &mr[j], &vr[j]);
-                mx_m = fmaxf(mx_m, fabsf(mr[j]));
-                mx_v = fmaxf(mx_v, fabsf(vr[j]));
+        for (int r = 0; r < KEEP; r++) {
+            bad[r] = 0u;
+#pragma unroll
+            for (int j = 0; j < Q8_VEC; j++) mr[r][j] = vr[r][j] = pr[r][j] = 0.0f;
+            const int e0 = q8_elem0(&plan, r, tl), nv = len - e0;
+            if (r < plan.rounds && nv > 0) {
+                const int vec = q8_vec_ok(&t, base_ok, Q, b, e0);
+                const size_t gi = t.param_off + lo + e0;
+                float g[Q8_VEC];
+                uint8_t cm[Q8_VEC], cv[Q8_VEC];
+                q8_load_grad8(grad, gi, vec, nv, a.clip_scale, g);
+                q8_load_f32x8(master, gi, vec, nv, pr[r]);
+                q8_load_u8x8(t.code[0] + lo + e0, vec, nv, cm);
+                q8_load_u8x8(t.code[1] + lo + e0, vec, nv, cv);
+#pragma unroll
+                for (int j = 0; j < Q8_VEC; j++)
+                    if (j < nv) {
+                        bad[r] |= (unsigned)!isfinite(g[j]) << j;
+                        adam8bit_moments(k, sm[0].code, sm[1].code, g[j], cm[j], cv[j], am_old, av_old, &mr[r][j], &vr[r][j]);
+                        mx[0] = fmaxf(mx[0], fabsf(mr[r][j]));
+                        mx[1] = fmaxf(mx[1], fabsf(vr[r][j]));
+                    }
             }
         }
-        for (int j = Q8_REGS; j < K; j++) {
-            const int e = j * nthr + threadIdx.x;
-            if (e >= len) break;
-            float g = ldf(grad[t.param_off + lo + e]);
-            if (a.clip_scale != 1.0f) g = g * a.clip_scale;
-            float m, v;
-            adam8bit_moments(k, smap, svmap, g, cm[e], cv[e], am_old, av_old, &m, &v);
-            mx_m = fmaxf(mx_m, fabsf(m));
-            mx_v = fmaxf(mx_v, fabsf(v));
+        for (int r = KEEP; r < plan.rounds; r++) {
+            const int e0 = q8_elem0(&plan, r, tl), nv = len - e0;
+            if (nv <= 0) break;
+            const int vec = q8_vec_ok(&t, base_ok, Q, b, e0);
+            float g[Q8_VEC];
+            uint8_t cm[Q8_VEC], cv[Q8_VEC];
+            q8_load_grad8(grad, t.param_off + lo + e0, vec, nv, a.clip_scale, g);
+            q8_load_u8x8(t.code[0] + lo + e0, vec, nv, cm);
+            q8_load_u8x8(t.code[1] + lo + e0, vec, nv, cv);
+#pragma unroll
+            for (int j = 0; j < Q8_VEC; j++)
+                if (j < nv) {
+                    float m, v;
+                    adam8bit_moments(k, sm[0].code, sm[1].code, g[j], cm[j], cv[j], am_old, av_old, &m, &v);
+                    mx[0] = fmaxf(mx[0], fabsf(m));
+                    mx[1] = fmaxf(mx[1], fabsf(v));
+                }
         }
-        // block max: warps, then the first warp over the warps' results
-        mx_m = warp_max(mx_m);
-        mx_v = warp_max(mx_v);
-        if (lane == 0) { red_m[warp] = mx_m; red_v[warp] = mx_v; }
-        __syncthreads(); // also: every thread has read the old absmax and its codes before they change
-        if (warp == 0) {
-            float x = lane < nwarps ? red_m[lane] : 0.0f, y = lane < nwarps ? red_v[lane] : 0.0f;
-            x = warp_max(x);
-            y = warp_max(y);
-            if (lane == 0) { new_abs[0] = x; new_abs[1] = y; *am = x; *av = y; }
-        }
-        __syncthreads();
-        const float am_new = new_abs[0], av_new = new_abs[1];
+        q8_team_max<2>(mx, plan, red[parity]);
+        const float am_new = mx[0], av_new = mx[1];
+        if (active && tl == 0) { t.absmax[0][b] = am_new; t.absmax[1][b] = av_new; }
+        if (!active) continue;
+        const uint64_t srb = a.sr ? sr_stream(a.seed, a.step, t.param_off) : 0;
         // pass 2: parameter update from the fp32 moments, requantize with the new absmax
 #pragma unroll
-        for (int j = 0; j < Q8_REGS; j++) {
-            const int e = j * nthr + threadIdx.x;
-            if (j < K && e < len) {
-                const size_t li = lo + e, gi = t.param_off + li;
-                if (isfinite(gr[j])) {
-                    const float th = adam8bit_param(k, t.decay, master[gi], mr[j], vr[j]);
-                    opt_store(master, pbf16, gi, th, a.sr, base, li);
-                } else {
-                    nonfinite++;
+        for (int r = 0; r < KEEP; r++) {
+            const int e0 = q8_elem0(&plan, r, tl), nv = len - e0;
+            if (r < plan.rounds && nv > 0) {
+                const int vec = q8_vec_ok(&t, base_ok, Q, b, e0);
+                uint8_t cm[Q8_VEC], cv[Q8_VEC];
+#pragma unroll
+                for (int j = 0; j < Q8_VEC; j++) {
+                    if (!((bad[r] >> j) & 1u)) pr[r][j] = adam8bit_param(k, t.decay, pr[r][j], mr[r][j], vr[r][j]);
+                    cm[j] = q8_quantize_smap(&sm[0], 1, mr[r][j], am_new);
+                    cv[j] = q8_quantize_smap(&sm[1], 0, vr[r][j], av_new);
                 }
-                cm[e] = q8_quantize_search(smap, 1, mr[j], am_new);
-                cv[e] = q8_quantize_search(svmap, 0, vr[j], av_new);
+                nonfinite += __popc(bad[r]);
+                q8_store_param8(master, pbf16, t.param_off + lo + e0, lo + e0, vec, nv, pr[r], a.sr, srb, bad[r]);
+                q8_store_u8x8(t.code[0] + lo + e0, vec, nv, cm);
+                q8_store_u8x8(t.code[1] + lo + e0, vec, nv, cv);
             }
         }
-        for (int j = Q8_REGS; j < K; j++) {
-            const int e = j * nthr + threadIdx.x;
-            if (e >= len) break;
-            const size_t li = lo + e, gi = t.param_off + li;
-            float g = ldf(grad[gi]);
-            if (a.clip_scale != 1.0f) g = g * a.clip_scale;
-            float m, v;
-            adam8bit_moments(k, smap, svmap, g, cm[e], cv[e], am_old, av_old, &m, &v);
-            if (isfinite(g)) {
-                const float th = adam8bit_param(k, t.decay, master[gi], m, v);
-                opt_store(master, pbf16, gi, th, a.sr, base, li);
-            } else {
-                nonfinite++;
+        for (int r = KEEP; r < plan.rounds; r++) {
+            const int e0 = q8_elem0(&plan, r, tl), nv = len - e0;
+            if (nv <= 0) break;
+            const int vec = q8_vec_ok(&t, base_ok, Q, b, e0);
+            const size_t gi = t.param_off + lo + e0;
+            float g[Q8_VEC], p[Q8_VEC];
+            uint8_t cm[Q8_VEC], cv[Q8_VEC];
+            unsigned skip = 0u;
+            q8_load_grad8(grad, gi, vec, nv, a.clip_scale, g);
+            q8_load_f32x8(master, gi, vec, nv, p);
+            q8_load_u8x8(t.code[0] + lo + e0, vec, nv, cm);
+            q8_load_u8x8(t.code[1] + lo + e0, vec, nv, cv);
+#pragma unroll
+            for (int j = 0; j < Q8_VEC; j++) {
+                float m, v;
+                adam8bit_moments(k, sm[0].code, sm[1].code, g[j], cm[j], cv[j], am_old, av_old, &m, &v);
+                if (isfinite(g[j])) p[j] = adam8bit_param(k, t.decay, p[j], m, v);
+                else if (j < nv) skip |= 1u << j;
+                cm[j] = q8_quantize_smap(&sm[0], 1, m, am_new);
+                cv[j] = q8_quantize_smap(&sm[1], 0, v, av_new);
             }
-            cm[e] = q8_quantize_search(smap, 1, m, am_new);
-            cv[e] = q8_quantize_search(svmap, 0, v, av_new);
+            nonfinite += __popc(skip);
+            q8_store_param8(master, pbf16, gi, lo + e0, vec, nv, p, a.sr, srb, skip);
+            q8_store_u8x8(t.code[0] + lo + e0, vec, nv, cm);
+            q8_store_u8x8(t.code[1] + lo + e0, vec, nv, cv);
         }
-        __syncthreads(); // red_m / new_abs are reused by the next block
     }
     if (nonfinite) atomicAdd(nonfinite_count, nonfinite);
 }
@@ -190,6 +222,16 @@ struct Adam8bitFp32Op {
     }
 };
 
+template <typename G, int KEEP>
+static void adam8bit_quantized_launch(const Q8Gpu* q, const Q8Plan& plan, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a,
+                                      Adam8bitScalars k, unsigned long long* nonfinite) {
+    static int cache[Q8_THREADS / 64] = { 0 };   // per instantiation and blockDim (64, 128, 256): blocks that fit on the device
+    const int grid = q8_persistent_grid(adam8bit_quantized_kernel<G, KEEP>, plan.threads, (q->nqblocks + plan.tpb - 1) / plan.tpb, &cache[plan.threads / 64 - 1]);
+    adam8bit_quantized_kernel<G, KEEP><<<grid, plan.threads>>>(master, grad, pbf16, q->d_qt, q->nq, q->nqblocks, q->d_maps, q->d_tabs, plan,
+                                                               q8_base_ok(master, grad, pbf16), *a, k, nonfinite);
+    KERNEL_CHECK();
+}
+
 template <typename G>
 static void adam8bit_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* a) {
     const Q8Gpu* q = (const Q8Gpu*)o->own;
@@ -203,12 +245,9 @@ static void adam8bit_step_launch(GpuOpt* o, float* master, const G* grad, bf16d*
             if (o->layout.buf_bytes[b] > 0) CUDA_CHECK(cudaMemPrefetchAsync(o->buf[b], o->layout.buf_bytes[b], loc, 0, 0));
     }
     if (q->nqblocks > 0) {
-        const int qblock = o->hyper.qblock;
-        const int threads = qblock < 256 ? qblock : 256;
-        const int grid = q->nqblocks < (size_t)OPT_MAX_GRID ? (int)q->nqblocks : OPT_MAX_GRID;
-        adam8bit_quantized_kernel<G><<<grid, threads>>>(master, grad, pbf16, q->d_qtensors, q->nq, q->nqblocks, q->d_maps,
-                                                        qblock, *a, k, o->d_nonfinite);
-        KERNEL_CHECK();
+        const Q8Plan plan = q8_plan(o->hyper.qblock);   // qblock: a power of two >= 64 (the trainer checks)
+        if (plan.keep == 1) adam8bit_quantized_launch<G, 1>(q, plan, master, grad, pbf16, a, k, o->d_nonfinite);
+        else adam8bit_quantized_launch<G, Q8_KEEP_MAX>(q, plan, master, grad, pbf16, a, k, o->d_nonfinite);
     }
     const Adam8bitFp32Op op = { k, o->d_nonfinite };
     multi_tensor_launch(o, master, grad, pbf16, a, op);

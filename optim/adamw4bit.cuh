@@ -14,21 +14,30 @@
 //      row per tile; column maxima: the thread's running max, one atomicMax per column per tile. A max
 //      is exact whatever the order, and |v| >= 0 (NaN skipped as the CPU's compare skips it, as 0), so
 //      an unsigned-integer atomicMax on the float's bits gives the CPU's value exactly.
-//   2. a4_block_kernel, one thread block of A4_BLOCK = 128 threads per 128-element block (m's scale
-//      block) of every quantized tensor, a thread per element: decode m and v with the old scales, the
-//      new m and v, the block max |m| (and |v| for a vector: its v scale) by warp shuffles and shared
-//      memory, the parameter update from the fp32 moments, then the new codes: m with the block's new
-//      scale, v with min(new row max, new column max) from step 1 (or the vector's new block scale).
-//      The odd element's nibbles reach the even one by a shuffle; the even thread writes the byte
-//      (blocks start at even elements, so no byte is shared by two thread blocks). The old m scale
-//      (and a vector's old v scale) is read by every thread before the block's first barrier and
-//      replaced by thread 0 after it.
+//   2. a4_block_kernel, one WARP per 128-element block (m's scale block) of every quantized tensor, a
+//      persistent grid of 256-thread blocks, lane l owning elements 4l..4l+3 (whole bytes of the packed
+//      codes): decode m and v with the old scales, the new m and v, the block max |m| (and |v| for a
+//      vector: its v scale) by xor-shuffles, the parameter update from the fp32 moments, then the new
+//      codes: m with the block's new scale, v with min(new row max, new column max) from step 1 (or the
+//      vector's new block scale), by q4_nearest_bs. The old m scale (and a vector's old v scale) is read by
+//      every lane before the shuffles and replaced by lane 0 after them.
 //   3. cudaMemcpyAsync: the new row and column maxima from scratch into the v_row and v_col states
 //      (every step-2 block reads the old ones, so they are replaced only when all blocks are done).
 //   4. the small tensors (numel <= 4096, fp32 m and v): optim.cuh's chunk kernel.
 // Every operation is an _RN intrinsic in the CPU's order (adamw4bit.h), so the moments, the scales, the
 // codes and the parameters are the CPU's bits. Non-finite gradients are counted (the CPU's
 // OptStep.nonfinite); as on the CPU, they propagate.
+// Why step 2 was slow (d12 on an H200: 3.17 ms for the whole step, goal <= 0.6): bytes per element 14
+// (master 8, bf16 gradient 2, bf16 copy 2, m and v codes 0.5 + 0.5 each way) plus the statistics pass
+// (gradient 2 + v codes 0.5 for the rank-1 matrices): 16.5 B, 2.05 GB at d12, ~0.60 ms at 3.4 TB/s. The
+// first a4_block_kernel spent ~250 instructions per element: a thread per element, 128-thread blocks with
+// three __syncthreads each, a 64-bit division and modulo per element for its row and column, the tensor
+// found by a binary search per block with every field of the table re-read through a reference, and
+// q4_nearest's 15 comparisons against shared-memory midpoints twice per element, plus three IEEE
+// divisions and a square root. Now: ~70 per element (4 comparisons per code, a 32-bit division per 4
+// elements, shuffles instead of barriers, vector loads of master and gradient). The statistics pass
+// (step 1: a thread per column walking 32 rows, a 5-shuffle warp max per row, so ~15 extra instructions
+// per element) is unchanged: it is the next thing to rewrite if the step stays above its bytes.
 // Scratch (device, MEM_OTHER): the new maxima, 4 * (rows + cols) bytes per matrix, the same bytes as its
 // v_row and v_col states, laid out as those two state buffers so step 3 is one copy each.
 #ifndef OPTIM_ADAMW4BIT_CUH
@@ -37,6 +46,7 @@
 #include <string.h>
 #include "optim/adamw4bit.h"
 #include "optim/quant4.h"
+#include "optim/quant8.cuh"   // q8_persistent_grid, q8_base_ok
 
 #define A4_THREADS 256     // stats tile columns (a thread each)
 #define A4_TILE_ROWS 32    // stats tile rows
@@ -111,67 +121,113 @@ __global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, con
     }
 }
 
-// Max over the 128-thread block of x (>= 0); red: 4 floats of shared memory, free on entry.
-static_assert(A4_BLOCK == 4 * 32, "a4_block_kernel: one thread per element of a 128-block, 4 warps");
-__device__ __forceinline__ float a4_block_max(float x, float* red) {
-    x = warp_max(x);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-    __syncthreads();
-    return fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
-}
-
+// Step 2, one WARP per 128-element block (A4_WARPS warps per thread block, a persistent grid walking the
+// blocks, each warp its own blocks: no barrier inside the loop). Lane l owns elements 4l..4l+3 of the
+// block (bytes 2l and 2l+1 of each code array: whole bytes, so no shuffle for the packing): one 16-byte
+// master load and one 8-byte bf16 gradient load where aligned (param_off % 4 == 0, the flat buffers
+// 16-byte aligned, 4 elements inside the tensor), else element by element. Block maxima by xor-shuffles.
+// The codes by q4_nearest_bs (4 comparisons, the same answer as q4_nearest's 15). The tensor by a
+// forward cursor over the table (the blocks a warp visits ascend). Row and column of the lane's first
+// element: one 32-bit division per lane per block (setup CHECKs numel < 2^32), then stepped.
+#define A4_WARPS 8
 template <typename G>
-__global__ void __launch_bounds__(A4_BLOCK) a4_block_kernel(float* master, const G* grad, bf16d* pbf16, const A4GpuTensor* qt, int nq,
-                                                            size_t nblocks, Adam4Scalars k, A4Maps maps, GpuStepArgs a,
-                                                            unsigned long long* nonfinite_count) {
+__global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, const G* grad, bf16d* pbf16, const A4GpuTensor* qt, int nq,
+                                                                 size_t nblocks, Adam4Scalars k, A4Maps maps, GpuStepArgs a, int base_ok,
+                                                                 unsigned long long* nonfinite_count) {
     __shared__ A4Maps sm;
-    __shared__ float red_m[A4_BLOCK / 32], red_v[A4_BLOCK / 32];
     if (threadIdx.x == 0) sm = maps;
     __syncthreads();
+    const int lane = threadIdx.x & 31;
     unsigned long long nonfinite = 0;
-    for (size_t qb = blockIdx.x; qb < nblocks; qb += gridDim.x) {
-        const A4GpuTensor& T = qt[opt_find_unit(qt, nq, &A4GpuTensor::block0, qb)];
-        const size_t b = qb - T.block0, i = b * A4_BLOCK + threadIdx.x;   // this thread's element
-        const int act = i < T.t.numel;
-        uint8_t* mq = (uint8_t*)T.t.sp[0];         // (numel/2) m codes
-        uint8_t* vq = (uint8_t*)T.t.sp[1];         // (numel/2) v codes
-        float* m_scale = (float*)T.t.sp[2] + b;    // this block's m scale
-        float* v_scale = T.rank1 ? NULL : (float*)T.t.sp[3] + b; // a vector's v scale of this block
+    int ti = 0;
+    for (size_t qb = (size_t)blockIdx.x * A4_WARPS + (threadIdx.x >> 5); qb < nblocks; qb += (size_t)gridDim.x * A4_WARPS) {
+        while (ti + 1 < nq && qt[ti + 1].block0 <= qb) ti++;
+        const A4GpuTensor* T = &qt[ti];
+        const size_t n = T->t.numel, b = qb - T->block0, i0 = b * A4_BLOCK + 4 * (size_t)lane, gi = T->t.param_off + i0;
+        const int rank1 = T->rank1, nv = i0 < n ? (n - i0 < 4 ? (int)(n - i0) : 4) : 0;
+        uint8_t* mq = (uint8_t*)T->t.sp[0];        // (numel/2) m codes
+        uint8_t* vq = (uint8_t*)T->t.sp[1];        // (numel/2) v codes
+        float* m_scale = (float*)T->t.sp[2] + b;   // this block's m scale
+        float* v_scale = rank1 ? NULL : (float*)T->t.sp[3] + b; // a vector's v scale of this block
+        const float* v_row = (const float*)T->t.sp[3];
+        const float* v_col = rank1 ? (const float*)T->t.sp[4] : NULL;
         const float ms_old = *m_scale, vs_old = v_scale ? *v_scale : 0.0f;
-        const size_t row = T.rank1 ? i / T.cols : 0, col = T.rank1 ? i % T.cols : 0;
-        float m = 0.0f, v = 0.0f;
-        if (act) {
-            const float g = opt_grad(grad, T.t.param_off + i, a.clip_scale);
-            nonfinite += !isfinite(g);
-            m = a4_decode(&sm.m, q4_get(mq, i), ms_old);
-            v = a4_decode(&sm.v, q4_get(vq, i),
-                          T.rank1 ? a4_rank1_scale(((const float*)T.t.sp[3])[row], ((const float*)T.t.sp[4])[col]) : vs_old);
-            adamw4bit_moments(&k, g, &m, &v);
+        const uint32_t cols = rank1 ? (uint32_t)T->cols : 1u;
+        uint32_t row = rank1 ? (uint32_t)i0 / cols : 0u, col = rank1 ? (uint32_t)i0 % cols : 0u;
+        const int vec = base_ok && T->t.param_off % 4 == 0 && nv == 4;
+        float g[4], p[4], m[4] = { 0.0f, 0.0f, 0.0f, 0.0f }, v[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+        uint32_t rows_of[4] = { 0u, 0u, 0u, 0u }, cols_of[4] = { 0u, 0u, 0u, 0u };
+        uint8_t bm[2] = { 0, 0 }, bv[2] = { 0, 0 };
+        if (vec) {
+            const float4 pm = *(const float4*)(master + gi);
+            p[0] = pm.x; p[1] = pm.y; p[2] = pm.z; p[3] = pm.w;
+            if constexpr (sizeof(G) == 2) {
+                const uint2 u = *(const uint2*)(grad + gi);
+                g[0] = __uint_as_float(u.x << 16); g[1] = __uint_as_float(u.x & 0xFFFF0000u);
+                g[2] = __uint_as_float(u.y << 16); g[3] = __uint_as_float(u.y & 0xFFFF0000u);
+            } else {
+                const float4 u = *(const float4*)(grad + gi);
+                g[0] = ldf(u.x); g[1] = ldf(u.y); g[2] = ldf(u.z); g[3] = ldf(u.w);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; j++) { g[j] = j < nv ? ldf(grad[gi + j]) : 0.0f; p[j] = j < nv ? master[gi + j] : 0.0f; }
         }
-        // the new scales (NaN counts as 0, as the CPU's compare); the barriers inside also order every
-        // thread's reads of the old scales and codes before thread 0's and the even threads' writes
-        const float am = a4_block_max(act ? fmaxf(0.0f, fabsf(m)) : 0.0f, red_m);
-        const float av = a4_block_max(act ? fmaxf(0.0f, fabsf(v)) : 0.0f, red_v);
-        if (threadIdx.x == 0) {
+        if (nv > 0) { bm[0] = mq[i0 >> 1]; bv[0] = vq[i0 >> 1]; }
+        if (nv > 2) { bm[1] = mq[(i0 >> 1) + 1]; bv[1] = vq[(i0 >> 1) + 1]; }
+        float mx_m = 0.0f, mx_v = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (j < nv) {
+                if (a.clip_scale != 1.0f) g[j] = __fmul_rn(g[j], a.clip_scale); // as opt_grad: the CPU rounds this product
+                nonfinite += !isfinite(g[j]);
+                rows_of[j] = row;
+                cols_of[j] = col;
+                m[j] = a4_decode(&sm.m, (uint8_t)((bm[j >> 1] >> ((j & 1) * 4)) & 0xF), ms_old);
+                v[j] = a4_decode(&sm.v, (uint8_t)((bv[j >> 1] >> ((j & 1) * 4)) & 0xF),
+                                 rank1 ? a4_rank1_scale(v_row[row], v_col[col]) : vs_old);
+                adamw4bit_moments(&k, g[j], &m[j], &v[j]);
+                mx_m = fmaxf(mx_m, fabsf(m[j]));   // NaN skipped, as the CPU's compare
+                mx_v = fmaxf(mx_v, fabsf(v[j]));
+                if (rank1 && ++col == cols) { col = 0; row++; }
+            }
+        }
+        // the new scales; the shuffles also order every lane's reads of the old scale before lane 0's write
+        const float am = warp_max(mx_m), av = warp_max(mx_v);
+        if (lane == 0) {
             *m_scale = am;
             if (v_scale) *v_scale = av;
         }
-        uint8_t cm = 0, cv = 0;
-        if (act) {
-            const size_t gi = T.t.param_off + i;
-            opt_store(master, pbf16, gi, adamw4bit_param(&k, T.t.decay, master[gi], m, v), a.sr, sr_stream(a.seed, a.step, T.t.param_off), i);
-            cm = a4_encode(&sm.m, m, am);
-            cv = a4_encode(&sm.v, v, T.rank1 ? a4_rank1_scale(T.row_new[row], T.col_new[col]) : av);
+        if (nv == 0) continue;
+        const uint64_t srb = a.sr ? sr_stream(a.seed, a.step, T->t.param_off) : 0;
+        uint8_t cm[4] = { 0, 0, 0, 0 }, cv[4] = { 0, 0, 0, 0 };
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            p[j] = adamw4bit_param(&k, T->t.decay, p[j], m[j], v[j]);
+            if (j < nv) {
+                cm[j] = q4_nearest_bs(&sm.m, FDIV_RN(m[j], am));
+                const float vs = rank1 ? a4_rank1_scale(T->row_new[rows_of[j]], T->col_new[cols_of[j]]) : av;
+                cv[j] = q4_nearest_bs(&sm.v, FDIV_RN(v[j], vs));
+            }
         }
-        // element i+1's codes to the even thread i (a full warp takes part; lanes past the end carry 0)
-        const uint8_t cm_odd = (uint8_t)__shfl_down_sync(0xffffffffu, (unsigned)cm, 1);
-        const uint8_t cv_odd = (uint8_t)__shfl_down_sync(0xffffffffu, (unsigned)cv, 1);
-        if (act && (threadIdx.x & 1) == 0) {
-            const int pair = i + 1 < T.t.numel;   // a lone last element gets a 0 high nibble, as the CPU
-            mq[i >> 1] = q4_pair(cm, pair ? cm_odd : 0);
-            vq[i >> 1] = q4_pair(cv, pair ? cv_odd : 0);
+        if (vec) {
+            *(float4*)(master + gi) = make_float4(p[0], p[1], p[2], p[3]);
+            if (pbf16) {
+                const uint32_t w0 = (uint32_t)master_to_bf16(p[0], a.sr, srb, i0) | ((uint32_t)master_to_bf16(p[1], a.sr, srb, i0 + 1) << 16);
+                const uint32_t w1 = (uint32_t)master_to_bf16(p[2], a.sr, srb, i0 + 2) | ((uint32_t)master_to_bf16(p[3], a.sr, srb, i0 + 3) << 16);
+                *(uint2*)(pbf16 + gi) = make_uint2(w0, w1);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; j++) if (j < nv) opt_store(master, pbf16, gi + j, p[j], a.sr, srb, i0 + j);
         }
-        __syncthreads();   // red_m / red_v are reused by the next block
+        // a lone last element gets a 0 high nibble, as the CPU (cm/cv past nv are 0)
+        mq[i0 >> 1] = q4_pair(cm[0], cm[1]);
+        vq[i0 >> 1] = q4_pair(cv[0], cv[1]);
+        if (nv > 2) {
+            mq[(i0 >> 1) + 1] = q4_pair(cm[2], cm[3]);
+            vq[(i0 >> 1) + 1] = q4_pair(cv[2], cv[3]);
+        }
     }
     if (nonfinite) atomicAdd(nonfinite_count, nonfinite);
 }
@@ -220,6 +276,7 @@ static void adamw4bit_gpu_setup(GpuOpt* o, const ParamShape* shapes, const size_
     for (int i = 0; i < n; i++) {
         if (!quant[i]) continue;
         const TensorStates* ts = &sl->tensors[i];
+        CHECK(shapes[i].numel < ((size_t)1 << 32));   // a4_block_kernel's 32-bit row/column arithmetic
         A4GpuTensor* t = &hq[q->nq++];
         t->t = ht[i];
         t->rank1 = ts->nstate == 5;
@@ -258,8 +315,10 @@ static void adamw4bit_step_launch(GpuOpt* o, float* master, const G* grad, bf16d
         KERNEL_CHECK();
     }
     if (q->nblocks > 0) {
-        const int grid = q->nblocks < (size_t)OPT_MAX_GRID ? (int)q->nblocks : OPT_MAX_GRID;
-        a4_block_kernel<G><<<grid, A4_BLOCK>>>(master, grad, pbf16, q->d_qt, q->nq, q->nblocks, k, maps, *a, o->d_nonfinite);
+        static int cache = 0;   // per instantiation: thread blocks that fit on the device
+        const int grid = q8_persistent_grid(a4_block_kernel<G>, A4_WARPS * 32, (q->nblocks + A4_WARPS - 1) / A4_WARPS, &cache);
+        a4_block_kernel<G><<<grid, A4_WARPS * 32>>>(master, grad, pbf16, q->d_qt, q->nq, q->nblocks, k, maps, *a,
+                                                     q8_base_ok(master, grad, pbf16), o->d_nonfinite);
         KERNEL_CHECK();
     }
     if (q->ntiles > 0) {

@@ -77,6 +77,18 @@ HD static inline uint8_t q4_nearest(const Q4Map* m, float x) {
     return (uint8_t)(x != x ? Q4_CODES - 1 : c);
 }
 
+// The same answer as q4_nearest (the count of midpoints strictly below x; NaN -> 15) by a 4-step binary
+// search over the 15 ascending midpoints: 4 dependent comparisons instead of 15 (the CUDA kernel's way,
+// its maps in shared memory). test_optim_q8_plan checks it against q4_nearest and q4_search.
+HD static inline uint8_t q4_nearest_bs(const Q4Map* m, float x) {
+    int c = 0;
+    c += m->mid[c + 7] < x ? 8 : 0;
+    c += m->mid[c + 3] < x ? 4 : 0;
+    c += m->mid[c + 1] < x ? 2 : 0;
+    c += m->mid[c] < x ? 1 : 0;
+    return (uint8_t)(x != x ? Q4_CODES - 1 : c);
+}
+
 // The 4-bit code of element i of a packed array.
 HD static inline uint8_t q4_get(const uint8_t* packed, size_t i) {
     return (uint8_t)((packed[i >> 1] >> ((i & 1) * 4)) & 0xF);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <math.h>
 #include "quant8.h"
+#include "quant8_plan.h"
 #include "common/util.h"
 
 // The maps must be the same fp32 values on every machine, so no operation may be fused into a
@@ -101,4 +102,22 @@ void q8_quantize_blockwise(const Q8Map* map, int sign_guard, const float* x, siz
 void q8_dequantize_blockwise(const Q8Map* map, const uint8_t* codes, const float* absmax, size_t n,
                              size_t block, float* out) {
     for (size_t i = 0; i < n; i++) out[i] = q8_dequantize(map, codes[i], absmax[i / block]);
+}
+
+// The kernels' compact lookup table (quant8_plan.h): the CPU's first[] over the buckets of
+// 2^-24 <= |x| <= 1 (and a little above), negative then positive, then the one answer below 2^-24.
+void q8_tab_build(const Q8Map* m, uint8_t* tab) {
+    memset(tab, 0, Q8_TAB_BYTES);
+    for (uint32_t s = 0; s < 2; s++)
+        for (uint32_t e = Q8_TAB_E0; e <= Q8_TAB_E1; e++) {
+            const uint32_t top = (s << 15) | e;   // the float's top 16 bits
+            const uint32_t key = s ? (~top & 0xFFFFu) : (top | 0x8000u);  // q8_bucket of those floats
+            tab[s * Q8_TAB_N + (e - Q8_TAB_E0)] = m->first[key];
+        }
+    // |x| < 2^-24: the search is monotone, so its answers at the two ends of the range (and at +-0)
+    // being equal makes it one answer for the whole range
+    const float below = nextafterf(ldexpf(1.0f, -24), 0.0f);
+    const uint8_t tiny = q8_search(m->code, 0.0f);
+    CHECK(q8_search(m->code, below) == tiny && q8_search(m->code, -below) == tiny && q8_search(m->code, -0.0f) == tiny);
+    tab[2 * Q8_TAB_N] = tiny;
 }

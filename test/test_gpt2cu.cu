@@ -1145,8 +1145,9 @@ static void check_factored_row_shards(const char* opt_name, int use_beta1, int W
 // adamw4bit) and have short last blocks: 1x3, 1x4095, 33x65, 1x4097 (odd: a lone last 4-bit code in a
 // byte of its own), 3x5000 and 129x67 (adamw4bit's rank-1 matrices: rows not a multiple of the 32-row
 // statistics tile, columns not of its 256, 128-blocks straddling rows; the 4-bit buffers put the next
-// tensor's codes at odd byte offsets). qblock 64 (64 threads), 256 and 4096 (16 elements per thread: the
-// recompute path past Q8_REGS). Three steps with a schedule and clipping; step 2 puts a NaN into the
+// tensor's codes at odd byte offsets). qblock 64 (teams of 8 lanes, 4 per warp), 256 (a warp per block) and 4096
+// (the thread block per block, 2 rounds in registers; optim/quant8_plan.h, whose recompute path past
+// `keep` rounds, qblock >= 8192, test_optim_q8_plan checks on the host). Three steps with a schedule and clipping; step 2 puts a NaN into the
 // quantized 1x4097's gradient and an Inf into tensor inf_tensor's. Both sides do the same fp32
 // operations in the same order with no fused multiply-adds (contraction off in the CPU files, _rn
 // intrinsics in the kernels), so the codes (bytes: packed 4-bit pairs for adamw4bit) must be equal (a
