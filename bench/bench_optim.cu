@@ -8,8 +8,8 @@
 // Bytes per step (a lower bound: every byte read or written once): master fp32 read + write (8 B/param),
 // bf16 gradient read (2), bf16 copy written (2), each state buffer read and written (2x its bytes, from
 // the optimizer's own state layout and dtypes), plus the passes an optimizer is known to repeat
-// (extra_pass_bytes): adam_mini reads the gradient of its block-partitioned tensors twice (the block
-// sums, then the update: +2 B/param of those); adamw4bit reads the gradient and the v codes of its rank-1
+// (extra_pass_bytes): adam_mini reads the gradient of its multi-row blocks (q/k heads, wpe, gains)
+// twice (the block sums, then the update: +2 B/param of those; its one-row blocks read it once); adamw4bit reads the gradient and the v codes of its rank-1
 // matrices in the statistics pass too (+2.5 B/param of those; the scratch maxima, 12 B per row and
 // column, are left out: under 0.1%). The 8-bit kernels move each byte once at -qblock <= 4096 (the
 // default 256; larger blocks re-read the rounds past optim/quant8_plan.h's `keep`). Adafactor and CAME read the
@@ -76,7 +76,13 @@ static double copy_bandwidth_gbs(void) {
 static double extra_pass_bytes(const Optimizer* opt, const ParamShape* shapes, int n) {
     double extra = 0.0;
     for (int i = 0; i < n; i++) {
-        if (!strcmp(opt->name, "adam_mini") && !adam_mini_partition(&shapes[i]).adam) extra += 2.0 * (double)shapes[i].numel;
+        if (!strcmp(opt->name, "adam_mini")) {
+            const MiniPartition q = adam_mini_partition(&shapes[i]);
+            // one-row blocks read g once (the row is re-read on chip); the others twice
+            const size_t rowwise = !q.adam && q.nblocks > q.head_blocks && adam_mini_row_block(&q, &shapes[i], q.head_blocks)
+                                       ? (q.nblocks - q.head_blocks) * q.row_numel : 0;
+            if (!q.adam) extra += 2.0 * (double)(shapes[i].numel - rowwise);
+        }
         if (!strcmp(opt->name, "adamw4bit") && shapes[i].ndim == 2 && shapes[i].numel > A4_THRESHOLD) extra += 2.5 * (double)shapes[i].numel;
     }
     return extra;

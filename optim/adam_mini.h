@@ -14,6 +14,7 @@
 #include "common/numerics.h"
 #include "common/util.h"
 #include "optim/optim_common.h"
+#include "optim/reduce_plan.h"
 
 #if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
 #define ADAM_MINI_NO_CONTRACT 1
@@ -143,6 +144,51 @@ HD static inline void adam_mini_adam(const AdamMiniScalars* k, int decays, float
     *m = mi;
     const float denom = FADD_RN(FDIV_RN(FSQRT_RN(vi), k->bc2_sqrt), k->eps);
     *p = FADD_RN(th, FDIV_RN(FMUL_RN(-k->step_size, mi), denom));
+}
+
+// ---- the GPU work plan (optim/adam_mini.cuh; emulated by test/test_optim_fac_plan.c) ------------------
+// Whether block b of a tensor is one row of it (a ROW item's block): the per-row part of a matrix.
+static inline int adam_mini_row_block(const MiniPartition* q, const ParamShape* s, size_t b) {
+    return b >= q->head_blocks && s->ndim == 2 && s->rows > 1 && q->row_numel == s->cols;
+}
+
+static inline RpMiniItem adam_mini_item(int tensor, int kind, size_t lo, size_t len, size_t nrows, size_t block) {
+    RpMiniItem it;
+    it.tensor = tensor; it.kind = kind; it.lo = lo; it.len = len; it.nrows = nrows; it.block = block;
+    return it;
+}
+
+// The work table (reduce_plan.h): the segments of the multi-row blocks first (blocks numbered in that
+// order: block_* per block, may be NULL), then the row items. items NULL: counts only.
+static inline void adam_mini_plan(const ParamShape* shapes, int n, RpMiniItem* items, size_t* nseg, size_t* nitems, size_t* nblocks,
+                                  size_t* block_seg0, size_t* block_nseg, size_t* block_len, size_t* block_tensor, size_t* block_local) {
+    size_t s = 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        const MiniPartition q = adam_mini_partition(&shapes[i]);
+        if (q.adam) continue;
+        for (size_t b = 0; b < q.nblocks; b++) {
+            if (adam_mini_row_block(&q, &shapes[i], b)) continue;
+            size_t lo, len;
+            adam_mini_block_range(&q, b, &lo, &len);
+            if (block_seg0) { block_seg0[k] = s; block_len[k] = len; block_tensor[k] = (size_t)i; block_local[k] = b; }
+            for (size_t e = 0; e < len; e += RP_MINI_SEG, s++)
+                if (items) items[s] = adam_mini_item(i, RP_MINI_SEGITEM, lo + e, len - e < RP_MINI_SEG ? len - e : RP_MINI_SEG, 1, k);
+            if (block_nseg) block_nseg[k] = s - block_seg0[k];
+            k++;
+        }
+    }
+    *nseg = s;
+    *nblocks = k;
+    for (int i = 0; i < n; i++) {
+        const MiniPartition q = adam_mini_partition(&shapes[i]);
+        if (q.adam || q.nblocks <= q.head_blocks || !adam_mini_row_block(&q, &shapes[i], q.head_blocks)) continue;
+        const size_t first = q.head_blocks * q.head_numel / shapes[i].cols; // the first per-row row
+        for (size_t r = first; r < shapes[i].rows; r += RP_MINI_ROWS, s++)
+            if (items)
+                items[s] = adam_mini_item(i, RP_MINI_ROWITEM, r * shapes[i].cols, shapes[i].cols,
+                                          shapes[i].rows - r < RP_MINI_ROWS ? shapes[i].rows - r : RP_MINI_ROWS, q.head_blocks + (r - first));
+    }
+    *nitems = s;
 }
 
 #ifdef ADAM_MINI_NO_CONTRACT
