@@ -19,7 +19,8 @@
 // hidden matrix, GaLore's two projections, and at every -update-proj-gap steps its Gram matrices and
 // eigendecompositions), not a pass over memory, so only their ms/step is reported (GB/s and % say
 // "n/a"); GaLore's refresh step is timed on its own row (one step, at the next refresh step number; the
-// row starts with "(" so scripts counting optimizer rows skip it).
+// row starts with "(" so scripts counting optimizer rows skip it), and once more with the eigensolver
+// matrix by matrix (g_galore_eig_batched = 0: the path before the batched one) for comparison.
 //
 //   make build/bench/bench_optim && ./build/bench/bench_optim [-model d12] [-iters 20] [-warmup 3] [opt ...]
 #include <stdio.h>
@@ -173,6 +174,18 @@ int main(int argc, char** argv) {
             float ms_refresh = 0.0f;
             CUDA_CHECK(cudaEventElapsedTime(&ms_refresh, e0, e1));
             printf("| (%s: a projector refresh step, 1 in %d) | %.3f | | | n/a (Gram + eigensolver) | n/a |\n", opt->name, gap, ms_refresh);
+            // the same refresh with cusolverDnDsyevd matrix by matrix (galore.cuh's earlier path), for comparison
+            g_galore_eig_batched = 0;
+            step += gap;
+            CUDA_CHECK(cudaDeviceSynchronize());
+            CUDA_CHECK(cudaEventRecord(e0));
+            gpu_opt_step<bf16d>(&o, master, grad, pbf16, step, 1.0f, 1.0f);
+            CUDA_CHECK(cudaEventRecord(e1));
+            CUDA_CHECK(cudaEventSynchronize(e1));
+            CUDA_CHECK(cudaEventElapsedTime(&ms_refresh, e0, e1));
+            g_galore_eig_batched = 1;
+            printf("| (%s: the refresh step, Dsyevd per matrix instead of XsyevBatched) | %.3f | | | n/a (Gram + eigensolver) | n/a |\n", opt->name,
+                   ms_refresh);
         }
         fflush(stdout);
         dev_free_all();
