@@ -62,6 +62,11 @@
 #define MUON_TILE_ROWS 8 // a (32, 8) block walks a 32x32 tile, 4 rows per thread
 #define MUON_THREADS 256
 
+// The cap on a batch's Newton-Schulz buffers, read at setup: MUON_BATCH_BYTES (160 MiB: d12's batches of
+// 12 matrices). Smaller batches keep the elementwise passes in L2 (50 MB on an H100/H200) at the price of
+// more launches; bench_optim times a few caps so a GPU run can choose.
+static size_t g_muon_batch_bytes = MUON_BATCH_BYTES;
+
 typedef struct {
     MuonPlan plan;      // host: the batches and the matrix table (its m pointers filled in)
     MuonMatrix* d_mat;  // (plan.nmat) the same table on the device, in batch order
@@ -223,7 +228,7 @@ static void muon_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_
         tensor[k++] = i;
     }
     MuonPlan plan;
-    muon_plan_build(&plan, rows, cols, decay, offs, nmat, MUON_BATCH_BYTES, OPT_BLAS_WORKSPACE_BYTES);
+    muon_plan_build(&plan, rows, cols, decay, offs, nmat, g_muon_batch_bytes, OPT_BLAS_WORKSPACE_BYTES);
     // the tables move into q's own allocation (the caller frees o->own alone)
     MuonGpu* q = (MuonGpu*)xcalloc(1, sizeof(MuonGpu) + cnt * (sizeof(MuonMatrix) + sizeof(MuonBatch)));
     q->plan = plan;
@@ -235,7 +240,7 @@ static void muon_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_
     for (int j = 0; j < q->plan.nmat; j++) q->plan.mat[j].m = (float*)ht[tensor[q->plan.mat[j].index]].sp[0];
     if (nmat > 0) {
         const MuonPlan* p = &q->plan;
-        char* ws = (char*)dev_alloc(led, MEM_WORKSPACE, "muon workspace, one batch (+cuBLAS)", p->total);
+        char* ws = (char*)dev_alloc(led, MEM_WORKSPACE, "muon workspace (+cuBLAS)", p->total);
         if (ws) {
             q->X = (bf16d*)(ws + p->off_X);
             q->BX = (bf16d*)(ws + p->off_BX);
