@@ -23,12 +23,17 @@
 // elementwise operations; only the batching changed, so test_gpt2cu's tolerances (below) still hold.
 // test/test_muon_plan.c runs this plan on the CPU (its batches, buffer strides, transposes and index
 // functions, muon.c's matmul standing in for cuBLAS) and gets muon.c's step bit for bit.
-// Cost at d12: 5 (4 s^2 l + 2 s^3) FLOPs per matrix, 1.52 TFLOP per step: ~2.2 ms at ~700 TFLOP/s of
-// dense bf16 on an H200 (a batch's GEMM is 12 products of 0.9-3.6 GFLOP each, enough to fill the GPU).
-// The elementwise passes: per iteration the X update reads X, BX and writes X (6 B x 85 M elements of
-// X over the 48 matrices) plus the three s^2 passes (~0.5 GB), 5 iterations ~2.6 GB; prep and apply
-// ~2 GB; ~1 ms at ~4.5 TB/s. Expected ~3-3.5 ms per step on an H200 (measured 13.3 ms matrix at a time:
-// launch-bound, the GEMMs of one matrix too small to fill the GPU).
+// Cost at d12: 5 (4 s^2 l + 2 s^3) FLOPs per matrix, 1.52 TFLOP per step: ~2.2-2.5 ms at 600-700 TFLOP/s
+// of dense bf16 on an H200 (a batch's GEMM is 12 products of 0.9-3.6 GFLOP each, enough to fill it).
+// The elementwise passes, 2 bytes per element read or written: per iteration the X update reads X, BX
+// and writes X (6 B x 85 M elements of X over the 48 matrices) and the two s^2 passes move 10 B x 28 M,
+// 0.8 GB, so 4 GB for the 5 iterations; the normalization 0.34 GB; prep and apply 12 B per parameter
+// each (gradient, momentum or master read and written, X, the bf16 copy), 2 GB: ~6.4 GB, ~1.5 ms at
+// ~4.3 TB/s (a batch's 113 MB of X and BX does not stay in the 50 MB L2). Expected ~3.5-4 ms per step on
+// an H200 (measured 13.3 ms matrix at a time, launch-bound). The 3 ms goal needs the X update fused into
+// the B X GEMM's epilogue with muon.c's two roundings (bf16 of the product, then bf16(bf16(a X) + it)):
+// not expressible as a cuBLAS epilogue (alpha/beta round once), a CUTLASS epilogue could; it saves ~0.4 ms.
+// Smaller batches keep the passes in L2 but add launches: bench_optim times caps of 40, 80, 320 MiB.
 // Everything else (embeddings, vectors): Muon's own AdamW (muon_adamw) through optim.cuh's multi-tensor
 // chunk kernel, the Muon matrices skipped. That AdamW is the official adam_update (lerps, bias
 // corrections as divisions, eps after the square root), not adam.h's torch.optim.AdamW order, so it
