@@ -56,7 +56,7 @@
 // device workspace (a second line: the larger of XsyevBatched's for a full chunk and Dsyevd's, as
 // cuSOLVER reports them; a dry ledger records GALORE_EIG_BATCH times LAPACK's dsyevd bound, 8 (1 + 6 s +
 // 2 s^2) bytes, and the real one allocates the larger of the two, so both agree unless cuSOLVER asks for
-// more). d12 (largest (3072, 768), s = 768, r = 128): 37.7 MB + 75.5 MB (16 Grams) + 32 MiB, and at least
+// more). d12 (largest (3072, 768), s = 768, r = 128): 29.9 MB + 75.5 MB (16 Grams) + 32 MiB (139.0 MB), and at least
 // 151.6 MB of eigensolver workspace (the one-matrix path took 34.6 MB + 32 MiB and 19.9 MB). XsyevBatched's
 // host workspace, if it asks for one, is a malloc outside the ledger (host memory).
 // Cost of a normal step: 2 fp32 GEMMs of 2*rows*cols*r FLOPs per matrix.
