@@ -19,7 +19,9 @@
 // hidden matrix, GaLore's two projections, and at every -update-proj-gap steps its Gram matrices and
 // eigendecompositions), not a pass over memory, so only their ms/step is reported (GB/s and % say
 // "n/a"); GaLore's refresh step is timed on its own row (one step, at the next refresh step number; the
-// row starts with "(" so scripts counting optimizer rows skip it).
+// row starts with "(" so scripts counting optimizer rows skip it), and once more with the eigensolver
+// matrix by matrix (g_galore_eig_batched = 0: the path before the batched one) for comparison; Muon's
+// step is timed again with its Newton-Schulz batches capped at 40, 80 and 320 MiB (rows starting "(").
 //
 //   make build/bench/bench_optim && ./build/bench/bench_optim [-model d12] [-iters 20] [-warmup 3] [opt ...]
 #include <stdio.h>
@@ -167,6 +169,31 @@ int main(int argc, char** argv) {
             printf("| %s | %.3f | %.4f | %.1f | %.0f | %.0f%% |\n", opt->name, ms_step, (double)state_bytes / params, bytes / 1e6, gbs,
                    100.0 * gbs / copy_gbs);
         }
+        if (!strcmp(opt->name, "muon")) {
+            // the same step with the Newton-Schulz batches capped smaller and larger (muon.cuh's g_muon_batch_bytes)
+            const size_t caps[3] = { (size_t)40 << 20, (size_t)80 << 20, (size_t)320 << 20 };
+            for (int c = 0; c < 3; c++) {
+                dev_free_all();
+                state_layout_free(&o.layout);
+                free(o.own);
+                g_muon_batch_bytes = caps[c];
+                Ledger led2;
+                ledger_init(&led2, 0);
+                gpu_opt_setup(&o, opt, &opt->defaults, shapes, offs, n, &led2);
+                const int nb = ((const MuonGpu*)o.own)->plan.nbatch;
+                for (int w = 0; w < warmup; w++) gpu_opt_step<bf16d>(&o, master, grad, pbf16, ++step, 1.0f, 1.0f);
+                CUDA_CHECK(cudaDeviceSynchronize());
+                CUDA_CHECK(cudaEventRecord(e0));
+                for (int it = 0; it < iters; it++) gpu_opt_step<bf16d>(&o, master, grad, pbf16, ++step, 1.0f, 1.0f);
+                CUDA_CHECK(cudaEventRecord(e1));
+                CUDA_CHECK(cudaEventSynchronize(e1));
+                float msc = 0.0f;
+                CUDA_CHECK(cudaEventElapsedTime(&msc, e0, e1));
+                printf("| (%s: batches within %zu MiB instead of %zu: %d batches) | %.3f | | | n/a (matmuls) | n/a |\n", opt->name, caps[c] >> 20,
+                       (size_t)MUON_BATCH_BYTES >> 20, nb, msc / iters);
+            }
+            g_muon_batch_bytes = MUON_BATCH_BYTES;
+        }
         if (!strcmp(opt->name, "galore_adamw")) {
             // one refresh step: the next step number t > step with (t - 1) % gap == 0
             const int gap = opt->defaults.update_proj_gap;
@@ -179,6 +206,18 @@ int main(int argc, char** argv) {
             float ms_refresh = 0.0f;
             CUDA_CHECK(cudaEventElapsedTime(&ms_refresh, e0, e1));
             printf("| (%s: a projector refresh step, 1 in %d) | %.3f | | | n/a (Gram + eigensolver) | n/a |\n", opt->name, gap, ms_refresh);
+            // the same refresh with cusolverDnDsyevd matrix by matrix (galore.cuh's earlier path), for comparison
+            g_galore_eig_batched = 0;
+            step += gap;
+            CUDA_CHECK(cudaDeviceSynchronize());
+            CUDA_CHECK(cudaEventRecord(e0));
+            gpu_opt_step<bf16d>(&o, master, grad, pbf16, step, 1.0f, 1.0f);
+            CUDA_CHECK(cudaEventRecord(e1));
+            CUDA_CHECK(cudaEventSynchronize(e1));
+            CUDA_CHECK(cudaEventElapsedTime(&ms_refresh, e0, e1));
+            g_galore_eig_batched = 1;
+            printf("| (%s: the refresh step, Dsyevd per matrix instead of XsyevBatched) | %.3f | | | n/a (Gram + eigensolver) | n/a |\n", opt->name,
+                   ms_refresh);
         }
         fflush(stdout);
         dev_free_all();

@@ -48,6 +48,16 @@ static void gemm_rm(cublasHandle_t h, int M, int N, int K, const void* A, int ld
                               lda, &zero, C, dt, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// The same for `batch` products at once (cublasGemmStridedBatchedEx): product j reads A + j sa, B + j sb
+// and writes C + j sc (strides in elements of dt). Each product is computed as gemm_rm would: fp32
+// accumulation, the output rounded to dt once.
+static void gemm_rm_batched(cublasHandle_t h, int M, int N, int K, const void* A, int lda, int ta, long long sa, const void* B, int ldb,
+                            int tb, long long sb, void* C, int ldc, long long sc, int batch, cudaDataType_t dt) {
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one, B, dt, ldb, sb,
+                                            A, dt, lda, sa, &zero, C, dt, ldc, sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 // Offsets of sub-buffers inside one workspace allocation: each starts on a 256-byte boundary (what
 // cuBLAS wants of its workspace, and full alignment for the tensor-core GEMMs).
 static size_t ws_carve(size_t* total, size_t bytes) {

@@ -5,16 +5,19 @@
 // (rows, cols), r = min(-rank, rows, cols), s = min(rows, cols), "right" when rows >= cols:
 //   1. galore_grad_kernel: Gf = the clipped fp32 gradient (what the CPU's step receives); on a refresh
 //      step also Gd = Gf widened to double.
-//   2. Refresh, when the CPU refreshes ((t - 1) % T == 0, or the projector was never computed): the Gram
-//      matrix of the smaller side in double, G^T G (right) or G G^T (left), by cublasDsyrk on Gd (products
-//      of fp32 values are exact in double; the sums, in cuBLAS's order, differ from the CPU's loop by
-//      ~1e-16 relative); its eigendecomposition by cusolverDnDsyevd (double, divide and conquer: the CPU
-//      uses Householder + QL, the same eigenvectors to ~1e-13 for the eigenvalue gaps of real gradients);
-//      galore_proj_kernel: the eigenvectors of the r largest eigenvalues (cuSOLVER returns them
-//      ascending: columns s-1, s-2, ...), each with galore.c's sign convention (its largest-magnitude
-//      component positive, the first one on a tie), rounded to fp32 into galore_proj, and galore_step = t.
-//      So both sides hold the same projector to fp32 rounding (the test allows 2e-6, as the CPU's own
-//      test against torch's float64 SVD).
+//   2. Refresh, when the CPU refreshes ((t - 1) % T == 0, or the projector was never computed), batched
+//      before the matrices' steps (galore.h's galore_eig_chunks: the refreshing matrices grouped by s,
+//      chunks of at most GALORE_EIG_BATCH): per matrix of a chunk, Gd = the clipped gradient in double and
+//      its Gram matrix of the smaller side, G^T G (right) or G G^T (left), by cublasDsyrk into the chunk's
+//      slot j (products of fp32 values are exact in double; the sums, in cuBLAS's order, differ from the
+//      CPU's loop by ~1e-16 relative); then ONE cusolverDnXsyevBatched call in double for the chunk (the
+//      s x s eigendecompositions, eigenvalues ascending, as cusolverDnDsyevd returns them), and per matrix
+//      galore_proj_kernel: the eigenvectors of the r largest eigenvalues (columns s-1, s-2, ...), each with
+//      galore.c's sign convention (its largest-magnitude component positive, the first one on a tie),
+//      rounded to fp32 into galore_proj, and galore_step = t. Both solvers are exact to ~1e-13 at the
+//      eigenvalue gaps of real gradients, so both sides hold the same projector to fp32 rounding (the
+//      test allows 2e-6, as the CPU's own test against torch's float64 SVD). g_galore_eig_batched = 0
+//      takes cusolverDnDsyevd matrix by matrix instead (the earlier path; bench_optim times both).
 //   3. R = G P^T (right, (rows, r)) or P^T G (left, (r, cols)): a cuBLAS fp32 GEMM (no TF32).
 //   4. galore_adam_kernel: Adam on R (galore_adam), N = m / (sqrt(v) + eps) back into R.
 //   5. U = N P (right) or P N (left), fp32 GEMM into Gf's space; galore_apply_kernel: p += -step_size *
@@ -31,15 +34,32 @@
 // through unamplified: m, v agree to ~1e-6 of the tensor's largest element, the parameters to ~lr * 1e-6
 // plus an ulp per step (the test's tolerances: 1e-4 of the largest m, v; 1e-6 absolute on the master).
 //
-// Workspace (MEM_WORKSPACE, allocated once at setup), for the largest projected matrix: Gf (4 B) and Gd
-// (8 B) per element, the Gram / eigenvector matrix (8 s^2), the eigenvalues (8 s), R (4 rows r or
-// 4 r cols), the per-matrix info flags, the cuBLAS workspace; then cuSOLVER's workspace for the largest s
-// (a second line: its size is asked of cuSOLVER once the Gram buffer exists; a dry ledger records LAPACK's
-// dsyevd bound, 8 (1 + 6 s + 2 s^2) bytes, and the real one allocates the larger of the two, so both
-// agree unless cuSOLVER asks for more). d12 (largest (3072, 768), s = 768, r = 128): 34.6 MB + 32 MiB,
-// and 9.5 MB.
-// Cost: a normal step is 2 fp32 GEMMs of 2*rows*cols*r FLOPs per matrix; a refresh adds the double
-// Gram (rows*cols*s) and the s x s eigendecomposition (~9 s^3 for vectors) per matrix.
+// Why batched and exact, not an iterative top-r solver: test_gpt2cu checks the projector against the
+// CPU's exact one within 2e-6 per element, and a randomized range finder or subspace iteration reaches
+// that only when the eigenvalue gap at r converges it, which real gradients do not promise (their
+// spectrum decays slowly around r = 128 of 768); the eigenvectors also seed the Adam moments' basis,
+// which m and v keep across refreshes. cuSOLVER's Jacobi syevjBatched takes only n <= 32;
+// cusolverDnXsyevBatched takes any n (n * lda * batch < 2^31) in double, so the refresh keeps the
+// exact eigenvectors and pays the solver's launch and latency cost once per chunk instead of per matrix.
+// Refresh cost at d12 (48 matrices, all s = 768, r = 128; measured 397 ms with one syevd per matrix, ~8 ms
+// each, launch- and latency-bound: a 768 x 768 problem keeps the GPU nearly idle): the Grams are 65 GFLOP
+// of fp64 (syrk: rows * s^2 per matrix), ~2 ms at ~40 TFLOP/s of fp64 tensor cores; the eigensolvers
+// ~(4/3 + 2 + up to 4/3) s^3 = 2.1 GFLOP each, 100 GFLOP, and their tridiagonalization's matrix-vector
+// half streams ~n^3/3 * 8 bytes = 1.2 GB per matrix from L2/HBM: ~12 ms at ~4.5 TB/s for all 48. In 3
+// chunks of 16, if a batched call costs about what one syevd did in latency (~8 ms), the refresh is
+// ~25-30 ms, plus ~3.4 ms of the normal step: expected 30-40 ms (goal 40 ms). If XsyevBatched instead
+// loops over its matrices internally, it stays ~400 ms: bench_optim prints the refresh both ways.
+//
+// Workspace (MEM_WORKSPACE, allocated once at setup): Gf (4 B) and Gd (8 B) per element of the largest
+// projected matrix, the chunk's Gram / eigenvector matrices (GALORE_EIG_BATCH x 8 s^2) and eigenvalues,
+// R (4 rows r or 4 r cols), the per-matrix info flags, the cuBLAS workspace; then the eigensolvers'
+// device workspace (a second line: the larger of XsyevBatched's for a full chunk and Dsyevd's, as
+// cuSOLVER reports them; a dry ledger records GALORE_EIG_BATCH times LAPACK's dsyevd bound, 8 (1 + 6 s +
+// 2 s^2) bytes, and the real one allocates the larger of the two, so both agree unless cuSOLVER asks for
+// more). d12 (largest (3072, 768), s = 768, r = 128): 29.9 MB + 75.5 MB (16 Grams) + 32 MiB (139.0 MB), and at least
+// 151.6 MB of eigensolver workspace (the one-matrix path took 34.6 MB + 32 MiB and 19.9 MB). XsyevBatched's
+// host workspace, if it asks for one, is a malloc outside the ledger (host memory).
+// Cost of a normal step: 2 fp32 GEMMs of 2*rows*cols*r FLOPs per matrix.
 #ifndef OPTIM_GALORE_CUH
 #define OPTIM_GALORE_CUH
 
@@ -49,6 +69,11 @@
 #include "optim/blas.cuh"
 
 #define GALORE_THREADS 256
+#define GALORE_EIG_BATCH 16  // matrices per batched eigensolver call (d12: 3 calls of 16)
+
+// 1: one cusolverDnXsyevBatched call per chunk of a refresh; 0: cusolverDnDsyevd matrix by matrix (the
+// earlier path, kept for bench_optim's comparison and as a fallback). Read at each refresh step.
+static int g_galore_eig_batched = 1;
 
 static void cusolver_fail_(cusolverStatus_t s, const char* expr, const char* file, int line) {
     if (s == CUSOLVER_STATUS_ALLOC_FAILED && g_cuda_oom_hook) g_cuda_oom_hook(expr);
@@ -58,12 +83,14 @@ static void cusolver_fail_(cusolverStatus_t s, const char* expr, const char* fil
 #define CUSOLVER_CHECK(call) do { cusolverStatus_t s_ = (call); if (s_ != CUSOLVER_STATUS_SUCCESS) cusolver_fail_(s_, #call, __FILE__, __LINE__); } while (0)
 
 static cusolverDnHandle_t g_opt_solver = NULL;
+static cusolverDnParams_t g_opt_solver_params = NULL;
 
 // The cuSOLVER handle (created on first use): default stream, deterministic results.
 static cusolverDnHandle_t opt_solver(void) {
     if (!g_opt_solver) {
         CUSOLVER_CHECK(cusolverDnCreate(&g_opt_solver));
         CUSOLVER_CHECK(cusolverDnSetDeterministicMode(g_opt_solver, CUSOLVER_DETERMINISTIC_RESULTS));
+        CUSOLVER_CHECK(cusolverDnCreateParams(&g_opt_solver_params));
     }
     return g_opt_solver;
 }
@@ -83,15 +110,21 @@ typedef struct {
     int nmat;
     int checked;        // the galore_step values have been read (first step)
     GaloreMatrix* mat;  // (nmat) in the trainer's order (same host allocation as this struct)
+    int* s;             // (nmat) host: each matrix's s (same allocation)
+    int* need_now;      // (nmat) host: refreshes at this step (same allocation)
+    int* order;         // (nmat) host: the refresh order (galore_eig_chunks; same allocation)
+    int* cstart;        // (nmat + 1) host: its chunks (same allocation)
     float* Gf;          // (rows, cols) the clipped fp32 gradient; after the projection, U
     double* Gd;         // (rows, cols) the gradient in double (refresh steps)
-    double* gram;       // (s, s) the Gram matrix (lower triangle), then its eigenvectors as columns
-    double* eig;        // (s) eigenvalues, ascending
+    double* gram;       // (GALORE_EIG_BATCH, s, s) a chunk's Gram matrices (lower triangles), then eigenvectors as columns
+    double* eig;        // (GALORE_EIG_BATCH, s) eigenvalues, ascending
     float* R;           // (rows, r) or (r, cols): the projected gradient, then N
-    int* info;          // (nmat) cuSOLVER's status of each matrix's last eigendecomposition
+    int* info;          // (nmat) cuSOLVER's status of each eigendecomposition of a refresh, in refresh order
     void* blas_ws;      // (OPT_BLAS_WORKSPACE_BYTES)
-    double* work;       // (lwork) cuSOLVER's workspace
-    int lwork;
+    void* work;         // (work_bytes) the eigensolvers' device workspace
+    size_t work_bytes;
+    void* hwork;        // (hwork_bytes) XsyevBatched's host workspace (malloc; NULL if none)
+    size_t hwork_bytes;
 } GaloreGpu;
 
 static unsigned galore_grid(size_t n) {
@@ -178,12 +211,18 @@ static void galore_setup(GpuOpt* o, const ParamShape* shapes, const size_t* para
     int nmat = 0;
     int* skip = matrix_opt_split(o, shapes, n, galore_projected, 4, &nmat);
     GpuOptTensor* ht = gpu_opt_chunks(o, shapes, param_offsets, n, skip, led); // chunks: the unprojected tensors
-    GaloreGpu* q = (GaloreGpu*)xcalloc(1, sizeof(GaloreGpu) + (size_t)nmat * sizeof(GaloreMatrix));
+    const size_t cnt = (size_t)(nmat > 0 ? nmat : 1);
+    GaloreGpu* q = (GaloreGpu*)xcalloc(1, sizeof(GaloreGpu) + cnt * sizeof(GaloreMatrix) + (4 * cnt + 1) * sizeof(int));
     q->mat = (GaloreMatrix*)(q + 1);
+    q->s = (int*)(q->mat + cnt);
+    q->need_now = q->s + cnt;
+    q->order = q->need_now + cnt;
+    q->cstart = q->order + cnt;
     size_t max_numel = 0, max_s = 0, max_low = 0;
     for (int i = 0; i < n; i++) {
         if (!skip[i]) continue;
         CHECK(shapes[i].rows <= INT_MAX && shapes[i].cols <= INT_MAX);
+        q->s[q->nmat] = (int)(shapes[i].rows < shapes[i].cols ? shapes[i].rows : shapes[i].cols);
         GaloreMatrix* mt = &q->mat[q->nmat++];
         mt->param_off = param_offsets[i];
         mt->rows = (int)shapes[i].rows;
@@ -202,9 +241,14 @@ static void galore_setup(GpuOpt* o, const ParamShape* shapes, const size_t* para
         if (low > max_low) max_low = low;
     }
     if (q->nmat > 0) {
+        // the largest chunk: GALORE_EIG_BATCH matrices, or the most of one s there are
+        const int nch = galore_eig_chunks(q->s, NULL, q->nmat, GALORE_EIG_BATCH, q->order, q->cstart);
+        int max_chunk = 1;
+        for (int k = 0; k < nch; k++) if (q->cstart[k + 1] - q->cstart[k] > max_chunk) max_chunk = q->cstart[k + 1] - q->cstart[k];
         size_t total = 0;
         const size_t oGf = ws_carve(&total, max_numel * sizeof(float)), oGd = ws_carve(&total, max_numel * sizeof(double));
-        const size_t ogram = ws_carve(&total, max_s * max_s * sizeof(double)), oeig = ws_carve(&total, max_s * sizeof(double));
+        const size_t ogram = ws_carve(&total, (size_t)max_chunk * max_s * max_s * sizeof(double));
+        const size_t oeig = ws_carve(&total, (size_t)max_chunk * max_s * sizeof(double));
         const size_t oR = ws_carve(&total, max_low * sizeof(float)), oinfo = ws_carve(&total, (size_t)q->nmat * sizeof(int));
         const size_t oblas = ws_carve(&total, OPT_BLAS_WORKSPACE_BYTES);
         char* ws = (char*)dev_alloc(led, MEM_WORKSPACE, "galore workspace (+cuBLAS)", total);
@@ -217,39 +261,76 @@ static void galore_setup(GpuOpt* o, const ParamShape* shapes, const size_t* para
             q->info = (int*)(ws + oinfo);
             q->blas_ws = ws + oblas;
         }
-        // the eigensolver's workspace: LAPACK dsyevd's bound for JOBZ = 'V', or what cuSOLVER asks if more
-        size_t lwork = 1 + 6 * max_s + 2 * max_s * max_s;
+        // the eigensolvers' workspace: a chunk's worth of LAPACK dsyevd's bound for JOBZ = 'V', or what
+        // cuSOLVER asks if more (XsyevBatched for each group's largest chunk, Dsyevd for one matrix)
+        size_t wbytes = (size_t)max_chunk * (1 + 6 * max_s + 2 * max_s * max_s) * sizeof(double);
         if (!led->dry) {
-            for (int i = 0; i < q->nmat; i++) {
+            for (int k = 0; k < nch; k++) {
+                const int sk = q->s[q->order[q->cstart[k]]], ck = q->cstart[k + 1] - q->cstart[k];
+                size_t dev = 0, host = 0;
+                CUSOLVER_CHECK(cusolverDnXsyevBatched_bufferSize(opt_solver(), g_opt_solver_params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
+                                                                 sk, CUDA_R_64F, q->gram, sk, CUDA_R_64F, q->eig, CUDA_R_64F, &dev, &host, ck));
+                if (dev > wbytes) wbytes = dev;
+                if (host > q->hwork_bytes) q->hwork_bytes = host;
                 int lw = 0;
-                CUSOLVER_CHECK(cusolverDnDsyevd_bufferSize(opt_solver(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, q->mat[i].s,
-                                                           q->gram, q->mat[i].s, q->eig, &lw));
-                if ((size_t)lw > lwork) lwork = (size_t)lw;
+                CUSOLVER_CHECK(cusolverDnDsyevd_bufferSize(opt_solver(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, sk, q->gram, sk, q->eig, &lw));
+                if ((size_t)lw * sizeof(double) > wbytes) wbytes = (size_t)lw * sizeof(double);
             }
         }
-        CHECK(lwork <= INT_MAX);
-        q->lwork = (int)lwork;
-        q->work = (double*)dev_alloc(led, MEM_WORKSPACE, "galore eigensolver work", lwork * sizeof(double));
+        CHECK(wbytes / sizeof(double) <= INT_MAX);
+        q->work_bytes = wbytes;
+        q->work = dev_alloc(led, MEM_WORKSPACE, "galore eigensolver work", wbytes);
+        q->hwork = q->hwork_bytes > 0 ? xmalloc(q->hwork_bytes) : NULL;
     }
     free(skip);
     free(ht);
     o->own = q;
 }
 
-// A refresh of matrix i's projector from q->Gd (galore.c's galore_svd_projector).
-static void galore_refresh(GaloreGpu* q, int i, cublasHandle_t hb, int t) {
-    const GaloreMatrix* mt = &q->mat[i];
+// The refresh of the matrices with q->need_now set, chunk by chunk (galore.c's galore_svd_projector for
+// each): Grams, one batched eigensolver call (or Dsyevd per matrix), the projectors. info[p] is the
+// status of matrix order[p].
+template <typename G>
+static int galore_refresh(GaloreGpu* q, cublasHandle_t hb, const G* grad, float clip_scale, int t) {
+    const int nch = galore_eig_chunks(q->s, q->need_now, q->nmat, GALORE_EIG_BATCH, q->order, q->cstart);
     const double one = 1.0, zero = 0.0;
-    // Gd row-major (rows, cols) is column-major Gd^T (cols, rows) with leading dimension cols; the Gram
-    // (s, s) is symmetric, so its column-major lower triangle is also the row-major one (cuSOLVER reads that).
-    if (mt->right)  // G^T G (cols, cols) = Gd^T (Gd^T)^T: syrk op N, n = cols, k = rows
-        CUBLAS_CHECK(cublasDsyrk(hb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, mt->cols, mt->rows, &one, q->Gd, mt->cols, &zero, q->gram, mt->s));
-    else            // G G^T (rows, rows) = (Gd^T)^T Gd^T: syrk op T, n = rows, k = cols
-        CUBLAS_CHECK(cublasDsyrk(hb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, mt->rows, mt->cols, &one, q->Gd, mt->cols, &zero, q->gram, mt->s));
-    CUSOLVER_CHECK(cusolverDnDsyevd(opt_solver(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, mt->s, q->gram, mt->s, q->eig, q->work,
-                                    q->lwork, q->info + i));
-    galore_proj_kernel<<<mt->r, GALORE_THREADS>>>(q->gram, mt->s, mt->r, mt->right, mt->P, mt->pstep, (float)t);
-    KERNEL_CHECK();
+    for (int k = 0; k < nch; k++) {
+        const int first = q->cstart[k], count = q->cstart[k + 1] - first, s = q->s[q->order[first]];
+        const size_t ss = (size_t)s * s;
+        for (int j = 0; j < count; j++) {
+            const GaloreMatrix* mt = &q->mat[q->order[first + j]];
+            const size_t numel = (size_t)mt->rows * mt->cols;
+            galore_grad_kernel<G><<<galore_grid(numel), GALORE_THREADS>>>(grad + mt->param_off, q->Gf, q->Gd, numel, clip_scale);
+            KERNEL_CHECK();
+            // Gd row-major (rows, cols) is column-major Gd^T (cols, rows) with leading dimension cols; the Gram
+            // (s, s) is symmetric, so its column-major lower triangle is also the row-major one (cuSOLVER reads that).
+            double* gram = q->gram + (size_t)j * ss;
+            if (mt->right)  // G^T G (cols, cols) = Gd^T (Gd^T)^T: syrk op N, n = cols, k = rows
+                CUBLAS_CHECK(cublasDsyrk(hb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, mt->cols, mt->rows, &one, q->Gd, mt->cols, &zero, gram, s));
+            else            // G G^T (rows, rows) = (Gd^T)^T Gd^T: syrk op T, n = rows, k = cols
+                CUBLAS_CHECK(cublasDsyrk(hb, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, mt->rows, mt->cols, &one, q->Gd, mt->cols, &zero, gram, s));
+        }
+        if (g_galore_eig_batched) {
+            size_t dev = 0, host = 0;
+            CUSOLVER_CHECK(cusolverDnXsyevBatched_bufferSize(opt_solver(), g_opt_solver_params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, s,
+                                                             CUDA_R_64F, q->gram, s, CUDA_R_64F, q->eig, CUDA_R_64F, &dev, &host, count));
+            CHECK(dev <= q->work_bytes && host <= q->hwork_bytes);
+            CUSOLVER_CHECK(cusolverDnXsyevBatched(opt_solver(), g_opt_solver_params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, s, CUDA_R_64F,
+                                                  q->gram, s, CUDA_R_64F, q->eig, CUDA_R_64F, q->work, q->work_bytes, q->hwork, q->hwork_bytes,
+                                                  q->info + first, count));
+        } else {
+            for (int j = 0; j < count; j++)
+                CUSOLVER_CHECK(cusolverDnDsyevd(opt_solver(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, s, q->gram + (size_t)j * ss, s,
+                                                q->eig + (size_t)j * s, (double*)q->work, (int)(q->work_bytes / sizeof(double)),
+                                                q->info + first + j));
+        }
+        for (int j = 0; j < count; j++) {
+            const GaloreMatrix* mt = &q->mat[q->order[first + j]];
+            galore_proj_kernel<<<mt->r, GALORE_THREADS>>>(q->gram + (size_t)j * ss, mt->s, mt->r, mt->right, mt->P, mt->pstep, (float)t);
+            KERNEL_CHECK();
+        }
+    }
+    return nch > 0 ? q->cstart[nch] : 0;
 }
 
 template <typename G>
@@ -267,21 +348,22 @@ static void galore_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* p
             q->checked = 1;
         }
         cublasHandle_t hb = opt_blas(q->blas_ws, OPT_BLAS_WORKSPACE_BYTES);
-        int refreshed = 0;
+        int nref = 0;
+        for (int i = 0; i < q->nmat; i++) {
+            q->need_now[i] = q->mat[i].need || (t - 1) % h->update_proj_gap == 0;
+            nref += q->need_now[i];
+        }
+        if (nref > 0) {  // the refreshes first, batched; then every matrix's step with its projector
+            CHECK(galore_refresh<G>(q, hb, grad, a->clip_scale, t) == nref);
+            for (int i = 0; i < q->nmat; i++) q->mat[i].need = 0;
+        }
         for (int i = 0; i < q->nmat; i++) {
             GaloreMatrix* mt = &q->mat[i];
             const GaloreScalars k = galore_scalars(a->lr, mt->decay ? h->weight_decay : 0.0, h->beta1, h->beta2, h->eps, h->galore_scale, t);
             const size_t numel = (size_t)mt->rows * mt->cols;
             const size_t low = (size_t)mt->r * (mt->right ? mt->rows : mt->cols);
-            const int refresh = mt->need || (t - 1) % h->update_proj_gap == 0;
-            galore_grad_kernel<G><<<galore_grid(numel), GALORE_THREADS>>>(grad + mt->param_off, q->Gf, refresh ? q->Gd : (double*)NULL,
-                                                                          numel, a->clip_scale);
+            galore_grad_kernel<G><<<galore_grid(numel), GALORE_THREADS>>>(grad + mt->param_off, q->Gf, (double*)NULL, numel, a->clip_scale);
             KERNEL_CHECK();
-            if (refresh) {
-                galore_refresh(q, i, hb, t);
-                mt->need = 0;
-                refreshed = 1;
-            }
             if (mt->right)  // R (rows, r) = G (rows, cols) @ P^T: P stored (r, cols) = (N, K), used transposed
                 gemm_rm(hb, mt->rows, mt->r, mt->cols, q->Gf, mt->cols, 0, mt->P, mt->cols, 1, q->R, mt->r, CUDA_R_32F);
             else            // R (r, cols) = P^T @ G (rows, cols): P stored (rows, r) = (K, M), used transposed
@@ -295,13 +377,14 @@ static void galore_step_launch(GpuOpt* o, float* master, const G* grad, bf16d* p
             galore_apply_kernel<<<galore_grid(numel), GALORE_THREADS>>>(master, pbf16, mt->param_off, q->Gf, numel, k, a->sr, a->seed, t);
             KERNEL_CHECK();
         }
-        if (refreshed) {
-            int* info = (int*)xcalloc((size_t)q->nmat, sizeof(int));
-            CUDA_CHECK(cudaMemcpy(info, q->info, (size_t)q->nmat * sizeof(int), cudaMemcpyDeviceToHost));
-            for (int i = 0; i < q->nmat; i++)
-                if (info[i] != 0) {
-                    fprintf(stderr, "internal error at %s:%d: cusolverDnDsyevd info %d on galore matrix %d (%d, %d) at step %d\n", __FILE__,
-                            __LINE__, info[i], i, q->mat[i].rows, q->mat[i].cols, t);
+        if (nref > 0) {
+            int* info = (int*)xcalloc((size_t)nref, sizeof(int));
+            CUDA_CHECK(cudaMemcpy(info, q->info, (size_t)nref * sizeof(int), cudaMemcpyDeviceToHost));
+            for (int p = 0; p < nref; p++)
+                if (info[p] != 0) {
+                    const int i = q->order[p];
+                    fprintf(stderr, "internal error at %s:%d: cuSOLVER %s info %d on galore matrix %d (%d, %d) at step %d\n", __FILE__, __LINE__,
+                            g_galore_eig_batched ? "XsyevBatched" : "Dsyevd", info[p], i, q->mat[i].rows, q->mat[i].cols, t);
                     exit(1);
                 }
             free(info);

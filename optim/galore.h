@@ -61,6 +61,31 @@ HD static inline float galore_param(const GaloreScalars* k, float p, float u) {
     return p;
 }
 
+// The order of a batched projector refresh (optim/galore.cuh): of the n projected matrices, those with
+// need[i] (all when need is NULL), grouped by s[i] = min(rows, cols) (the Gram matrix's size) in the order
+// each s first appears, the members of a group in the trainer's order, each group cut into consecutive
+// chunks of at most cap. order (n) receives the matrices, chunk k is order[cstart[k], cstart[k + 1]);
+// cstart needs room for n + 1 entries. Returns the number of chunks.
+static inline int galore_eig_chunks(const int* s, const int* need, int n, int cap, int* order, int* cstart) {
+    int k = 0, nch = 0;
+    cstart[0] = 0;
+    for (int g = 0; g < n; g++) {
+        if (need && !need[g]) continue;
+        int first_of_s = 1;  // g is the first matrix (with need) of its s
+        for (int i = 0; i < g; i++) if ((!need || need[i]) && s[i] == s[g]) { first_of_s = 0; break; }
+        if (!first_of_s) continue;
+        int in_chunk = 0;
+        for (int i = g; i < n; i++) {
+            if ((need && !need[i]) || s[i] != s[g]) continue;
+            if (in_chunk == cap) { cstart[++nch] = k; in_chunk = 0; }
+            order[k++] = i;
+            in_chunk++;
+        }
+        cstart[++nch] = k;
+    }
+    return nch;
+}
+
 // The projector of a (rows, cols) gradient G: its top-r singular vectors, from the eigendecomposition
 // (in double: Householder tridiagonalization + implicit QL) of the Gram matrix of its smaller side
 // (galore.c). side 'R' (rows >=

@@ -29,11 +29,11 @@
 //  3d. adam_mini's kernels vs adam_mini.c (check_optimizer_mini) on every partition branch (qkv heads,
 //     rows, wte tokens, wpe and gains whole, biases Adam): m and the biases' v bit-exact, vmean rtol 1e-6,
 //     master 1e-6 of theta + 1e-6 of the update, bf16 copy exact.
-//  3e. muon (cuBLAS bf16 Newton-Schulz) vs muon.c (check_optimizer_matrix): 7 steps on matrices with
-//     rows < cols and rows > cols, an embedding and vectors; momentum and the AdamW part rtol 1e-6; each
+//  3e. muon (cuBLAS bf16 Newton-Schulz, batched over same-shaped matrices: (37, 83) and (83, 37) share a
+//     batch) vs muon.c (check_optimizer_matrix): 7 steps on matrices with rows < cols and rows > cols, an embedding and vectors; momentum and the AdamW part rtol 1e-6; each
 //     step's Muon update within 6% relative Frobenius and 32 bf16 ulps of its largest entry (twice what
 //     reordering the matmul sums does on the CPU, measured by test/tolerance_muon_ns.c); bf16 copy exact.
-//  3f. galore_adamw (cuBLAS Gram + cuSOLVER eigenvectors, fp32 GEMM projections) vs galore.c: the same
+//  3f. galore_adamw (cuBLAS Gram + cuSOLVER XsyevBatched eigenvectors, fp32 GEMM projections) vs galore.c: the same
 //     tensors, rank 32 (capped on a (40, 24) matrix), refreshes at steps 1, 4, 7: projector atol 2e-6
 //     after the sign convention, refresh steps equal, projected m, v within 1e-4 of their max, master
 //     atol 1e-6, bf16 copy exact.
