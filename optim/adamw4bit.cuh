@@ -45,21 +45,9 @@
 
 #include <string.h>
 #include "optim/adamw4bit.h"
+#include "optim/adamw4bit_plan.h"
 #include "optim/quant4.h"
 #include "optim/quant8.cuh"   // q8_persistent_grid, q8_base_ok
-
-#define A4_THREADS 256     // stats tile columns (a thread each)
-#define A4_TILE_ROWS 32    // stats tile rows
-
-typedef struct {
-    GpuOptTensor t;        // sp: m_q4, v_q4, m_scale, v_row (matrix) or v_scale (vector), v_col (matrix)
-    size_t rows, cols;     // a matrix; a vector is (1, numel)
-    int rank1;             // a matrix: v scaled by row and column maxima
-    size_t block0;         // its first 128-element block over all quantized tensors
-    size_t tile0;          // its first stats tile (a vector has none)
-    float* row_new;        // (rows) scratch: the new row maxima of v (matrix only)
-    float* col_new;        // (cols) scratch: the new column maxima
-} A4GpuTensor;
 
 typedef struct {
     Q4Map m, v;            // the signed map (m), the linear map (v)
@@ -68,72 +56,112 @@ typedef struct {
 typedef struct {
     int nq;                // quantized tensors
     size_t nblocks, ntiles;
-    A4GpuTensor* d_qt;     // (nq)
+    A4PlanTensor* d_qt;    // (nq)
     void* scratch;         // the new row maxima (as the v_row buffer), then the new column maxima (as v_col)
     size_t row_bytes, col_bytes;
     int row_buf, col_buf;  // the v_row and v_col state buffers (-1: no matrix)
 } A4Gpu;
 
 __device__ __forceinline__ void a4_atomic_max(float* addr, float x) {
-    // x >= 0 and not NaN: the order of the bits as unsigned integers is the order of the floats
+    // x >= +0 and not NaN (a4_fold): the order of the bits as unsigned integers is the order of the floats
     if (x > 0.0f) atomicMax((unsigned int*)addr, __float_as_uint(x));
 }
 
+// Step 1 (adamw4bit_plan.h): one tile of a rank-1 matrix per iteration of a persistent grid. Lane l's
+// group: columns c..c+7 of rows r0+w, r0+w+8, ..., A4_SBATCH rows loaded before any is used.
 template <typename G>
-__global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, const A4GpuTensor* qt, int nq, size_t ntiles, Adam4Scalars k,
-                                                              A4Maps maps, float clip_scale) {
-    __shared__ float srow[A4_TILE_ROWS][A4_THREADS / 32];   // each warp's max of each tile row
+__global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, const A4PlanTensor* qt, int nq, size_t ntiles, Adam4Scalars k,
+                                                              A4Maps maps, float clip_scale, int base_ok) {
+    __shared__ float scol[A4_WARPS][A4_TILE_COLS];   // each warp's column maxima of the tile
     __shared__ Q4Map svmap;
     if (threadIdx.x == 0) svmap = maps.v;
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int ti = 0;
     for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-        const A4GpuTensor& T = qt[opt_find_unit(qt, nq, &A4GpuTensor::tile0, tile)];
-        const size_t lt = tile - T.tile0, ncolt = (T.cols + A4_THREADS - 1) / A4_THREADS;
-        const size_t r0 = lt / ncolt * A4_TILE_ROWS, col = lt % ncolt * A4_THREADS + threadIdx.x;
-        const int colok = col < T.cols;
-        const uint8_t* vq = (const uint8_t*)T.t.sp[1];     // (numel/2) v codes
-        const float* v_row = (const float*)T.t.sp[3];      // (rows) old row maxima
-        const float vc = colok ? ((const float*)T.t.sp[4])[col] : 0.0f; // old column max
-        float cmax = 0.0f;
-        for (int r = 0; r < A4_TILE_ROWS; r++) {
-            const size_t row = r0 + r;
-            if (row >= T.rows) break;   // the same for the whole thread block
-            float x = 0.0f;
-            if (colok) {
-                const size_t e = row * T.cols + col;
-                float m = 0.0f, v = a4_decode(&svmap, q4_get(vq, e), a4_rank1_scale(v_row[row], vc));
-                adamw4bit_moments(&k, opt_grad(grad, T.t.param_off + e, clip_scale), &m, &v);
-                x = fmaxf(0.0f, fabsf(v));   // a NaN counts as 0, as the CPU's `a > max` skips it
+        ti = a4_cursor_tile(qt, nq, ti, tile);
+        const A4PlanTensor* T = &qt[ti];
+        const A4Tile x = a4_tile(T, tile);
+        const size_t cols = T->cols, c = a4_tile_col(&x, lane);
+        const int n = a4_group_len(c, cols), vec = a4_stats_vec(T, base_ok, n);
+        const G* gt = grad + T->param_off;
+        const uint8_t* vq = T->vq;
+        float vc[A4_SVEC], cmax[A4_SVEC];   // old column maxima of the group, the lane's new ones
+#pragma unroll
+        for (int j = 0; j < A4_SVEC; j++) { vc[j] = j < n ? T->v_b[c + j] : 0.0f; cmax[j] = 0.0f; }
+        for (int k0 = 0; a4_tile_row(&x, warp, k0) < x.r1; k0 += A4_SBATCH) {
+            float g[A4_SBATCH][A4_SVEC], vr[A4_SBATCH];
+            uint32_t cw[A4_SBATCH];   // the group's 8 codes, element j in bits 4j..4j+3
+#pragma unroll
+            for (int b = 0; b < A4_SBATCH; b++) {
+                const size_t i = a4_tile_row(&x, warp, k0 + b), e = i * cols + c;
+                cw[b] = 0u;
+                vr[b] = 0.0f;
+#pragma unroll
+                for (int j = 0; j < A4_SVEC; j++) g[b][j] = 0.0f;
+                if (i >= x.r1 || n == 0) continue;
+                vr[b] = T->v_a[i];
+                if (vec) {
+                    cw[b] = *(const uint32_t*)(vq + (e >> 1));
+                    if constexpr (sizeof(G) == 2) {
+                        const uint4 u = *(const uint4*)(gt + e);
+                        const uint32_t w[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+                        for (int q = 0; q < 4; q++) { g[b][2 * q] = __uint_as_float(w[q] << 16); g[b][2 * q + 1] = __uint_as_float(w[q] & 0xFFFF0000u); }
+                    } else {
+                        const float4 u0 = *(const float4*)(gt + e), u1 = *(const float4*)(gt + e + 4);
+                        g[b][0] = u0.x; g[b][1] = u0.y; g[b][2] = u0.z; g[b][3] = u0.w;
+                        g[b][4] = u1.x; g[b][5] = u1.y; g[b][6] = u1.z; g[b][7] = u1.w;
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < A4_SVEC; j++)
+                        if (j < n) { g[b][j] = ldf(gt[e + j]); cw[b] |= (uint32_t)q4_get(vq, e + j) << (4 * j); }
+                }
             }
-            cmax = fmaxf(cmax, x);
-            x = warp_max(x);
-            if (lane == 0) srow[r][warp] = x;
+#pragma unroll
+            for (int b = 0; b < A4_SBATCH; b++) {
+                const size_t i = a4_tile_row(&x, warp, k0 + b);
+                if (i >= x.r1) break;   // the same for the whole warp
+                float rmax = 0.0f;
+#pragma unroll
+                for (int j = 0; j < A4_SVEC; j++) {
+                    if (j < n) {
+                        float gj = g[b][j];
+                        if (clip_scale != 1.0f) gj = __fmul_rn(gj, clip_scale);   // as opt_grad
+                        float m = 0.0f, v = a4_decode(&svmap, (uint8_t)((cw[b] >> (4 * j)) & 0xFu), a4_rank1_scale(vr[b], vc[j]));
+                        adamw4bit_moments(&k, gj, &m, &v);   // m is not needed here (dead code)
+                        rmax = a4_fold(rmax, v);
+                        cmax[j] = a4_fold(cmax[j], v);
+                    }
+                }
+                rmax = warp_max(rmax);
+                if (lane == 0) a4_atomic_max(T->row_new + i, rmax);
+            }
         }
+#pragma unroll
+        for (int j = 0; j < A4_SVEC; j++) scol[warp][lane * A4_SVEC + j] = cmax[j];
         __syncthreads();
-        if (threadIdx.x < A4_TILE_ROWS && r0 + threadIdx.x < T.rows) {
-            float x = 0.0f;
-            for (int w = 0; w < A4_THREADS / 32; w++) x = fmaxf(x, srow[threadIdx.x][w]);
-            a4_atomic_max(T.row_new + r0 + threadIdx.x, x);
+        const size_t cj = x.c0 + threadIdx.x;
+        if (cj < cols) {
+            float y = scol[0][threadIdx.x];
+            for (int w = 1; w < A4_WARPS; w++) y = fmaxf(y, scol[w][threadIdx.x]);
+            a4_atomic_max(T->col_new + cj, y);
         }
-        if (colok) a4_atomic_max(T.col_new + col, cmax);
-        __syncthreads();   // srow is reused by the next tile
+        __syncthreads();   // scol is reused by the next tile
     }
 }
 
-// Step 2, one WARP per 128-element block (A4_WARPS warps per thread block, a persistent grid walking the
-// blocks, each warp its own blocks: no barrier inside the loop). Lane l owns elements 4l..4l+3 of the
-// block (bytes 2l and 2l+1 of each code array: whole bytes, so no shuffle for the packing): one 16-byte
-// master load and one 8-byte bf16 gradient load where aligned (param_off % 4 == 0, the flat buffers
-// 16-byte aligned, 4 elements inside the tensor), else element by element. Block maxima by xor-shuffles.
-// The codes by q4_nearest_bs (4 comparisons, the same answer as q4_nearest's 15). The tensor by a
-// forward cursor over the table (the blocks a warp visits ascend). Row and column of the lane's first
-// element: one 32-bit division per lane per block (setup CHECKs numel < 2^32), then stepped.
-#define A4_WARPS 8
+// Step 2 (adamw4bit_plan.h), one WARP per 128-element block, a persistent grid walking groups of
+// A4_WARPS blocks, each warp its own blocks: no barrier inside the loop. Lane l owns elements 4l..4l+3
+// of the block (bytes 2l and 2l+1 of each code array: whole bytes, so no shuffle for the packing).
+// Block maxima by xor-shuffles. The codes by q4_nearest_bs (4 comparisons, the same answer as
+// q4_nearest's 15). Row and column of the lane's first element: one 32-bit division per lane per block
+// (setup CHECKs numel < 2^32), then stepped.
 template <typename G>
-__global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, const G* grad, bf16d* pbf16, const A4GpuTensor* qt, int nq,
-                                                                 size_t nblocks, Adam4Scalars k, A4Maps maps, GpuStepArgs a, int base_ok,
-                                                                 unsigned long long* nonfinite_count) {
+__global__ void __launch_bounds__(A4_THREADS) a4_block_kernel(float* master, const G* grad, bf16d* pbf16, const A4PlanTensor* qt, int nq,
+                                                              size_t nblocks, Adam4Scalars k, A4Maps maps, GpuStepArgs a, int base_ok,
+                                                              unsigned long long* nonfinite_count) {
     __shared__ A4Maps sm;
     if (threadIdx.x == 0) sm = maps;
     __syncthreads();
@@ -141,22 +169,22 @@ __global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, 
     unsigned long long nonfinite = 0;
     int ti = 0;
     for (size_t qb = (size_t)blockIdx.x * A4_WARPS + (threadIdx.x >> 5); qb < nblocks; qb += (size_t)gridDim.x * A4_WARPS) {
-        while (ti + 1 < nq && qt[ti + 1].block0 <= qb) ti++;
-        const A4GpuTensor* T = &qt[ti];
-        const size_t n = T->t.numel, b = qb - T->block0, i0 = b * A4_BLOCK + 4 * (size_t)lane, gi = T->t.param_off + i0;
-        const int rank1 = T->rank1, nv = i0 < n ? (n - i0 < 4 ? (int)(n - i0) : 4) : 0;
-        uint8_t* mq = (uint8_t*)T->t.sp[0];        // (numel/2) m codes
-        uint8_t* vq = (uint8_t*)T->t.sp[1];        // (numel/2) v codes
-        float* m_scale = (float*)T->t.sp[2] + b;   // this block's m scale
-        float* v_scale = rank1 ? NULL : (float*)T->t.sp[3] + b; // a vector's v scale of this block
-        const float* v_row = (const float*)T->t.sp[3];
-        const float* v_col = rank1 ? (const float*)T->t.sp[4] : NULL;
+        ti = a4_cursor_block(qt, nq, ti, qb);
+        const A4PlanTensor* T = &qt[ti];
+        const size_t b = qb - T->block0, i0 = a4_lane_i0(b, lane), gi = T->param_off + i0;
+        const int rank1 = T->rank1, nv = a4_lane_len(i0, T->numel);
+        uint8_t* mq = T->mq;
+        uint8_t* vq = T->vq;
+        float* m_scale = T->m_scale + b;                      // this block's m scale
+        float* v_scale = rank1 ? NULL : T->v_a + b;           // a vector's v scale of this block
+        const float* v_row = T->v_a;
+        const float* v_col = T->v_b;
         const float ms_old = *m_scale, vs_old = v_scale ? *v_scale : 0.0f;
         const uint32_t cols = rank1 ? (uint32_t)T->cols : 1u;
         uint32_t row = rank1 ? (uint32_t)i0 / cols : 0u, col = rank1 ? (uint32_t)i0 % cols : 0u;
-        const int vec = base_ok && T->t.param_off % 4 == 0 && nv == 4;
-        float g[4], p[4], m[4] = { 0.0f, 0.0f, 0.0f, 0.0f }, v[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
-        uint32_t rows_of[4] = { 0u, 0u, 0u, 0u }, cols_of[4] = { 0u, 0u, 0u, 0u };
+        const int vec = a4_block_vec(T, base_ok, nv);
+        float g[A4_LANE], p[A4_LANE], m[A4_LANE] = { 0.0f, 0.0f, 0.0f, 0.0f }, v[A4_LANE] = { 0.0f, 0.0f, 0.0f, 0.0f };
+        uint32_t rows_of[A4_LANE] = { 0u, 0u, 0u, 0u }, cols_of[A4_LANE] = { 0u, 0u, 0u, 0u };
         uint8_t bm[2] = { 0, 0 }, bv[2] = { 0, 0 };
         if (vec) {
             const float4 pm = *(const float4*)(master + gi);
@@ -171,13 +199,13 @@ __global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, 
             }
         } else {
 #pragma unroll
-            for (int j = 0; j < 4; j++) { g[j] = j < nv ? ldf(grad[gi + j]) : 0.0f; p[j] = j < nv ? master[gi + j] : 0.0f; }
+            for (int j = 0; j < A4_LANE; j++) { g[j] = j < nv ? ldf(grad[gi + j]) : 0.0f; p[j] = j < nv ? master[gi + j] : 0.0f; }
         }
         if (nv > 0) { bm[0] = mq[i0 >> 1]; bv[0] = vq[i0 >> 1]; }
         if (nv > 2) { bm[1] = mq[(i0 >> 1) + 1]; bv[1] = vq[(i0 >> 1) + 1]; }
         float mx_m = 0.0f, mx_v = 0.0f;
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < A4_LANE; j++) {
             if (j < nv) {
                 if (a.clip_scale != 1.0f) g[j] = __fmul_rn(g[j], a.clip_scale); // as opt_grad: the CPU rounds this product
                 nonfinite += !isfinite(g[j]);
@@ -187,8 +215,8 @@ __global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, 
                 v[j] = a4_decode(&sm.v, (uint8_t)((bv[j >> 1] >> ((j & 1) * 4)) & 0xF),
                                  rank1 ? a4_rank1_scale(v_row[row], v_col[col]) : vs_old);
                 adamw4bit_moments(&k, g[j], &m[j], &v[j]);
-                mx_m = fmaxf(mx_m, fabsf(m[j]));   // NaN skipped, as the CPU's compare
-                mx_v = fmaxf(mx_v, fabsf(v[j]));
+                mx_m = a4_fold(mx_m, m[j]);   // NaN skipped, as the CPU's compare
+                mx_v = a4_fold(mx_v, v[j]);
                 if (rank1 && ++col == cols) { col = 0; row++; }
             }
         }
@@ -199,11 +227,11 @@ __global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, 
             if (v_scale) *v_scale = av;
         }
         if (nv == 0) continue;
-        const uint64_t srb = a.sr ? sr_stream(a.seed, a.step, T->t.param_off) : 0;
-        uint8_t cm[4] = { 0, 0, 0, 0 }, cv[4] = { 0, 0, 0, 0 };
+        const uint64_t srb = a.sr ? sr_stream(a.seed, a.step, T->param_off) : 0;
+        uint8_t cm[A4_LANE] = { 0, 0, 0, 0 }, cv[A4_LANE] = { 0, 0, 0, 0 };
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            p[j] = adamw4bit_param(&k, T->t.decay, p[j], m[j], v[j]);
+        for (int j = 0; j < A4_LANE; j++) {
+            p[j] = adamw4bit_param(&k, T->decay, p[j], m[j], v[j]);
             if (j < nv) {
                 cm[j] = q4_nearest_bs(&sm.m, FDIV_RN(m[j], am));
                 const float vs = rank1 ? a4_rank1_scale(T->row_new[rows_of[j]], T->col_new[cols_of[j]]) : av;
@@ -219,7 +247,7 @@ __global__ void __launch_bounds__(A4_WARPS * 32) a4_block_kernel(float* master, 
             }
         } else {
 #pragma unroll
-            for (int j = 0; j < 4; j++) if (j < nv) opt_store(master, pbf16, gi + j, p[j], a.sr, srb, i0 + j);
+            for (int j = 0; j < A4_LANE; j++) if (j < nv) opt_store(master, pbf16, gi + j, p[j], a.sr, srb, i0 + j);
         }
         // a lone last element gets a 0 high nibble, as the CPU (cm/cv past nv are 0)
         mq[i0 >> 1] = q4_pair(cm[0], cm[1]);
@@ -271,31 +299,35 @@ static void adamw4bit_gpu_setup(GpuOpt* o, const ParamShape* shapes, const size_
                    ts->dtype[1] == DT_U8 && ts->dtype[2] == DT_F32 && ts->dtype[3] == DT_F32);
     }
     GpuOptTensor* ht = gpu_opt_chunks(o, shapes, param_offsets, n, quant, led); // chunks: the small tensors
-    A4GpuTensor* hq = (A4GpuTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(A4GpuTensor));
+    A4PlanTensor* hq = (A4PlanTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(A4PlanTensor));
     char* scratch = (char*)q->scratch;
     for (int i = 0; i < n; i++) {
         if (!quant[i]) continue;
         const TensorStates* ts = &sl->tensors[i];
         CHECK(shapes[i].numel < ((size_t)1 << 32));   // a4_block_kernel's 32-bit row/column arithmetic
-        A4GpuTensor* t = &hq[q->nq++];
-        t->t = ht[i];
+        A4PlanTensor* t = &hq[q->nq++];
+        t->param_off = ht[i].param_off;
+        t->numel = ht[i].numel;
+        t->decay = ht[i].decay;
+        t->mq = (uint8_t*)ht[i].sp[0];
+        t->vq = (uint8_t*)ht[i].sp[1];
+        t->m_scale = (float*)ht[i].sp[2];
+        t->v_a = (float*)ht[i].sp[3];
         t->rank1 = ts->nstate == 5;
         t->rows = t->rank1 ? shapes[i].rows : 1;
         t->cols = t->rank1 ? shapes[i].cols : shapes[i].numel;
-        t->block0 = q->nblocks;
-        t->tile0 = q->ntiles;
-        q->nblocks += (shapes[i].numel + A4_BLOCK - 1) / A4_BLOCK;
         if (t->rank1) {
             CHECK(ts->buf[3] == q->row_buf && ts->buf[4] == q->col_buf && t->cols == shapes[i].cols);
-            q->ntiles += (t->rows + A4_TILE_ROWS - 1) / A4_TILE_ROWS * ((t->cols + A4_THREADS - 1) / A4_THREADS);
+            t->v_b = (float*)ht[i].sp[4];
             // the tensor's new maxima sit where its v_row and v_col sit in their state buffers
             t->row_new = scratch ? (float*)(scratch + ts->offset[3]) : NULL;
             t->col_new = scratch ? (float*)(scratch + q->row_bytes + ts->offset[4]) : NULL;
         }
     }
-    q->d_qt = (A4GpuTensor*)dev_alloc(led, MEM_OTHER, "adamw4bit tensor table", (size_t)q->nq * sizeof(A4GpuTensor));
+    a4_plan_build(hq, q->nq, &q->nblocks, &q->ntiles);   // block0, tile0, nct, svec
+    q->d_qt = (A4PlanTensor*)dev_alloc(led, MEM_OTHER, "adamw4bit tensor table", (size_t)q->nq * sizeof(A4PlanTensor));
     o->d_nonfinite = (unsigned long long*)dev_alloc(led, MEM_OTHER, "optimizer non-finite count", sizeof(unsigned long long));
-    if (!led->dry && q->nq > 0) CUDA_CHECK(cudaMemcpy(q->d_qt, hq, (size_t)q->nq * sizeof(A4GpuTensor), cudaMemcpyHostToDevice));
+    if (!led->dry && q->nq > 0) CUDA_CHECK(cudaMemcpy(q->d_qt, hq, (size_t)q->nq * sizeof(A4PlanTensor), cudaMemcpyHostToDevice));
     free(quant);
     free(ht);
     free(hq);
@@ -310,14 +342,15 @@ static void adamw4bit_step_launch(GpuOpt* o, float* master, const G* grad, bf16d
     maps.v = *q4_map_linear();
     if (q->ntiles > 0) {
         CUDA_CHECK(cudaMemsetAsync(q->scratch, 0, q->row_bytes + q->col_bytes, 0));
-        const int grid = q->ntiles < (size_t)OPT_MAX_GRID ? (int)q->ntiles : OPT_MAX_GRID;
-        a4_stats_kernel<G><<<grid, A4_THREADS>>>(grad, q->d_qt, q->nq, q->ntiles, k, maps, a->clip_scale);
+        static int scache = 0;   // per instantiation: thread blocks that fit on the device
+        const int grid = q8_persistent_grid(a4_stats_kernel<G>, A4_THREADS, q->ntiles, &scache);
+        a4_stats_kernel<G><<<grid, A4_THREADS>>>(grad, q->d_qt, q->nq, q->ntiles, k, maps, a->clip_scale, q8_base_ok(master, grad, pbf16));
         KERNEL_CHECK();
     }
     if (q->nblocks > 0) {
         static int cache = 0;   // per instantiation: thread blocks that fit on the device
-        const int grid = q8_persistent_grid(a4_block_kernel<G>, A4_WARPS * 32, (q->nblocks + A4_WARPS - 1) / A4_WARPS, &cache);
-        a4_block_kernel<G><<<grid, A4_WARPS * 32>>>(master, grad, pbf16, q->d_qt, q->nq, q->nblocks, k, maps, *a,
+        const int grid = q8_persistent_grid(a4_block_kernel<G>, A4_THREADS, (q->nblocks + A4_WARPS - 1) / A4_WARPS, &cache);
+        a4_block_kernel<G><<<grid, A4_THREADS>>>(master, grad, pbf16, q->d_qt, q->nq, q->nblocks, k, maps, *a,
                                                      q8_base_ok(master, grad, pbf16), o->d_nonfinite);
         KERNEL_CHECK();
     }
