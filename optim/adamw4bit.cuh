@@ -7,13 +7,17 @@
 // v, which depend on every element of its row and of its column, while decoding the old v needs the OLD
 // maxima. So, per step, over all tensors (no host sync):
 //   0. cudaMemsetAsync: the scratch copies of the new row and column maxima to 0 (all matrices).
-//   1. a4_stats_kernel, one thread block per tile of A4_TILE_ROWS rows x A4_THREADS columns of a rank-1
-//      matrix: each thread owns a column of the tile and walks its rows, decoding the old v with the
-//      old row/column maxima and forming the new v (adamw4bit_moments; the new m is not needed here).
-//      Row maxima: a warp max per row, the tile's warps combined in shared memory, one atomicMax per
-//      row per tile; column maxima: the thread's running max, one atomicMax per column per tile. A max
-//      is exact whatever the order, and |v| >= 0 (NaN skipped as the CPU's compare skips it, as 0), so
-//      an unsigned-integer atomicMax on the float's bits gives the CPU's value exactly.
+//   1. a4_stats_kernel (optim/adamw4bit_plan.h has the plan, test_optim_q4_plan replays it on the host),
+//      a persistent grid over TILES of 64 rows x 256 columns of the rank-1 matrices: warp w takes rows
+//      r0+w, r0+w+8, ... (4 loaded before any is used), lane l the columns c0+8l..c0+8l+7 of each (one
+//      16-byte bf16 gradient load and one 4-byte load of 8 v codes where the group is whole and aligned,
+//      else element by element), decoding the old v with the old row/column maxima and forming the new
+//      v (adamw4bit_moments; the new m is dead code here). Row max: the lane's 8, then 5 xor-shuffles per
+//      warp row (~1.3 instructions per element), one atomicMax per row per column tile by lane 0. Column
+//      maxima: 8 running maxima per lane, the 8 warps' folded in shared memory in warp order, one
+//      atomicMax per column per row tile. A max of non-NaN values is exact in any order; a4_fold skips a
+//      NaN as the CPU's `a > max` compare does and keeps +Inf, so every max is >= +0 and never NaN, and
+//      an unsigned-integer atomicMax on the float's bits gives the CPU's value exactly (deterministic).
 //   2. a4_block_kernel, one WARP per 128-element block (m's scale block) of every quantized tensor, a
 //      persistent grid of 256-thread blocks, lane l owning elements 4l..4l+3 (whole bytes of the packed
 //      codes): decode m and v with the old scales, the new m and v, the block max |m| (and |v| for a
@@ -35,9 +39,14 @@
 // found by a binary search per block with every field of the table re-read through a reference, and
 // q4_nearest's 15 comparisons against shared-memory midpoints twice per element, plus three IEEE
 // divisions and a square root. Now: ~70 per element (4 comparisons per code, a 32-bit division per 4
-// elements, shuffles instead of barriers, vector loads of master and gradient). The statistics pass
-// (step 1: a thread per column walking 32 rows, a 5-shuffle warp max per row, so ~15 extra instructions
-// per element) is unchanged: it is the next thing to rewrite if the step stays above its bytes.
+// elements, shuffles instead of barriers, vector loads of master and gradient). The statistics pass was
+// a thread per column walking 32 rows of 256 columns (one byte-wide code load and one 2-byte gradient
+// load per element, a 5-shuffle warp max per row of 256 elements: ~15 instructions per element): now 8 columns
+// per lane with 16-byte loads (above). At d12 (bf16, 124.5M parameters, all but 0.1M in rank-1
+// matrices): 7,590 tiles (~19 per thread block at 3 blocks of 256 threads per SM on 132 SMs), 0.49M row
+// and 1.94M column atomics; bytes 311 MB (step 1) + 1.74 GB (step 2) = 2.05 GB: 0.49 ms at 4.23 TB/s,
+// ~0.55 ms at 90% of it, plus ~6 back-to-back launches. Registers (nvcc 13.0, sm_90): the bf16 stats
+// kernel 80 (no spill, 3 blocks/SM), fp32 112 (2 blocks/SM); the block kernel 64.
 // Scratch (device, MEM_OTHER): the new maxima, 4 * (rows + cols) bytes per matrix, the same bytes as its
 // v_row and v_col states, laid out as those two state buffers so step 3 is one copy each.
 #ifndef OPTIM_ADAMW4BIT_CUH
@@ -70,12 +79,13 @@ __device__ __forceinline__ void a4_atomic_max(float* addr, float x) {
 // Step 1 (adamw4bit_plan.h): one tile of a rank-1 matrix per iteration of a persistent grid. Lane l's
 // group: columns c..c+7 of rows r0+w, r0+w+8, ..., A4_SBATCH rows loaded before any is used.
 template <typename G>
-__global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, const A4PlanTensor* qt, int nq, size_t ntiles, Adam4Scalars k,
+__global__ void __launch_bounds__(A4_THREADS, sizeof(G) == 2 ? 3 : 2) a4_stats_kernel(const G* grad, const A4PlanTensor* qt, int nq, size_t ntiles, Adam4Scalars k,
                                                               A4Maps maps, float clip_scale, int base_ok) {
     __shared__ float scol[A4_WARPS][A4_TILE_COLS];   // each warp's column maxima of the tile
     __shared__ Q4Map svmap;
     if (threadIdx.x == 0) svmap = maps.v;
     __syncthreads();
+    constexpr int A4_RAW_WORDS = A4_SVEC * (int)sizeof(G) / 4;   // 32-bit words of a group's gradients
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int ti = 0;
     for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
@@ -90,33 +100,37 @@ __global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, con
 #pragma unroll
         for (int j = 0; j < A4_SVEC; j++) { vc[j] = j < n ? T->v_b[c + j] : 0.0f; cmax[j] = 0.0f; }
         for (int k0 = 0; a4_tile_row(&x, warp, k0) < x.r1; k0 += A4_SBATCH) {
-            float g[A4_SBATCH][A4_SVEC], vr[A4_SBATCH];
+            // the batch's gradients as loaded (bf16: two per word, converted where used), codes, old row maxima
+            uint32_t raw[A4_SBATCH][A4_RAW_WORDS];
             uint32_t cw[A4_SBATCH];   // the group's 8 codes, element j in bits 4j..4j+3
+            float vr[A4_SBATCH];
 #pragma unroll
             for (int b = 0; b < A4_SBATCH; b++) {
                 const size_t i = a4_tile_row(&x, warp, k0 + b), e = i * cols + c;
                 cw[b] = 0u;
                 vr[b] = 0.0f;
 #pragma unroll
-                for (int j = 0; j < A4_SVEC; j++) g[b][j] = 0.0f;
+                for (int q = 0; q < A4_RAW_WORDS; q++) raw[b][q] = 0u;
                 if (i >= x.r1 || n == 0) continue;
                 vr[b] = T->v_a[i];
                 if (vec) {
                     cw[b] = *(const uint32_t*)(vq + (e >> 1));
                     if constexpr (sizeof(G) == 2) {
                         const uint4 u = *(const uint4*)(gt + e);
-                        const uint32_t w[4] = { u.x, u.y, u.z, u.w };
-#pragma unroll
-                        for (int q = 0; q < 4; q++) { g[b][2 * q] = __uint_as_float(w[q] << 16); g[b][2 * q + 1] = __uint_as_float(w[q] & 0xFFFF0000u); }
+                        raw[b][0] = u.x; raw[b][1] = u.y; raw[b][2] = u.z; raw[b][3] = u.w;
                     } else {
-                        const float4 u0 = *(const float4*)(gt + e), u1 = *(const float4*)(gt + e + 4);
-                        g[b][0] = u0.x; g[b][1] = u0.y; g[b][2] = u0.z; g[b][3] = u0.w;
-                        g[b][4] = u1.x; g[b][5] = u1.y; g[b][6] = u1.z; g[b][7] = u1.w;
+                        const uint4 u0 = *(const uint4*)(gt + e), u1 = *(const uint4*)(gt + e + 4);
+                        raw[b][0] = u0.x; raw[b][1] = u0.y; raw[b][2] = u0.z; raw[b][3] = u0.w;
+                        raw[b][4] = u1.x; raw[b][5] = u1.y; raw[b][6] = u1.z; raw[b][7] = u1.w;
                     }
                 } else {
 #pragma unroll
                     for (int j = 0; j < A4_SVEC; j++)
-                        if (j < n) { g[b][j] = ldf(gt[e + j]); cw[b] |= (uint32_t)q4_get(vq, e + j) << (4 * j); }
+                        if (j < n) {
+                            if constexpr (sizeof(G) == 2) raw[b][j >> 1] |= (uint32_t)__bfloat16_as_ushort(gt[e + j]) << (16 * (j & 1));
+                            else raw[b][j] = __float_as_uint(gt[e + j]);
+                            cw[b] |= (uint32_t)q4_get(vq, e + j) << (4 * j);
+                        }
                 }
             }
 #pragma unroll
@@ -127,7 +141,9 @@ __global__ void __launch_bounds__(A4_THREADS) a4_stats_kernel(const G* grad, con
 #pragma unroll
                 for (int j = 0; j < A4_SVEC; j++) {
                     if (j < n) {
-                        float gj = g[b][j];
+                        float gj;
+                        if constexpr (sizeof(G) == 2) gj = __uint_as_float(j & 1 ? raw[b][j >> 1] & 0xFFFF0000u : raw[b][j >> 1] << 16);
+                        else gj = __uint_as_float(raw[b][j]);
                         if (clip_scale != 1.0f) gj = __fmul_rn(gj, clip_scale);   // as opt_grad
                         float m = 0.0f, v = a4_decode(&svmap, (uint8_t)((cw[b] >> (4 * j)) & 0xFu), a4_rank1_scale(vr[b], vc[j]));
                         adamw4bit_moments(&k, gj, &m, &v);   // m is not needed here (dead code)

@@ -1143,8 +1143,8 @@ static void check_factored_row_shards(const char* opt_name, int use_beta1, int W
 // ---- 3b: the 8-bit and 4-bit kernels vs adam8bit.c, lion8bit.c, sgdm8bit.c and adamw4bit.c --------
 // Shapes straddle the fp32 floors (< 4096 elements keep fp32 state in the 8-bit optimizers, <= 4096 in
 // adamw4bit) and have short last blocks: 1x3, 1x4095, 33x65, 1x4097 (odd: a lone last 4-bit code in a
-// byte of its own), 3x5000 and 129x67 (adamw4bit's rank-1 matrices: rows not a multiple of the 32-row
-// statistics tile, columns not of its 256, 128-blocks straddling rows; the 4-bit buffers put the next
+// byte of its own), 3x5000 and 129x67 (adamw4bit's rank-1 matrices: rows not a multiple of the 64-row
+// statistics tile, columns not of its 256 (129x67: not of 8 either, so scalar groups; test_optim_q4_plan replays the plan on the host), 128-blocks straddling rows; the 4-bit buffers put the next
 // tensor's codes at odd byte offsets). qblock 64 (teams of 8 lanes, 4 per warp), 256 (a warp per block) and 4096
 // (the thread block per block, 2 rounds in registers; optim/quant8_plan.h, whose recompute path past
 // `keep` rounds, qblock >= 8192, test_optim_q8_plan checks on the host). Three steps with a schedule and clipping; step 2 puts a NaN into the
