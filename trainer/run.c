@@ -91,6 +91,8 @@ void run_open_data(RunData* d, const Args* a, int vocab_size) {
     // the global micro-batch: every rank reads the same stream and keeps its own rows (run_next_batch)
     open_loader(&d->train, d->train_path, a->B * dist_world(), a->T, vocab_size, "train");
     open_loader(&d->val, d->val_path, a->B, a->T, vocab_size, "val");
+    printf("data: train %s, %llu tokens; val %s, %llu tokens\n", d->train_path, (unsigned long long)dataloader_num_tokens(&d->train),
+           d->val_path, (unsigned long long)dataloader_num_tokens(&d->val));
 }
 
 void run_close_data(RunData* d) {
