@@ -34,3 +34,18 @@ if [ -f data/gcide/gcide_train.bin ] && [ -f data/gcide/gcide_val.bin ]; then
     grep -q "fetch.sh\|prepare_data -text" <<<"$out" && fail "make: no data preparation when the shards exist" "$(grep -m1 "fetch.sh\|prepare_data -text" <<<"$out")" \
         || pass "make: train with data/gcide/*.bin present plans no fetch and no tokenizing"
 fi
+
+# the defaults the docs and the optimizer headers state are the code's (scripts/doc_defaults.py against
+# -opt list), and the checker catches a planted wrong value
+out=$(python3 scripts/doc_defaults.py --check --train "$TRAIN" README.md docs/*.md optim/*.c 2>&1) \
+    && pass "docs: every stated default lr, betas and eps equals -opt list's" \
+    || fail "docs: stated defaults vs -opt list" "$(head -n 3 <<<"$out" | tr '\n' ' ')"
+sed 's/ours is \*\*5e-5\*\*/ours is **2e-4**/' docs/optimizers.md > "$TMP/planted.md"
+sed 's|^// Defaults: lr 1e-3 (lion.s; bitsandbytes|// Defaults: lr 1e-4 (lion'"'"'s; bitsandbytes|' optim/lion8bit.c > "$TMP/lion8bit.c"
+out=$(python3 scripts/doc_defaults.py --check --train "$TRAIN" "$TMP/planted.md" "$TMP/lion8bit.c" 2>&1); rc=$?
+[ $rc = 1 ] && grep -q "came's default lr is stated as 2e-4; the code's is 5e-05" <<<"$out" && grep -q "lion8bit's default lr is stated as 1e-4" <<<"$out" \
+    && pass "docs: doc_defaults.py catches a planted wrong lr in docs/optimizers.md and in an optimizer header (exit 1)" \
+    || fail "docs: doc_defaults.py on planted values" "exit $rc: $(tr '\n' ' ' <<<"$out")"
+# the GPU table's step count: the README and docs/results.md say the same
+r=$(grep -o "\`-x [0-9]*\` steps" README.md | head -n 1 | grep -o "[0-9]*"); d=$(grep -o "T=1024, [0-9]* steps" docs/results.md | head -n 1 | grep -o "[0-9]* steps" | grep -o "[0-9]*")
+[ -n "$r" ] && [ "$r" = "$d" ] && pass "docs: the GPU table's steps agree ($r)" || fail "docs: the GPU table's steps" "README $r, docs/results.md $d"
