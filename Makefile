@@ -76,8 +76,14 @@ endif
 data: $(DATA_TRAIN)
 $(VOCAB) data/gcide/gcide.txt:
 	bash data/fetch.sh
+# Shards already there (both): nothing is fetched or tokenized again, whatever is newer (a rebuilt
+# prepare_data, a missing gcide.txt); delete data/gcide/*.bin to prepare them again.
+ifeq ($(wildcard $(DATA_TRAIN) $(DATA_VAL)),$(DATA_TRAIN) $(DATA_VAL))
+$(DATA_TRAIN): ;
+else
 $(DATA_TRAIN): prepare_data $(VOCAB) data/gcide/gcide.txt
 	./prepare_data -text data/gcide/gcide.txt -train $(DATA_TRAIN) -val $(DATA_VAL)
+endif
 # not part of `make data`: only scripts/loss_table.sh's fine-tuning table needs it (and calls it)
 data-kjv: $(KJV_TRAIN)
 data/kjv/kjv.txt:

@@ -86,7 +86,7 @@ const Optimizer OPT_ADAM_MINI = {
     .description = "Adam-mini: Adam's m, one v per block (q/k per head, v and matrices per row, wte per token)",
     .paper = "Zhang et al. 2024, Adam-mini: Use Fewer Learning Rates To Gain More, arXiv 2406.16793",
     .flags = 0,
-    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f },
+    .defaults = { .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0 },
     .layout = adam_mini_layout,
     .init = NULL,
     .step = adam_mini_step,

@@ -244,7 +244,7 @@ const Optimizer OPT_ADAMW4BIT = {
     .description = "4-bit AdamW (lpmm): m blockwise-128 signed dynamic map, v rank-1 linear map, 2 codes/byte",
     .paper = "Li, Chen & Zhu 2023, Memory Efficient Optimizers with 4-bit States, arXiv 2309.01507",
     .flags = 0,
-    .defaults = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 1e-2f },
+    .defaults = { .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 1e-2 },
     .layout = adamw4bit_layout,
     .init = NULL,
     .step = adamw4bit_step,

@@ -363,8 +363,8 @@ const Optimizer OPT_GALORE_ADAMW = {
     .description = "GaLore AdamW: block matrices' gradients projected to rank -rank by an SVD every -update-proj-gap steps",
     .paper = "Zhao et al. 2024, GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, arXiv 2403.03507",
     .flags = 0,
-    .defaults = { .lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.0f,
-                  .rank = 128, .update_proj_gap = 200, .galore_scale = 0.25f }, // lr: results/sweep/ (above)
+    .defaults = { .lr = 3e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.0,
+                  .rank = 128, .update_proj_gap = 200, .galore_scale = 0.25 }, // lr: results/sweep/ (above)
     .layout = galore_layout,
     .init = NULL,
     .step = galore_adamw_step,

@@ -10,7 +10,7 @@
 //
 // State: exp_avg (m), fp32: 4 B/param, half of AdamW's.
 //
-// Defaults (reference): lr 1e-4, betas (0.9, 0.99), weight_decay 0.
+// Defaults: lr 1e-3 (ours, below; the reference's 1e-4), betas (0.9, 0.99), weight_decay 0.
 // For GPT-2 training: the paper (sec. 5) advises lr 3-10x smaller than AdamW's and weight
 // decay 3-10x larger, keeping lr*wd; with GPT-2's AdamW lr 6e-4 / wd 0.1 that is about lr 1e-4..2e-4
 // and wd 0.3..1.0 on the 2-D weights, betas (0.95, 0.98) if training is unstable. Our defaults keep

@@ -28,7 +28,8 @@
 // Differences from the kernel, on purpose, as adam8bit.c: exact division instead of __fdividef, and no
 // padding lanes in a short last block.
 //
-// Defaults (bitsandbytes Lion8bit): lr 1e-4, betas (0.9, 0.99), weight_decay 0, min_8bit_size 4096.
+// Defaults: lr 1e-3 (lion's; bitsandbytes' Lion8bit defaults to 1e-4), betas (0.9, 0.99), weight_decay 0,
+// qblock 256, min_8bit_size 4096 (bitsandbytes').
 #include <math.h>
 #include "common/util.h"
 
@@ -79,7 +80,7 @@ const Optimizer OPT_LION8BIT = {
     .flags = 0,
     .shard = OPT_SHARD_QBLOCK,
     // lr 1e-3 as lion's (results/sweep/: lion's best on the default run; the 8-bit state tracks it)
-    .defaults = { .lr = 1e-3, .beta1 = 0.9f, .beta2 = 0.99f, .weight_decay = 0.0f, .qblock = 256,
+    .defaults = { .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.99, .weight_decay = 0.0, .qblock = 256,
                   .min_8bit_size = 4096 },
     .layout = q8_layout_1state,
     .init = NULL,

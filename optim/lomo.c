@@ -15,7 +15,7 @@
 //
 // State: none, 0 B/param (and the trainer's gradient buffer is one layer's, not the model's).
 //
-// Defaults (reference): lr 1e-3, weight_decay 0.
+// Defaults: lr 0.3 (ours, sgd's, below; the reference's 1e-3), weight_decay 0.
 // For GPT-2 training: the same as for sgd: lr 1e-3 is small for plain SGD on a GPT-2 run of a
 // few hundred steps (the LOMO paper fine-tunes pretrained models, where small SGD steps suffice); a
 // from-scratch run likely wants a much larger lr with clipping. Our lr default is sgd's (below).

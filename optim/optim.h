@@ -86,8 +86,8 @@ typedef struct {
     int min_8bit_size;     // 8-bit optimizers: tensors with fewer elements keep fp32 state
     int rank;              // GaLore: projection rank r (-rank); capped by each matrix's smaller side
     int update_proj_gap;   // GaLore: the projector is recomputed (SVD of the gradient) every T steps
-    float galore_scale;    // GaLore: alpha, the scale of the update projected back (-galore-scale)
-    float aux_lr;          // muon: peak lr of its AdamW part (embeddings, vectors); -l is the Muon part's
+    double galore_scale;   // GaLore: alpha, the scale of the update projected back (-galore-scale)
+    double aux_lr;         // muon: peak lr of its AdamW part (embeddings, vectors); -l is the Muon part's
 } OptHyper;
 
 // What the trainer passes to step() for one tensor.

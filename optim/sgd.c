@@ -14,7 +14,7 @@
 // State: sgd keeps nothing (0 B/param). sgdm keeps momentum_buffer, fp32, 4 B/param; like torch, no
 // buffer at all when momentum is 0 (then sgdm is sgd).
 //
-// Defaults: torch's, lr 1e-3, momentum 0, weight_decay 0, nesterov off. sgdm is "SGD with momentum",
+// Defaults: lr 0.3 (sgd) and 0.1 (sgdm), ours (below); otherwise torch's (lr 1e-3), momentum 0, weight_decay 0, nesterov off. sgdm is "SGD with momentum",
 // which torch's momentum default of 0 would make plain sgd, so sgdm uses momentum 0.9, the value of
 // torch's documentation example and of most papers.
 // For GPT-2 training: for a GPT-2 run of a few hundred steps, lr 1e-3 is small for plain SGD

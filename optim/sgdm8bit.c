@@ -26,7 +26,7 @@
 // count them in OptStep.nonfinite for the trainer. Differences from the kernel, on purpose, as
 // adam8bit.c: exact division instead of __fdividef, no padding lanes in a short last block.
 //
-// Defaults: sgdm's (lr 1e-3, momentum 0.9, weight_decay 0; bitsandbytes has no lr default and requires
+// Defaults: sgdm's (lr 0.1, momentum 0.9, weight_decay 0; bitsandbytes has no lr default and requires
 // a non-zero momentum), qblock 256, min_8bit_size 4096.
 #include <math.h>
 #include "common/util.h"
@@ -84,7 +84,7 @@ const Optimizer OPT_SGDM8BIT = {
     .flags = 0,
     .shard = OPT_SHARD_QBLOCK,
     // lr 0.1 as sgdm's (results/sweep/: sgdm's best on the default run)
-    .defaults = { .lr = 0.1, .momentum = 0.9f, .nesterov = 0, .weight_decay = 0.0f, .qblock = 256,
+    .defaults = { .lr = 0.1, .momentum = 0.9, .nesterov = 0, .weight_decay = 0.0, .qblock = 256,
                   .min_8bit_size = 4096 },
     .layout = sgdm8bit_layout,
     .init = NULL,

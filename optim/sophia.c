@@ -18,7 +18,7 @@
 //
 // State: exp_avg (m) and hessian (h), fp32 each: 8 B/param, the same as AdamW.
 //
-// Defaults (reference): lr 1e-4, betas (0.965, 0.99), rho 0.04, weight_decay 0.1, k = 10, and
+// Defaults: lr 8e-4 (ours, below; the reference's 1e-4), betas (0.965, 0.99), rho 0.04, weight_decay 0.1, k = 10, and
 // bs 5120, the default argument of the reference's step(bs=5120).
 // For GPT-2 training: train_gpt2.c sets bs to its tokens per optimizer step (B*T*grad
 // accumulation, as train_sophiag.py passes 480*1024) rather than 5120. For GPT-2 small the reference

@@ -164,7 +164,7 @@ def forward_check(tensors, ck, opt):
     try:
         import torch
     except ImportError:
-        print("export_check: torch not installed: the forward check is skipped")
+        print("SKIP export: HF-style forward against -eval: python3-torch missing")
         return
     B, T, want = int(opt["--B"]), int(opt["--T"]), float(opt["--loss"])
     raw = open(opt["--tokens"], "rb").read()

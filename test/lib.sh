@@ -6,6 +6,9 @@ trap 'rm -rf "$TMP"' EXIT
 
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
+# skip_test NAME REASON: a check that cannot run here (a tool is missing); counted and named by test/run.sh
+skip_test() { echo "SKIP $1: $2"; }
+export PLOT_NO_INSTALL=1   # tests never install anything (scripts/plot_setup.sh would, as root)
 
 # expect_exit NAME CODE PATTERN -- cmd...: runs cmd, checks its exit code and that stderr+stdout
 # match the extended regex PATTERN.

@@ -46,7 +46,8 @@ LR = 1e-3
 
 
 def f32(x):
-    """A hyperparameter as the C side holds it: the user's value parsed to fp32, used as a double."""
+    """A hyperparameter rounded to fp32, used as a double: how these vectors were made (the optimizer
+    tables held float literals then); test_optim_beyond2.c sets the same betas for the adamw4bit cases."""
     return float(F32(x))
 
 

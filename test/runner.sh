@@ -1,11 +1,14 @@
 # test/runner.sh: what the test runners share (sourced by test/run.sh and test/fuzz/asan.sh): run_one
-# runs one test program, counts its "PASS name" / "FAIL name: why" lines into $passed and $failed and
-# prints a line for it. A program that exits non-zero without a FAIL line counts as one failure, so a
+# runs one test program, counts its "PASS name" / "FAIL name: why" lines into $passed and $failed and its
+# "SKIP name: reason" lines (a tool the check needs is missing) into $skipped, and prints a line for it;
+# skip_summary groups the skips by reason: "gnuplot missing: compare.sh PNG, memory tables; ...". A program that exits non-zero without a FAIL line counts as one failure, so a
 # crash can never pass silently; crash_report (a runner may redefine it) shows why.
 passed=0
 failed=0
+skipped=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+skips=$(mktemp)
+trap 'rm -f "$log" "$skips"' EXIT
 
 # what a program that failed without a FAIL line printed last
 crash_report() { echo "last lines:"; tail -n 5 "$log" | sed 's/^/    /'; }
@@ -15,15 +18,26 @@ run_one() {
     local start=$SECONDS
     "$@" >"$log" 2>&1
     local rc=$?
-    local p f
+    local p f s
     p=$(grep -c '^PASS ' "$log")
     f=$(grep -c '^FAIL ' "$log")
-    grep -E '^FAIL ' "$log"
+    s=$(grep -c '^SKIP ' "$log")
+    grep -E '^(FAIL|SKIP) ' "$log"
+    grep -E '^SKIP ' "$log" >> "$skips"
+    skipped=$((skipped + s))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "FAIL $name: exited with status $rc without reporting a failure; $(crash_report)"
         f=1
     fi
     passed=$((passed + p))
     failed=$((failed + f))
-    printf '%-28s %4d passed, %d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
+    printf '%-28s %4d passed, %d failed%s  (%ds)\n' "$name" "$p" "$f" "$([ "$s" -gt 0 ] && echo ", $s skipped")" $((SECONDS - start))
+}
+
+# "K skipped (REASON: name, name; REASON: name)" from the SKIP lines so far, or nothing when none
+skip_summary() {
+    [ "$skipped" -gt 0 ] || return 0
+    printf ', %d skipped (%s)' "$skipped" "$(sed -E 's/^SKIP (.*): ([^:]*)$/\2\t\1/' "$skips" | awk -F'\t' '
+        !($1 in names) { order[++n] = $1; names[$1] = $2; next } { names[$1] = names[$1] ", " $2 }
+        END { for (i = 1; i <= n; i++) printf "%s%s: %s", (i > 1 ? "; " : ""), order[i], names[order[i]] }')"
 }

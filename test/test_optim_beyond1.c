@@ -416,14 +416,14 @@ static void test_layouts(void) {
                "adam_mini d12 qkv: m + 24 head blocks (q, k) + 768 rows (v)");
     test_check(optim_state_bytes(&OPT_MUON, &OPT_MUON.defaults, &q) == 4 * 2304 * 768, NULL, "muon d12 qkv: momentum only");
     const OptHyper* d = &OPT_MUON.defaults;
-    test_check(d->lr == 0.02f && d->momentum == 0.95f && d->nesterov == 1 && d->weight_decay == 0.0f && d->aux_lr == 3e-4f &&
-               d->beta1 == 0.9f && d->beta2 == 0.95f && d->eps == 1e-10f, NULL,
+    test_check(d->lr == 0.02 && d->momentum == 0.95 && d->nesterov == 1 && d->weight_decay == 0.0 && d->aux_lr == 3e-4 &&
+               d->beta1 == 0.9 && d->beta2 == 0.95 && d->eps == 1e-10, NULL,
                "muon defaults: lr 0.02, momentum 0.95, Nesterov, wd 0; AdamW part lr 3e-4, betas (0.9, 0.95), eps 1e-10");
     d = &OPT_ADAM_MINI.defaults;
-    test_check(d->lr == 1e-3f && d->beta1 == 0.9f && d->beta2 == 0.999f && d->eps == 1e-8f && d->weight_decay == 0.0f, NULL,
+    test_check(d->lr == 1e-3 && d->beta1 == 0.9 && d->beta2 == 0.999 && d->eps == 1e-8 && d->weight_decay == 0.0, NULL,
                "adam_mini defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 0");
     d = &OPT_LION8BIT.defaults;
-    test_check(d->lr == 1e-3 && d->beta1 == 0.9f && d->beta2 == 0.99f && d->qblock == 256 && d->min_8bit_size == 4096, NULL,
+    test_check(d->lr == 1e-3 && d->beta1 == 0.9 && d->beta2 == 0.99 && d->qblock == 256 && d->min_8bit_size == 4096, NULL,
                "lion8bit defaults: lr 1e-3 (lion's swept default), betas (0.9, 0.99), qblock 256, min_8bit_size 4096");
 }
 

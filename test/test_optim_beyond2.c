@@ -221,6 +221,10 @@ static void test_a4_case(const VecFile* vf, const char* name, int ndim, size_t r
     const size_t n = rows * cols;
     OptHyper h = OPT_ADAMW4BIT.defaults;
     h.weight_decay = wd;
+    // the betas the committed vectors were made with: fp32-rounded (ref_optim_beyond2.py's f32), from
+    // before the table's constants became the doubles a user types (optim.h)
+    h.beta1 = (double)0.9f;
+    h.beta2 = (double)0.999f;
     Slot s = slot_new(&OPT_ADAMW4BIT, &h, ndim, rows, cols, ndim == 2 ? PARAM_MATRIX : PARAM_VECTOR, wd > 0.0f);
     float* p = (float*)malloc(n * sizeof(float));
     float* g = (float*)malloc(n * sizeof(float));

@@ -36,6 +36,7 @@ void print_usage(FILE* f) {
 "  -rank N         galore: projection rank (capped by each matrix's smaller side)   [128]\n"
 "  -update-proj-gap N  galore: recompute the projectors (SVD) every N steps         [200]\n"
 "  -galore-scale F galore: scale alpha of the projected-back update                 [0.25]\n"
+"  -aux-lr F       muon: peak lr of its AdamW part (embeddings, vectors)            [3e-4]\n"
 "  -zero 1         under mpirun: ZeRO-1, each rank keeps and updates only its shard of the optimizer state\n"
 "                  and (bf16) of the fp32 master weights; gradients reduce-scattered (trainer/zero.h)\n"
 "  -dist-force 1   CUDA trainer: the data-parallel path (NCCL all-reduce, -zero all-gather) even at one rank\n"
@@ -46,7 +47,8 @@ void print_usage(FILE* f) {
 "  -gen N          sample length in tokens                                          [48]\n"
 "  -o DIR          write DIR/log.jsonl and checkpoints                              [none]\n"
 "  -n N            checkpoint to DIR/checkpoint.bin every N steps (and at the end)  [0]\n"
-"  -y 1            resume from DIR/checkpoint.bin                                   [0]\n"
+"  -y 1            resume from DIR/checkpoint.bin: its model and run flags are the defaults [0]\n"
+"  -new-data 1     with -y 1: allow an -i other than the checkpoint's (starts at its first token) [0]\n"
 "  -seed N         random seed (init, sampling, stochastic rounding)                [1337]\n"
 "  -max-skips N    stop after N consecutive non-finite steps                        [5]\n"
 "  -stop N         end after step N as if interrupted (checkpoint kept; resume with -y 1) [off]\n"
@@ -103,7 +105,8 @@ void parse_args(Args* a, int argc, char** argv) {
     a->lr = a->beta1 = a->beta2 = a->beta3 = a->eps = a->eps2 = a->wd = a->momentum = a->rho = NAN;
     a->nesterov = a->qblock = a->hess_interval = -1;
     a->rank = a->update_proj_gap = -1;
-    a->galore_scale = NAN;
+    a->galore_scale = a->aux_lr = NAN;
+    a->argc = argc; a->argv = argv;
     a->plan_rank = -1;
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
@@ -165,6 +168,8 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-rank")) a->rank = parse_int(f, v, 1, 1 << 16);
         else if (!strcmp(f, "-update-proj-gap")) a->update_proj_gap = parse_int(f, v, 1, 1 << 30);
         else if (!strcmp(f, "-galore-scale")) a->galore_scale = parse_float(f, v, 0.0, 1e3);
+        else if (!strcmp(f, "-aux-lr")) a->aux_lr = parse_float(f, v, 0.0, 1e3);
+        else if (!strcmp(f, "-new-data")) a->new_data = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-zero")) a->zero = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-plan-world")) a->plan_world = parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "-plan-rank")) a->plan_rank = parse_int(f, v, 0, (1 << 20) - 1);
@@ -189,6 +194,7 @@ void parse_args(Args* a, int argc, char** argv) {
     if (a->out_dir && !a->out_dir[0]) user_error("-o needs a directory name (got an empty one)");
     if (a->out_dir && strlen(a->out_dir) > 900)
         user_error("-o: the directory name is %zu characters long; use one under 900 (paths inside it must fit)", strlen(a->out_dir));
+    if (a->new_data && !a->resume) user_error("-new-data 1 goes with -y 1 (a resume on another -i)");
     if (a->resume && a->init_path) user_error("-y 1 resumes a run with its own weights; -init starts a new one: give one of them");
     if (a->prompt && !a->sample_only) user_error("-prompt goes with -sample 1");
     if (a->export_path && !a->init_path && !a->out_dir)
@@ -238,6 +244,13 @@ void check_val_batches(const Args* a, uint64_t available, const char* val_path) 
                    val_path, (unsigned long long)available, a->B, a->T, (unsigned long long)(available ? available : 1));
 }
 
+const char* arg_given(const Args* a, const char* flag) {
+    const char* v = NULL;
+    for (int i = 1; i + 1 < a->argc; i += 2)
+        if (!strcmp(a->argv[i], flag)) v = a->argv[i + 1];
+    return v;
+}
+
 int file_exists(const char* p) { struct stat st; return stat(p, &st) == 0; }
 
 // Applies the flags over the optimizer's defaults.
@@ -258,6 +271,7 @@ OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step) {
     if (a->rank > 0) h.rank = a->rank;
     if (a->update_proj_gap > 0) h.update_proj_gap = a->update_proj_gap;
     if (!isnan(a->galore_scale)) h.galore_scale = a->galore_scale;
+    if (!isnan(a->aux_lr)) h.aux_lr = a->aux_lr;
     if (opt->flags & OPT_HESSIAN) h.bs = (double)tokens_per_step;
     return h;
 }

@@ -54,7 +54,11 @@ typedef struct {
     double lr, beta1, beta2, beta3, eps, eps2, wd, momentum, rho; // as typed (optim.h: OptHyper)
     int nesterov, qblock, hess_interval;
     int rank, update_proj_gap;  // -rank, -update-proj-gap (GaLore); -1 = default
-    float galore_scale;         // -galore-scale (GaLore); NAN = default
+    double galore_scale;        // -galore-scale (GaLore); NAN = default
+    double aux_lr;              // -aux-lr: muon's AdamW part (embeddings, vectors); NAN = default
+    int new_data;             // -new-data 1: a resume may train on another -i than its checkpoint's
+    int argc;                 // the command line parse_args read (arg_given looks flags up in it)
+    char** argv;
     int zero;                 // -zero 1: ZeRO-1 sharded optimizer state across the ranks (trainer/zero.h)
     int dist_force;           // -dist-force 1: the CUDA trainer's collective (NCCL) path even at one rank
     int plan_world;           // -plan-world N: -memory-only plans one rank of N ranks without MPI (0: off)
@@ -78,6 +82,8 @@ void check_val_batches(const Args* a, uint64_t available, const char* val_path);
 // The optimizer's defaults with the flags the user gave applied over them.
 OptHyper make_hyper(const Args* a, const Optimizer* opt, int tokens_per_step);
 int file_exists(const char* path);
+// The value of flag (e.g. "-x") as given on a's command line (the last one), or NULL.
+const char* arg_given(const Args* a, const char* flag);
 
 #ifdef __cplusplus
 }

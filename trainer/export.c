@@ -134,6 +134,29 @@ int export_safetensors(const char* path, const ModelLayout* ml, const float* w, 
     return ok ? 0 : -1;
 }
 
+int export_hf_config(const char* path, const GPT2Config* c, char* err, size_t errlen) {
+    char cfg[1100], tmp[1110];
+    const char* slash = strrchr(path, '/');
+    if (slash) snprintf(cfg, sizeof(cfg), "%.*s/config.json", (int)(slash - path), path);
+    else snprintf(cfg, sizeof(cfg), "config.json");
+    snprintf(tmp, sizeof(tmp), "%s.tmp", cfg);
+    FILE* f = fopen(tmp, "w");
+    if (!f) { snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno)); return -1; }
+    // GPT-2's own values where the shape does not decide: the tanh GELU (gelu_new, ours), LayerNorm eps
+    // 1e-5, the tied LM head, <|endoftext|> = 50256; dropout 0 as this trainer trains (none)
+    fprintf(f, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
+            "  \"vocab_size\": %d,\n  \"n_positions\": %d,\n  \"n_ctx\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n"
+            "  \"n_head\": %d,\n  \"n_inner\": null,\n  \"activation_function\": \"gelu_new\",\n"
+            "  \"layer_norm_epsilon\": 1e-05,\n  \"initializer_range\": 0.02,\n  \"resid_pdrop\": 0.0,\n"
+            "  \"embd_pdrop\": 0.0,\n  \"attn_pdrop\": 0.0,\n  \"bos_token_id\": 50256,\n  \"eos_token_id\": 50256,\n"
+            "  \"tie_word_embeddings\": true,\n  \"torch_dtype\": \"float32\"\n}\n",
+            c->vocab_size, c->max_seq_len, c->max_seq_len, c->channels, c->num_layers, c->num_heads);
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, cfg) != 0) { snprintf(err, errlen, "cannot write %s: %s", cfg, strerror(errno)); unlink(tmp); return -1; }
+    return 0;
+}
+
 void export_blobs(const char* path, const ModelLayout* ml, const CkptBlob* blobs, int nblobs) {
     const float* w = NULL;
     for (int i = 0; i < nblobs; i++)
@@ -146,4 +169,10 @@ void export_blobs(const char* path, const ModelLayout* ml, const CkptBlob* blobs
     }
     printf("exported %s: %d tensors, HuggingFace GPT-2 names, F32, vocabulary %d rows (the padding left out)\n",
            path, 4 + 12 * ml->config.num_layers, ml->config.vocab_size);
+    if (export_hf_config(path, &ml->config, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: -export: %s\n", err);
+        exit(5);
+    }
+    printf("exported its config.json beside it (HuggingFace GPT2Config: n_layer %d, n_embd %d, n_head %d)\n",
+           ml->config.num_layers, ml->config.channels, ml->config.num_heads);
 }

@@ -20,6 +20,10 @@ int export_safetensors(const char* path, const ModelLayout* ml, const float* w, 
 // trainer/run.h), a missing blob is an internal error.
 void export_blobs(const char* path, const ModelLayout* ml, const CkptBlob* blobs, int nblobs);
 
+// config.json beside path (its directory): HuggingFace's GPT2Config for the shape c, so that
+// GPT2LMHeadModel.from_pretrained(DIR) loads DIR/model.safetensors with it. 0, or -1 with a message.
+int export_hf_config(const char* path, const GPT2Config* c, char* err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -91,6 +91,8 @@ void run_open_data(RunData* d, const Args* a, int vocab_size) {
     // the global micro-batch: every rank reads the same stream and keeps its own rows (run_next_batch)
     open_loader(&d->train, d->train_path, a->B * dist_world(), a->T, vocab_size, "train");
     open_loader(&d->val, d->val_path, a->B, a->T, vocab_size, "val");
+    printf("data: train %s, %llu tokens; val %s, %llu tokens\n", d->train_path, (unsigned long long)dataloader_num_tokens(&d->train),
+           d->val_path, (unsigned long long)dataloader_num_tokens(&d->val));
 }
 
 void run_close_data(RunData* d) {
@@ -383,14 +385,18 @@ static void format_defaults(const Optimizer* o, char* out, size_t n) {
     int k = 0;
     if (d->relative_step) k += snprintf(out + k, n - k, "lr=relative");
     else k += snprintf(out + k, n - k, "lr=%g", d->lr);
-    if (d->beta1 > 0 || d->beta2 > 0) k += snprintf(out + k, n - k, " betas=(%g,%g%s%.0g)", d->beta1, d->beta2, d->beta3 > 0 ? "," : "", d->beta3 > 0 ? d->beta3 : 0.0);
-    if (d->beta3 > 0) { k -= 2; k += snprintf(out + k, n - k, "%g)", d->beta3); }
+    if (d->beta3 > 0) k += snprintf(out + k, n - k, " betas=(%g,%g,%g)", d->beta1, d->beta2, d->beta3);
+    else if (d->beta1 > 0 || d->beta2 > 0) k += snprintf(out + k, n - k, " betas=(%g,%g)", d->beta1, d->beta2);
     if (d->momentum > 0) k += snprintf(out + k, n - k, " momentum=%g", d->momentum);
+    if (d->nesterov) k += snprintf(out + k, n - k, " nesterov=1");
     if (d->eps > 0) k += snprintf(out + k, n - k, " eps=%g", d->eps);
     if (d->eps2 > 0) k += snprintf(out + k, n - k, " eps2=%g", d->eps2);
     if (d->weight_decay > 0) k += snprintf(out + k, n - k, " wd=%g", d->weight_decay);
     if (d->rho > 0) k += snprintf(out + k, n - k, " rho=%g", d->rho);
     if (d->qblock > 0) k += snprintf(out + k, n - k, " block=%d", d->qblock);
+    if (d->hess_interval > 0) k += snprintf(out + k, n - k, " k=%d", d->hess_interval);
+    if (d->rank > 0) k += snprintf(out + k, n - k, " rank=%d gap=%d scale=%g", d->rank, d->update_proj_gap, d->galore_scale);
+    if (d->aux_lr > 0) k += snprintf(out + k, n - k, " aux_lr=%g", d->aux_lr);
 }
 
 void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
@@ -403,7 +409,7 @@ void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
     for (int i = 0; i < NUM_OPTIMIZERS; i++) {
         const Optimizer* o = OPTIMIZERS[i];
         double bpp = (double)optimizer_layout_bytes(&ml, o, &o->defaults) / ml.num_params;
-        char def[128];
+        char def[200];
         char al[160], also[180] = ""; // HuggingFace names that -opt also takes, at the end of the line
         format_defaults(o, def, sizeof(def));
         if (optim_aliases(o, al, sizeof(al))) snprintf(also, sizeof(also), " (also -opt %s)", al);
@@ -411,6 +417,193 @@ void run_list_optimizers(int (*has_kernel)(const Optimizer*)) {
         else printf("%-17s %-12.4f %-44s %s [%s]%s\n", o->name, bpp, def, o->description, o->paper, also);
     }
     model_layout_free(&ml);
+}
+
+// ------------------------------------------------------------------------------------------------
+// A checkpoint carries its run: the model shape, precision and optimizer in its header, every other
+// flag a bit-exact resume needs in its "run flags" blob (the second blob, after the weights: text,
+// a first line naming its version, then one "-flag value" a line, NUL-padded to RUN_FLAGS_BYTES). -y 1 takes them as its defaults; -sample/-eval/-export/-init take the shape.
+
+#define RUN_FLAGS_BLOB "run flags"
+#define RUN_FLAGS_BYTES 4096
+#define RUN_FLAGS_MAGIC "gpt2-run-flags v1\n"
+static char g_run_flags[RUN_FLAGS_BYTES];        // the blob saved with every checkpoint of this run
+static char g_ckpt_flags[RUN_FLAGS_BYTES];       // the blob read from the checkpoint resumed
+static char g_model_spec[64];                    // -model taken from a checkpoint ("L:C:H")
+static char* g_argv[2 * 64 + 200];               // the command line with the checkpoint's flags first
+static char g_adopted[2 * 64][1100];
+
+// The run's flags as the blob records them: resolved values (the optimizer's defaults included, so a
+// resume under a later build that changed a default still trains the same run).
+static void run_flags_text(const Run* r) {
+    const Args* a = &r->a;
+    const OptHyper* h = &r->hyper;
+    const GPT2Config* c = &r->cfg;
+    char* s = g_run_flags;
+    size_t n = sizeof(g_run_flags), k = 0;
+    memset(g_run_flags, 0, sizeof(g_run_flags));
+#define ADD(...) do { if (k < n) k += (size_t)snprintf(s + k, n - k, __VA_ARGS__); } while (0)
+    ADD("%s", RUN_FLAGS_MAGIC);
+    ADD("-model %d:%d:%d\n-precision %s\n-opt %s\n", c->num_layers, c->channels, c->num_heads,
+        a->precision == PRECISION_BF16 ? "bf16" : "fp32", r->opt->name);
+    ADD("-i %s\n", a->train_path);
+    if (a->val_path) ADD("-j %s\n", a->val_path);
+    ADD("-b %d\n-t %d\n-seed %llu\n-sr %d\n", a->B * r->world, a->T, (unsigned long long)a->seed, a->sr);
+    if (a->total_batch != a->B * a->T * r->world) ADD("-d %d\n", a->total_batch); // else the default, -b x -t
+    ADD("-x %d\n-u %d\n-q %.9g\n-g %.9g\n", a->steps, a->warmup, a->final_lr_frac, a->grad_clip);
+    if (!isnan(a->lr)) ADD("-l %.17g\n", a->lr);  // as given: the optimizer's default otherwise (the header's run_lr too)
+    if (!isnan(a->beta1) || r->opt->defaults.beta1 != 0.0) ADD("-beta1 %.17g\n", h->beta1); // -beta1 turns Adafactor's on
+    ADD("-beta2 %.17g\n-beta3 %.17g\n-eps %.17g\n-eps2 %.17g\n-c %.17g\n-momentum %.17g\n-rho %.17g\n-nesterov %d\n",
+        h->beta2, h->beta3, h->eps, h->eps2, h->weight_decay, h->momentum, h->rho, h->nesterov ? 1 : 0);
+    if (h->qblock > 0) ADD("-qblock %d\n", h->qblock);
+    if (h->hess_interval > 0) ADD("-k %d\n", h->hess_interval);
+    if (h->rank > 0) ADD("-rank %d\n", h->rank);
+    if (h->update_proj_gap > 0) ADD("-update-proj-gap %d\n", h->update_proj_gap);
+    ADD("-galore-scale %.17g\n-aux-lr %.17g\n", h->galore_scale, h->aux_lr);
+#undef ADD
+    CHECK(k < n); // paths are at most ~1000 characters each (cli.c)
+}
+
+// The run flags blob, second in the file, after the weights (only in the file: the trainer's ops never
+// see it). Returns the new count; without_run_flags undoes it for the trainer's release.
+static int with_run_flags(CkptBlob* blobs, int nb, char* text) {
+    CHECK(nb >= 1 && nb < CKPT_MAX_BLOBS);
+    memmove(blobs + 2, blobs + 1, (size_t)(nb - 1) * sizeof(CkptBlob));
+    blobs[1] = (CkptBlob){ RUN_FLAGS_BLOB, text, RUN_FLAGS_BYTES };
+    return nb + 1;
+}
+
+static void without_run_flags(CkptBlob* blobs, int nb) { memmove(blobs + 1, blobs + 2, (size_t)(nb - 1) * sizeof(CkptBlob)); }
+
+// Two values of one flag: the same number, the same file, or the same text.
+static int same_value(const char* flag, const char* x, const char* y) {
+    char* e1; char* e2;
+    double u = strtod(x, &e1), v = strtod(y, &e2);
+    if (*x && *y && !*e1 && !*e2) return u == v;
+    if (!strcmp(flag, "-model")) {
+        GPT2Config p = parse_model(x), q = parse_model(y);
+        return p.num_layers == q.num_layers && p.channels == q.channels && p.num_heads == q.num_heads;
+    }
+    if (!strcmp(flag, "-i") || !strcmp(flag, "-j")) {
+        char rx[PATH_MAX], ry[PATH_MAX];
+        if (realpath(x, rx) && realpath(y, ry)) return !strcmp(rx, ry);
+    }
+    return !strcmp(x, y);
+}
+
+static int adopt_argc = 0;
+static void adopt(const char* flag, const char* value) {
+    CHECK(adopt_argc + 2 <= (int)(sizeof(g_adopted) / sizeof(g_adopted[0])));
+    snprintf(g_adopted[adopt_argc++], sizeof(g_adopted[0]), "%.60s", flag);
+    snprintf(g_adopted[adopt_argc++], sizeof(g_adopted[0]), "%.1099s", value);
+}
+
+// What a flag given on resume that differs from the checkpoint's does: 'n' applied with a note, 'r'
+// refused, 0 left to run_check_resume (-b -t -d -seed -sr -l -model -precision -opt: its messages).
+static char resume_policy(const char* flag) {
+    static const char* refused[] = { "-qblock", "-rank", "-i" };
+    static const char* checked[] = { "-b", "-t", "-d", "-seed", "-sr", "-l", "-model", "-precision", "-opt" };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) if (!strcmp(flag, refused[i])) return 'r';
+    for (size_t i = 0; i < sizeof(checked) / sizeof(checked[0]); i++) if (!strcmp(flag, checked[i])) return 0;
+    return 'n';
+}
+
+// The checkpoint a run reads before its model exists: -y 1's, or the weights of -init / -sample /
+// -eval / -export. Its shape (and for -y 1 its flags) become the defaults of the command line, and
+// parse_args reads the two together (the command line last, so what it gives wins); what differs is
+// noted or refused here and in run_check_resume.
+static void adopt_checkpoint(Run* r, int argc, char** argv) {
+    Args* a = &r->a;
+    int use = a->sample_only || a->eval_path || a->export_path;
+    char path[1100] = "", dir_ckpt[1100] = "", warn[2048], err[1024];
+    if (a->out_dir) snprintf(dir_ckpt, sizeof(dir_ckpt), "%s/checkpoint.bin", a->out_dir);
+    if (a->resume) {
+        if (ckpt_choose(dir_ckpt, path, sizeof(path), warn, sizeof(warn), err, sizeof(err)) != 0) return; // resume() says why
+    } else if (a->init_path) snprintf(path, sizeof(path), "%s", a->init_path);
+    else if (use && dir_ckpt[0] && file_exists(dir_ckpt)) snprintf(path, sizeof(path), "%s", dir_ckpt);
+    if (!path[0]) return;
+    adopt_argc = 0;
+    char x_note[1400] = "";
+    CkptHeader h;
+    int32_t llmc[256];
+    FILE* f = fopen(path, "rb");
+    int is_llmc = f && fread(llmc, sizeof(llmc), 1, f) == 1 && llmc[0] == 20240326;
+    if (f) fclose(f);
+    if (is_llmc) snprintf(g_model_spec, sizeof(g_model_spec), "%d:%d:%d", llmc[4], llmc[6], llmc[5]);
+    else if (ckpt_read_header(path, &h, err, sizeof(err)) == 0)
+        snprintf(g_model_spec, sizeof(g_model_spec), "%d:%d:%d", h.num_layers, h.channels, h.num_heads);
+    else return; // load_weights / resume name the problem
+    if (!arg_given(a, "-model")) adopt("-model", g_model_spec);
+    if (!is_llmc && (a->resume || use) && !arg_given(a, "-precision")) adopt("-precision", h.precision ? "bf16" : "fp32");
+    if (a->resume) {
+        if (ckpt_load_blob(path, RUN_FLAGS_BLOB, g_ckpt_flags, sizeof(g_ckpt_flags), err, sizeof(err)) != 0 ||
+            strncmp(g_ckpt_flags, RUN_FLAGS_MAGIC, strlen(RUN_FLAGS_MAGIC)) != 0) {
+            // an older checkpoint: its header has the optimizer, -x and (version 2) -b -t -d -sr -seed -l
+            char v[64];
+            if (!arg_given(a, "-opt")) adopt("-opt", h.optimizer);
+            snprintf(v, sizeof(v), "%d", h.total_steps);
+            if (!arg_given(a, "-x") && h.total_steps > h.step) adopt("-x", v);
+            if (!arg_given(a, "-seed")) { snprintf(v, sizeof(v), "%llu", (unsigned long long)h.seed); adopt("-seed", v); }
+            if (h.run_B > 0) {
+                if (!arg_given(a, "-b") && h.run_B % dist_world() == 0) { snprintf(v, sizeof(v), "%d", h.run_B / dist_world()); adopt("-b", v); }
+                if (!arg_given(a, "-t")) { snprintf(v, sizeof(v), "%d", h.run_T); adopt("-t", v); }
+                if (!arg_given(a, "-d")) { snprintf(v, sizeof(v), "%d", h.run_total_batch); adopt("-d", v); }
+                if (!arg_given(a, "-sr")) { snprintf(v, sizeof(v), "%d", h.run_sr); adopt("-sr", v); }
+                if (!arg_given(a, "-l") && !isnan(h.run_lr)) { snprintf(v, sizeof(v), "%.17g", h.run_lr); adopt("-l", v); }
+            }
+            fprintf(stderr, "note: %s records no run flags (written before checkpoints carried them): the model, precision, "
+                    "optimizer, -x and -seed%s come from it; -u -q -g, the optimizer constants and -i from this command line\n",
+                    path, h.run_B > 0 ? ", -b -t -d -sr -l" : "");
+        } else {
+            g_ckpt_flags[sizeof(g_ckpt_flags) - 1] = 0;
+            for (char* line = g_ckpt_flags + strlen(RUN_FLAGS_MAGIC); *line;) {
+                char* end = strchr(line, '\n');
+                if (!end) break;
+                *end = 0;
+                char* sp = strchr(line, ' ');
+                if (sp) {
+                    *sp = 0;
+                    const char *flag = line, *old = sp + 1, *now = arg_given(a, flag);
+                    char v[32];
+                    if (!strcmp(flag, "-b")) { // recorded as the global micro-batch: -b x ranks
+                        int gb = atoi(old);
+                        if (gb % dist_world() == 0) snprintf(v, sizeof(v), "%d", gb / dist_world()), old = v;
+                    }
+                    if (!now) adopt(flag, old);
+                    else if (!same_value(flag, old, now)) {
+                        char p = resume_policy(flag);
+                        if (p == 'r' && !strcmp(flag, "-i") && a->new_data)
+                            fprintf(stderr, "note: -i %s replaces the checkpoint's -i %s (-new-data 1): training goes on from "
+                                    "step %d on the new data, from its first token\n", now, old, h.step + 1);
+                        else if (p == 'r' && !strcmp(flag, "-i"))
+                            user_error("cannot resume: %s trained on -i %s, this run gives -i %s; drop -i to resume, or pass "
+                                       "-new-data 1 to go on with the new data", path, old, now);
+                        else if (p == 'r')
+                            user_error("cannot resume: %s was written with %s %s, this run gives %s %s, which changes the layout "
+                                       "of the optimizer state; drop %s to resume", path, flag, old, flag, now, flag);
+                        else if (p && !strcmp(flag, "-x"))
+                            snprintf(x_note, sizeof(x_note), "note: -x %s changes the schedule of %s's run (-x %s): from step %d "
+                                     "the lr follows the cosine to step %s", now, path, old, h.step + 1, now);
+                        else if (p)
+                            fprintf(stderr, "note: %s %s replaces the checkpoint's %s %s from step %d on; the resumed run is not the "
+                                    "uninterrupted one\n", flag, now, flag, old, h.step + 1);
+                    }
+                }
+                line = end + 1;
+            }
+        }
+    }
+    if (!adopt_argc) return;
+    // the checkpoint's flags first, then the command line: parse_args keeps the last value of a flag
+    int n = 0;
+    g_argv[n++] = argv[0];
+    for (int i = 0; i < adopt_argc; i++) g_argv[n++] = g_adopted[i];
+    CHECK(n + argc - 1 < (int)(sizeof(g_argv) / sizeof(g_argv[0])));
+    for (int i = 1; i < argc; i++) g_argv[n++] = argv[i];
+    parse_args(a, n, g_argv);
+    a->argc = argc; a->argv = argv; // "given" still means on the command line
+    if (x_note[0]) fprintf(stderr, "%s (warmup %d steps%s); the run is not the uninterrupted one\n", x_note, a->warmup,
+                           arg_given(a, "-u") ? ", as -u gives" : ", as recorded");
 }
 
 // Every rank must train the same run: the flags (argv after the program name) hashed and compared.
@@ -443,6 +636,7 @@ int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kern
     if (r->a.plan_world && r->world > 1)
         user_error("-plan-world plans a world of ranks without MPI: run it as one process, not under mpirun");
     if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); dist_finalize(); return 0; }
+    adopt_checkpoint(r, argc, argv);
     if (r->a.dist_force && !strcmp(trainer, "cpu"))
         user_error("-dist-force 1 runs the CUDA trainer's NCCL path at one rank; the CPU trainer's MPI path runs under "
                    "mpirun -np N ./train_cpu (N >= 2)");
@@ -538,13 +732,16 @@ static void resume(Run* r) {
     mine.run_B *= r->world; // the global micro-batch: 1 rank of -b 6 resumes 2 ranks of -b 3 and back
     run_check_resume(&h, &mine, chosen, r->a.steps);
     int nb = gather_blobs(r, blobs);
-    if (ckpt_load(chosen, &h, blobs, nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    static char flags[RUN_FLAGS_BYTES]; // the run flags blob, when the checkpoint has one (adopt_checkpoint read it)
+    int with = h.nblobs == nb + 1 && nb < CKPT_MAX_BLOBS;
+    if (ckpt_load(chosen, &h, blobs, with ? with_run_flags(blobs, nb, flags) : nb, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    if (with) without_run_flags(blobs, nb);
     if (r->ops.ckpt_from_host) r->ops.ckpt_from_host(r->ops.model, blobs, nb);
     release_blobs(r, blobs, nb);
     r->start_step = h.step;
     r->stats.skipped_total = h.skipped_steps;
     r->stats.tokens_seen = (long)h.tokens_seen;
-    if (dataloader_seek(&r->data.train, h.data_position) != 0)
+    if (!r->a.new_data && dataloader_seek(&r->data.train, h.data_position) != 0)
         user_error("cannot resume: data position in %s is past the end of %s", chosen, r->data.train_path);
     if (r->rank == 0 && logger_cut_back(r->a.out_dir, h.step) != 0)
         user_error("cannot resume: cannot rewrite %s/log.jsonl to step %d: %s", r->a.out_dir, h.step, strerror(errno));
@@ -623,11 +820,14 @@ static int save_checkpoint(Run* r, int step) {
                 file_exists(r->ckpt_path) ? "the last checkpoint is intact" : "there is no earlier checkpoint");
         logger_write(&r->lg, "{\"type\":\"failed\",\"step\":%d,\"why\":\"non-finite weights\"}", step);
         rc = RUN_EXIT_NONFINITE;
-    } else if (ckpt_save(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) {
-        fprintf(stderr, "error: %s; stopping so that no work goes unsaved unnoticed\n", err);
-        rc = RUN_EXIT_WRITE;
     } else {
-        printf("checkpoint: %s (step %d)\n", r->ckpt_path, step);
+        run_flags_text(r);
+        int saved = ckpt_save(r->ckpt_path, &h, blobs, with_run_flags(blobs, nb, g_run_flags), err, sizeof(err));
+        without_run_flags(blobs, nb);
+        if (saved != 0) {
+            fprintf(stderr, "error: %s; stopping so that no work goes unsaved unnoticed\n", err);
+            rc = RUN_EXIT_WRITE;
+        } else printf("checkpoint: %s (step %d)\n", r->ckpt_path, step);
     }
     release_blobs(r, blobs, nb);
     return rc;

@@ -10,7 +10,7 @@ GPU=./train_gpu
 # the flag on both trainers: a bad route is a user error; the CPU trainer notes that the flag is the GPU's
 expect_exit "cpu: -attn takes auto|cudnn|flash|cublas|ref" 2 "-attn must be auto, cudnn, flash, cublas or ref, got 'fast'" -- $TRAIN -attn fast
 expect_exit "cpu: -attn flash is noted as the CUDA trainer's" 0 "note: -attn is the CUDA trainer's" -- $TRAIN -model 1:32:2 -b 1 -t 16 -x 1 -v 0 -gen 0 -attn flash -memory-only 1
-if [ ! -x "$GPU" ]; then echo "note: $GPU not built (make train_gpu); CUDA attention planning tests skipped"; exit 0; fi
+if [ ! -x "$GPU" ]; then skip_test "CUDA attention planning (make train_gpu)" "train_gpu not built"; exit 0; fi
 D12="-model d12 -b 32 -t 1024 -memory-only 1 -opt adamw"
 for r in auto ref cublas flash cudnn; do $GPU $D12 -r 1 -attn $r >"$TMP/$r.txt" 2>&1; done
 # auto is the reference until a GPU run verifies a faster route (cuda/attention_routes.cuh: ATTN_VERIFIED)

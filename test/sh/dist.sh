@@ -25,7 +25,7 @@
 # so only the reduction order differs (the 1e-4 tolerance above).
 cd "$(dirname "$0")/../.."
 . test/lib.sh
-if ! command -v mpirun >/dev/null; then echo "note: mpirun not found; data-parallel tests skipped (apt-get install openmpi-bin libopenmpi-dev)"; exit 0; fi
+if ! command -v mpirun >/dev/null; then skip_test "data parallel, test/sh/dist.sh" "mpirun missing"; exit 0; fi
 if ! grep -q "MPI_Init" <(nm "$TRAIN" 2>/dev/null) && ! ldd "$TRAIN" 2>/dev/null | grep -q libmpi; then
     echo "note: $TRAIN was built without MPI; data-parallel tests skipped"; exit 0
 fi

@@ -9,14 +9,14 @@ cd "$(dirname "$0")/../.."
 . test/lib.sh
 GPU=./train_gpu
 expect_exit "cpu: -dist-force 1 is the CUDA trainer's" 2 "runs the CUDA trainer's NCCL path" -- $TRAIN -model 1:32:2 -t 16 -x 1 -dist-force 1
-if [ ! -x "$GPU" ]; then echo "note: $GPU not built (make train_gpu); CUDA data-parallel planning tests skipped"; exit 0; fi
+if [ ! -x "$GPU" ]; then skip_test "CUDA data-parallel planning (make train_gpu)" "train_gpu not built"; exit 0; fi
 # sophia's label draws for the Gauss-Newton-Bartlett pass: one float per position of the micro-batch
 # (-b 2 -t 16: 128 bytes), in the ledger; not there for another optimizer
 $GPU -model 2:64:2 -b 2 -t 16 -memory-only 1 -opt sophia >"$TMP/so.txt" 2>&1; $GPU -model 2:64:2 -b 2 -t 16 -memory-only 1 -opt adamw >"$TMP/aw.txt" 2>&1
 grep -Eq "Sophia label draws +\| +128 " "$TMP/so.txt" && ! grep -q "Sophia label draws" "$TMP/aw.txt" \
     && pass "gpu sophia: its label draws (4 bytes x B x T = 128) in the ledger, nothing for adamw" \
     || fail "gpu sophia label draws in the ledger" "$(grep -h 'label draws' "$TMP/so.txt" "$TMP/aw.txt" | tr '\n' ' ')"
-if ! command -v mpirun >/dev/null; then echo "note: mpirun not found; CUDA data-parallel planning tests skipped"; exit 0; fi
+if ! command -v mpirun >/dev/null; then skip_test "CUDA data-parallel planning" "mpirun missing"; exit 0; fi
 MPIRUN="mpirun --oversubscribe --allow-run-as-root --mca btl self,vader"
 export OMP_NUM_THREADS=1
 SMALL="-model 2:64:2 -b 2 -t 16 -memory-only 1"

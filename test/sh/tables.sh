@@ -27,6 +27,7 @@ for o in $OPTS; do
 done
 
 # ---- 2. the memory tables: the article's formula rows, exactly; our AdamW = 16 B/param exactly
+if ! command -v gnuplot >/dev/null; then skip_test "memory tables (scripts/memory_table.sh draws PNGs)" "gnuplot missing"; else
 MT="$TMP/memory"
 if bash scripts/memory_table.sh --out "$MT" --train "$TRAIN" > "$TMP/mt.out" 2> "$TMP/mt.err"; then
     pass "tables: memory_table.sh runs"
@@ -60,6 +61,7 @@ for p in memory_7b memory_sizes; do
     if [ -f "$f" ] && [ "$(head -c 8 "$f" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] && [ "$(stat -c %s "$f")" -gt 5000 ]; then
         pass "tables: $p.png is a PNG"; else fail "tables: $p.png is a PNG" "missing, not a PNG or tiny"; fi
 done
+fi
 
 # ---- 3. the decision guide's bytes == the trainer's ledger, every optimizer (a 6.7B shape)
 ADV="$TMP/advise"
