@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test/run.sh: runs every C test (test/test_*.c, built into test/bin/) and every shell test (test/sh/*.sh) from
 # the repository root, counts their "PASS name" / "FAIL name: why" lines, and prints the total as
-# the last line: "N passed, N failed", followed by ", K skipped (REASON: names; ...)" when a check was
-# skipped because a tool it needs is missing ("SKIP name: reason" lines). A test program that crashes or exits non-zero without
+# the last line: "N passed, N failed", or "N passed, N failed, K skipped" when a check was skipped because
+# a tool it needs is missing ("SKIP name: reason" lines), its reasons named on the line before
+# ("skipped: gnuplot missing: ...; mpirun missing: ..."). A test program that crashes or exits non-zero without
 # reporting a FAIL line counts as one failure, so a crash can never pass silently.
 # With arguments (test/sh/*.sh files), runs only those. Nothing is installed: a missing tool is a skip.
 set -u
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 export PLOT_NO_INSTALL=1   # scripts/plot_setup.sh would apt-get install gnuplot as root: never in a test
 if [ $# -gt 0 ]; then
     for s in "$@"; do run_one "$(basename "$s")" bash "$s"; done
-    echo "$passed passed, $failed failed$(skip_summary)"
+    print_total
     [ "$failed" -eq 0 ]
     exit
 fi
@@ -26,5 +27,5 @@ for s in test/sh/*.sh; do
     [ -f "$s" ] || continue
     run_one "$(basename "$s")" bash "$s"
 done
-echo "$passed passed, $failed failed$(skip_summary)"
+print_total
 [ "$failed" -eq 0 ]
