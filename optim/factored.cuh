@@ -54,7 +54,9 @@
 #define FAC_THREADS 256
 
 typedef struct {
-    size_t param_off;   // element offset into the flat parameter / gradient / master buffers
+    size_t param_off;   // element offset into the flat parameter / master / bf16 copy buffers
+    size_t grad_off;    // element offset into the gradient buffer: param_off, or (adalomo, optim/adalomo.cuh)
+                        // the tensor's place in its unit's gradient scratch
     size_t rows, cols;  // a vector is (1, numel); a row shard: its own rows
     size_t numel;
     size_t mrows;       // rows of the whole matrix (-zero 1 row shards: all ranks' rows; else rows)
@@ -107,10 +109,24 @@ typedef struct {
     double* h_sums;                 // host staging of one tensor's sums for its OptReduce
 } FacGpu;
 
+// Where fac_setup's device buffers come from: a NULL pool, one dev_alloc per buffer (adafactor, came); a
+// pool, carved from one allocation (adalomo: one FacGpu per unit, so neither the ledger's lines nor the
+// allocations grow with the layers). base NULL: only adds up the bytes (with a dry ledger: a sizing pass).
+typedef struct { char* base; size_t used; } FacPool;
+static void* fac_alloc(FacPool* pool, Ledger* led, const char* label, size_t bytes) {
+    if (!pool) return dev_alloc(led, MEM_OTHER, label, bytes);
+    const size_t at = pool->used;
+    pool->used += (bytes + 255) & ~(size_t)255;
+    return pool->base && bytes ? pool->base + at : NULL;
+}
+
 // Builds the tables from the shared state layout; buf: the device buffers of the layout; reduce: NULL, or
-// per tensor the OptReduce of a row shard (NULL where the tensor is whole here).
+// per tensor the OptReduce of a row shard (NULL where the tensor is whole here); grad_offsets: NULL (the
+// gradient is indexed as the parameters), or per tensor its offset in the gradient buffer (adalomo);
+// pool: NULL, or where the device buffers come from (FacPool).
 static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* buf, const ParamShape* shapes,
-                      const size_t* param_offsets, int n, const OptReduce* const* reduce, Ledger* led) {
+                      const size_t* param_offsets, const size_t* grad_offsets, int n, const OptReduce* const* reduce, Ledger* led,
+                      FacPool* pool = NULL) {
     memset(f, 0, sizeof(*f));
     f->on = came ? 2 : 1; // 2: came
     FacTensor* ht = (FacTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(FacTensor));
@@ -126,6 +142,7 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
             sp[s] = buf[ts->buf[s]] ? (char*)buf[ts->buf[s]] + ts->offset[s] : NULL;
         }
         t->param_off = param_offsets[i];
+        t->grad_off = grad_offsets ? grad_offsets[i] : param_offsets[i];
         t->numel = shapes[i].numel;
         t->factored = shapes[i].ndim >= 2;   // fac_is_factored()
         t->decay = shapes[i].decay;
@@ -186,11 +203,11 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
         if (t->factored) hf[q++] = i;
     }
     CHECK(k == nitems && q == nfac);
-    double* row_sum = (double*)dev_alloc(led, MEM_OTHER, "factored row sums", nrow * sizeof(double));
-    double* col_part = (double*)dev_alloc(led, MEM_OTHER, "factored column partial sums", npart * sizeof(double));
-    float* rf = (float*)dev_alloc(led, MEM_OTHER, "factored row factors", nrow * sizeof(float));
-    float* cf = (float*)dev_alloc(led, MEM_OTHER, "factored column factors", ncol * sizeof(float));
-    double* sums = (double*)dev_alloc(led, MEM_OTHER, "factored tensor sums", nsums * sizeof(double));
+    double* row_sum = (double*)fac_alloc(pool, led, "factored row sums", nrow * sizeof(double));
+    double* col_part = (double*)fac_alloc(pool, led, "factored column partial sums", npart * sizeof(double));
+    float* rf = (float*)fac_alloc(pool, led, "factored row factors", nrow * sizeof(float));
+    float* cf = (float*)fac_alloc(pool, led, "factored column factors", ncol * sizeof(float));
+    double* sums = (double*)fac_alloc(pool, led, "factored tensor sums", nsums * sizeof(double));
     f->h_sums = (double*)xcalloc(max_sums > 0 ? max_sums : 1, sizeof(double));
     for (int i = 0; i < n; i++) {
         FacTensor* t = &ht[i];
@@ -204,12 +221,12 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
     f->ntensors = n;
     f->nitems = nitems;
     f->nfac = nfac;
-    f->d_tensors = (FacTensor*)dev_alloc(led, MEM_OTHER, "factored tensor table", (size_t)n * sizeof(FacTensor));
-    f->d_items = (FacItem*)dev_alloc(led, MEM_OTHER, "factored work table", (size_t)nitems * sizeof(FacItem));
-    f->d_fac = (int*)dev_alloc(led, MEM_OTHER, "factored matrix list", (size_t)nfac * sizeof(int));
-    f->part_theta = (double*)dev_alloc(led, MEM_OTHER, "factored item sums", 2 * (size_t)nitems * sizeof(double));
+    f->d_tensors = (FacTensor*)fac_alloc(pool, led, "factored tensor table", (size_t)n * sizeof(FacTensor));
+    f->d_items = (FacItem*)fac_alloc(pool, led, "factored work table", (size_t)nitems * sizeof(FacItem));
+    f->d_fac = (int*)fac_alloc(pool, led, "factored matrix list", (size_t)nfac * sizeof(int));
+    f->part_theta = (double*)fac_alloc(pool, led, "factored item sums", 2 * (size_t)nitems * sizeof(double));
     f->part_u = f->part_theta ? f->part_theta + nitems : NULL;
-    f->clip_div = (float*)dev_alloc(led, MEM_OTHER, "factored per-tensor scalars", 2 * (size_t)n * sizeof(float));
+    f->clip_div = (float*)fac_alloc(pool, led, "factored per-tensor scalars", 2 * (size_t)n * sizeof(float));
     f->lr_t = f->clip_div ? f->clip_div + n : NULL;
     if (!led->dry) {
         if (n > 0) CUDA_CHECK(cudaMemcpy(f->d_tensors, ht, (size_t)n * sizeof(FacTensor), cudaMemcpyHostToDevice));
@@ -219,6 +236,14 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
     f->h_tensors = ht; // kept: the reduce staging reads each tensor's sums pointer
     free(hi);
     free(hf);
+}
+
+// The host parts of a FacGpu (after a sizing pass, fac_setup's device buffers are none).
+static void fac_free_host(FacGpu* f) {
+    free(f->h_tensors);
+    free((void*)f->reduce);
+    free(f->h_sums);
+    memset(f, 0, sizeof(*f));
 }
 
 // ---- device helpers ----------------------------------------------------------------------------
@@ -284,7 +309,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
             if (threadIdx.x == 0) part_theta[k] = s;
         }
         if (t.factored) {
-            const G* g = grad + t.param_off;
+            const G* g = grad + t.grad_off;
             const float eps1 = a.eps1, cs = a.clip_scale;
             fac_rowcol(t, it, k - t.item0, [&](size_t i, size_t j, int) {
                 const float gv = opt_grad(g, i * t.cols + j, cs);
@@ -294,7 +319,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
             // the full v: EMA now (each element once), and this item's part of sum (rsqrt(v)*g)^2
             double s = 0.0;
             for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
-                const float g = opt_grad(grad, t.param_off + e, a.clip_scale);
+                const float g = opt_grad(grad, t.grad_off + e, a.clip_scale);
                 const float v = fac_ema(t.v_row[e], a.b2, a.omb2, fac_sq_eps(g, a.eps1));
                 t.v_row[e] = v;
                 const float pu = fac_rsqrt(v) * g;
@@ -364,7 +389,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_usq_kernel(const G* grad, con
         double s = 0.0;
         for (size_t e = it.lo * t.cols + threadIdx.x; e < it.hi * t.cols; e += blockDim.x) {
             const size_t i = e / t.cols, j = e - i * t.cols;
-            const float u = fac_pre_dev(t, i, j) * opt_grad(grad, t.param_off + e, a.clip_scale);
+            const float u = fac_pre_dev(t, i, j) * opt_grad(grad, t.grad_off + e, a.clip_scale);
             s += (double)u * (double)u;
         }
         s = block_sum_double(s, red);
@@ -413,7 +438,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, 
         const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
         const size_t e0 = t.factored ? it.lo * t.cols : it.lo, e1 = t.factored ? it.hi * t.cols : it.hi;
         for (size_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
-            const float g = opt_grad(grad, t.param_off + e, a.clip_scale);
+            const float g = opt_grad(grad, t.grad_off + e, a.clip_scale);
             float pre;
             if (t.factored) {
                 const size_t i = e / t.cols;
@@ -442,13 +467,13 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, co
             const uint64_t base = sr_stream(a.seed, a.step, t.param_off);
             for (size_t e = it.lo + threadIdx.x; e < it.hi; e += blockDim.x) {
                 const size_t gi = t.param_off + e;
-                const float g = opt_grad(grad, gi, a.clip_scale);
+                const float g = opt_grad(grad, t.grad_off + e, a.clip_scale);
                 const float mk = came_momentum(t.m + e, came_u(fac_rsqrt(t.v_row[e]), g, cd), a.cm);
                 opt_store(master, pbf16, gi, came_apply(master[gi], 1.0f, mk, a.cm, wd, wd_alpha), a.sr, base, e);
             }
             continue;
         }
-        const G* g = grad + t.param_off;
+        const G* g = grad + t.grad_off;
         const float cs = a.clip_scale;
         const CameScalars cm = a.cm;
         fac_rowcol(t, it, k - t.item0, [&](size_t i, size_t j, int pass) {
@@ -508,6 +533,28 @@ static void fac_factor_passes(const FacGpu* f, int gf, int res, const FacArgs& a
     KERNEL_CHECK();
 }
 
+static int fac_grid(int n) { return n < OPT_MAX_GRID ? n : OPT_MAX_GRID; }
+
+// Passes 1-5 (see the top of the file): the second moment's statistics and state, the factors, and per
+// tensor the clip divisor (f->clip_div) and, for adafactor (and adalomo, optim/adalomo.cuh), the step size
+// lr_t (f->lr_t). Everything before the update itself.
+template <typename G>
+static void fac_stat_passes(const FacGpu* f, const FacArgs& a, const float* master, const G* grad) {
+    const int gi = fac_grid(f->nitems), gf = fac_grid(f->nfac), gt = (f->ntensors + 127) / 128;
+    fac_stats_kernel<G><<<gi, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_items, f->nitems, f->part_theta, f->part_u, a);
+    KERNEL_CHECK();
+    if (gf > 0) {
+        fac_factor_passes(f, gf, 0, a);
+        fac_usq_kernel<G><<<gi, FAC_THREADS>>>(grad, f->d_tensors, f->d_items, f->nitems, f->part_u, a);
+        KERNEL_CHECK();
+    }
+    fac_tsums_kernel<<<gt, 128>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, a);
+    KERNEL_CHECK();
+    fac_reduce_sums(f, FAC_SUMS_SCALARS);
+    fac_scalars_kernel<<<gt, 128>>>(f->d_tensors, f->ntensors, f->clip_div, f->lr_t, a);
+    KERNEL_CHECK();
+}
+
 // One adafactor or came step over every tensor (see the top of the file); a->lr: the scheduled lr.
 template <typename G>
 static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* ga) {
@@ -530,22 +577,8 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
     a.sr = ga->sr;
     a.seed = ga->seed;
     a.step = ga->step;
-    const int max_grid = OPT_MAX_GRID;
-    const int gi = f->nitems < max_grid ? f->nitems : max_grid;
-    const int gf = f->nfac < max_grid ? f->nfac : max_grid;
-    const int gt = (f->ntensors + 127) / 128;
-    fac_stats_kernel<G><<<gi, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_items, f->nitems, f->part_theta, f->part_u, a);
-    KERNEL_CHECK();
-    if (gf > 0) {
-        fac_factor_passes(f, gf, 0, a);
-        fac_usq_kernel<G><<<gi, FAC_THREADS>>>(grad, f->d_tensors, f->d_items, f->nitems, f->part_u, a);
-        KERNEL_CHECK();
-    }
-    fac_tsums_kernel<<<gt, 128>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, a);
-    KERNEL_CHECK();
-    fac_reduce_sums(f, FAC_SUMS_SCALARS);
-    fac_scalars_kernel<<<gt, 128>>>(f->d_tensors, f->ntensors, f->clip_div, f->lr_t, a);
-    KERNEL_CHECK();
+    const int gi = fac_grid(f->nitems), gf = fac_grid(f->nfac);
+    fac_stat_passes<G>(f, a, master, grad);
     if (!a.came) {
         fac_update_kernel<G><<<gi, FAC_THREADS>>>(master, grad, pbf16, f->d_tensors, f->d_items, f->nitems, f->clip_div, f->lr_t, a);
         KERNEL_CHECK();
@@ -563,7 +596,7 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
 // The entries (optim/registry.h): FacGpu in GpuOpt.own.
 static void fac_gpu_setup(GpuOpt* o, int came, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
     FacGpu* f = (FacGpu*)xcalloc(1, sizeof(FacGpu));
-    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, n, o->reduce, led);
+    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, NULL, n, o->reduce, led);
     o->own = f;
 }
 static void adafactor_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
