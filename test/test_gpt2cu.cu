@@ -1639,8 +1639,12 @@ static double peak_mib(const char* path, const char* key) {
     return v;
 }
 
-#define LOMO_LR "-l 0.3"       // lomo's default (results/sweep/)
-#define ADALOMO_LR "-l 3e-2"    // adalomo's default (results/sweep/)
+// Their defaults (results/sweep/). On the CPU trainer with check_trainer_opt's flags on this shard (2-core
+// EPYC, 2026-12-08): lomo 10.84 -> 10.34 (-g 0: 10.21), adalomo 10.84 -> 9.70, and bf16 nearest vs
+// stochastic rounding vs fp32 differ by at most 0.001 (lomo) and 0.002 (adalomo) in any step's loss: not
+// chaotic at these lrs, so the 0.15 tolerance has room for the GPU's bf16 activations.
+#define LOMO_LR "-l 0.3"
+#define ADALOMO_LR "-l 3e-2"
 static void check_trainer_fused(const char* dir, const char* shard) {
     const int N = 20;
     char cmd[2048], why[512], d1[600];
