@@ -52,6 +52,10 @@
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
 //  6. The data-parallel path (NCCL, -zero 1) at one rank, forced by -dist-force 1, against the plain run:
 //     losses and checkpoints bit-identical; through mpirun when present (see check_nccl).
+//  3k, 4b, 5b. lomo and adalomo (the update inside backward, unit by unit): their unit kernels vs lomo.c /
+//     adalomo.c (check_optimizer_fused), 20 steps vs the CPU trainer with and without clipping, adalomo's
+//     checkpoints GPU <-> CPU and a bit-identical GPU resume, the d12 device peak without model-wide
+//     gradients (check_trainer_fused). `test_gpt2cu -fused` runs only these (a short GPU call).
 //  7. `test_gpt2cu -attn` (its own part of scripts/gpu_check.sh): every attention route (ref, cublas, flash,
 //     cudnn; cuda/attention_routes.cuh) against a float64 host attention at six shapes, bit-identical
 //     reruns, then ./train_gpu -attn ROUTE: 20 bf16 steps vs the CPU trainer, a bit-identical rerun and
@@ -2255,6 +2259,28 @@ int main(int argc, char** argv) {
             test_check(0, "build them first: make train_cpu train_gpu", "trainer binaries ./train_gpu and ./train_cpu exist");
         }
         return test_finish("test_gpt2cu -attn");
+    }
+    if (argc >= 2 && !strcmp(argv[1], "-fused")) {
+        // lomo and adalomo alone (a short GPU call): their kernels, then the trainers (check_trainer_fused)
+        const char* fo[2] = { "lomo", "adalomo" };
+        for (int k = 0; k < 2; k++) {
+            check_optimizer_fused(fo[k], 0, 0);
+            check_optimizer_fused(fo[k], 1, 0);
+            check_optimizer_fused(fo[k], 1, 1);
+        }
+        if (access("./train_gpu", X_OK) == 0 && access("./train_cpu", X_OK) == 0) {
+            char tmpl[] = "/tmp/test_fused_XXXXXX";
+            char* dir = mkdtemp(tmpl);
+            CHECK(dir);
+            char shard[256];
+            snprintf(shard, sizeof(shard), "%s/synthetic.bin", dir);
+            write_synthetic_shard(shard);
+            check_trainer_fused(dir, shard);
+            printf("# trainer logs kept in %s\n", dir);
+        } else {
+            test_check(0, "build them first: make train_cpu train_gpu", "trainer binaries ./train_gpu and ./train_cpu exist");
+        }
+        return test_finish("test_gpt2cu -fused");
     }
     g_matmul_tf32 = 0; // full fp32 matmuls for the fp32 model check
     VecFile vf = vec_load("test/vectors/gpt2_tiny.bin");
