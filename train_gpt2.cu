@@ -79,7 +79,7 @@ struct Acts {
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lnf_mean, *lnf_rstd, *lse, *losses, *dpre;
 };
 
-typedef struct {
+typedef struct GPT2 {
     GPT2Config config;
     int precision;            // PRECISION_BF16 or PRECISION_FP32
     int recompute;            // -r: 1 = recompute GELU in backward
@@ -91,7 +91,12 @@ typedef struct {
                               // [master_lo, master_lo + master_n) exists (-zero 1: this rank's range);
                               // == params in fp32 mode (all of it)
     size_t master_lo, master_n;
-    void* grads;              // (num_params) same type as params
+    void* grads;              // (num_params) same type as params; NULL with a fused-backward optimizer (gscratch)
+    void* gscratch;           // lomo/adalomo (OPT_FUSED_BACKWARD): the gradients of unit 0 (unit_size[0]
+                              // elements: wte, wpe, lnf) then of one block (unit_size[1]), same type as params;
+                              // NULL otherwise. No model-wide gradient exists (train_step_fused).
+    void (*unit_done)(struct GPT2* m, int unit, void* ctx); // called by backward when a unit's gradient is
+    void* unit_ctx;           // complete (block l: unit 1 + l; then unit 0), NULL: none (train_step_fused)
     void* act_memory;         // activations + backward scratch, storage type
     float* stat_memory;       // fp32 statistics
     float* partial;           // column-reduction scratch
@@ -178,8 +183,25 @@ static Acts<T_> point_acts(GPT2* m, int B, int T) {
     return a;
 }
 
+// LOMO and AdaLomo (OPT_FUSED_BACKWARD) update each unit inside backward as soon as its gradient is
+// complete, so the gradients live in a scratch of unit 0 plus one block instead of the model-wide buffer.
+// Unit 0 (wte, wpe, lnf.w, lnf.b) has its own part, alive through the whole backward: the tied wte's
+// gradient is produced twice, by the LM head first and by the token embedding last (the CPU trainer's
+// gscratch_embed); the blocks take turns in the other part. In the storage type (bf16 or fp32), each
+// tensor at its ModelTensor.scratch_offset (64-byte aligned, trainer/model.c).
+static void gpt2_alloc_gscratch(GPT2* m, Ledger* led) {
+    const size_t n = m->layout.unit_size[0] + m->layout.unit_size[1];
+    m->gscratch = dev_alloc(led, MEM_GRADS, m->elt == 2 ? "fused-backward gradient scratch (bf16)"
+                                                         : "fused-backward gradient scratch (fp32)", n * m->elt);
+}
+// Unit u's part of the scratch and its elements.
+static void* unit_gscratch(const GPT2* m, int unit) { return (char*)m->gscratch + (unit == 0 ? 0 : m->layout.unit_size[0] * m->elt); }
+static size_t unit_gscratch_elems(const GPT2* m, int unit) { return m->layout.unit_size[unit == 0 ? 0 : 1]; }
+
 // Allocates everything through the ledger (device memory with dev_alloc; a dry ledger only records).
-static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recompute, int B, int T, Ledger* led) {
+// fused: the optimizer updates inside backward (OPT_FUSED_BACKWARD): a one-unit gradient scratch instead
+// of the model-wide gradients.
+static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recompute, int B, int T, Ledger* led, int fused = 0) {
     memset(m, 0, sizeof(*m));
     model_layout_build(&m->layout, cfg);
     m->config = *cfg;
@@ -191,15 +213,16 @@ static void gpt2_build(GPT2* m, const GPT2Config* cfg, int precision, int recomp
     m->elt = bf ? 2 : 4;
     if (bf) {
         m->params = dev_alloc(led, MEM_PARAMS, "params (bf16)", P * 2);
-        m->grads = dev_alloc(led, MEM_GRADS, "grads (bf16)", P * 2);
+        if (!fused) m->grads = dev_alloc(led, MEM_GRADS, "grads (bf16)", P * 2);
         // the fp32 master comes with the optimizer: gpt2_alloc_master, once the -zero 1 plan is known
     } else {
         m->params = dev_alloc(led, MEM_PARAMS, "params (fp32)", P * 4);
         m->master = (float*)m->params;
         m->master_lo = 0;
         m->master_n = P;
-        m->grads = dev_alloc(led, MEM_GRADS, "grads (fp32)", P * 4);
+        if (!fused) m->grads = dev_alloc(led, MEM_GRADS, "grads (fp32)", P * 4);
     }
+    if (fused) gpt2_alloc_gscratch(m, led);
     m->act_memory = dev_alloc(led, MEM_ACTIVATIONS, bf ? "activations (bf16)" : "activations (fp32)",
                               activation_elems(cfg, B, T, recompute) * m->elt);
     m->stat_memory = (float*)dev_alloc(led, MEM_ACTIVATIONS, "statistics (fp32)", stat_floats(cfg, B, T) * 4);
@@ -243,6 +266,19 @@ static void gpt2_free_host(GPT2* m) {
 template <typename T_>
 static T_* tensor_ptr(const GPT2* m, void* base, int k, int l) {
     return (T_*)base + m->layout.param_offsets[k] + (size_t)l * (m->layout.param_sizes[k] / (k == P_WTE || k == P_WPE || k >= P_LNFW ? 1 : m->config.num_layers));
+}
+
+// Where backward writes the gradients: the model-wide buffer, or with a fused-backward optimizer the unit
+// scratch (gpt2_alloc_gscratch). tensor_ptr<T_>(m, G, k, l) on a GradView G is tensor k's layer-l gradient.
+struct GradView { void* flat; void* scratch; };
+static GradView grad_view(const GPT2* m) { GradView g = { m->grads, m->gscratch }; return g; }
+template <typename T_>
+static T_* tensor_ptr(const GPT2* m, GradView g, int k, int l) {
+    if (!g.scratch) return tensor_ptr<T_>(m, g.flat, k, l);
+    // the optimizer's tensor list (trainer/model.c): wte, wpe, lnf.w, lnf.b, then 12 per block in P_ order
+    const int i = k == P_WTE ? 0 : k == P_WPE ? 1 : k == P_LNFW ? 2 : k == P_LNFB ? 3 : 4 + 12 * l + (k - P_LN1W);
+    const ModelTensor* p = &m->layout.tensors[i];
+    return (T_*)unit_gscratch(m, p->unit) + p->scratch_offset;
 }
 
 // What the forward's classifier scores: nothing (logits only), m->targets, or labels drawn on the device
@@ -326,7 +362,7 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     size_t BT = (size_t)B * T;
     Acts<T_> a = point_acts<T_>(m, B, T);
     void* W = m->params;
-    void* G = m->grads;
+    const GradView G = grad_view(m);
     float* part = m->partial;
     const double E = sizeof(T_), NHd = NH, HSd = C / NH, Td = T;
     const double mmf = 4.0 * BT * C * C, act = E * BT * C; // a (C, C) matmul's backward (dX and dW) flops; a (B, T, C) tensor's bytes
@@ -366,6 +402,7 @@ static void gpt2_backward(GPT2* m, int B, int T) {
         PROF(PROF_LN_BWD, 0, 4 * act, layernorm_backward<T_>(a.dres, tensor_ptr<T_>(m, G, P_LN1W, l), tensor_ptr<T_>(m, G, P_LN1B, l), part, a.dln,
                                                             x, tensor_ptr<T_>(m, W, P_LN1W, l), a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C));
         // now a.dres = d(x), the input of block l
+        if (m->unit_done) m->unit_done(m, 1 + l, m->unit_ctx);
     }
     // token embedding: positions grouped by token on the host (deterministic sums, no atomics)
     int* tokens = m->h_group;
@@ -375,6 +412,7 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     CUDA_CHECK(cudaMemcpy(m->d_group, m->h_group, (3 * BT + 1) * sizeof(int), cudaMemcpyHostToDevice));
     PROF(PROF_ENCODER_BWD, 0, 2 * act, encoder_backward<T_>(tensor_ptr<T_>(m, G, P_WTE, 0), tensor_ptr<T_>(m, G, P_WPE, 0), a.dres, m->d_group,
                                                            m->d_group + BT, m->d_group + 2 * BT + 1, U, B, T, C));
+    if (m->unit_done) m->unit_done(m, 0, m->unit_ctx);
 }
 
 // The storage type is picked once here: gpt2_forward<bf16d> or gpt2_forward<float> (same name, typed).
@@ -386,7 +424,7 @@ static void gpt2_backward(GPT2* m, int B, int T) {
     if (m->precision == PRECISION_BF16) gpt2_backward<bf16d>(m, B, T);
     else gpt2_backward<float>(m, B, T);
 }
-static void zero_grads(GPT2* m) { PROF(PROF_OTHER, 0, m->layout.num_params * m->elt, CUDA_CHECK(cudaMemset(m->grads, 0, m->layout.num_params * m->elt))); }
+static void zero_grads(GPT2* m) { if (m->grads) PROF(PROF_OTHER, 0, m->layout.num_params * m->elt, CUDA_CHECK(cudaMemset(m->grads, 0, m->layout.num_params * m->elt))); }
 
 // ------------------------------------------------------------------------------------------------
 // 3. gradient norm, initialisation, host <-> device
@@ -474,7 +512,17 @@ static void optimizer_setup(GpuOpt* o, GPT2* m, const Optimizer* opt, const OptH
     ParamShape* shapes = (ParamShape*)xcalloc((size_t)n, sizeof(ParamShape));
     size_t* offs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
     for (int i = 0; i < n; i++) { shapes[i] = m->layout.tensors[i].shape; offs[i] = m->layout.tensors[i].offset; }
-    gpu_opt_setup(o, opt, h, shapes, offs, n, led);
+    if (opt->flags & OPT_FUSED_BACKWARD) {
+        // lomo, adalomo: each tensor's unit and its place in that unit's gradient scratch (gpt2_alloc_gscratch)
+        int* units = (int*)xcalloc((size_t)n, sizeof(int));
+        size_t* goffs = (size_t*)xcalloc((size_t)n, sizeof(size_t));
+        for (int i = 0; i < n; i++) { units[i] = m->layout.tensors[i].unit; goffs[i] = m->layout.tensors[i].scratch_offset; }
+        gpu_opt_setup_fused(o, opt, h, shapes, offs, units, goffs, n, led);
+        free(units);
+        free(goffs);
+    } else {
+        gpu_opt_setup(o, opt, h, shapes, offs, n, led);
+    }
     free(shapes);
     free(offs);
 }
@@ -724,6 +772,115 @@ static StepResult train_step(GPT2* m, GpuOpt* o, GpuZero* zero, GpuDist* d, Run*
     return res;
 }
 
+// ---- LOMO and AdaLomo (OPT_FUSED_BACKWARD): the update inside backward, unit by unit ----------------
+// As the CPU trainer's train_step_fused / fused_unit_done (train_gpt2.c), with the same semantics, flags
+// and logged loss and norm. Backward writes each unit's gradient into the unit scratch
+// (gpt2_alloc_gscratch) and calls fused_unit_done when the unit is complete (block L-1 first, ..., block
+// 0, then unit 0 after the token embedding's backward): the unit's gradient is averaged over the ranks
+// (data parallel), its sum of squares taken (double, fixed order; one host sync per unit), and unless
+// this pass only measures the norm, the optimizer's unit step is enqueued (gpu_opt_unit_step: the same
+// stream, so it runs after the kernels that wrote the scratch and before the next block's backward
+// reuses it). A unit whose gradient is not finite is not updated, and the step counts as skipped.
+typedef struct {
+    GpuOpt* o;
+    GpuDist* d;
+    int step;
+    float lr_scale;
+    float clip_scale;
+    int norm_only;       // first pass of two-pass clipping: only measure the gradient norm
+    double sumsq;        // accumulated squared norm
+    int nonfinite_units; // units whose gradient was not finite (their update is skipped)
+} FusedCtx;
+
+// Sum of squares of n gradient elements of the storage type at g (double, fixed order: sumsq_kernel).
+static double gscratch_sumsq(GPT2* m, const void* g, size_t n) {
+    if (m->precision == PRECISION_BF16) PROF(PROF_NORM, 0, n * m->elt, sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)g, n));
+    else PROF(PROF_NORM, 0, n * m->elt, sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)g, n));
+    KERNEL_CHECK();
+    double h[NORM_BLOCKS];
+    CUDA_CHECK(cudaMemcpy(h, m->norm_partial, sizeof(h), cudaMemcpyDeviceToHost));
+    double s = 0.0;
+    for (int i = 0; i < NORM_BLOCKS; i++) s += h[i];
+    return s;
+}
+
+static void fused_unit_done(GPT2* m, int unit, void* vctx) {
+    FusedCtx* c = (FusedCtx*)vctx;
+    void* g = unit_gscratch(m, unit);
+    const size_t n = unit_gscratch_elems(m, unit);
+    const int bf = m->precision == PRECISION_BF16;
+    gpu_dist_average_grads(c->d, g, n, bf); // nothing at one rank without -dist-force
+    const double s = gscratch_sumsq(m, g, n); // the padding between tensors is zero: the unit's tensors' sum
+    c->sumsq += s;
+    if (!c->norm_only) {
+        if (!isfinite(s)) c->nonfinite_units++;
+        else if (bf) PROF(PROF_OPTIMIZER, 0, 0, gpu_opt_unit_step<bf16d>(c->o, unit, m->master, (const bf16d*)g, (bf16d*)m->params, c->step, c->lr_scale, c->clip_scale));
+        else PROF(PROF_OPTIMIZER, 0, 0, gpu_opt_unit_step<float>(c->o, unit, m->master, (const float*)g, (bf16d*)NULL, c->step, c->lr_scale, c->clip_scale));
+    }
+    // backward adds into the gradients: the block part starts the next block at zero (unit 0's part is
+    // zeroed before each backward, fused_backward)
+    if (unit != 0) PROF(PROF_OTHER, 0, n * m->elt, CUDA_CHECK(cudaMemset(g, 0, n * m->elt)));
+}
+
+// One backward with the unit hook: the scratch starts at zero.
+static void fused_backward(GPT2* m, int B, int T, FusedCtx* c) {
+    const size_t n = m->layout.unit_size[0] + m->layout.unit_size[1];
+    PROF(PROF_OTHER, 0, n * m->elt, CUDA_CHECK(cudaMemset(m->gscratch, 0, n * m->elt)));
+    m->unit_done = fused_unit_done;
+    m->unit_ctx = c;
+    gpt2_backward(m, B, T);
+    m->unit_done = NULL;
+    m->unit_ctx = NULL;
+}
+
+// LOMO and AdaLomo update each unit inside backward, as soon as its gradient exists, so no model-wide
+// gradient is ever held. Gradient clipping by the global norm (-g) needs that norm before the first
+// update, but the norm is known only once the last unit's gradient exists, by which time the units
+// would all have been updated: so with -g it takes two passes, as LOMO's reference does (and the CPU
+// trainer): the first backward only measures the norm (no update), then the forward is repeated (the
+// classifier turned the logits into their gradient in place, and backward's scratch lives in that
+// buffer) and the second backward applies the updates with the clip factor. Without -g one pass, and the
+// logged norm is that pass's. (No gradient accumulation: run_check_args refuses it.)
+// Events: ev[0] start, ev[1] after the first forward, ev[2] after the last backward (with -g this span
+// holds the norm pass and the second forward too; the updates are inside it), ev[3] end.
+static StepResult train_step_fused(GPT2* m, GpuOpt* o, GpuDist* d, Run* r, int opt_t, float lr_scale, StepTimer* tm) {
+    const Args* a = &r->a;
+    StepResult res = { 0.0f, 0.0f, 0 };
+    FusedCtx c = { o, d, opt_t, lr_scale, 1.0f, 0, 0.0, 0 };
+    CHECK(r->accum == 1 && tm->accum == 1 && m->gscratch);
+    CUDA_CHECK(cudaEventRecord(tm->ev[0]));
+    run_next_batch(r, m->inputs, m->targets);
+    gpt2_forward(m, a->B, a->T, FWD_TARGETS, 1.0f);
+    CUDA_CHECK(cudaEventRecord(tm->ev[1]));
+    timer_peak(tm);
+    res.loss = m->mean_loss;
+    if (d->on) dist_allreduce_f32(&res.loss, 1, 1.0f / d->world); // the mean of the ranks' means
+    if (!isfinite(res.loss)) res.skipped = 1;
+    if (!res.skipped && a->grad_clip > 0.0f) {
+        c.norm_only = 1;
+        fused_backward(m, a->B, a->T, &c);
+        res.norm = (float)sqrt(c.sumsq);
+        if (!isfinite(res.norm)) res.skipped = 1;
+        else {
+            c.norm_only = 0;
+            c.sumsq = 0.0;
+            c.clip_scale = res.norm > a->grad_clip ? a->grad_clip / res.norm : 1.0f;
+            gpt2_forward(m, a->B, a->T, FWD_TARGETS, 1.0f);
+        }
+    }
+    if (!res.skipped) {
+        fused_backward(m, a->B, a->T, &c);
+        if (a->grad_clip <= 0.0f) res.norm = (float)sqrt(c.sumsq);
+        if (c.nonfinite_units) res.skipped = 1;
+    }
+    CUDA_CHECK(cudaEventRecord(tm->ev[2]));
+    CUDA_CHECK(cudaEventRecord(tm->ev[3]));
+    CUDA_CHECK(cudaEventSynchronize(tm->ev[3]));
+    CUDA_CHECK(cudaGetLastError());
+    timer_peak(tm);
+    return res;
+}
+
 // Sophia (OPT_HESSIAN): every hess_interval optimizer steps, after that step's update, the
 // Gauss-Newton-Bartlett estimate as the CPU trainer's maybe_update_hessian: a fresh batch, labels drawn
 // from the model's own softmax on the device with the CPU trainer's uniforms (the same seed, step and
@@ -785,7 +942,8 @@ int main(int argc, char** argv) {
     int dev = 0;
     if (!a->memory_only) prop = device_setup(&dist, &dev);
     GPT2 model;
-    gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led);
+    const int fused = (run.opt->flags & OPT_FUSED_BACKWARD) != 0; // lomo, adalomo: train_step_fused
+    gpt2_build(&model, &run.cfg, a->precision, a->recompute, a->B, a->T, &run.led, fused);
     g_oom_num_params = model.layout.num_params;
     matmul_setup(&run.led);
     // the attention route (-attn) and its scratch; cuDNN's plans are built here, once, for (B, T)
@@ -857,7 +1015,8 @@ int main(int argc, char** argv) {
         float lr_scale = run_lr_scale(&run, step);
         const int opt_t = run_opt_step(&run, step);
         prof_collect(0); // launches since the last step (evaluation, sampling) are not the step's
-        StepResult s = train_step(&model, &orun, zp, &dist, &run, opt_t, lr_scale, &tm);
+        StepResult s = fused ? train_step_fused(&model, &orun, &dist, &run, opt_t, lr_scale, &tm)
+                             : train_step(&model, &orun, zp, &dist, &run, opt_t, lr_scale, &tm);
         if (!s.skipped) maybe_update_hessian(&model, &orun, zp, &dist, &run, step, opt_t);
         double dt = now_seconds() - t0;
         const int timed = step > run.start_step + 1 || a->steps == run.start_step + 1;
@@ -877,7 +1036,9 @@ int main(int argc, char** argv) {
     if (ts > 0)
         n += snprintf(mem + n, sizeof(mem) - n, "gpu time per step (cudaEvents, %d steps): forward %.2f ms, backward %.2f ms, "
                       "optimizer %.2f ms (incl. norm%s)\n", ts, tm.fwd_ms / ts, tm.bwd_ms / ts, tm.opt_ms / ts,
-                      !dist.on ? "" : zp ? ", gradient all-reduce, weight all-gather" : ", gradient all-reduce");
+                      fused ? (a->grad_clip > 0.0f ? "; lomo/adalomo: the updates, the norm pass and the second forward are in backward"
+                                                   : "; lomo/adalomo: the updates and the norm are in backward")
+                      : !dist.on ? "" : zp ? ", gradient all-reduce, weight all-gather" : ", gradient all-reduce");
     snprintf(mem + n, sizeof(mem) - n, "memory: ledger peak %.2f MiB (cuBLASLt workspace %.2f MiB), device peak %.2f MiB (total - free, "
              "incl. CUDA context), process peak RSS %.2f MiB\n", run.led.peak / 1048576.0, MATMUL_WORKSPACE_BYTES / 1048576.0,
              tm.dev_peak / 1048576.0, process_peak_rss() / 1048576.0);

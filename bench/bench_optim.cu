@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
     int nmatmul = 0;
     for (int k = 0; k < NUM_OPTIMIZERS; k++) {
         const Optimizer* opt = OPTIMIZERS[k];
-        if (!optim_has_cuda(opt)) continue;
+        if (!optim_has_cuda(opt) || (opt->flags & OPT_FUSED_BACKWARD)) continue; // lomo, adalomo: updates inside backward, unit by unit
         int pick = nonly == 0;
         for (int j = 0; j < nonly; j++) pick |= !strcmp(only[j], opt->name);
         if (!pick) continue;

@@ -28,6 +28,7 @@
 #include <math.h>
 #include "optim_common.h"
 #include "factored.h"
+#include "adalomo.h"
 
 static int adalomo_layout(const OptHyper* h, const ParamShape* s, StateSpec out[OPT_MAX_STATES]) {
     if (fac_is_factored(s)) {
@@ -53,21 +54,15 @@ static void adalomo_step(const OptHyper* h, OptTensor* p, OptStep* st) {
     const float clip_div = fac_second_moment(&w, v_row, v_col, g, (float)h->eps, beta2t,
                                              h->clip_threshold);
 
-    // Parameter scaling: RMS of theta before this step's update.
-    const double scale = fmax(h->eps2, fac_rms(theta, s->numel));
-    const float lr_t = (float)((double)st->lr * scale);
-    const double wd = optim_wd(h, p);
-    const float decay = (float)(1.0 - (double)lr_t * wd);
-    const float neg_lr = -lr_t;
+    // Parameter scaling: RMS of theta before this step's update (adalomo.h, shared with the CUDA kernel).
+    const float lr_t = adalomo_lr_t(st->lr, h->eps2, fac_rms(theta, s->numel));
+    const AdalomoTensorScalars ts = adalomo_tensor_scalars(lr_t, optim_wd(h, p));
     const size_t rows = w.rows, cols = w.cols;
     OPTIM_PARALLEL_FOR(s->numel)
     for (size_t i = 0; i < rows; i++) {
         for (size_t j = 0; j < cols; j++) {
             const size_t k = i * cols + j;
-            float u = fac_pre(&w, i, j) * g[k] / clip_div;
-            float th = theta[k];
-            if (wd > 0.0) th = th * decay;
-            theta[k] = th + neg_lr * u;
+            theta[k] = adalomo_update(theta[k], g[k], fac_pre(&w, i, j), clip_div, ts);
         }
     }
     fac_work_free(&w);

@@ -52,6 +52,10 @@
 // differ by ~1e-16 relative, so the fp32 statistics almost always round to the same float
 // (test/test_optim_fac_plan.c runs this plan's order on the host against adafactor.c and came.c).
 //
+// Gradients are read at grad_off (FacTensor), everything else at param_off: the same offset for adafactor
+// and came; adalomo (optim/adalomo.cuh) runs passes 1-5 (fac_stat_passes) over one FacGpu per backward
+// unit, its tensors' gradients at their places in the unit's gradient scratch, then its own update.
+//
 // -zero 1 row shards (trainer/zero.h, OPT_SHARD_ROWS): a tensor here may be rows [r0, r1) of a matrix
 // whose other rows other ranks hold (its param_off points at row r0, its row state is its rows', its
 // column state the whole matrix's). Every statistic over all rows is then this rank's partial sum,
@@ -78,7 +82,9 @@
 #define FAC_BATCH 4           // rows a warp loads before it reduces them (loads in flight per lane)
 
 typedef struct {
-    size_t param_off;   // element offset into the flat parameter / gradient / master buffers
+    size_t param_off;   // element offset into the flat parameter / master / bf16 copy buffers
+    size_t grad_off;    // element offset into the gradient buffer: param_off, or (adalomo, optim/adalomo.cuh)
+                        // the tensor's place in its unit's gradient scratch
     size_t rows, cols;  // a vector is (1, numel); a row shard: its own rows
     size_t numel;
     size_t mrows;       // rows of the whole matrix (-zero 1 row shards: all ranks' rows; else rows)
@@ -130,10 +136,25 @@ typedef struct {
     double* h_sums;                 // host staging of one tensor's sums for its OptReduce
 } FacGpu;
 
+// Where fac_setup's device buffers come from: a NULL pool, one dev_alloc per buffer (adafactor, came); a
+// pool, carved from one allocation (adalomo: one FacGpu per unit, so neither the ledger's lines nor the
+// allocations grow with the layers). base NULL: only adds up the bytes (with a dry ledger: a sizing pass).
+// Every carve is 256-byte aligned, so the tables and partials keep cudaMalloc's alignment.
+typedef struct { char* base; size_t used; } FacPool;
+static void* fac_alloc(FacPool* pool, Ledger* led, const char* label, size_t bytes) {
+    if (!pool) return dev_alloc(led, MEM_OTHER, label, bytes);
+    const size_t at = pool->used;
+    pool->used += (bytes + 255) & ~(size_t)255;
+    return pool->base && bytes ? pool->base + at : NULL;
+}
+
 // Builds the tables from the shared state layout; buf: the device buffers of the layout; reduce: NULL, or
-// per tensor the OptReduce of a row shard (NULL where the tensor is whole here).
+// per tensor the OptReduce of a row shard (NULL where the tensor is whole here); grad_offsets: NULL (the
+// gradient is indexed as the parameters), or per tensor its offset in the gradient buffer (adalomo);
+// pool: NULL, or where the device buffers come from (FacPool).
 static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* buf, const ParamShape* shapes,
-                      const size_t* param_offsets, int n, const OptReduce* const* reduce, Ledger* led) {
+                      const size_t* param_offsets, const size_t* grad_offsets, int n, const OptReduce* const* reduce, Ledger* led,
+                      FacPool* pool = NULL) {
     memset(f, 0, sizeof(*f));
     f->on = came ? 2 : 1; // 2: came
     FacTensor* ht = (FacTensor*)xcalloc((size_t)(n > 0 ? n : 1), sizeof(FacTensor));
@@ -150,6 +171,7 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
             sp[s] = buf[ts->buf[s]] ? (char*)buf[ts->buf[s]] + ts->offset[s] : NULL;
         }
         t->param_off = param_offsets[i];
+        t->grad_off = grad_offsets ? grad_offsets[i] : param_offsets[i];
         t->numel = shapes[i].numel;
         t->factored = shapes[i].ndim >= 2;   // fac_is_factored()
         t->decay = shapes[i].decay;
@@ -201,11 +223,11 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
         if (t->factored) hf[q++] = i;
     }
     CHECK(q == nfac);
-    double* rowpart = (double*)dev_alloc(led, MEM_OTHER, "factored row partial sums", plan.nrowpart * sizeof(double));
-    double* colpart = (double*)dev_alloc(led, MEM_OTHER, "factored column partial sums", plan.ncolpart * sizeof(double));
-    float* rf = (float*)dev_alloc(led, MEM_OTHER, "factored row factors", nrow * sizeof(float));
-    float* cf = (float*)dev_alloc(led, MEM_OTHER, "factored column factors", ncol * sizeof(float));
-    double* sums = (double*)dev_alloc(led, MEM_OTHER, "factored tensor sums", nsums * sizeof(double));
+    double* rowpart = (double*)fac_alloc(pool, led, "factored row partial sums", plan.nrowpart * sizeof(double));
+    double* colpart = (double*)fac_alloc(pool, led, "factored column partial sums", plan.ncolpart * sizeof(double));
+    float* rf = (float*)fac_alloc(pool, led, "factored row factors", nrow * sizeof(float));
+    float* cf = (float*)fac_alloc(pool, led, "factored column factors", ncol * sizeof(float));
+    double* sums = (double*)fac_alloc(pool, led, "factored tensor sums", nsums * sizeof(double));
     f->h_sums = (double*)xcalloc(max_sums > 0 ? max_sums : 1, sizeof(double));
     for (int i = 0; i < n; i++) {
         FacTensor* t = &ht[i];
@@ -220,14 +242,14 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
     f->ntiles = plan.ntiles;
     f->nunits = plan.nunits;
     f->nfac = nfac;
-    f->d_tensors = (FacTensor*)dev_alloc(led, MEM_OTHER, "factored tensor table", (size_t)n * sizeof(FacTensor));
-    f->d_tiles = (RpTile*)dev_alloc(led, MEM_OTHER, "factored tile table", (size_t)plan.ntiles * sizeof(RpTile));
-    f->d_units = (RpUnit*)dev_alloc(led, MEM_OTHER, "factored unit table", (size_t)plan.nunits * sizeof(RpUnit));
-    f->d_fac = (int*)dev_alloc(led, MEM_OTHER, "factored matrix list", (size_t)nfac * sizeof(int));
-    f->rpart = (double*)dev_alloc(led, MEM_OTHER, "factored unit sums", (size_t)plan.nunits * sizeof(double));
-    f->part_theta = (double*)dev_alloc(led, MEM_OTHER, "factored tile sums", 2 * (size_t)plan.ntiles * sizeof(double));
+    f->d_tensors = (FacTensor*)fac_alloc(pool, led, "factored tensor table", (size_t)n * sizeof(FacTensor));
+    f->d_tiles = (RpTile*)fac_alloc(pool, led, "factored tile table", (size_t)plan.ntiles * sizeof(RpTile));
+    f->d_units = (RpUnit*)fac_alloc(pool, led, "factored unit table", (size_t)plan.nunits * sizeof(RpUnit));
+    f->d_fac = (int*)fac_alloc(pool, led, "factored matrix list", (size_t)nfac * sizeof(int));
+    f->rpart = (double*)fac_alloc(pool, led, "factored unit sums", (size_t)plan.nunits * sizeof(double));
+    f->part_theta = (double*)fac_alloc(pool, led, "factored tile sums", 2 * (size_t)plan.ntiles * sizeof(double));
     f->part_u = f->part_theta ? f->part_theta + plan.ntiles : NULL;
-    f->clip_div = (float*)dev_alloc(led, MEM_OTHER, "factored per-tensor scalars", 2 * (size_t)n * sizeof(float));
+    f->clip_div = (float*)fac_alloc(pool, led, "factored per-tensor scalars", 2 * (size_t)n * sizeof(float));
     f->lr_t = f->clip_div ? f->clip_div + n : NULL;
     if (!led->dry) {
         if (n > 0) CUDA_CHECK(cudaMemcpy(f->d_tensors, ht, (size_t)n * sizeof(FacTensor), cudaMemcpyHostToDevice));
@@ -239,6 +261,14 @@ static void fac_setup(FacGpu* f, int came, const StateLayout* sl, void* const* b
     rp_fac_plan_free(&plan);
     free(pt);
     free(hf);
+}
+
+// The host parts of a FacGpu (after a sizing pass, fac_setup's device buffers are none).
+static void fac_free_host(FacGpu* f) {
+    free(f->h_tensors);
+    free((void*)f->reduce);
+    free(f->h_sums);
+    memset(f, 0, sizeof(*f));
 }
 
 // ---- device helpers ----------------------------------------------------------------------------
@@ -329,7 +359,7 @@ __device__ __forceinline__ void st_master8(float* master, bf16d* pbf16, size_t g
 // aligned in each buffer a pass touches (cudaMalloc'd buffers are; a tensor at an odd offset is not).
 template <typename G>
 __device__ __forceinline__ bool fac_vec_ok(const FacTensor& t, const G* grad, const float* master, const bf16d* pbf16, const float* m) {
-    return t.cols % RP_VEC == 0 && fac_al16(grad + t.param_off) && (!master || fac_al16(master + t.param_off)) &&
+    return t.cols % RP_VEC == 0 && fac_al16(grad + t.grad_off) && (!master || fac_al16(master + t.param_off)) &&
            (!pbf16 || fac_al16(pbf16 + t.param_off)) && (!m || fac_al16(m));
 }
 
@@ -422,7 +452,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
         const FacTensor t = tensors[x.tensor];
         const bool vec = fac_vec_ok<G>(t, grad, master, NULL, NULL);
         if (t.factored) {
-            const G* g = grad + t.param_off;
+            const G* g = grad + t.grad_off;
             const float eps1 = a.eps1, cs = a.clip_scale;
             const size_t cols = t.cols;
             fac_tile_rowcol(t, x, sm, [&](size_t i, size_t c, int n, float* u) {
@@ -439,7 +469,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_stats_kernel(const float* mas
                 const int n = rp_group_len(e0, x.r1);
                 for (int j = 0; j < n; j++) {
                     const size_t e = e0 + j;
-                    const float g = opt_grad(grad, t.param_off + e, a.clip_scale);
+                    const float g = opt_grad(grad, t.grad_off + e, a.clip_scale);
                     const float v = fac_ema(t.v_row[e], a.b2, a.omb2, fac_sq_eps(g, a.eps1));
                     t.v_row[e] = v;
                     const float pu = fac_rsqrt(v) * g;
@@ -578,7 +608,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_usq_kernel(const G* grad, con
 #pragma unroll
                 for (int b = 0; b < FAC_BATCH; b++) {
                     const size_t i = i0 + (size_t)b * RP_WARPS;
-                    if (i < x.r1) ld_grad8(grad + t.param_off + i * t.cols + c, n, vec, a.clip_scale, g[b]);
+                    if (i < x.r1) ld_grad8(grad + t.grad_off + i * t.cols + c, n, vec, a.clip_scale, g[b]);
                 }
 #pragma unroll
                 for (int b = 0; b < FAC_BATCH; b++) {
@@ -661,7 +691,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, 
                 const int n = rp_group_len(e0, x.r1);
                 for (int j = 0; j < n; j++) {
                     const size_t e = e0 + j, gi = t.param_off + e;
-                    const float g = opt_grad(grad, gi, a.clip_scale);
+                    const float g = opt_grad(grad, t.grad_off + e, a.clip_scale);
                     const float th = adafactor_update(master[gi], g, fac_rsqrt(t.v_row[e]), cd, lt, t.m ? t.m + e : NULL, a.af, wd, wd_alpha);
                     opt_store(master, pbf16, gi, th, a.sr, base, e);
                 }
@@ -677,7 +707,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_update_kernel(float* master, 
         for (size_t i = rp_tile_row(&x, warp, 0); i < x.r1; i += RP_WARPS) {
             const size_t e = i * t.cols + c, gi = t.param_off + e;
             float g[RP_VEC], th[RP_VEC], m[RP_VEC];
-            ld_grad8(grad + gi, n, vec, a.clip_scale, g);
+            ld_grad8(grad + t.grad_off + e, n, vec, a.clip_scale, g);
             ld_f8(master + gi, n, vec, th);
             if (t.m) ld_f8(t.m + e, n, vec, m);
             const float rfi = t.rf[i];
@@ -710,7 +740,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, co
                 const int n = rp_group_len(e0, x.r1);
                 for (int j = 0; j < n; j++) {
                     const size_t e = e0 + j, gi = t.param_off + e;
-                    const float g = opt_grad(grad, gi, a.clip_scale);
+                    const float g = opt_grad(grad, t.grad_off + e, a.clip_scale);
                     const float mk = came_momentum(t.m + e, came_u(fac_rsqrt(t.v_row[e]), g, cd), a.cm);
                     opt_store(master, pbf16, gi, came_apply(master[gi], 1.0f, mk, a.cm, wd, wd_alpha), a.sr, base, e);
                 }
@@ -721,7 +751,7 @@ __global__ void __launch_bounds__(FAC_THREADS) fac_came_kernel(float* master, co
         const size_t c = rp_tile_col(&x, lane);
         float cfv[RP_VEC];
         fac_cf8(t, c, rp_group_len(c, x.c1), cfv);
-        const G* gp = grad + t.param_off;
+        const G* gp = grad + t.grad_off;
         const float cs = a.clip_scale;
         const CameScalars cm = a.cm;
         const size_t cols = t.cols;
@@ -812,6 +842,29 @@ static void fac_factor_passes(const FacGpu* f, int res, const FacArgs& a) {
     KERNEL_CHECK();
 }
 
+// Passes 1-5 (see the top of the file): the second moment's statistics and state, the factors, and per
+// tensor the clip divisor (f->clip_div) and, for adafactor (and adalomo, optim/adalomo.cuh), the step size
+// lr_t (f->lr_t). Everything before the update itself (pass 6). f->ntiles > 0.
+template <typename G>
+static void fac_stat_passes(const FacGpu* f, const FacArgs& a, const float* master, const G* grad) {
+    const int gt = fac_grid(f->ntiles);
+    fac_stats_kernel<G><<<gt, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_tiles, f->ntiles, f->part_theta, f->part_u, a);
+    KERNEL_CHECK();
+    if (f->nfac > 0) {
+        fac_factor_passes(f, 0, a);
+        fac_usq_kernel<G><<<gt, FAC_THREADS>>>(grad, f->d_tensors, f->d_tiles, f->ntiles, f->part_u, a);
+        KERNEL_CHECK();
+    }
+    fac_tsums_kernel<<<fac_grid(f->ntensors), FAC_THREADS>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, f->clip_div, f->lr_t,
+                                                            f->nshared == 0, a);
+    KERNEL_CHECK();
+    if (f->nshared > 0) {
+        fac_reduce_sums(f, FAC_SUMS_SCALARS);
+        fac_scalars_kernel<<<(f->ntensors + 127) / 128, 128>>>(f->d_tensors, f->ntensors, f->clip_div, f->lr_t, a);
+        KERNEL_CHECK();
+    }
+}
+
 // One adafactor or came step over every tensor (see the top of the file); a->lr: the scheduled lr.
 template <typename G>
 static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G* grad, bf16d* pbf16, const GpuStepArgs* ga) {
@@ -835,21 +888,7 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
     a.seed = ga->seed;
     a.step = ga->step;
     const int gt = fac_grid(f->ntiles);
-    fac_stats_kernel<G><<<gt, FAC_THREADS>>>(master, grad, f->d_tensors, f->d_tiles, f->ntiles, f->part_theta, f->part_u, a);
-    KERNEL_CHECK();
-    if (f->nfac > 0) {
-        fac_factor_passes(f, 0, a);
-        fac_usq_kernel<G><<<gt, FAC_THREADS>>>(grad, f->d_tensors, f->d_tiles, f->ntiles, f->part_u, a);
-        KERNEL_CHECK();
-    }
-    fac_tsums_kernel<<<fac_grid(f->ntensors), FAC_THREADS>>>(f->d_tensors, f->ntensors, f->part_theta, f->part_u, f->clip_div, f->lr_t,
-                                                            f->nshared == 0, a);
-    KERNEL_CHECK();
-    if (f->nshared > 0) {
-        fac_reduce_sums(f, FAC_SUMS_SCALARS);
-        fac_scalars_kernel<<<(f->ntensors + 127) / 128, 128>>>(f->d_tensors, f->ntensors, f->clip_div, f->lr_t, a);
-        KERNEL_CHECK();
-    }
+    fac_stat_passes<G>(f, a, master, grad);
     if (!a.came) {
         fac_update_kernel<G><<<gt, FAC_THREADS>>>(master, grad, pbf16, f->d_tensors, f->d_tiles, f->ntiles, f->clip_div, f->lr_t, a);
         KERNEL_CHECK();
@@ -867,7 +906,7 @@ static void fac_step(const FacGpu* f, const OptHyper* h, float* master, const G*
 // The entries (optim/registry.h): FacGpu in GpuOpt.own.
 static void fac_gpu_setup(GpuOpt* o, int came, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {
     FacGpu* f = (FacGpu*)xcalloc(1, sizeof(FacGpu));
-    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, n, o->reduce, led);
+    fac_setup(f, came, &o->layout, o->buf, shapes, param_offsets, NULL, n, o->reduce, led);
     o->own = f;
 }
 static void adafactor_setup(GpuOpt* o, const ParamShape* shapes, const size_t* param_offsets, int n, Ledger* led) {

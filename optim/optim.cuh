@@ -66,13 +66,19 @@ typedef struct {
     // Hessian estimate (the CPU entry's hessian()); NULL for the others
     void (*hessian_f32)(struct GpuOpt* o, const float* grad, float scale);
     void (*hessian_bf16)(struct GpuOpt* o, const bf16d* grad, float scale);
+    // OPT_FUSED_BACKWARD only (lomo, adalomo; step_f32/step_bf16 are NULL): the update of one unit's
+    // tensors inside backward, from that unit's gradient scratch (tensor i's gradient at grad +
+    // grad_offsets[i], the offsets gpu_opt_setup_fused gave); NULL for the others
+    void (*unit_step_f32)(struct GpuOpt* o, int unit, float* master, const float* grad, bf16d* pbf16, const GpuStepArgs* a);
+    void (*unit_step_bf16)(struct GpuOpt* o, int unit, float* master, const bf16d* grad, bf16d* pbf16, const GpuStepArgs* a);
 } GpuOptimizer;
 
 // An entry from a setup function and a step template (instantiated for both gradient types).
-#define GPU_OPTIMIZER(alloc_fn, setup_fn, step_tmpl) { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d>, NULL, NULL }
-// The same with a Hessian estimate (OPT_HESSIAN: sophia).
+#define GPU_OPTIMIZER(alloc_fn, setup_fn, step_tmpl) { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d>, NULL, NULL, NULL, NULL }
+// The same with a Hessian estimate (OPT_HESSIAN: sophia). The fused-backward ones (optim/lomo.cuh,
+// optim/adalomo.cuh) write theirs out: no whole-model step, a unit step.
 #define GPU_OPTIMIZER_HESSIAN(alloc_fn, setup_fn, step_tmpl, hessian_tmpl) \
-    { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d>, hessian_tmpl<float>, hessian_tmpl<bf16d> }
+    { alloc_fn, setup_fn, step_tmpl<float>, step_tmpl<bf16d>, hessian_tmpl<float>, hessian_tmpl<bf16d>, NULL, NULL }
 
 typedef struct GpuOpt {
     const Optimizer* opt;
@@ -94,6 +100,10 @@ typedef struct GpuOpt {
     const OptReduce* const* reduce; // during setup only: NULL, or (ntensors) per tensor the OptReduce of a
                                     // -zero 1 row shard (NULL: whole here); only the factored kernels
                                     // (adafactor, came: optim/factored.cuh) take row shards
+    const int* units;               // during setup only, OPT_FUSED_BACKWARD: (ntensors) each tensor's unit
+                                    // (non-decreasing in tensor order: a unit's tensors are consecutive)
+    const size_t* grad_offsets;     // during setup only, OPT_FUSED_BACKWARD: (ntensors) each tensor's element
+                                    // offset inside its unit's gradient scratch
 } GpuOpt;
 
 // ---- the chunk table --------------------------------------------------------------------------------
@@ -209,6 +219,9 @@ static void multi_tensor_launch(const GpuOpt* o, float* master, const G* grad, b
 #include "optim/sophia.cuh"
 #include "optim/adam8bit.cuh"
 #include "optim/factored.cuh"
+// the fused-backward family (updates inside backward, unit by unit: gpu_opt_unit_step)
+#include "optim/lomo.cuh"
+#include "optim/adalomo.cuh"
 #include "optim/lion8bit.cuh"
 #include "optim/sgdm8bit.cuh"
 #include "optim/adam_mini.cuh"
@@ -236,8 +249,9 @@ static const GpuOptimizer* gpu_optimizer(const Optimizer* opt) {
 // shapes[i], param_offsets[i]: the optimizer's tensors in the trainer's order. Allocates the state (and
 // the small tables) through the ledger; a dry ledger only records. reduce: NULL, or per tensor the
 // OptReduce of a -zero 1 row shard (trainer/zero_gpu.cuh; adafactor and came only).
-static void gpu_opt_setup_shards(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
-                                 const size_t* param_offsets, int n, const OptReduce* const* reduce, Ledger* led) {
+// units, grad_offsets: NULL, or for the OPT_FUSED_BACKWARD optimizers (gpu_opt_setup_fused below).
+static void gpu_opt_setup_any(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes, const size_t* param_offsets,
+                              int n, const OptReduce* const* reduce, const int* units, const size_t* grad_offsets, Ledger* led) {
     memset(o, 0, sizeof(*o));
     o->opt = opt;
     o->gpu = gpu_optimizer(opt);
@@ -251,13 +265,34 @@ static void gpu_opt_setup_shards(GpuOpt* o, const Optimizer* opt, const OptHyper
     o->ntensors = n;
     for (int i = 0; reduce && i < n; i++) CHECK(!reduce[i] || o->gpu->setup == adafactor_setup || o->gpu->setup == came_setup);
     o->reduce = reduce;
+    o->units = units;
+    o->grad_offsets = grad_offsets;
     o->gpu->setup(o, shapes, param_offsets, n, led);
-    o->reduce = NULL; // the caller's array: the optimizer kept what it needs
+    o->reduce = NULL; // the caller's arrays: the optimizer kept what it needs
+    o->units = NULL;
+    o->grad_offsets = NULL;
+}
+
+static void gpu_opt_setup_shards(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
+                                 const size_t* param_offsets, int n, const OptReduce* const* reduce, Ledger* led) {
+    CHECK(!(opt->flags & OPT_FUSED_BACKWARD)); // those need their units: gpu_opt_setup_fused
+    gpu_opt_setup_any(o, opt, h, shapes, param_offsets, n, reduce, NULL, NULL, led);
 }
 
 static void gpu_opt_setup(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
                           const size_t* param_offsets, int n, Ledger* led) {
     gpu_opt_setup_shards(o, opt, h, shapes, param_offsets, n, NULL, led);
+}
+
+// OPT_FUSED_BACKWARD optimizers (lomo, adalomo): as gpu_opt_setup, plus each tensor's unit (units[i],
+// non-decreasing) and the offset of its gradient inside that unit's gradient scratch (grad_offsets[i]).
+// Their step is gpu_opt_unit_step, one unit at a time, inside backward.
+static void gpu_opt_setup_fused(GpuOpt* o, const Optimizer* opt, const OptHyper* h, const ParamShape* shapes,
+                                const size_t* param_offsets, const int* units, const size_t* grad_offsets, int n, Ledger* led) {
+    CHECK((opt->flags & OPT_FUSED_BACKWARD) && units && grad_offsets);
+    for (int i = 1; i < n; i++) CHECK(units[i] >= units[i - 1]);
+    gpu_opt_setup_any(o, opt, h, shapes, param_offsets, n, NULL, units, grad_offsets, led);
+    CHECK(o->gpu->unit_step_f32 && o->gpu->unit_step_bf16);
 }
 
 // Non-finite gradient elements the 8-bit kernels have seen since setup (0 for the others). Synchronizes.
@@ -270,8 +305,7 @@ static long gpu_opt_nonfinite(const GpuOpt* o) {
 
 // One optimizer step over every tensor. step: the optimizer's step count (1-based, applied updates
 // only); lr_scale: the schedule's multiplier; clip_scale: the gradient clipping factor.
-template <typename G>
-static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, int step, float lr_scale, float clip_scale) {
+static GpuStepArgs gpu_step_args(const GpuOpt* o, int step, float lr_scale, float clip_scale) {
     GpuStepArgs a;
     memset(&a, 0, sizeof(a));
     a.step = step;
@@ -280,8 +314,25 @@ static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, 
     a.clip_scale = clip_scale;
     a.sr = o->stochastic_rounding;
     a.seed = o->seed;
+    return a;
+}
+
+template <typename G>
+static void gpu_opt_step(GpuOpt* o, float* master, const G* grad, bf16d* pbf16, int step, float lr_scale, float clip_scale) {
+    CHECK(o->gpu->step_f32 && o->gpu->step_bf16); // the fused-backward ones step by unit: gpu_opt_unit_step
+    const GpuStepArgs a = gpu_step_args(o, step, lr_scale, clip_scale);
     if constexpr (sizeof(G) == sizeof(float)) o->gpu->step_f32(o, master, (const float*)grad, pbf16, &a);
     else o->gpu->step_bf16(o, master, (const bf16d*)grad, pbf16, &a);
+}
+
+// OPT_FUSED_BACKWARD optimizers: the update of unit `unit`'s tensors from its gradient scratch grad (tensor
+// i's gradient at grad + grad_offsets[i]), clipped by clip_scale; the other arguments as gpu_opt_step.
+// Enqueued on the default stream after the backward kernels that wrote the scratch; no host sync.
+template <typename G>
+static void gpu_opt_unit_step(GpuOpt* o, int unit, float* master, const G* grad, bf16d* pbf16, int step, float lr_scale, float clip_scale) {
+    const GpuStepArgs a = gpu_step_args(o, step, lr_scale, clip_scale);
+    if constexpr (sizeof(G) == sizeof(float)) o->gpu->unit_step_f32(o, unit, master, (const float*)grad, pbf16, &a);
+    else o->gpu->unit_step_bf16(o, unit, master, (const bf16d*)grad, pbf16, &a);
 }
 
 // OPT_HESSIAN optimizers: the trainer's GNB gradient (this rank's slices with -zero 1), times scale,

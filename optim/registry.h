@@ -18,10 +18,10 @@
     X(OPT_ADAMW,           CPU_CUDA)      \
     X(OPT_LION,            CPU_CUDA)      \
     X(OPT_SOPHIA,          CPU_CUDA)      \
-    X(OPT_LOMO,            CPU_ONLY)      \
+    X(OPT_LOMO,            CPU_CUDA)      \
     X(OPT_ADAFACTOR,       CPU_CUDA)      \
     X(OPT_CAME,            CPU_CUDA)      \
-    X(OPT_ADALOMO,         CPU_ONLY)      \
+    X(OPT_ADALOMO,         CPU_CUDA)      \
     X(OPT_ADAM8BIT,        CPU_CUDA)      \
     X(OPT_ADAMW8BIT,       CPU_CUDA)      \
     X(OPT_PAGED_ADAMW8BIT, CPU_CUDA)      \

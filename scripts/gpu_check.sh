@@ -105,6 +105,10 @@ row "zero pieces/rows, 2-3 ranks on 1 GPU" "$zp passed, $zf failed" "every rank'
 sp=$(grep -cE '^PASS (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")
 sf=$(grep -cE '^FAIL (optimizer kernel sophia|sophia |20 steps sophia)' "$OUT/test_gpt2cu.log")
 row "sophia" "$sp passed, $sf failed" "kernels vs sophia.c, label draws vs sample_index, GNB pass and 20 steps vs the CPU trainer (test_gpt2cu.log)"
+# lomo, adalomo: the update inside backward (written without a GPU; first run here)
+lp=$(grep -cE '^PASS (optimizer kernel (ada)?lomo|20 steps (ada)?lomo|adalomo checkpoint|lomo d12)' "$OUT/test_gpt2cu.log")
+lf=$(grep -cE '^FAIL (optimizer kernel (ada)?lomo|20 steps (ada)?lomo|adalomo checkpoint|lomo d12)' "$OUT/test_gpt2cu.log")
+row "lomo, adalomo" "$lp passed, $lf failed" "unit kernels vs lomo.c/adalomo.c, 20 steps vs the CPU trainer (two-pass clipping and -g 0), checkpoints both ways, d12 device peak vs sgd (test_gpt2cu.log)"
 
 # 2e. the attention routes (cuda/attention_routes.cuh): each against a float64 host attention at six shapes,
 #     bit-identical reruns, and ./train_gpu -attn ROUTE against the CPU trainer (20 steps, rerun, resume)

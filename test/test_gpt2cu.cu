@@ -56,6 +56,10 @@
 //     to the uninterrupted run) and on the CPU (it loads, and its losses agree within the bf16 tolerance).
 //  6. The data-parallel path (NCCL, -zero 1) at one rank, forced by -dist-force 1, against the plain run:
 //     losses and checkpoints bit-identical; through mpirun when present (see check_nccl).
+//  3k, 4b, 5b. lomo and adalomo (the update inside backward, unit by unit): their unit kernels vs lomo.c /
+//     adalomo.c (check_optimizer_fused), 20 steps vs the CPU trainer with and without clipping, adalomo's
+//     checkpoints GPU <-> CPU and a bit-identical GPU resume, the d12 device peak without model-wide
+//     gradients (check_trainer_fused). `test_gpt2cu -fused` runs only these (a short GPU call).
 //  7. `test_gpt2cu -attn` (its own part of scripts/gpu_check.sh): every attention route (ref, cublas, flash,
 //     cudnn; cuda/attention_routes.cuh) against a float64 host attention at six shapes, bit-identical
 //     reruns, then ./train_gpu -attn ROUTE: 20 bf16 steps vs the CPU trainer, a bit-identical rerun and
@@ -949,6 +953,139 @@ static void check_optimizer_factored(const char* opt_name, int use_beta1, int bf
     dev_free_all();
 }
 
+// ---- 3k: lomo and adalomo kernels (optim/lomo.cuh, optim/adalomo.cuh) vs lomo.c / adalomo.c ---------
+// The fused-backward optimizers step one unit at a time from that unit's gradient scratch (train_gpt2.cu,
+// train_step_fused). The tensors of check 3c (vectors of 1, 3, 8193; matrices 33x65, 3x5000, 300x7,
+// 129x257) in three units {t0 t1 t2} {t3 t4} {t5 t6}, each unit's gradients in its own scratch at offsets
+// unlike the parameters' (packed with 5-element gaps, which hold NaN: a kernel reading the gradient at the
+// parameter offset, or past a tensor, makes NaNs). Three steps with a schedule and clipping, weight decay
+// on the matrices and one vector, the units stepped in backward's order (2, 1, 0) as the trainer does.
+// Reference: the CPU step of each tensor as the CPU trainer's fused_unit_done does it (g *= clip in fp32,
+// then optimizer_apply: no weight decay where the tensor takes none). Tolerances as check 3c: the master
+// within 1e-5 of |theta| + |update| (only fused multiply-adds differ: lomo th*decay - lr*g; adalomo's
+// statistics are adafactor's passes), adalomo's v_row, v_col, v within rtol 1e-6; the bf16 copy exact.
+static void check_optimizer_fused(const char* opt_name, int bf16_mode, int sr) {
+    const Optimizer* opt = optim_find(opt_name);
+    CHECK(opt && (opt->flags & OPT_FUSED_BACKWARD));
+    OptHyper h = opt->defaults;
+    h.weight_decay = 0.1;
+    const int nt = 7, NU = 3;
+    const size_t rows[7] = { 1, 1, 1, 33, 3, 300, 129 }, cols[7] = { 1, 3, 8193, 65, 5000, 7, 257 };
+    const int units[7] = { 0, 0, 0, 1, 1, 2, 2 };
+    ParamShape shapes[7];
+    size_t offs[7], goffs[7], uelems[3] = { 0, 0, 0 };
+    char names[7][16];
+    const size_t P = test_shapes(shapes, offs, names, nt, rows, cols, 1); // vector 1 decays too
+    for (int i = 0; i < nt; i++) {
+        goffs[i] = uelems[units[i]] + 5;
+        uelems[units[i]] = goffs[i] + shapes[i].numel;
+    }
+    for (int u = 0; u < NU; u++) uelems[u] += 5;
+    Ledger led;
+    ledger_init(&led, 0);
+    GpuOpt o;
+    gpu_opt_setup_fused(&o, opt, &h, shapes, offs, units, goffs, nt, &led);
+    o.stochastic_rounding = sr;
+    o.seed = 4243;
+    float* cpu_state[7][OPT_MAX_STATES] = { { NULL } };
+    StateSpec specs[7][OPT_MAX_STATES];
+    int nstate[7];
+    for (int i = 0; i < nt; i++) {
+        nstate[i] = opt->layout(&h, &shapes[i], specs[i]);
+        for (int s = 0; s < nstate[i]; s++) cpu_state[i][s] = (float*)xcalloc(specs[i][s].count, sizeof(float));
+    }
+    Rng r;
+    rng_seed(&r, 78);
+    float* cpu_theta = (float*)xmalloc(P * sizeof(float));
+    for (size_t i = 0; i < P; i++) cpu_theta[i] = 0.05f * rng_normal(&r);
+    DevOpt dev = dev_opt_alloc(cpu_theta, P, bf16_mode);
+    const size_t esz = bf16_mode ? sizeof(bf16) : sizeof(float);
+    void* d_scratch[3];
+    for (int u = 0; u < NU; u++) CUDA_CHECK(cudaMalloc(&d_scratch[u], uelems[u] * esz));
+    float* gpu_theta = (float*)xmalloc(P * sizeof(float));
+    float* cpu_before = (float*)xmalloc(P * sizeof(float));
+    const float lr_scales[3] = { 0.3f, 1.0f, 0.7f }, clips[3] = { 1.0f, 0.5f, 1.0f };
+    char label[160], why_master[256] = "", why_stat[256] = "";
+    snprintf(label, sizeof(label), "%s (unit steps) %s%s", opt_name, bf16_mode ? "bf16" : "fp32", sr ? " sr" : "");
+    int ok_master = 1, ok_stat = 1;
+    for (int step = 1; step <= 3; step++) {
+        memcpy(cpu_before, cpu_theta, P * sizeof(float));
+        const float clip = clips[step - 1], lr_scale = lr_scales[step - 1];
+        for (int u = NU - 1; u >= 0; u--) {
+            // the unit's scratch: NaN everywhere, then each tensor's gradient at its place
+            float* hs = (float*)xmalloc(uelems[u] * sizeof(float));
+            for (size_t j = 0; j < uelems[u]; j++) hs[j] = NAN;
+            for (int i = 0; i < nt; i++) {
+                if (units[i] != u) continue;
+                for (size_t j = 0; j < shapes[i].numel; j++) {
+                    float g = 0.1f * rng_normal(&r);
+                    if (bf16_mode) g = bf16_to_f32(f32_to_bf16(g));
+                    hs[goffs[i] + j] = g;
+                }
+            }
+            if (bf16_mode) {
+                bf16* hb = (bf16*)xmalloc(uelems[u] * sizeof(bf16));
+                for (size_t j = 0; j < uelems[u]; j++) hb[j] = f32_to_bf16(hs[j]);
+                CUDA_CHECK(cudaMemcpy(d_scratch[u], hb, uelems[u] * sizeof(bf16), cudaMemcpyHostToDevice));
+                free(hb);
+            } else {
+                CUDA_CHECK(cudaMemcpy(d_scratch[u], hs, uelems[u] * sizeof(float), cudaMemcpyHostToDevice));
+            }
+            // the CPU trainer's fused_unit_done: g *= clip_scale in the scratch, then each tensor's step
+            for (int i = 0; i < nt; i++) {
+                if (units[i] != u) continue;
+                float* g = hs + goffs[i];
+                if (clip != 1.0f) for (size_t j = 0; j < shapes[i].numel; j++) g[j] *= clip;
+                OptHyper th = h;
+                if (!shapes[i].decay) th.weight_decay = 0.0;
+                OptTensor ot = { &shapes[i], cpu_theta + offs[i], g, { 0 } };
+                for (int s = 0; s < nstate[i]; s++) ot.state[s] = cpu_state[i][s];
+                OptStep st = { step, h.lr * lr_scale, lr_scale, 0, NULL };
+                opt->step(&th, &ot, &st);
+            }
+            if (bf16_mode) gpu_opt_unit_step<bf16d>(&o, u, dev.master, (const bf16d*)d_scratch[u], dev.pbf16, step, lr_scale, clip);
+            else gpu_opt_unit_step<float>(&o, u, dev.master, (const float*)d_scratch[u], (bf16d*)NULL, step, lr_scale, clip);
+            free(hs);
+        }
+        CUDA_CHECK(cudaDeviceSynchronize());
+        CUDA_CHECK(cudaMemcpy(gpu_theta, dev.master, P * sizeof(float), cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < P && ok_master; i++) {
+            const double upd = fabs((double)cpu_theta[i] - cpu_before[i]);
+            if (!(fabs((double)gpu_theta[i] - cpu_theta[i]) <= 1e-5 * (fabs(cpu_theta[i]) + upd) + 1e-30)) {
+                ok_master = 0;
+                snprintf(why_master, sizeof(why_master), "step %d element %zu: gpu %.9g cpu %.9g (before %.9g)", step, i, gpu_theta[i],
+                         cpu_theta[i], cpu_before[i]);
+            }
+        }
+        for (int i = 0; i < nt; i++) {
+            const TensorStates* ts = &o.layout.tensors[i];
+            for (int s = 0; s < nstate[i]; s++) {
+                const size_t cnt = specs[i][s].count;
+                float* gs = (float*)xmalloc(cnt * sizeof(float));
+                CUDA_CHECK(cudaMemcpy(gs, (char*)o.buf[ts->buf[s]] + ts->offset[s], cnt * sizeof(float), cudaMemcpyDeviceToHost));
+                for (size_t j = 0; j < cnt && ok_stat; j++) {
+                    const float cv = cpu_state[i][s][j];
+                    if (!(fabs((double)gs[j] - cv) <= 1e-6 * fabs(cv) + 1e-30)) {
+                        ok_stat = 0;
+                        snprintf(why_stat, sizeof(why_stat), "step %d tensor %d %s element %zu: gpu %.9g cpu %.9g", step, i, specs[i][s].name, j,
+                                 gs[j], cv);
+                    }
+                }
+                free(gs);
+            }
+        }
+    }
+    test_check(ok_master, why_master, "optimizer kernel %s: master vs CPU step (rtol 1e-5 of theta and of the update, 3 steps, 3 units)", label);
+    if (o.layout.nbuf > 0)
+        test_check(ok_stat, why_stat, "optimizer kernel %s: factored statistics vs CPU (rtol 1e-6)", label);
+    if (bf16_mode) check_bf16_copy(label, dev.pbf16, gpu_theta, shapes, offs, nt, P, o.seed, 3, sr);
+    for (int i = 0; i < nt; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
+    for (int u = 0; u < NU; u++) CUDA_CHECK(cudaFree(d_scratch[u]));
+    free(cpu_theta); free(cpu_before); free(gpu_theta);
+    dev_opt_free(&dev);
+    dev_free_all();
+}
+
 // ---- 3g: -zero 1 row shards of the factored kernels, several ranks emulated on one GPU -------------
 // trainer/zero.c cuts adafactor's and came's matrices into row ranges, one per rank, and each rank's
 // kernels (optim/factored.cuh) complete their statistics over all rows through the matrix's OptReduce.
@@ -1698,30 +1835,126 @@ static void check_sophia_pass(const char* dir, const char* shard) {
 
 // 20 bf16 steps of one optimizer (flags: its lr and options), ./train_gpu vs ./train_cpu on the same
 // shard and seed: per-step losses within 0.15 (the bf16 tolerance of check 4), and the GPU loss falls.
-static void check_trainer_opt(const char* dir, const char* shard, const char* opt, const char* flags) {
+// The runs' folders are DIR/gpu_TAG and DIR/cpu_TAG (tag: the optimizer's name unless given); the GPU
+// losses come back in lg_out (N + 1 doubles) when it is not NULL. Returns 1 when both ran.
+static int check_trainer_opt_tag(const char* dir, const char* shard, const char* opt, const char* flags, const char* tag, double* lg_out) {
     const int N = 20;
     const char* base = "-model 2:128:2 -b 4 -t 64 -x 20 -v 0 -m 2 -gen 0 -seed 7 -precision bf16";
     double lg[N + 1], lc[N + 1];
     char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt %s %s -i %s -o %s/gpu_%s > %s/gpu_%s.txt 2>&1", base, opt, flags, shard, dir, opt, dir, opt);
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt %s %s -i %s -o %s/gpu_%s > %s/gpu_%s.txt 2>&1", base, opt, flags, shard, dir, tag, dir, tag);
     int rg = run_cmd(cmd);
-    snprintf(cmd, sizeof(cmd), "./train_cpu %s -opt %s %s -i %s -o %s/cpu_%s > %s/cpu_%s.txt 2>&1", base, opt, flags, shard, dir, opt, dir, opt);
+    snprintf(cmd, sizeof(cmd), "./train_cpu %s -opt %s %s -i %s -o %s/cpu_%s > %s/cpu_%s.txt 2>&1", base, opt, flags, shard, dir, tag, dir, tag);
     int rc = run_cmd(cmd);
     char d1[600], d2[600], why[256];
-    snprintf(d1, sizeof(d1), "%s/gpu_%s", dir, opt);
-    snprintf(d2, sizeof(d2), "%s/cpu_%s", dir, opt);
+    snprintf(d1, sizeof(d1), "%s/gpu_%s", dir, tag);
+    snprintf(d2, sizeof(d2), "%s/cpu_%s", dir, tag);
     int ng = read_losses(d1, lg, N), nc = read_losses(d2, lc, N);
     snprintf(why, sizeof(why), "exit codes gpu %d cpu %d, %d and %d step lines (logs in %s)", rg, rc, ng, nc, dir);
     int ran = rg == 0 && rc == 0 && ng == N && nc == N;
-    test_check(ran, why, "20 steps %s bf16: both trainers ran", opt);
-    if (!ran) return;
+    test_check(ran, why, "20 steps %s bf16: both trainers ran", tag);
+    if (!ran) return 0;
+    if (lg_out) memcpy(lg_out, lg, sizeof(lg));
     double worst = 0.0;
     int ws = 1;
     for (int s = 1; s <= N; s++) if (fabs(lg[s] - lc[s]) > worst) { worst = fabs(lg[s] - lc[s]); ws = s; }
     snprintf(why, sizeof(why), "step %d: gpu %.6f cpu %.6f", ws, lg[ws], lc[ws]);
-    test_check(worst <= 0.15, why, "20 steps %s bf16: GPU losses match the CPU's within 0.15 (worst %.4f at step %d)", opt, worst, ws);
+    test_check(worst <= 0.15, why, "20 steps %s bf16: GPU losses match the CPU's within 0.15 (worst %.4f at step %d)", tag, worst, ws);
     snprintf(why, sizeof(why), "gpu loss step 1 %.4f, step 20 %.4f", lg[1], lg[N]);
-    test_check(lg[N] < lg[1] - 0.1, why, "20 steps %s bf16: the GPU loss falls (%.3f -> %.3f)", opt, lg[1], lg[N]);
+    test_check(lg[N] < lg[1] - 0.1, why, "20 steps %s bf16: the GPU loss falls (%.3f -> %.3f)", tag, lg[1], lg[N]);
+    return 1;
+}
+
+static void check_trainer_opt(const char* dir, const char* shard, const char* opt, const char* flags) {
+    check_trainer_opt_tag(dir, shard, opt, flags, opt, NULL);
+}
+
+// ---- 4b, 5b: lomo and adalomo through the trainers (train_step_fused: the update inside backward) ------
+// 20 bf16 steps each, GPU vs CPU within 0.15, the GPU loss falls: lomo and adalomo at their defaults with
+// the default clipping (-g 1: two passes, the first backward measures the norm), and lomo with -g 0 (one
+// pass), at the lrs below (LOMO_LR, ADALOMO_LR: their defaults; see there what they do on the CPU).
+// Then adalomo (it has state: v_row, v_col, v) checkpointed at step 10 on the GPU: the GPU resumes it
+// with steps 11..20 bit-identical to the uninterrupted run, the CPU resumes it within 0.15; and a CPU
+// checkpoint at step 10 resumed on the GPU within 0.15 of the CPU's own run (checkpoints cross both ways).
+// Last, the memory: at d12 (-b 4 -t 64, 3 steps) the device peak of lomo is below sgd's (no state either)
+// by the ledger's difference (the model-wide bf16 gradients minus the unit scratch, 148 MiB) within 10%.
+static double peak_mib(const char* path, const char* key) {
+    char line[4096];
+    double v = -1.0;
+    FILE* f = fopen(path, "r");
+    if (!f) return v;
+    while (fgets(line, sizeof(line), f)) {
+        const char* p = strstr(line, key);
+        if (p) v = atof(p + strlen(key));
+    }
+    fclose(f);
+    return v;
+}
+
+// Their defaults (results/sweep/). On the CPU trainer with check_trainer_opt's flags on this shard (2-core
+// EPYC, 2026-12-08): lomo 10.84 -> 10.34 (-g 0: 10.21), adalomo 10.84 -> 9.70, and bf16 nearest vs
+// stochastic rounding vs fp32 differ by at most 0.001 (lomo) and 0.002 (adalomo) in any step's loss: not
+// chaotic at these lrs, so the 0.15 tolerance has room for the GPU's bf16 activations.
+#define LOMO_LR "-l 0.3"
+#define ADALOMO_LR "-l 3e-2"
+static void check_trainer_fused(const char* dir, const char* shard) {
+    const int N = 20;
+    char cmd[2048], why[512], d1[600];
+    double lg[N + 1];
+    check_trainer_opt_tag(dir, shard, "lomo", LOMO_LR, "lomo", NULL);
+    check_trainer_opt_tag(dir, shard, "lomo", LOMO_LR " -g 0", "lomo_g0", NULL);
+    const int ran = check_trainer_opt_tag(dir, shard, "adalomo", ADALOMO_LR, "adalomo", lg);
+    // resume: GPU checkpoint -> GPU (bit-identical) and -> CPU; CPU checkpoint -> GPU
+    const char* base = "-model 2:128:2 -b 4 -t 64 -x 20 -v 0 -m 2 -gen 0 -seed 7 -precision bf16 -opt adalomo " ADALOMO_LR;
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -i %s -o %s/al_ck_gpu -n 10 -stop 10 > %s/al_ck1.txt 2>&1 && "
+             "mkdir -p %s/al_ck_cpu && cp %s/al_ck_gpu/checkpoint.bin %s/al_ck_cpu/", base, shard, dir, dir, dir, dir, dir);
+    const int r1 = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -i %s -o %s/al_ck_gpu -y 1 > %s/al_ck2.txt 2>&1", base, shard, dir, dir);
+    const int r2 = run_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "./train_cpu %s -i %s -o %s/al_ck_cpu -y 1 > %s/al_ck3.txt 2>&1", base, shard, dir, dir);
+    const int r3 = run_cmd(cmd);
+    double lr_g[N + 1], lr_c[N + 1];
+    snprintf(d1, sizeof(d1), "%s/al_ck_gpu", dir);
+    int ngr = read_losses(d1, lr_g, N);
+    snprintf(d1, sizeof(d1), "%s/al_ck_cpu", dir);
+    int ncr = read_losses(d1, lr_c, N);
+    snprintf(why, sizeof(why), "exit codes %d %d, %d step lines (want 20; logs in %s)", r1, r2, ngr, dir);
+    int ok = ran && r1 == 0 && r2 == 0 && ngr == N;
+    for (int s = 11; ok && s <= N; s++) ok = lr_g[s] == lg[s];
+    test_check(ok, why, "adalomo checkpoint: GPU resume at step 10 reproduces steps 11..20 bit for bit");
+    snprintf(why, sizeof(why), "exit code %d, %d step lines (want 10; logs in %s)", r3, ncr, dir);
+    ok = ran && r3 == 0 && ncr == 10;
+    double w = 0.0;
+    for (int s = 11; ok && s <= N; s++) w = fmax(w, fabs(lr_c[s] - lg[s]));
+    test_check(ok && w <= 0.15, why, "adalomo checkpoint: the CPU resumes a GPU checkpoint, losses within 0.15 of the GPU run (worst %.4f)", w);
+    // CPU checkpoint -> GPU, against the CPU's uninterrupted run (cpu_adalomo)
+    double lc[N + 1];
+    snprintf(d1, sizeof(d1), "%s/cpu_adalomo", dir);
+    const int nc = read_losses(d1, lc, N);
+    snprintf(cmd, sizeof(cmd), "./train_cpu %s -i %s -o %s/al_ck_cpu2 -n 10 -stop 10 > %s/al_ck4.txt 2>&1 && "
+             "mkdir -p %s/al_ck_gpu2 && cp %s/al_ck_cpu2/checkpoint.bin %s/al_ck_gpu2/ && "
+             "./train_gpu %s -i %s -o %s/al_ck_gpu2 -y 1 > %s/al_ck5.txt 2>&1", base, shard, dir, dir, dir, dir, dir, base, shard, dir, dir);
+    const int r4 = run_cmd(cmd);
+    snprintf(d1, sizeof(d1), "%s/al_ck_gpu2", dir);
+    const int ng2 = read_losses(d1, lr_g, N);
+    snprintf(why, sizeof(why), "exit code %d, %d step lines (want 10), cpu run %d lines (logs in %s)", r4, ng2, nc, dir);
+    ok = r4 == 0 && ng2 == 10 && nc == N;
+    w = 0.0;
+    for (int s = 11; ok && s <= N; s++) w = fmax(w, fabs(lr_g[s] - lc[s]));
+    test_check(ok && w <= 0.15, why, "adalomo checkpoint: the GPU resumes a CPU checkpoint, losses within 0.15 of the CPU run (worst %.4f)", w);
+    // the device memory: lomo vs sgd (neither keeps state) at d12
+    const char* d12 = "-model d12 -b 4 -t 64 -x 3 -v 0 -m 2 -gen 0 -seed 7 -precision bf16";
+    snprintf(cmd, sizeof(cmd), "./train_gpu %s -opt lomo -i %s > %s/mem_lomo.txt 2>&1 && ./train_gpu %s -opt sgd -i %s > %s/mem_sgd.txt 2>&1",
+             d12, shard, dir, d12, shard, dir);
+    const int r5 = run_cmd(cmd);
+    snprintf(d1, sizeof(d1), "%s/mem_lomo.txt", dir);
+    const double pl = peak_mib(d1, "device peak "), ll = peak_mib(d1, "ledger peak ");
+    snprintf(d1, sizeof(d1), "%s/mem_sgd.txt", dir);
+    const double ps = peak_mib(d1, "device peak "), ls = peak_mib(d1, "ledger peak ");
+    const double want = ls - ll, got = ps - pl;
+    snprintf(why, sizeof(why), "exit %d; ledger peak lomo %.1f sgd %.1f MiB, device peak lomo %.1f sgd %.1f MiB (logs in %s)", r5, ll, ls, pl, ps, dir);
+    test_check(r5 == 0 && want > 140.0 && fabs(got - want) <= 0.1 * want, why,
+               "lomo d12: no model-wide gradients: device peak %.1f MiB below sgd's (the ledger says %.1f)", got, want);
 }
 
 static void check_trainers(void) {
@@ -1820,6 +2053,7 @@ static void check_trainers(void) {
     check_trainer_opt(dir, shard, "muon", "");
     check_trainer_opt(dir, shard, "galore_adamw", "-l 1e-3 -rank 32 -update-proj-gap 5");
     check_sophia_pass(dir, shard);
+    check_trainer_fused(dir, shard);
     printf("# trainer logs kept in %s\n", dir);
 }
 
@@ -2274,6 +2508,28 @@ int main(int argc, char** argv) {
         }
         return test_finish("test_gpt2cu -attn");
     }
+    if (argc >= 2 && !strcmp(argv[1], "-fused")) {
+        // lomo and adalomo alone (a short GPU call): their kernels, then the trainers (check_trainer_fused)
+        const char* fo[2] = { "lomo", "adalomo" };
+        for (int k = 0; k < 2; k++) {
+            check_optimizer_fused(fo[k], 0, 0);
+            check_optimizer_fused(fo[k], 1, 0);
+            check_optimizer_fused(fo[k], 1, 1);
+        }
+        if (access("./train_gpu", X_OK) == 0 && access("./train_cpu", X_OK) == 0) {
+            char tmpl[] = "/tmp/test_fused_XXXXXX";
+            char* dir = mkdtemp(tmpl);
+            CHECK(dir);
+            char shard[256];
+            snprintf(shard, sizeof(shard), "%s/synthetic.bin", dir);
+            write_synthetic_shard(shard);
+            check_trainer_fused(dir, shard);
+            printf("# trainer logs kept in %s\n", dir);
+        } else {
+            test_check(0, "build them first: make train_cpu train_gpu", "trainer binaries ./train_gpu and ./train_cpu exist");
+        }
+        return test_finish("test_gpt2cu -fused");
+    }
     g_matmul_tf32 = 0; // full fp32 matmuls for the fp32 model check
     VecFile vf = vec_load("test/vectors/gpt2_tiny.bin");
     check_model(&vf, PRECISION_FP32);
@@ -2326,6 +2582,12 @@ int main(int argc, char** argv) {
     check_optimizer_factored("came", 0, 0, 0);
     check_optimizer_factored("came", 0, 1, 0);
     check_optimizer_factored("came", 0, 1, 1);
+    check_optimizer_fused("lomo", 0, 0);
+    check_optimizer_fused("lomo", 1, 0);
+    check_optimizer_fused("lomo", 1, 1);
+    check_optimizer_fused("adalomo", 0, 0);
+    check_optimizer_fused("adalomo", 1, 0);
+    check_optimizer_fused("adalomo", 1, 1);
     check_factored_row_shards("adafactor", 0, 2);
     check_factored_row_shards("adafactor", 1, 3);
     check_factored_row_shards("came", 0, 2);

@@ -69,7 +69,7 @@ typedef struct {
     int n, came;
     RpFacTensor pt[NT_MAX];
     RpFacPlan plan;
-    size_t off[NT_MAX], mrows[NT_MAX], ncs[NT_MAX];
+    size_t off[NT_MAX], goff[NT_MAX], mrows[NT_MAX], ncs[NT_MAX]; // off: theta's; goff: the gradient's (factored.cuh's grad_off)
     int shared[NT_MAX], decay[NT_MAX];
     float *v_row[NT_MAX], *v_col[NT_MAX], *m[NT_MAX], *res_row[NT_MAX], *res_col[NT_MAX], *rf[NT_MAX], *cf[NT_MAX];
     double* sums[NT_MAX];
@@ -95,6 +95,7 @@ static void emu_init(Emu* e, int came, int use_m, int n, const size_t* rows, con
         e->pt[i].rows = e->pt[i].factored ? rows[i] : 1;
         e->pt[i].cols = e->pt[i].factored ? cols[i] : rows[i] * cols[i];
         e->off[i] = off[i];
+        e->goff[i] = off[i]; // as fac_setup with grad_offsets NULL
         e->mrows[i] = mrows ? mrows[i] : e->pt[i].rows;
         e->shared[i] = shared ? shared[i] : 0;
         e->decay[i] = e->pt[i].factored || i == 1;
@@ -207,7 +208,7 @@ static double tile_thread_sums(Emu* e, const RpTile* x, ElemFn f, float* theta, 
 
 static float val_sq_eps(const Emu* e, const RpTile* x, size_t i, size_t j, const float* theta, const float* grad, const Args* a) {
     const RpFacTensor* t = &e->pt[x->tensor];
-    return fac_sq_eps(emu_grad(grad, e->off[x->tensor] + i * t->cols + j, a->clip_scale), a->eps1);
+    return fac_sq_eps(emu_grad(grad, e->goff[x->tensor] + i * t->cols + j, a->clip_scale), a->eps1);
 }
 static double el_theta_sq(Emu* e, const RpTile* x, size_t i, size_t j, size_t el, float* theta, const float* grad, const Args* a) {
     const double v = theta[e->off[x->tensor] + el];
@@ -215,14 +216,14 @@ static double el_theta_sq(Emu* e, const RpTile* x, size_t i, size_t j, size_t el
 }
 static double el_vector_v(Emu* e, const RpTile* x, size_t i, size_t j, size_t el, float* theta, const float* grad, const Args* a) {
     float* v = e->v_row[x->tensor];
-    const float g = emu_grad(grad, e->off[x->tensor] + el, a->clip_scale);
+    const float g = emu_grad(grad, e->goff[x->tensor] + el, a->clip_scale);
     v[el] = fac_ema(v[el], a->b2, a->omb2, fac_sq_eps(g, a->eps1));
     const float pu = fac_rsqrt(v[el]) * g;
     return (double)pu * (double)pu;
 }
 static double el_usq(Emu* e, const RpTile* x, size_t i, size_t j, size_t el, float* theta, const float* grad, const Args* a) {
     const int ti = x->tensor;
-    const float u = (e->rf[ti][i] * e->cf[ti][j]) * emu_grad(grad, e->off[ti] + el, a->clip_scale);
+    const float u = (e->rf[ti][i] * e->cf[ti][j]) * emu_grad(grad, e->goff[ti] + el, a->clip_scale);
     return (double)u * (double)u;
 }
 
@@ -346,7 +347,7 @@ static void emu_tsums(Emu* e, int fuse, const Args* a) {
 static double el_update(Emu* e, const RpTile* x, size_t i, size_t j, size_t el, float* theta, const float* grad, const Args* a) {
     const int ti = x->tensor;
     const size_t gi = e->off[ti] + el;
-    const float g = emu_grad(grad, gi, a->clip_scale);
+    const float g = emu_grad(grad, e->goff[ti] + el, a->clip_scale);
     const float pre = e->pt[ti].factored ? e->rf[ti][i] * e->cf[ti][j] : fac_rsqrt(e->v_row[ti][el]);
     const double wd = e->decay[ti] ? a->af.wd : 0.0;
     theta[gi] = adafactor_update(theta[gi], g, pre, e->clip_div[ti], e->lr_t[ti], e->m[ti] ? e->m[ti] + el : NULL, a->af, wd,
@@ -358,7 +359,7 @@ static double el_came_vector(Emu* e, const RpTile* x, size_t i, size_t j, size_t
     const int ti = x->tensor;
     const size_t gi = e->off[ti] + el;
     const double wd = e->decay[ti] ? a->cm.wd : 0.0;
-    const float g = emu_grad(grad, gi, a->clip_scale);
+    const float g = emu_grad(grad, e->goff[ti] + el, a->clip_scale);
     const float mk = came_momentum(e->m[ti] + el, came_u(fac_rsqrt(e->v_row[ti][el]), g, e->clip_div[ti]), a->cm);
     theta[gi] = came_apply(theta[gi], 1.0f, mk, a->cm, wd, fac_wd_alpha(wd, a->cm.lr_d));
     return 0.0;
@@ -366,7 +367,7 @@ static double el_came_vector(Emu* e, const RpTile* x, size_t i, size_t j, size_t
 static float val_came(const Emu* e, const RpTile* x, size_t i, size_t j, const float* theta, const float* grad, const Args* a) {
     const int ti = x->tensor;
     const size_t el = i * e->pt[ti].cols + j;
-    const float u = came_u(e->rf[ti][i] * e->cf[ti][j], emu_grad(grad, e->off[ti] + el, a->clip_scale), e->clip_div[ti]);
+    const float u = came_u(e->rf[ti][i] * e->cf[ti][j], emu_grad(grad, e->goff[ti] + el, a->clip_scale), e->clip_div[ti]);
     return came_residual(u, came_momentum(e->m[ti] + el, u, a->cm), a->cm);
 }
 static double el_came_apply(Emu* e, const RpTile* x, size_t i, size_t j, size_t el, float* theta, const float* grad, const Args* a) {
@@ -475,7 +476,10 @@ static double rel_worst(const float* got, const float* ref, size_t n, double rto
 
 // Runs 3 steps of the plan (whole tensors) and of the CPU step; returns the worst err/tol over every
 // checked array (<= 1 passes); *stat_exact: how many statistics elements were bit-identical of *stat_n.
-static double factored_vs_cpu(int came, int use_beta1, size_t* stat_exact, size_t* stat_n, char* where, size_t wsz) {
+// sep_grad: the gradient in its own buffer at other offsets than theta (adalomo's per-unit scratch:
+// grad_off != param_off): the tensors in reverse order, each after a gap of NaNs (a read at param_off, or
+// past a tensor, poisons the result).
+static double factored_vs_cpu(int came, int use_beta1, int sep_grad, size_t* stat_exact, size_t* stat_n, char* where, size_t wsz) {
     const Optimizer* opt = came ? &OPT_CAME : &OPT_ADAFACTOR;
     OptHyper h = opt->defaults;
     h.weight_decay = 0.1;
@@ -493,6 +497,13 @@ static double factored_vs_cpu(int came, int use_beta1, size_t* stat_exact, size_
     }
     Emu e;
     emu_init(&e, came, use_beta1, NTF, F_ROWS, F_COLS, off, NULL, NULL);
+    size_t GP = P;
+    if (sep_grad) {
+        GP = 0;
+        for (int i = NTF - 1; i >= 0; i--) { GP += 5 + (size_t)i; e.goff[i] = GP; GP += shp[i].numel; }
+        GP += 3;
+    }
+    float* gbuf = (float*)xmalloc(GP * sizeof(float));
     int gof[NTF];
     for (int i = 0; i < NTF; i++) gof[i] = -1;
     Ranks R = { &e, 1, { gof } };
@@ -526,7 +537,13 @@ static double factored_vs_cpu(int came, int use_beta1, size_t* stat_exact, size_
             opt->step(&h, &ot, &st);
         }
         const Args a = make_args(came, &h, lr, step, clips[step - 1]);
-        ranks_step(&R, th_emu, grad, &a);
+        if (sep_grad) {
+            for (size_t k = 0; k < GP; k++) gbuf[k] = NAN;
+            for (int i = 0; i < NTF; i++) memcpy(gbuf + e.goff[i], grad + off[i], shp[i].numel * sizeof(float));
+        } else {
+            memcpy(gbuf, grad, P * sizeof(float));
+        }
+        ranks_step(&R, th_emu, gbuf, &a);
         double w = rel_worst(th_emu, th_cpu, P, 1e-5, 0.0, before);
         if (w > worst) { worst = w; snprintf(where, wsz, "step %d master", step); }
         for (int i = 0; i < NTF; i++)
@@ -542,7 +559,7 @@ static double factored_vs_cpu(int came, int use_beta1, size_t* stat_exact, size_
             }
     }
     for (int i = 0; i < NTF; i++) for (int s = 0; s < nstate[i]; s++) free(cpu_state[i][s]);
-    free(th_cpu); free(th_emu); free(before); free(grad); free(gs);
+    free(th_cpu); free(th_emu); free(before); free(grad); free(gs); free(gbuf);
     emu_free(&e);
     return worst;
 }
@@ -815,12 +832,20 @@ int main(void) {
     // the clean plan
     for (int came = 0; came <= 1; came++)
         for (int b1 = 0; b1 <= !came; b1++) {
-            const double w = factored_vs_cpu(came, b1, &ex, &n, where, sizeof(where));
+            const double w = factored_vs_cpu(came, b1, 0, &ex, &n, where, sizeof(where));
             char why[320];
             snprintf(why, sizeof(why), "worst %.3g of the tolerance at %s", w, where);
             test_check(w <= 1.0, why, "fac plan %s%s: GPU plan emulated vs CPU step, 3 steps, 10 shapes (worst %.2g of tolerance at %s; "
                        "statistics bit-identical %zu of %zu)", came ? "came" : "adafactor", b1 ? " beta1" : "", w, where, ex, n);
         }
+    // the gradient at grad_off != param_off (adalomo's unit scratch; adalomo's statistics are adafactor's)
+    for (int came = 0; came <= 1; came++) {
+        const double w = factored_vs_cpu(came, 0, 1, &ex, &n, where, sizeof(where));
+        char why[320];
+        snprintf(why, sizeof(why), "worst %.3g of the tolerance at %s", w, where);
+        test_check(w <= 1.0, why, "fac plan %s: gradient in its own buffer (grad_off != param_off, NaN gaps) vs CPU step (worst %.2g of "
+                   "tolerance at %s; statistics bit-identical %zu of %zu)", came ? "came" : "adafactor", w, where, ex, n);
+    }
     for (int came = 0; came <= 1; came++) {
         const double u = row_shards_vs_whole(came, where, sizeof(where));
         char why[320];
@@ -839,7 +864,7 @@ int main(void) {
     for (bug = 1; bug < NBUGS; bug++) {
         double w;
         if (bug >= BUG_MINI_VMEAN_INDEX) w = mini_vs_cpu(where, sizeof(where), &ex, &n);
-        else w = fmax(factored_vs_cpu(0, 0, &ex, &n, where, sizeof(where)), factored_vs_cpu(1, 0, &ex, &n, where, sizeof(where)));
+        else w = fmax(factored_vs_cpu(0, 0, 0, &ex, &n, where, sizeof(where)), factored_vs_cpu(1, 0, 0, &ex, &n, where, sizeof(where)));
         char why[320];
         snprintf(why, sizeof(why), "the planted bug passed (worst %.3g of the tolerance)", w);
         test_check(w > 1.0, why, "planted bug caught: %s (worst %.3g of the tolerance)", bug_name[bug], w);
