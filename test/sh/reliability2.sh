@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# test/sh/reliability2.sh: the reliability failures of issue 27, each made to happen: a symlink or a FIFO
+# planted at a temporary file's name, a damaged newest checkpoint followed by a failed rename, -export
+# over a device and two exports at once, crafted checkpoint counters and a non-finite bf16 blob, a
+# killed -overwrite run, a run directory deleted and made again under a live run, a log that cannot
+# be written, eps that is 0 in fp32. Each check fails on the code before its fix.
+cd "$(dirname "$0")/../.."
+. test/lib.sh
+SMALL="-model 2:32:2 -b 2 -t 16 -v 0 -gen 0"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+EDIT="python3 test/sh/ckpt_edit.py"
+# same FILE A B: the two files are byte for byte the same
+same() { cmp -s "$1" "$2"; }
+
+# ---- F1, F9: temporary files are created exclusively under new names: a symlink planted at
+# DIR/checkpoint.bin.tmp, DIR/log.jsonl.tmp or EXPORT.tmp is never followed, a FIFO never opened
+mkdir -p "$TMP/sym"
+echo "precious" > "$TMP/victim1"; echo "precious" > "$TMP/victim2"; echo "precious" > "$TMP/victim3"
+ln -s "$TMP/victim1" "$TMP/sym/checkpoint.bin.tmp"
+ln -s "$TMP/victim2" "$TMP/sym/log.jsonl.tmp"
+ln -s "$TMP/victim3" "$TMP/m.safetensors.tmp"
+$TRAIN $SMALL -x 2 -o "$TMP/sym" > "$TMP/sym1.out" 2>&1; rc1=$?
+$TRAIN $SMALL -x 3 -o "$TMP/sym" -y 1 > "$TMP/sym2.out" 2>&1; rc2=$?   # the resume rewrites the log through a temporary file
+$TRAIN $SMALL -o "$TMP/sym" -export "$TMP/m.safetensors" > "$TMP/sym3.out" 2>&1; rc3=$?
+if [ $rc1 = 0 ] && [ $rc2 = 0 ] && [ $rc3 = 0 ] && [ "$(cat "$TMP/victim1" "$TMP/victim2" "$TMP/victim3")" = "$(printf 'precious\nprecious\nprecious')" ] \
+    && [ -L "$TMP/sym/checkpoint.bin.tmp" ] && [ -s "$TMP/m.safetensors" ]; then
+    pass "tmp files: symlinks planted at checkpoint.bin.tmp, log.jsonl.tmp and EXPORT.tmp are not followed"
+else fail "tmp files: symlinks planted at checkpoint.bin.tmp, log.jsonl.tmp and EXPORT.tmp are not followed" \
+    "exits $rc1 $rc2 $rc3; victims: $(cat "$TMP/victim1" "$TMP/victim2" "$TMP/victim3" | head -c 300 | tr -c '[:print:]' '.')"; fi
+mkdir -p "$TMP/fifo"
+mkfifo "$TMP/fifo/checkpoint.bin.tmp"
+expect_exit "tmp files: a FIFO at checkpoint.bin.tmp does not block the run" 0 "checkpoint: .*checkpoint.bin \(step 2\)" -- \
+    timeout -k 5 60 $TRAIN $SMALL -x 2 -o "$TMP/fifo"
+
+# ---- F2: after a resume from checkpoint.prev.bin (checkpoint.bin damaged) the first save must not move
+# the damaged file over the good .prev: a rename that then fails leaves the good .prev
+mkdir -p "$TMP/rot"
+$TRAIN $SMALL -x 2 -n 1 -o "$TMP/rot" > /dev/null 2>&1
+cp "$TMP/rot/checkpoint.prev.bin" "$TMP/good_prev.bin"
+b=$(od -An -tu1 -j 2000 -N1 "$TMP/rot/checkpoint.bin" | tr -d ' ')   # damage the newest: flip a bit of the weights
+printf "\\x$(printf %02x $((b ^ 1)))" | dd of="$TMP/rot/checkpoint.bin" bs=1 seek=2000 conv=notrunc status=none
+# an LD_PRELOAD shim whose rename() fails when it would put a new checkpoint in place
+cat > "$TMP/failrename.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+int rename(const char* a, const char* b) {
+    static int (*real)(const char*, const char*);
+    if (!real) real = (int (*)(const char*, const char*))dlsym(RTLD_NEXT, "rename");
+    size_t n = strlen(b);
+    if (strstr(a, ".tmp.") && n >= 14 && !strcmp(b + n - 14, "checkpoint.bin")) { errno = EIO; return -1; }
+    return real(a, b);
+}
+C
+if ! ldd "$TRAIN" 2>/dev/null | grep -q libasan && gcc -shared -fPIC -o "$TMP/failrename.so" "$TMP/failrename.c" -ldl 2>/dev/null; then
+    out=$(LD_PRELOAD="$TMP/failrename.so" $TRAIN $SMALL -x 3 -o "$TMP/rot" -y 1 2>&1); rc=$?
+    if [ $rc = 5 ] && grep -q "resuming from the previous checkpoint" <<<"$out" && same "$TMP/rot/checkpoint.prev.bin" "$TMP/good_prev.bin"; then
+        pass "rotation: after a resume from .prev, a failed rename of the first save leaves the good .prev (exit 5)"
+    else fail "rotation: after a resume from .prev, a failed rename of the first save leaves the good .prev (exit 5)" \
+        "exit $rc; .prev $(same "$TMP/rot/checkpoint.prev.bin" "$TMP/good_prev.bin" && echo kept || echo replaced): $(tail -n 2 <<<"$out" | tr '\n' ' ')"; fi
+    expect_exit "rotation: ... and the run resumes from that .prev" 0 "resumed from .*checkpoint.prev.bin at step 1" -- $TRAIN $SMALL -x 3 -o "$TMP/rot" -y 1
+else
+    echo "note: no LD_PRELOAD shim (sanitized trainer or no gcc): the forced rename failure is skipped"
+    $TRAIN $SMALL -x 3 -o "$TMP/rot" -y 1 > /dev/null 2>&1
+fi
+# without a failure: the save after the resume from .prev replaces the damaged file and keeps .prev
+same "$TMP/rot/checkpoint.prev.bin" "$TMP/good_prev.bin" && [ "$(od -An -td4 -j72 -N4 "$TMP/rot/checkpoint.bin" | tr -d ' ')" = 3 ] \
+    && pass "rotation: the save after a resume from .prev replaces the damaged checkpoint.bin and keeps the good .prev" \
+    || fail "rotation: the save after a resume from .prev replaces the damaged checkpoint.bin and keeps the good .prev" "$(ls -l "$TMP/rot" | tr '\n' ' ')"
+
+# ---- F3: -export refuses to replace what is not a regular file; concurrent exports never mix
+mkdir -p "$TMP/exp"
+$TRAIN $SMALL -x 2 -n 1 -o "$TMP/exp" > /dev/null 2>&1
+if [ "$(id -u)" = 0 ] && mknod "$TMP/fakedev" c 1 7 2>/dev/null; then   # 1,7: /dev/full's numbers
+    expect_exit "export: -export over a character device is refused (exit 2), the device kept" 2 "is a character device" -- \
+        $TRAIN $SMALL -o "$TMP/exp" -export "$TMP/fakedev"
+    [ -c "$TMP/fakedev" ] || fail "export: the character device is still there" "$(ls -l "$TMP/fakedev")"
+else
+    echo "note: not root (or mknod refused): the device case is shown with a FIFO"
+fi
+mkfifo "$TMP/expfifo"
+expect_exit "export: -export over a FIFO is refused (exit 2)" 2 "is a FIFO" -- timeout -k 5 60 $TRAIN $SMALL -o "$TMP/exp" -export "$TMP/expfifo"
+mkdir -p "$TMP/expdir"
+expect_exit "export: -export over a directory is refused (exit 2)" 2 "is a directory" -- $TRAIN $SMALL -o "$TMP/exp" -export "$TMP/expdir"
+# two different models exported to one path at once, 6 times: the file is always one of them, whole
+$TRAIN $SMALL -init "$TMP/exp/checkpoint.bin" -export "$TMP/a.st" > /dev/null 2>&1
+$TRAIN $SMALL -init "$TMP/exp/checkpoint.prev.bin" -export "$TMP/b.st" > /dev/null 2>&1
+bad=0
+for i in 1 2 3 4 5 6; do
+    $TRAIN $SMALL -init "$TMP/exp/checkpoint.bin" -export "$TMP/both.st" > "$TMP/c1.out" 2>&1 &
+    $TRAIN $SMALL -init "$TMP/exp/checkpoint.prev.bin" -export "$TMP/both.st" > "$TMP/c2.out" 2>&1 &
+    wait
+    same "$TMP/both.st" "$TMP/a.st" || same "$TMP/both.st" "$TMP/b.st" || bad=$((bad + 1))
+done
+out=$($TRAIN $SMALL -init "$TMP/exp/checkpoint.bin" -export "$TMP/both.st" 2>&1)
+if [ $bad = 0 ] && ! cmp -s "$TMP/a.st" "$TMP/b.st" && ! ls "$TMP"/both.st.tmp* >/dev/null 2>&1 && grep -q "replaced (atomically" <<<"$out"; then
+    pass "export: concurrent exports to one path leave one whole file, never a mix; replacing a file is said"
+else fail "export: concurrent exports to one path leave one whole file, never a mix; replacing a file is said" "$bad of 6 mixed; $(tail -n 1 <<<"$out")"; fi
+
+# ---- F8, F11: a checkpoint whose checksums are right but whose content cannot be resumed
+mkdir -p "$TMP/craft"
+$TRAIN $SMALL -x 2 -o "$TMP/craft" > /dev/null 2>&1
+cp "$TMP/craft/checkpoint.bin" "$TMP/craft_good.bin"
+craft() { rm -f "$TMP/craft/"checkpoint*; cp "$TMP/craft_good.bin" "$TMP/craft/checkpoint.bin"; $EDIT "$TMP/craft/checkpoint.bin" "$@"; }
+craft blob "weights bf16" 10 807f     # element 5 = +inf in bf16 (0x7f80, little-endian)
+expect_exit "checkpoint: inf in the bf16 weights of a checksum-valid checkpoint is refused" 2 "'weights bf16' holds a non-finite value \(inf at element 5\)" -- \
+    $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
+craft field tokens_seen 0x7fffffffffffffff
+expect_exit "checkpoint: tokens_seen 2^63-1 is refused (was a signed overflow)" 2 "tokens seen 9223372036854775807 after 2 steps" -- \
+    $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
+craft field data_position 0x7fffffffffffffff
+expect_exit "checkpoint: data_position 2^63-1 is refused" 2 "data position" -- $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
+craft field skipped_steps 3
+expect_exit "checkpoint: more skipped steps than steps is refused" 2 "3 skipped steps at step 2" -- $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
+craft field step 2147483647
+expect_exit "checkpoint: step INT_MAX is refused by the step bound, not an overflow" 2 "at step 2147483647 already" -- $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
