@@ -115,3 +115,86 @@ craft field skipped_steps 3
 expect_exit "checkpoint: more skipped steps than steps is refused" 2 "3 skipped steps at step 2" -- $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
 craft field step 2147483647
 expect_exit "checkpoint: step INT_MAX is refused by the step bound, not an overflow" 2 "at step 2147483647 already" -- $TRAIN $SMALL -x 4 -o "$TMP/craft" -y 1
+
+# ---- F7: -eps that is 0 in fp32 is refused; a run whose every step was skipped is not a success
+expect_exit "eps: -eps 1e-46 (0 in fp32) is refused" 2 "-eps 1e-46 is 0 in fp32" -- $TRAIN $SMALL -x 2 -eps 1e-46
+# a checkpoint whose ln_f bias is 3e38 (finite, but every logit overflows): the one step left is skipped
+mkdir -p "$TMP/huge"
+$TRAIN $SMALL -x 2 -o "$TMP/huge" > /dev/null 2>&1
+P=1667968   # parameters of -model 2:32:2; ln_f's bias is the last 32
+$EDIT "$TMP/huge/checkpoint.bin" blob "weights fp32" $(( (P - 32) * 4 )) "$(printf 'ffff7f7f%.0s' $(seq 32))"
+$EDIT "$TMP/huge/checkpoint.bin" blob "weights bf16" $(( (P - 32) * 2 )) "$(printf '7f7f%.0s' $(seq 32))"
+out=$($TRAIN $SMALL -x 3 -o "$TMP/huge" -y 1 2>&1); rc=$?
+if [ $rc = 3 ] && grep -q "every step this run took (3 to 3) had a non-finite" <<<"$out" && ! grep -q "train_loss=nan" <<<"$out"; then
+    pass "skips: a run whose every step was skipped exits 3, no train_loss=nan summary"
+else fail "skips: a run whose every step was skipped exits 3, no train_loss=nan summary" "exit $rc: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; fi
+# F14: the skipped step is printed once (its SKIPPED line), not also as a normal step line
+[ "$(grep -c '^step *3/3' <<<"$out")" = 1 ] && grep -q "^step *3/3 .*SKIPPED" <<<"$out" \
+    && pass "skips: a skipped step is printed once" || fail "skips: a skipped step is printed once" "$(grep '^step' <<<"$out" | tr '\n' ' ')"
+
+# ---- F4: a fresh -overwrite 1 run killed before its first save leaves no old checkpoint to resume
+mkdir -p "$TMP/ow"
+$TRAIN $SMALL -x 2 -o "$TMP/ow" > /dev/null 2>&1
+cp "$TMP/ow/checkpoint.bin" "$TMP/ow_old.bin"
+$TRAIN $SMALL -x 100000 -n 0 -seed 5 -o "$TMP/ow" -overwrite 1 > "$TMP/ow.out" 2>&1 &
+pid=$!
+for i in $(seq 600); do grep -q '"seed":5,' "$TMP/ow/log.jsonl" 2>/dev/null && break; sleep 0.1; done   # its config record is written
+kill -9 $pid; wait $pid 2>/dev/null
+expect_exit "overwrite: after a killed -overwrite 1 run, -y 1 finds no old checkpoint (exit 2)" 2 "cannot resume: no usable checkpoint" -- \
+    $TRAIN $SMALL -x 100000 -seed 5 -o "$TMP/ow" -y 1
+cp "$TMP/ow_old.bin" "$TMP/ow/checkpoint.bin"   # another run's checkpoint beside this run's log
+expect_exit "overwrite: a checkpoint of another run than the log's is refused, naming both runs" 2 "belongs to run [0-9a-f]{8}, but .*log.jsonl belongs to run [0-9a-f]{8}" -- \
+    $TRAIN $SMALL -x 100000 -seed 5 -o "$TMP/ow" -y 1
+
+# ---- F6: a run directory deleted and made again under a live run: the old run stops (exit 5) and writes
+# nothing into the new one
+mkdir -p "$TMP/rm"
+$TRAIN $SMALL -x 100000 -n 1 -o "$TMP/rm" > "$TMP/rm.out" 2>&1 &
+pid=$!
+for i in $(seq 600); do [ -f "$TMP/rm/checkpoint.bin" ] && break; sleep 0.1; done
+rm -rf "$TMP/rm"; mkdir -p "$TMP/rm"
+timeout 120 $TRAIN $SMALL -x 1 -o "$TMP/rm" > "$TMP/rm2.out" 2>&1; rc2=$?
+for i in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+kill $pid 2>/dev/null; wait $pid; rc=$?
+step=$(od -An -td4 -j72 -N4 "$TMP/rm/checkpoint.bin" 2>/dev/null | tr -d ' ')
+if [ $rc = 5 ] && grep -q "was deleted or replaced while this run used it" "$TMP/rm.out" && [ $rc2 = 0 ] && [ "$step" = 1 ]; then
+    pass "run dir: deleted and made again under a live run: that run stops with exit 5, the new run's checkpoint is its own"
+else fail "run dir: deleted and made again under a live run: that run stops with exit 5, the new run's checkpoint is its own" \
+    "old run exit $rc, new run exit $rc2, checkpoint step $step: $(tail -n 1 "$TMP/rm.out")"; fi
+
+# ---- F12: a log that cannot be written: the message says what is saved; the log ends in whole JSON
+# ulimit -f (EFBIG once the log passes 2 KiB, SIGXFSZ ignored) works for any user; a full tmpfs as root
+logfail_check() { # NAME DIR WANT-PATTERN OUTFILE RC
+    local last; last=$(tail -n 1 "$2/log.jsonl")
+    if [ "$5" = 5 ] && grep -Eq "$3" "$4" && python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$2/log.jsonl" 2>/dev/null; then
+        pass "$1"
+    else fail "$1" "exit $5: $(tail -n 1 "$4"); last log line: $(echo "$last" | head -c 120)"; fi
+}
+mkdir -p "$TMP/lf1"
+# (the output goes through a pipe: a file would be limited too)
+(trap '' XFSZ; ulimit -f 2; exec $TRAIN $SMALL -x 60 -n 0 -o "$TMP/lf1" 2>&1) | cat > "$TMP/lf1.out"; rc=${PIPESTATUS[0]}
+logfail_check "log: a failed log write with no checkpoint says so, and the log ends in a whole record" "$TMP/lf1" \
+    "log.jsonl failed .*: no checkpoint was written" "$TMP/lf1.out" $rc
+mkdir -p "$TMP/lf2"
+$TRAIN $SMALL -x 2 -o "$TMP/lf2" > /dev/null 2>&1
+(trap '' XFSZ; ulimit -f 2; exec $TRAIN $SMALL -x 60 -n 0 -o "$TMP/lf2" -y 1 2>&1) | cat > "$TMP/lf2.out"; rc=${PIPESTATUS[0]}
+logfail_check "log: a failed log write after a resume names the last checkpoint's step" "$TMP/lf2" \
+    "log.jsonl failed .*: the last checkpoint is of step 2" "$TMP/lf2.out" $rc
+if [ "$(id -u)" = 0 ] && mkdir -p "$TMP/tfs" && mount -t tmpfs -o size=40k tmpfs "$TMP/tfs" 2>/dev/null; then
+    $TRAIN $SMALL -x 400 -n 0 -o "$TMP/tfs/run" > "$TMP/lf3.out" 2>&1; rc=$?
+    logfail_check "log: ENOSPC on a full tmpfs: exit 5, no checkpoint said, the log ends in a whole record" "$TMP/tfs/run" \
+        "log.jsonl failed .*: no checkpoint was written" "$TMP/lf3.out" $rc
+    umount "$TMP/tfs"
+else echo "note: the full-tmpfs (ENOSPC) log check is skipped: it needs root and mount (not root, or mount refused here)"; fi
+
+# ---- F5: a resume on another number of ranks (here with -zero 1) is not bit-exact: it says so
+if command -v mpirun >/dev/null && ldd "$TRAIN" 2>/dev/null | grep -q libmpi; then
+    MPIRUN="mpirun --oversubscribe --allow-run-as-root --mca btl self,vader"
+    mkdir -p "$TMP/w21" "$TMP/w12"
+    $MPIRUN -np 2 $TRAIN $SMALL -b 1 -x 2 -zero 1 -o "$TMP/w21" > "$TMP/w21.out" 2>&1
+    expect_exit "world: 2 ranks (-zero 1) resumed on 1 says it is not bit-exact" 0 "written by a run on 2 ranks, this run has 1: the resumed run is not bit-exact" -- \
+        $TRAIN $SMALL -b 2 -x 3 -o "$TMP/w21" -y 1
+    $TRAIN $SMALL -b 2 -x 2 -o "$TMP/w12" > /dev/null 2>&1
+    expect_exit "world: 1 rank resumed on 2 (-zero 1) says it is not bit-exact" 0 "written by a run on 1 rank, this run has 2: the resumed run is not bit-exact" -- \
+        $MPIRUN -np 2 $TRAIN $SMALL -b 1 -x 3 -zero 1 -o "$TMP/w12" -y 1
+else echo "note: mpirun or an MPI build missing: the world-size resume checks are skipped"; fi
