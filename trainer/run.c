@@ -489,6 +489,7 @@ int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kern
     }
     if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     parse_args(&r->a, argc, argv);
+    dist_set_timeout(r->a.dist_timeout);
     if (r->a.plan_world && r->world > 1)
         user_error("-plan-world plans a world of ranks without MPI: run it as one process, not under mpirun");
     if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); dist_finalize(); return 0; }

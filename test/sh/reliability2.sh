@@ -198,3 +198,39 @@ if command -v mpirun >/dev/null && ldd "$TRAIN" 2>/dev/null | grep -q libmpi; th
     expect_exit "world: 1 rank resumed on 2 (-zero 1) says it is not bit-exact" 0 "written by a run on 1 rank, this run has 2: the resumed run is not bit-exact" -- \
         $MPIRUN -np 2 $TRAIN $SMALL -b 1 -x 3 -zero 1 -o "$TMP/w12" -y 1
 else echo "note: mpirun or an MPI build missing: the world-size resume checks are skipped"; fi
+
+# ---- F13: out of memory is exit 2 with its size, not an internal error; tokenizing a pathological text
+# (one 4 MB "word") stays small (it took ~40 bytes per input byte)
+python3 -c "open('$TMP/aaa.txt','w').write('a' * 4000000)"
+rss=$(python3 -c 'import resource,subprocess,sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)' \
+      ./prepare_data -text "$TMP/aaa.txt" -train "$TMP/aaa_train.bin" -val "$TMP/aaa_val.bin")
+[ -s "$TMP/aaa_train.bin" ] && [ "$rss" -lt 80 ] && pass "tokenizer: 4 MB of one repeated letter tokenizes in $rss MiB (bounded BPE pieces)" \
+    || fail "tokenizer: 4 MB of one repeated letter tokenizes in bounded memory" "peak RSS $rss MiB (want < 80)"
+# a 3 GiB text (sparse: no disk used) under a 2 GB address-space limit: reading it fails outside the ledger
+truncate -s 3G "$TMP/huge.txt"
+out=$( (ulimit -v 2000000; exec $TRAIN $SMALL -x 1 -i "$TMP/huge.txt") 2>&1 ); rc=$?
+if [ $rc = 2 ] && grep -Eq "out of memory \(3072.0 MiB for data/" <<<"$out" && ! grep -q "internal error" <<<"$out"; then
+    pass "memory: out of memory outside the ledger is exit 2 with its size, not an internal error"
+else fail "memory: out of memory outside the ledger is exit 2 with its size, not an internal error" "exit $rc: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; fi
+
+# ---- F10: a SIGSTOPped rank: the other ranks' collectives time out (-dist-timeout) and name it
+if command -v mpirun >/dev/null && ldd "$TRAIN" 2>/dev/null | grep -q libmpi; then
+    MPIRUN="mpirun --oversubscribe --allow-run-as-root --mca btl self,vader"
+    mkdir -p "$TMP/stop"
+    start=$(date +%s)
+    timeout -k 10 240 $MPIRUN -np 2 $TRAIN $SMALL -b 1 -x 1000000 -dist-timeout 5 -o "$TMP/stop" > "$TMP/stop.out" 2>&1 &
+    mp=$!
+    for i in $(seq 600); do grep -q '"type":"step"' "$TMP/stop/log.jsonl" 2>/dev/null && break; sleep 0.1; done
+    victim=""
+    for p in $(pgrep -f "$TMP/stop"); do   # the rank 1 process: its environment says so
+        tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
+    done
+    [ -n "$victim" ] && kill -STOP "$victim"
+    wait $mp; rc=$?
+    took=$(( $(date +%s) - start ))
+    [ -n "$victim" ] && kill -CONT "$victim" 2>/dev/null
+    if [ -n "$victim" ] && [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 137 ] && [ $took -lt 200 ] && grep -q "rank 1 did not answer" "$TMP/stop.out"; then
+        pass "mpi: a SIGSTOPped rank: the collectives time out (-dist-timeout 5) naming it, the job ends (${took}s)"
+    else fail "mpi: a SIGSTOPped rank: the collectives time out (-dist-timeout 5) naming it, the job ends" \
+        "victim '$victim', exit $rc after ${took}s: $(grep -v '^step' "$TMP/stop.out" | tail -n 3 | tr '\n' ' ')"; fi
+fi
