@@ -640,25 +640,27 @@ static void resume(Run* r) {
 // stored in the same 16-tensor order as ours.
 static void load_weights(Run* r, const char* path) {
     char err[1024];
+    // the flag the file came from: -init, or (sampling, eval, export) the -o DIR's checkpoint
+    const char* fl = r->a.init_path && !strcmp(path, r->a.init_path) ? "-init" : "checkpoint";
     size_t P = r->layout->num_params;
     float* w = (float*)xmalloc(P * sizeof(float));
     int32_t hdr[256];
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) user_error("-init %s: not a readable file", path);
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) user_error("%s %s: not a readable file", fl, path);
     FILE* f = fopen(path, "rb");
-    if (!f) user_error("-init %s: %s", path, strerror(errno));
+    if (!f) user_error("%s %s: %s", fl, path, strerror(errno));
     int is_llmc = fread(hdr, sizeof(hdr), 1, f) == 1 && hdr[0] == 20240326;
     if (is_llmc) {
         // llm.c: 256 int32 (magic, version 3 fp32 / 5 bf16, maxT, V, L, NH, C, Vp), then the parameters
         const GPT2Config* c = &r->cfg;
-        if (hdr[1] != 3 && hdr[1] != 5) user_error("-init %s: llm.c checkpoint version %d; this trainer reads 3 (fp32) and 5 (bf16)", path, hdr[1]);
+        if (hdr[1] != 3 && hdr[1] != 5) user_error("%s %s: llm.c checkpoint version %d; this trainer reads 3 (fp32) and 5 (bf16)", fl, path, hdr[1]);
         if (hdr[2] != c->max_seq_len || hdr[3] != c->vocab_size || hdr[4] != c->num_layers || hdr[5] != c->num_heads ||
             hdr[6] != c->channels || hdr[7] != c->padded_vocab_size)
-            user_error("-init %s holds an llm.c model L=%d C=%d heads=%d (T=%d, V=%d, Vp=%d); this run is -model %d:%d:%d: use the same shape",
-                       path, hdr[4], hdr[6], hdr[5], hdr[2], hdr[3], hdr[7], c->num_layers, c->channels, c->num_heads);
+            user_error("%s %s holds an llm.c model L=%d C=%d heads=%d (T=%d, V=%d, Vp=%d); this run is -model %d:%d:%d: use the same shape",
+                       fl, path, hdr[4], hdr[6], hdr[5], hdr[2], hdr[3], hdr[7], c->num_layers, c->channels, c->num_heads);
         size_t elt = hdr[1] == 3 ? 4 : 2;
         if ((uint64_t)st.st_size != sizeof(hdr) + P * elt)
-            user_error("-init %s: %lld bytes, an llm.c file of this shape has %zu", path, (long long)st.st_size, sizeof(hdr) + P * elt);
+            user_error("%s %s: %lld bytes, an llm.c file of this shape has %zu", fl, path, (long long)st.st_size, sizeof(hdr) + P * elt);
         int ok = 1;
         if (elt == 4) ok = fread(w, 4, P, f) == P;
         else {
@@ -667,21 +669,21 @@ static void load_weights(Run* r, const char* path) {
             for (size_t i = 0; ok && i < P; i++) w[i] = bf16_to_f32(b[i]);
             free(b);
         }
-        if (!ok) user_error("-init %s is truncated", path);
+        if (!ok) user_error("%s %s is truncated", fl, path);
     }
     fclose(f);
     if (!is_llmc) {
         CkptHeader h, mine;
-        if (ckpt_read_header(path, &h, err, sizeof(err)) != 0) user_error("-init: %s", err);
+        if (ckpt_read_header(path, &h, err, sizeof(err)) != 0) user_error("%s: %s", fl, err);
         model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
         if (h.num_layers != mine.num_layers || h.channels != mine.channels || h.num_heads != mine.num_heads ||
             h.vocab_size != mine.vocab_size || h.max_seq_len != mine.max_seq_len)
-            user_error("-init %s holds a model L=%d C=%d heads=%d; this run is L=%d C=%d heads=%d: use the same -model",
-                       path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
-        if (ckpt_load_blob(path, "weights fp32", w, P * sizeof(float), err, sizeof(err)) != 0) user_error("-init: %s", err);
+            user_error("%s %s holds a model L=%d C=%d heads=%d; this run is L=%d C=%d heads=%d: use the same -model",
+                       fl, path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
+        if (ckpt_load_blob(path, "weights fp32", w, P * sizeof(float), err, sizeof(err)) != 0) user_error("%s: %s", fl, err);
     }
     for (size_t i = 0; i < P; i++)
-        if (!isfinite(w[i])) user_error("-init %s: weight %zu is not finite; this file cannot start a run", path, i);
+        if (!isfinite(w[i])) user_error("%s %s: weight %zu is not finite; this file cannot start a run", fl, path, i);
     r->ops.set_weights(r->ops.model, w);
     free(w);
     printf("weights from %s (%s; fresh optimizer state)\n", path, is_llmc ? "llm.c format" : "checkpoint");
@@ -893,6 +895,8 @@ int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const 
         print_summary(r, peak_mib, extra_json);
     }
     logger_close(&r->lg);
+    free(r->batch_buf); // the global micro-batch (more than one rank)
+    r->batch_buf = NULL;
     run_close_data(&r->data);
     ledger_free_all(&r->led);
     dist_finalize();

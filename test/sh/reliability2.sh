@@ -234,3 +234,9 @@ if command -v mpirun >/dev/null && ldd "$TRAIN" 2>/dev/null | grep -q libmpi; th
     else fail "mpi: a SIGSTOPped rank: the collectives time out (-dist-timeout 5) naming it, the job ends" \
         "victim '$victim', exit $rc after ${took}s: $(grep -v '^step' "$TMP/stop.out" | tail -n 3 | tr '\n' ' ')"; fi
 fi
+
+# ---- F14: -sample from -o DIR's checkpoint names it a checkpoint, not "-init"
+mkdir -p "$TMP/noinit"; printf 'junk' > "$TMP/noinit/checkpoint.bin"
+out=$($TRAIN $SMALL -o "$TMP/noinit" -sample 1 2>&1); rc=$?
+[ $rc = 2 ] && grep -q "error: checkpoint: " <<<"$out" && ! grep -q -- "-init" <<<"$out" \
+    && pass "messages: a bad -o DIR checkpoint without -init is not called -init" || fail "messages: a bad -o DIR checkpoint without -init is not called -init" "exit $rc: $(tail -n 1 <<<"$out")"
