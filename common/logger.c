@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <time.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include "common/logger.h"
 #include "common/fileio.h"
@@ -12,10 +14,26 @@
 int logger_open(Logger* lg, const char* dir, int append) {
     lg->f = NULL;
     if (!dir || !dir[0]) return 0;
-    char path[1024];
+    char path[1024], tmp[1100];
     snprintf(path, sizeof(path), "%s/log.jsonl", dir);
-    lg->f = fopen(path, append ? "a" : "w");
-    return lg->f ? 0 : -1;
+    int fd;
+    if (!append) {
+        // a fresh log is a new file renamed into place: whatever was at log.jsonl (a symlink, a FIFO)
+        // is replaced, never followed or opened
+        fd = fileio_create_temp(path, tmp, sizeof(tmp));
+        if (fd < 0) return -1;
+        if (rename(tmp, path) != 0) { int e = errno; close(fd); unlink(tmp); errno = e; return -1; }
+    } else {
+        // O_NONBLOCK: a FIFO at log.jsonl fails at once (ENXIO) instead of blocking; only a regular file
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0) return -1;
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); errno = EINVAL; return -1; }
+        fcntl(fd, F_SETFL, O_APPEND);
+    }
+    lg->f = fdopen(fd, append ? "a" : "w");
+    if (!lg->f) { int e = errno; close(fd); errno = e; return -1; }
+    return 0;
 }
 
 void logger_write(Logger* lg, const char* fmt, ...) {
@@ -60,8 +78,13 @@ static long record_step(const char* line) {
 int logger_cut_back(const char* dir, int step) {
     char path[1100], tmp[1200];
     snprintf(path, sizeof(path), "%s/log.jsonl", dir);
-    FILE* in = fopen(path, "r");
-    if (!in) return 0; // no log yet: nothing to cut
+    int ifd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); // a FIFO must not block the resume
+    if (ifd < 0) return errno == ENOENT ? 0 : -1;            // no log yet: nothing to cut
+    struct stat st;
+    if (fstat(ifd, &st) != 0 || !S_ISREG(st.st_mode)) { close(ifd); errno = EINVAL; return -1; }
+    fcntl(ifd, F_SETFL, 0);
+    FILE* in = fdopen(ifd, "r");
+    if (!in) { close(ifd); return -1; }
     int fd = fileio_create_temp(path, tmp, sizeof(tmp)); // a new file, never a planted log.jsonl.tmp
     FILE* out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out) { int e = errno; if (fd >= 0) { close(fd); unlink(tmp); } fclose(in); errno = e; return -1; }

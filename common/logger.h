@@ -14,7 +14,8 @@ typedef struct {
     int failed;          // a write failed (disk full, I/O error): the run must end, its log is incomplete
 } Logger;
 
-// Opens DIR/log.jsonl (append when resuming, else truncate). Returns 0 or -1 (errno set).
+// Opens DIR/log.jsonl: a new file renamed into place (a fresh run: nothing that was there is followed),
+// or the regular file there for appending (a resume; not a FIFO or device: EINVAL). 0 or -1 (errno set).
 int logger_open(Logger* lg, const char* dir, int append);
 // Writes a raw JSON object (the caller formats it, "{...}") followed by a newline; the wall-clock time
 // ("time": Unix seconds) is added as its last field. A record is written whole or not at all (a short

@@ -581,8 +581,13 @@ static void release_blobs(Run* r, CkptBlob* blobs, int n) {
 static void check_log_matches(Run* r, const CkptHeader* h, const char* chosen) {
     char path[1100], line[16384];
     snprintf(path, sizeof(path), "%s/log.jsonl", r->a.out_dir);
-    FILE* f = fopen(path, "r");
-    if (!f) return;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); // a FIFO there must not block
+    if (fd < 0) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); user_error("cannot resume: %s is not a regular file", path); }
+    fcntl(fd, F_SETFL, 0);
+    FILE* f = fdopen(fd, "r");
+    if (!f) { close(fd); return; }
     int have_id = 0, world = 0;
     uint32_t id = 0;
     while (fgets(line, sizeof(line), f)) {

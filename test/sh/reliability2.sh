@@ -27,6 +27,14 @@ if [ $rc1 = 0 ] && [ $rc2 = 0 ] && [ $rc3 = 0 ] && [ "$(cat "$TMP/victim1" "$TMP
     pass "tmp files: symlinks planted at checkpoint.bin.tmp, log.jsonl.tmp and EXPORT.tmp are not followed"
 else fail "tmp files: symlinks planted at checkpoint.bin.tmp, log.jsonl.tmp and EXPORT.tmp are not followed" \
     "exits $rc1 $rc2 $rc3; victims: $(cat "$TMP/victim1" "$TMP/victim2" "$TMP/victim3" | head -c 300 | tr -c '[:print:]' '.')"; fi
+# the log itself: a fresh run (-overwrite 1) replaces a symlink at log.jsonl instead of truncating its
+# target; a resume refuses a FIFO there at once
+mkdir -p "$TMP/symlog"; echo "precious" > "$TMP/victim4"; ln -s "$TMP/victim4" "$TMP/symlog/log.jsonl"
+$TRAIN $SMALL -x 1 -o "$TMP/symlog" -overwrite 1 > /dev/null 2>&1; rc=$?
+[ $rc = 0 ] && [ "$(cat "$TMP/victim4")" = precious ] && [ -f "$TMP/symlog/log.jsonl" ] && [ ! -L "$TMP/symlog/log.jsonl" ] \
+    && pass "log: a fresh run replaces a symlink at log.jsonl, its target untouched" || fail "log: a fresh run replaces a symlink at log.jsonl" "exit $rc; target: $(head -c 60 "$TMP/victim4" | tr -c '[:print:]' '.')"
+rm -f "$TMP/symlog/log.jsonl"; mkfifo "$TMP/symlog/log.jsonl"
+expect_exit "log: a FIFO at log.jsonl on resume is refused at once (exit 2)" 2 "cannot (resume|write).*log.jsonl" -- timeout -k 5 60 $TRAIN $SMALL -x 2 -o "$TMP/symlog" -y 1
 mkdir -p "$TMP/fifo"
 mkfifo "$TMP/fifo/checkpoint.bin.tmp"
 expect_exit "tmp files: a FIFO at checkpoint.bin.tmp does not block the run" 0 "checkpoint: .*checkpoint.bin \(step 2\)" -- \
