@@ -238,6 +238,15 @@ static int run_dir_replaced(const Run* r) {
     return stat(r->a.out_dir, &now) != 0 || now.st_dev != mine.st_dev || now.st_ino != mine.st_ino;
 }
 
+// run_dir_replaced, said: 1 when the run must stop (checked after every step and right before a save).
+static int run_dir_gone(const Run* r, int step) {
+    if (!r->ckpt_path[0] || !run_dir_replaced(r)) return 0;
+    fprintf(stderr, "error: -o %s was deleted or replaced while this run used it (noticed after step %d); stopping "
+            "without writing into it, as it may be another run's now (this run's checkpoints and log went with the old one)\n",
+            r->a.out_dir, step);
+    return 1;
+}
+
 // What is saved, in words, for an error that stops the run after `step`.
 static void saved_note(int step, char* out, size_t n) {
     if (g_last_ckpt == step) snprintf(out, n, "its checkpoint (step %d) is written", step);
@@ -715,6 +724,8 @@ static int save_checkpoint(Run* r, int step) {
                 file_exists(r->ckpt_path) ? "the last checkpoint is intact" : "there is no earlier checkpoint");
         logger_write(&r->lg, "{\"type\":\"failed\",\"step\":%d,\"why\":\"non-finite weights\"}", step);
         rc = RUN_EXIT_NONFINITE;
+    } else if (run_dir_gone(r, step)) { // again right before the save: val and sample took time since
+        rc = RUN_EXIT_WRITE;
     } else if (ckpt_save(r->ckpt_path, &h, blobs, nb, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: %s; stopping so that no work goes unsaved unnoticed\n", err);
         rc = RUN_EXIT_WRITE;
@@ -855,12 +866,7 @@ int run_after_step(Run* r, int step, float loss, float norm, float lr, double se
 static int run_after_step_rank0(Run* r, int step, RunDue due, int sig) {
     const Args* a = &r->a;
     int rc;
-    if (r->ckpt_path[0] && run_dir_replaced(r)) {
-        fprintf(stderr, "error: -o %s was deleted or replaced while this run used it (noticed after step %d); stopping "
-                "without writing into it, as it may be another run's now (this run's checkpoints and log went with the old one)\n",
-                a->out_dir, step);
-        return RUN_EXIT_WRITE;
-    }
+    if (run_dir_gone(r, step)) return RUN_EXIT_WRITE;
     if (due.val) record_val(r, step, run_evaluate(&r->ops, &r->data.val, a->val_batches, a->B, a->T));
     if (due.sample) run_sample(&r->ops, r->data.tok, r->cfg.vocab_size, a->sample_len, a->seed, step, a->T, stdout);
     if ((due.checkpoint || (sig && r->ckpt_path[0])) && (rc = save_checkpoint(r, step))) return rc;
