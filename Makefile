@@ -206,6 +206,10 @@ FUZZ_SUPPORT := test/fuzz/driver.c test/fuzz/scratch.c
 build-asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_CFLAGS) $(DEPFLAGS) -c $< -o $@
+# MPI in the sanitized build too (as in the normal one): asan.sh runs a 2-rank -zero 1 run under it
+build-asan/trainer/dist.o: trainer/dist.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) $(MPI_CFLAGS) $(DEPFLAGS) -c $< -o $@
 train_cpu_asan: train_gpt2.c $(ASAN_OBJS)
 	$(CC) $(ASAN_CFLAGS) $(DEPFLAGS) train_gpt2.c $(ASAN_OBJS) $(LDLIBS) -o $@
 test/bin-asan/test_%: test/test_%.c $(ASAN_OBJS)

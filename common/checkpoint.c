@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include "common/checkpoint.h"
 #include "common/crc32c.h"
+#include "common/fileio.h"
 
 _Static_assert(sizeof(CkptHeader) == 152, "the checkpoint header is a file format: its size is fixed");
 _Static_assert(sizeof(CkptBlobInfo) == 48 && sizeof(CkptBlobInfo2) == 56, "blob table entries are a file format");
@@ -22,16 +23,6 @@ static void set_err(char* err, size_t errlen, const char* fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-// The file's kind in words, for "is a directory" style messages.
-static const char* file_kind(mode_t m) {
-    if (S_ISDIR(m)) return "a directory";
-    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
-    if (S_ISCHR(m)) return "a character device";
-    if (S_ISBLK(m)) return "a block device";
-    if (S_ISSOCK(m)) return "a socket";
-    return "not a regular file";
 }
 
 // Opens a regular file for reading. O_NONBLOCK so that opening a FIFO returns at once instead of
@@ -46,7 +37,7 @@ static FILE* open_regular(const char* path, uint64_t* size, char* err, size_t er
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "checkpoint %s is %s, not a checkpoint file", path, file_kind(st.st_mode));
+        set_err(err, errlen, "checkpoint %s is %s, not a checkpoint file", path, fileio_kind(st.st_mode));
         close(fd);
         return NULL;
     }
@@ -56,6 +47,24 @@ static FILE* open_regular(const char* path, uint64_t* size, char* err, size_t er
     if (!f) { set_err(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno)); close(fd); return NULL; }
     *size = (uint64_t)st.st_size;
     return f;
+}
+
+// The last checkpoint file this process verified or wrote, as the file system names it: ckpt_save
+// rotates PATH to its .prev name only when PATH is this file (or verifies now), so a damaged PATH
+// (say, after a resume from .prev) never replaces a good .prev file.
+static struct { char path[1100]; dev_t dev; ino_t ino; off_t size; struct timespec mtime, ctime; int set; } g_good;
+
+static void remember_good(const char* path, const struct stat* st) {
+    snprintf(g_good.path, sizeof(g_good.path), "%s", path);
+    g_good.dev = st->st_dev; g_good.ino = st->st_ino; g_good.size = st->st_size;
+    g_good.mtime = st->st_mtim; g_good.ctime = st->st_ctim;
+    g_good.set = 1;
+}
+
+static int is_known_good(const char* path, const struct stat* st) {
+    return g_good.set && !strcmp(g_good.path, path) && g_good.dev == st->st_dev && g_good.ino == st->st_ino &&
+           g_good.size == st->st_size && g_good.mtime.tv_sec == st->st_mtim.tv_sec && g_good.mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           g_good.ctime.tv_sec == st->st_ctim.tv_sec && g_good.ctime.tv_nsec == st->st_ctim.tv_nsec;
 }
 
 static int nul_terminated(const char* s, size_t n) { return memchr(s, 0, n) != NULL; }
@@ -76,8 +85,11 @@ static int check_fields(const CkptHeader* h, const char* path, char* err, size_t
     if (h->total_steps < 0) BAD("total steps %d", h->total_steps);
     if (h->skipped_steps < 0 || h->skipped_steps > h->step) BAD("%d skipped steps at step %d", h->skipped_steps, h->step);
     if (h->num_params == 0 || h->num_params > ((uint64_t)1 << 48)) BAD("%llu parameters", (unsigned long long)h->num_params);
-    if (h->tokens_seen > (uint64_t)INT64_MAX) BAD("tokens seen %llu", (unsigned long long)h->tokens_seen);
-    if (h->data_position > (uint64_t)INT64_MAX) BAD("data position %llu", (unsigned long long)h->data_position);
+    // a step is at most INT_MAX tokens (-d is an int): more tokens than step x 2^31 is no run's count, and
+    // the bound keeps every counter a resumed run adds to far from overflowing
+    if (h->tokens_seen > (uint64_t)h->step << 31) BAD("tokens seen %llu after %d steps", (unsigned long long)h->tokens_seen, h->step);
+    if (h->data_position > ((uint64_t)1 << 62)) BAD("data position %llu", (unsigned long long)h->data_position);
+    if (h->version >= 2 && !isnan(h->run_lr) && !(isfinite(h->run_lr) && h->run_lr >= 0.0)) BAD("run flag -l %g", h->run_lr);
     if (h->run_B < 0 || h->run_T < 0 || h->run_total_batch < 0 || (h->run_sr != 0 && h->run_sr != 1))
         BAD("run flags -b %d -t %d -d %d -sr %d", h->run_B, h->run_T, h->run_total_batch, h->run_sr);
     return 0;
@@ -125,7 +137,7 @@ static int read_layout(FILE* f, uint64_t size, const char* path, CkptHeader* h, 
         // these 32 bytes were reserved in version 1: whatever is there means nothing
         h->run_B = h->run_T = h->run_total_batch = h->run_sr = 0;
         h->run_lr = 0.0;
-        h->header_crc = h->reserved = 0;
+        h->header_crc = h->run_id = 0;
     } else {
         CkptHeader z = *h;
         z.header_crc = 0;
@@ -222,6 +234,14 @@ int ckpt_load(const char* path, CkptHeader* h, const CkptBlob* blobs, int nblobs
     for (int i = 0; r == 0 && i < nblobs; i++)
         if (blobs[i].bytes) r = read_blob(f, path, h, &infos[i], blobs[i].data, err, errlen);
     fclose(f);
+    // the checksums prove the file is as written, not that what was written can train: never resume
+    // from an inf or NaN weight (fp32 master or its bf16 working copy)
+    char why[512];
+    if (r == 0 && (!ckpt_blobs_finite(blobs, nblobs, CKPT_WEIGHTS_BLOB, why, sizeof(why)) ||
+                   !ckpt_blobs_finite(blobs, nblobs, CKPT_WEIGHTS_BF16_BLOB, why, sizeof(why)))) {
+        set_err(err, errlen, "checkpoint %s cannot be resumed: %s", path, why);
+        r = -1;
+    }
     if (r == 0 && h->version == 1) v1_note(path);
     return r;
 }
@@ -234,6 +254,8 @@ int ckpt_verify(const char* path, CkptHeader* h_out, char* err, size_t errlen) {
     CkptBlobInfo2 infos[CKPT_MAX_BLOBS];
     int r = read_layout(f, size, path, &h, infos, err, errlen);
     for (int i = 0; r == 0 && h.version >= 2 && i < h.nblobs; i++) r = read_blob(f, path, &h, &infos[i], NULL, err, errlen);
+    struct stat st;
+    if (r == 0 && h.version >= 2 && fstat(fileno(f), &st) == 0) remember_good(path, &st);
     fclose(f);
     if (r == 0 && h_out) *h_out = h;
     return r;
@@ -264,6 +286,18 @@ int ckpt_choose(const char* path, char* chosen, size_t n, char* warn, size_t wn,
 int ckpt_blobs_finite(const CkptBlob* blobs, int nblobs, const char* name, char* err, size_t errlen) {
     for (int i = 0; i < nblobs; i++) {
         if (strcmp(blobs[i].name, name) != 0 || !blobs[i].data) continue;
+        if (!strcmp(name, CKPT_WEIGHTS_BF16_BLOB)) { // bf16: the exponent's 8 bits all ones is an infinity or a NaN
+            const uint16_t* x = (const uint16_t*)blobs[i].data;
+            size_t count = blobs[i].bytes / sizeof(uint16_t);
+            int bad = 0;
+            for (size_t j = 0; j < count; j++) bad |= (x[j] & 0x7f80) == 0x7f80;
+            if (!bad) continue;
+            size_t j = 0;
+            while (j < count && (x[j] & 0x7f80) != 0x7f80) j++;
+            set_err(err, errlen, "'%s' holds a non-finite value (%s at element %zu)", name,
+                    (x[j] & 0x7f) ? "nan" : (x[j] & 0x8000) ? "-inf" : "inf", j);
+            return 0;
+        }
         const float* x = (const float*)blobs[i].data;
         size_t count = blobs[i].bytes / sizeof(float);
         // branch-free scan (vectorizes); locate the element only when something is wrong
@@ -278,18 +312,11 @@ int ckpt_blobs_finite(const CkptBlob* blobs, int nblobs, const char* name, char*
     return 1;
 }
 
-// fsync the directory holding path, so the renames survive a power loss.
-static void sync_dir(const char* path) {
-    char buf[1100];
-    snprintf(buf, sizeof(buf), "%s", path);
-    int fd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) { fsync(fd); close(fd); }
-}
-
 int ckpt_save(const char* path, const CkptHeader* h, const CkptBlob* blobs, int nblobs, char* err, size_t errlen) {
     if (nblobs < 0 || nblobs > CKPT_MAX_BLOBS) { set_err(err, errlen, "cannot write checkpoint %s: %d blobs", path, nblobs); return -1; }
     char why[512];
-    if (!ckpt_blobs_finite(blobs, nblobs, CKPT_WEIGHTS_BLOB, why, sizeof(why))) {
+    if (!ckpt_blobs_finite(blobs, nblobs, CKPT_WEIGHTS_BLOB, why, sizeof(why)) ||
+        !ckpt_blobs_finite(blobs, nblobs, CKPT_WEIGHTS_BF16_BLOB, why, sizeof(why))) {
         set_err(err, errlen, "not writing checkpoint %s: %s; the previous checkpoint is untouched", path, why);
         return -1;
     }
@@ -297,7 +324,7 @@ int ckpt_save(const char* path, const CkptHeader* h, const CkptBlob* blobs, int 
     memcpy(hh.magic, CKPT_MAGIC, 8);
     hh.version = CKPT_VERSION;
     hh.nblobs = nblobs;
-    hh.header_crc = hh.reserved = 0;
+    hh.header_crc = 0;
     CkptBlobInfo2 infos[CKPT_MAX_BLOBS];
     memset(infos, 0, sizeof(infos));
     for (int i = 0; i < nblobs; i++) {
@@ -321,11 +348,16 @@ int ckpt_save(const char* path, const CkptHeader* h, const CkptBlob* blobs, int 
     }
     hh.header_crc = crc32c_update(crc32c(&hh, sizeof(hh)), infos, (size_t)nblobs * sizeof(CkptBlobInfo2));
 
-    char tmp[1100], prev[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    char tmp[1200], prev[1100];
     ckpt_prev_path(path, prev, sizeof(prev));
-    FILE* f = fopen(tmp, "wb");
-    if (!f) { set_err(err, errlen, "cannot write checkpoint %s: %s", tmp, strerror(errno)); return -1; }
+    // a new file under a new name (never a symlink or FIFO someone left at PATH.tmp)
+    int fd = fileio_create_temp(path, tmp, sizeof(tmp));
+    FILE* f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        set_err(err, errlen, "cannot write checkpoint %s.tmp.*: %s; the previous checkpoint is untouched", path, strerror(errno));
+        if (fd >= 0) { close(fd); unlink(tmp); }
+        return -1;
+    }
     int ok = fwrite(&hh, sizeof(hh), 1, f) == 1;
     if (ok && nblobs) ok = fwrite(infos, sizeof(CkptBlobInfo2), (size_t)nblobs, f) == (size_t)nblobs;
     for (int i = 0; ok && i < nblobs; i++)
@@ -335,23 +367,30 @@ int ckpt_save(const char* path, const CkptHeader* h, const CkptBlob* blobs, int 
     int close_ok = fclose(f) == 0;
     if (!ok || !close_ok) {
         set_err(err, errlen, "writing checkpoint %s failed (%s); the previous checkpoint is untouched", tmp, strerror(ok ? errno : saved_errno));
-        remove(tmp);
+        unlink(tmp);
         return -1;
     }
-    // keep the previous checkpoint: PATH -> PREV, then PATH.tmp -> PATH. A crash between the two
-    // renames leaves PREV and PATH.tmp, and ckpt_choose resumes from PREV.
+    // keep the previous checkpoint: PATH -> PREV, then the new file -> PATH. A crash between the two
+    // renames leaves PREV, and ckpt_choose resumes from it. PATH moves to PREV only when it is a
+    // checkpoint known to verify (this process wrote or verified it, or it verifies now): a damaged
+    // PATH, as after a resume from PREV, is replaced in place, so that PREV stays the good one.
     struct stat st;
-    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && rename(path, prev) != 0) {
-        set_err(err, errlen, "cannot keep the previous checkpoint (rename %s to %s: %s); it is untouched", path, prev, strerror(errno));
-        remove(tmp);
-        return -1;
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        char why2[1024];
+        int good = is_known_good(path, &st) || ckpt_verify(path, NULL, why2, sizeof(why2)) == 0;
+        if (good && rename(path, prev) != 0) {
+            set_err(err, errlen, "cannot keep the previous checkpoint (rename %s to %s: %s); it is untouched", path, prev, strerror(errno));
+            unlink(tmp);
+            return -1;
+        }
     }
     if (rename(tmp, path) != 0) {
         set_err(err, errlen, "cannot rename %s to %s: %s; the previous checkpoint is %s", tmp, path, strerror(errno), prev);
-        remove(tmp);
+        unlink(tmp);
         return -1;
     }
-    sync_dir(path);
+    fileio_sync_dir(path);
+    if (lstat(path, &st) == 0) remember_good(path, &st);
     return 0;
 }
 

@@ -13,9 +13,12 @@
 // anywhere in the file is found and named. Version 2 also records the run flags a bit-exact resume
 // depends on (run_B ... run_lr). Version 1 files (no checksums) still load, with a note.
 //
-// Saving writes PATH.tmp, flushes it to disk, renames the existing PATH to its ".prev" name
-// (checkpoint.bin -> checkpoint.prev.bin) and PATH.tmp to PATH: an interrupted save never damages the
-// previous checkpoint, and one damaged file still leaves the one before it (see ckpt_choose).
+// Saving writes a new file PATH.tmp.XXXXXX (created exclusively: common/fileio.h), flushes it to
+// disk, renames the existing PATH to its ".prev" name (checkpoint.bin -> checkpoint.prev.bin) and the
+// new file to PATH: an interrupted save never damages the previous checkpoint, and one damaged file
+// still leaves the one before it (see ckpt_choose). PATH becomes .prev only when it verifies (a
+// damaged PATH, e.g. after a resume from .prev, is replaced in place): a verified checkpoint exists
+// at every instant.
 #ifndef COMMON_CHECKPOINT_H
 #define COMMON_CHECKPOINT_H
 
@@ -31,6 +34,8 @@ extern "C" {
 #define CKPT_MAX_BLOBS 32
 // the blob ckpt_save refuses to write when it holds a NaN or an infinity (trainer/model.c names it)
 #define CKPT_WEIGHTS_BLOB "weights fp32"
+// the bf16 working copy (bf16 mode), also checked: a checkpoint is never written from, nor resumed with, an inf or NaN there
+#define CKPT_WEIGHTS_BF16_BLOB "weights bf16"
 
 typedef struct {
     char magic[8];
@@ -53,7 +58,7 @@ typedef struct {
     int32_t run_sr;           // -sr
     double run_lr;            // -l as given (NaN: the optimizer's default)
     uint32_t header_crc;      // version 2: CRC-32C of this header (this field as 0) and the blob table
-    uint32_t reserved;
+    uint32_t run_id;          // the run that wrote it (its log's config record has the same "run_id"); 0: not recorded
 } CkptHeader;
 
 typedef struct {
@@ -84,7 +89,8 @@ int ckpt_save(const char* path, const CkptHeader* h, const CkptBlob* blobs, int 
 int ckpt_read_header(const char* path, CkptHeader* h, char* err, size_t errlen);
 // Reads the blobs into the given destinations; names and sizes must match exactly, the file length
 // must be exact, and (version 2) every blob's checksum must match: "checksum mismatch in blob
-// 'NAME' of PATH". A version 1 file loads with a one-line note on stderr. 0 or -1 (the destinations
+// 'NAME' of PATH", and the weights blobs (fp32 and bf16) must be finite. A version 1 file loads with a
+// one-line note on stderr. 0 or -1 (the destinations
 // may then hold partial data: do not train from them).
 int ckpt_load(const char* path, CkptHeader* h, const CkptBlob* blobs, int nblobs, char* err, size_t errlen);
 // Checks a whole file without a destination: the header as ckpt_read_header, then (version 2) every
@@ -97,7 +103,8 @@ int ckpt_choose(const char* path, char* chosen, size_t n, char* warn, size_t wn,
 // The name the previous checkpoint is kept under: ".prev" before the extension of the file name
 // (dir/checkpoint.bin -> dir/checkpoint.prev.bin; dir/ckpt -> dir/ckpt.prev).
 void ckpt_prev_path(const char* path, char* out, size_t n);
-// 1 if the blob named `name` (e.g. CKPT_WEIGHTS_BLOB), read as floats, is all finite (or absent);
+// 1 if the blob named `name` (CKPT_WEIGHTS_BLOB read as floats, CKPT_WEIGHTS_BF16_BLOB as bf16) is all
+// finite (or absent);
 // 0 with a message naming the first bad element. One pass over the blob.
 int ckpt_blobs_finite(const CkptBlob* blobs, int nblobs, const char* name, char* err, size_t errlen);
 

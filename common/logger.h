@@ -14,14 +14,16 @@ typedef struct {
     int failed;          // a write failed (disk full, I/O error): the run must end, its log is incomplete
 } Logger;
 
-// Opens DIR/log.jsonl (append when resuming, else truncate). Returns 0 or -1 (errno set).
+// Opens DIR/log.jsonl: a new file renamed into place (a fresh run: nothing that was there is followed),
+// or the regular file there for appending (a resume; not a FIFO or device: EINVAL). 0 or -1 (errno set).
 int logger_open(Logger* lg, const char* dir, int append);
 // Writes a raw JSON object (the caller formats it, "{...}") followed by a newline; the wall-clock time
-// ("time": Unix seconds) is added as its last field. A failed write sets lg->failed.
+// ("time": Unix seconds) is added as its last field. A record is written whole or not at all (a short
+// write is cut off the file again); a failed write sets lg->failed, and nothing more is written.
 void logger_write(Logger* lg, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 // Before resuming from a checkpoint at `step`: cuts DIR/log.jsonl back to what that checkpoint had
 // seen, so each step appears once: records with a "step" above it, and the ends of earlier runs
-// (summary, interrupted), are dropped (through DIR/log.jsonl.tmp and a rename). 0, or -1 (errno).
+// (summary, interrupted), are dropped (through a new DIR/log.jsonl.tmp.XXXXXX and a rename). 0, or -1 (errno).
 int logger_cut_back(const char* dir, int step);
 void logger_close(Logger* lg);
 // Escapes s as a JSON string body into out (always NUL-terminated).

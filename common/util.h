@@ -1,5 +1,6 @@
 // common/util.h: error handling shared by every file.
-//  - CHECK / xmalloc / xfopen: internal failures, reported with file:line, exit 1.
+//  - CHECK / xfopen: internal failures, reported with file:line, exit 1.
+//  - xmalloc / xcalloc / xrealloc: out of memory is "error: out of memory (N MiB for file:line)", exit 2.
 //  - user_error(): a user mistake (bad flag, bad file): one line saying what is wrong and
 //    what to do, exit 2. Never a crash, never a partial write.
 #ifndef COMMON_UTIL_H
@@ -41,18 +42,33 @@ static inline void user_error(const char* fmt, ...) {
     fatal_exit_(EXIT_USER);
 }
 
+// Out of memory outside the ledger (whose pre-flight names what does not fit): a user-sized problem
+// (a model, batch or input too large for this machine), so exit 2 with the size and the place, never
+// "internal error".
+static inline void out_of_memory_(size_t bytes, const char* file, int line) {
+    fprintf(stderr, "error: out of memory (%.1f MiB for %s:%d); use a smaller model, batch or input, or a machine with more memory\n",
+            bytes / 1048576.0, file, line);
+    fflush(stdout);
+    fatal_exit_(EXIT_USER);
+}
 static inline void* xmalloc_(size_t n, const char* file, int line) {
     void* p = malloc(n ? n : 1);
-    if (!p) { fprintf(stderr, "internal error at %s:%d: out of memory allocating %zu bytes\n", file, line, n); exit(1); }
+    if (!p) out_of_memory_(n, file, line);
     return p;
 }
 static inline void* xcalloc_(size_t n, size_t sz, const char* file, int line) {
     void* p = calloc(n ? n : 1, sz ? sz : 1);
-    if (!p) { fprintf(stderr, "internal error at %s:%d: out of memory allocating %zu x %zu bytes\n", file, line, n, sz); exit(1); }
+    if (!p) out_of_memory_(n > 0 && sz > (size_t)-1 / n ? (size_t)-1 : n * sz, file, line);
+    return p;
+}
+static inline void* xrealloc_(void* old, size_t n, const char* file, int line) {
+    void* p = realloc(old, n ? n : 1);
+    if (!p) out_of_memory_(n, file, line);
     return p;
 }
 #define xmalloc(n) xmalloc_((n), __FILE__, __LINE__)
 #define xcalloc(n, sz) xcalloc_((n), (sz), __FILE__, __LINE__)
+#define xrealloc(p, n) xrealloc_((p), (n), __FILE__, __LINE__)
 
 // Read exactly n bytes; returns 0 on success, -1 on a short read (the caller words the error).
 static inline int fread_exact(void* dst, size_t size, size_t n, FILE* f) {

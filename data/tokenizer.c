@@ -81,8 +81,7 @@ static void bytebuf_push(ByteBuf* b, const void* src, size_t n) {
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n) cap *= 2;
-        b->a = realloc(b->a, cap);
-        CHECK(b->a != NULL);
+        b->a = xrealloc(b->a, cap);
         b->cap = cap;
     }
     memcpy(b->a + b->n, src, n);
@@ -93,8 +92,7 @@ static void idbuf_reserve(IdBuf* b, size_t extra) {
     if (b->n + extra <= b->cap) return;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->n + extra) cap *= 2;
-    b->a = realloc(b->a, cap * sizeof(int32_t));
-    CHECK(b->a != NULL);
+    b->a = xrealloc(b->a, cap * sizeof(int32_t));
     b->cap = cap;
 }
 
@@ -131,8 +129,7 @@ static char* read_file(const char* path, size_t* n, char* why, size_t whylen) {
     for (;;) {
         if (cap - len < 65536) {
             cap = cap ? cap * 2 : 1 << 20;
-            buf = realloc(buf, cap + 1);
-            CHECK(buf != NULL);
+            buf = xrealloc(buf, cap + 1);
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
@@ -296,8 +293,7 @@ static inline int heap_less(const HeapItem* a, const HeapItem* b) {
 static void heap_push(BpeScratch* w, HeapItem it) {
     if (w->heap_n == w->heap_cap) {
         w->heap_cap = w->heap_cap ? w->heap_cap * 2 : 64;
-        w->heap = realloc(w->heap, w->heap_cap * sizeof(HeapItem));
-        CHECK(w->heap != NULL);
+        w->heap = xrealloc(w->heap, w->heap_cap * sizeof(HeapItem));
     }
     size_t i = w->heap_n++;
     while (i > 0) {
@@ -338,10 +334,9 @@ static void push_pair(const Tokenizer* t, BpeScratch* w, int32_t a, int32_t b) {
 static void bpe(const Tokenizer* t, const unsigned char* s, size_t n, BpeScratch* w, IdBuf* out) {
     if (n > w->cap) {
         w->cap = n;
-        w->id = realloc(w->id, n * sizeof(int32_t));
-        w->prev = realloc(w->prev, n * sizeof(int32_t));
-        w->next = realloc(w->next, n * sizeof(int32_t));
-        CHECK(w->id && w->prev && w->next);
+        w->id = xrealloc(w->id, n * sizeof(int32_t));
+        w->prev = xrealloc(w->prev, n * sizeof(int32_t));
+        w->next = xrealloc(w->next, n * sizeof(int32_t));
     }
     CHECK(n < INT32_MAX);
     int32_t m = (int32_t)n;
@@ -418,9 +413,24 @@ static void cache_grow(Cache* c) {
     free(old);
 }
 
+// BPE's scratch is ~40 bytes per byte of a piece: a piece longer than this (no text has a 64 KiB word;
+// 50 MB of one repeated letter is one piece) is encoded in chunks of at most this many bytes, cut at
+// UTF-8 character starts, so memory stays bounded whatever the input. Only such pieces can tokenize
+// differently from GPT-2's tokenizer; decode(encode(x)) == x holds for every input.
+#define BPE_MAX_PIECE ((size_t)1 << 16)
+
 // Encode one piece, through the cache.
 static void encode_piece(const Tokenizer* t, const unsigned char* s, size_t n, Cache* c, BpeScratch* w, IdBuf* out) {
     if (n == 1) { idbuf_push(out, t->byte_id[s[0]]); return; }
+    if (n > BPE_MAX_PIECE) {
+        for (size_t p = 0; p < n;) {
+            size_t e = p + BPE_MAX_PIECE < n ? p + BPE_MAX_PIECE : n;
+            while (e < n && e > p + 1 && (s[e] & 0xC0) == 0x80) e--; // not inside a character
+            bpe(t, s + p, e - p, w, out);
+            p = e;
+        }
+        return;
+    }
     if (n > CACHE_MAX_PIECE) { bpe(t, s, n, w, out); return; }
     uint64_t h = fnv1a(s, n);
     size_t i = cache_find(c, s, n, h);
@@ -641,8 +651,7 @@ static int load_encoder(Tokenizer* t, const char* path, const int16_t cp_to_byte
         if (unmap_token(cp_to_byte, key.a, key.n, &raw) != 0) { why = "a token contains a character outside GPT-2's byte alphabet"; goto done; }
         if (n_ents == cap_ents) {
             cap_ents = cap_ents ? cap_ents * 2 : 65536;
-            ents = realloc(ents, cap_ents * sizeof(VocabEntry));
-            CHECK(ents != NULL);
+            ents = xrealloc(ents, cap_ents * sizeof(VocabEntry));
         }
         ents[n_ents++] = (VocabEntry){ (int32_t)v, (uint32_t)blob.n, (uint32_t)raw.n };
         if (raw.n) bytebuf_push(&blob, raw.a, raw.n);

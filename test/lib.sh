@@ -24,3 +24,9 @@ expect_exit() {
 
 # the losses of step lines in a log.jsonl, one "step loss norm" per line, full precision
 step_losses() { grep '"type":"step"' "$1" | sed -E 's/.*"step":([0-9]+),"loss":([^,]+),"lr":[^,]+,"norm":([^,]+),.*/\1 \2 \3/'; }
+
+# same_checkpoint A B: two checkpoint files hold the same run state byte for byte, apart from the run id
+# (header bytes 144..151: the header checksum and the run id, which is new for every fresh run)
+same_checkpoint() {
+    cmp -s <(head -c 144 "$1") <(head -c 144 "$2") && cmp -s <(tail -c +153 "$1") <(tail -c +153 "$2")
+}

@@ -481,6 +481,91 @@ static void test_ledger_preflight(void) {
     test_check(ledger_mem_available(NULL) > 0, "0", "ledger: this machine's /proc/meminfo has MemAvailable");
 }
 
+// Issue 27: the save never writes through a planted name; rotation keeps a verified checkpoint, also
+// after a resume from .prev; the bf16 weights are checked too; counters are bounded; the run id.
+static void test_save_safety(void) {
+    char rd[280], path[300], prev[320], tmpname[340], victim[300], err[2048], warn[1024], chosen[400];
+    snprintf(rd, sizeof(rd), "%s/safe", dir);
+    mkdir(rd, 0755);
+    snprintf(path, sizeof(path), "%s/checkpoint.bin", rd);
+    ckpt_prev_path(path, prev, sizeof(prev));
+    snprintf(tmpname, sizeof(tmpname), "%s.tmp", path);
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    spit(victim, (const unsigned char*)"precious", 8);
+    if (symlink(victim, tmpname) != 0) test_check(0, "symlink failed", "save safety: set up");
+    CkptBlob b[4];
+    int nb = make_blobs(b, 0);
+    CkptHeader h, r;
+    fill(1); make_header(&h, 10);
+    int rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    test_check(rc == 0 && file_size(victim) == 8, err, "save safety: a symlink planted at checkpoint.bin.tmp is not followed");
+    unlink(tmpname);
+    mkfifo(tmpname, 0600);
+    alarm(10);  // a FIFO opened for writing would block
+    fill(2); make_header(&h, 20);
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    alarm(0);
+    test_check(rc == 0, err, "save safety: a FIFO at checkpoint.bin.tmp is never opened");
+    unlink(tmpname);
+    // checkpoint.bin (step 20) damaged, .prev (step 10) good: ckpt_choose picks .prev; the next save
+    // must replace the damaged file and keep .prev
+    long n, m;
+    unsigned char* good_prev = slurp(prev, &m);
+    unsigned char* d = slurp(path, &n);
+    d[n - 10] ^= 4;
+    spit(path, d, n);
+    rc = ckpt_choose(path, chosen, sizeof(chosen), warn, sizeof(warn), err, sizeof(err));
+    test_check(rc == 0 && !strcmp(chosen, prev), warn, "rotation: damaged checkpoint.bin -> resume from .prev");
+    fill(3); make_header(&h, 11);
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    long m2;
+    unsigned char* now_prev = slurp(prev, &m2);
+    test_check(rc == 0 && m2 == m && !memcmp(now_prev, good_prev, (size_t)m) && ckpt_read_header(path, &r, err, sizeof(err)) == 0 && r.step == 11,
+               err, "rotation: the save after a resume from .prev replaces the damaged file, .prev stays the good one");
+    // the next save rotates as usual: the file it wrote (step 11) becomes .prev
+    fill(4); make_header(&h, 12);
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    test_check(rc == 0 && ckpt_read_header(prev, &r, err, sizeof(err)) == 0 && r.step == 11, err, "rotation: then a good checkpoint.bin becomes .prev");
+    // a checkpoint.bin that another writer replaced with damage (not the file this process wrote) is not rotated either
+    free(d);
+    d = slurp(path, &n);
+    d[200] ^= 1;
+    unlink(path);
+    spit(path, d, n);
+    free(good_prev);
+    good_prev = slurp(prev, &m);
+    fill(5); make_header(&h, 13);
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    free(now_prev);
+    now_prev = slurp(prev, &m2);
+    test_check(rc == 0 && m2 == m && !memcmp(now_prev, good_prev, (size_t)m), err, "rotation: a damaged checkpoint.bin is never moved over .prev");
+    free(d); free(good_prev); free(now_prev);
+
+    // the bf16 working copy: an inf or NaN there is neither saved nor loaded
+    fill(0); make_header(&h, 3);
+    uint16_t keep = w16[42];
+    w16[42] = 0x7f80;  // +inf
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    test_check(rc != 0 && has(err, "weights bf16") && has(err, "element 42"), err, "finite: ckpt_save refuses an inf in the bf16 weights");
+    w16[42] = 0x7fc1;  // a NaN
+    test_check(ckpt_blobs_finite(b, nb, CKPT_WEIGHTS_BF16_BLOB, err, sizeof(err)) == 0 && has(err, "nan"), err, "finite: a bf16 NaN is found");
+    w16[42] = keep;
+    // counters: tokens_seen beyond step x 2^31 is no run's (and would overflow a resumed run's count)
+    make_header(&h, 3);
+    h.tokens_seen = INT64_MAX;
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    test_check(rc != 0 && has(err, "tokens seen"), err, "counters: tokens_seen 2^63-1 is refused (writer and reader share the check)");
+    make_header(&h, 3);
+    h.run_lr = -1.0;
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    test_check(rc != 0 && has(err, "-l"), err, "counters: a negative recorded -l is refused");
+    // the run id goes through
+    make_header(&h, 3);
+    h.run_id = 0xdeadbeefu;
+    rc = ckpt_save(path, &h, b, nb, err, sizeof(err));
+    test_check(rc == 0 && ckpt_read_header(path, &r, err, sizeof(err)) == 0 && r.run_id == 0xdeadbeefu, err, "run id: saved and read back");
+}
+
 int main(void) {
     snprintf(dir, sizeof(dir), "/tmp/test_checkpoint.XXXXXX");
     if (!mkdtemp(dir)) { printf("FAIL mkdtemp\n"); return 1; }
@@ -492,6 +577,7 @@ int main(void) {
     test_v1();
     test_prev_and_choose();
     test_finite();
+    test_save_safety();
     test_special_files();
     test_short_data();
     test_ledger_preflight();

@@ -40,6 +40,7 @@ void print_usage(FILE* f) {
 "  -zero 1         under mpirun: ZeRO-1, each rank keeps and updates only its shard of the optimizer state\n"
 "                  and (bf16) of the fp32 master weights; gradients reduce-scattered (trainer/zero.h)\n"
 "  -dist-force 1   CUDA trainer: the data-parallel path (NCCL all-reduce, -zero all-gather) even at one rank\n"
+"  -dist-timeout S under mpirun: a collective that waits longer names the silent ranks and ends the job [300]\n"
 "evaluation, output, checkpoints:\n"
 "  -v N            val loss every N steps (and at the end)                          [50]\n"
 "  -m N            val batches                                                      [8]\n"
@@ -108,6 +109,7 @@ void parse_args(Args* a, int argc, char** argv) {
     a->galore_scale = a->aux_lr = NAN;
     a->argc = argc; a->argv = argv;
     a->plan_rank = -1;
+    a->dist_timeout = 300;
     for (int i = 1; i < argc; i++) {
         const char* f = argv[i];
         if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) { print_usage(stdout); exit(0); }
@@ -174,6 +176,7 @@ void parse_args(Args* a, int argc, char** argv) {
         else if (!strcmp(f, "-plan-world")) a->plan_world = parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "-plan-rank")) a->plan_rank = parse_int(f, v, 0, (1 << 20) - 1);
         else if (!strcmp(f, "-dist-force")) a->dist_force = parse_int(f, v, 0, 1);
+        else if (!strcmp(f, "-dist-timeout")) a->dist_timeout = parse_int(f, v, 1, 7 * 86400);
         else if (!strcmp(f, "-prof")) a->prof = parse_int(f, v, 0, 1);
         else if (!strcmp(f, "-attn")) {
             int k = 0;

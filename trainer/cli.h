@@ -61,6 +61,7 @@ typedef struct {
     char** argv;
     int zero;                 // -zero 1: ZeRO-1 sharded optimizer state across the ranks (trainer/zero.h)
     int dist_force;           // -dist-force 1: the CUDA trainer's collective (NCCL) path even at one rank
+    int dist_timeout;         // -dist-timeout S: seconds a collective waits for the other ranks (trainer/dist.h)
     int plan_world;           // -plan-world N: -memory-only plans one rank of N ranks without MPI (0: off)
     int plan_rank;            // -plan-rank R: that rank (-1: the one with the most sharded bytes)
     int attn;                 // -attn: the CUDA trainer's attention route (ATTN_*, cuda/attention_route.h)

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <time.h>
 #include "trainer/dist.h"
 #include "common/util.h"
 #ifdef USE_MPI
@@ -10,6 +11,83 @@
 #endif
 
 static int g_rank = 0, g_world = 1, g_mpi = 0;
+static double g_timeout = DIST_DEFAULT_TIMEOUT; // seconds a collective may wait for the other ranks
+
+void dist_set_timeout(double seconds) { if (seconds > 0) g_timeout = seconds; }
+
+#ifdef USE_MPI
+// ---- collectives with a deadline ------------------------------------------------------------------
+// Every collective is started nonblocking and polled (dist_wait). One that has not completed after
+// g_timeout seconds means a rank stopped taking part (stopped, hung, dead): the rank that notices sends
+// a "still here" message to every other rank and collects theirs for a short while; a rank still waiting
+// in a collective notices such a message while it polls and answers the same way. The ranks not heard
+// from are named, and MPI_Abort ends the job instead of every live rank spinning forever.
+#define ALIVE_TAG 0x7A11
+#define ALIVE_WINDOW 10.0
+
+static void nap(long ns) { struct timespec ts = { 0, ns }; nanosleep(&ts, NULL); }
+
+static void name_silent_ranks_and_abort(const char* what, double waited) {
+    int* heard = (int*)calloc((size_t)g_world, sizeof(int));
+    MPI_Request* rq = (MPI_Request*)malloc(2 * (size_t)g_world * sizeof(MPI_Request));
+    int me = g_rank, token = me, nreq = 0;
+    int* got = (int*)calloc((size_t)g_world, sizeof(int));
+    for (int r = 0; r < g_world; r++) {
+        if (r == me) continue;
+        MPI_Isend(&token, 1, MPI_INT, r, ALIVE_TAG, MPI_COMM_WORLD, &rq[nreq++]);
+    }
+    int first_recv = nreq;
+    for (int r = 0; r < g_world; r++) {
+        if (r == me) continue;
+        MPI_Irecv(&got[r], 1, MPI_INT, r, ALIVE_TAG, MPI_COMM_WORLD, &rq[nreq++]);
+    }
+    heard[me] = 1;
+    double t0 = MPI_Wtime(), window = g_timeout < ALIVE_WINDOW ? g_timeout : ALIVE_WINDOW;
+    for (int left = g_world - 1; left > 0 && MPI_Wtime() - t0 < window;) {
+        left = 0;
+        for (int i = first_recv, r = 0; i < nreq; i++, r++) {
+            if (r == me) r++;
+            if (heard[r]) continue;
+            int done = 0;
+            MPI_Test(&rq[i], &done, MPI_STATUS_IGNORE);
+            if (done) heard[r] = 1; else left++;
+        }
+        if (left) nap(1000000);
+    }
+    char list[512];
+    size_t len = 0;
+    int silent = 0;
+    list[0] = 0;
+    for (int r = 0; r < g_world; r++)
+        if (!heard[r] && len < sizeof(list) - 16) { len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%d", silent ? ", " : "", r); silent++; }
+    if (silent)
+        fprintf(stderr, "error: rank %d: %s has waited %.0f s for the other ranks; rank%s %s did not answer (stopped, hung or dead?): "
+                "ending the job (-dist-timeout S sets the wait)\n", me, what, waited, silent > 1 ? "s" : "", list);
+    else
+        fprintf(stderr, "error: rank %d: %s has waited %.0f s for the other ranks, which all answer but did not join it "
+                "(ranks at different collectives?): ending the job (-dist-timeout S sets the wait)\n", me, what, waited);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+// Waits for a started collective: polls, answers another rank's timeout probe, gives up after g_timeout s.
+static void dist_wait(MPI_Request* req, const char* what) {
+    double t0 = MPI_Wtime();
+    for (long spin = 0;; spin++) {
+        int done = 0;
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done) return;
+        if ((spin & 255) == 255) {
+            int probe = 0;
+            MPI_Iprobe(MPI_ANY_SOURCE, ALIVE_TAG, MPI_COMM_WORLD, &probe, MPI_STATUS_IGNORE);
+            double waited = MPI_Wtime() - t0;
+            if (probe || waited > g_timeout) name_silent_ranks_and_abort(what, waited);
+        }
+        if (spin > 20000) nap(spin > 200000 ? 1000000 : 50000); // a long wait (rank 0 saving, say) costs no CPU
+    }
+}
+#endif
 
 int dist_rank(void) { return g_rank; }
 int dist_world(void) { return g_world; }
@@ -78,7 +156,9 @@ void dist_allreduce_f32(float* buf, size_t n, float scale) {
     if (g_world > 1)
         for (size_t i = 0; i < n; i += CHUNK) {
             size_t k = n - i < CHUNK ? n - i : CHUNK;
-            MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Request rq;
+            MPI_Iallreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
+            dist_wait(&rq, "an all-reduce (fp32)");
         }
 #endif
     if (scale != 1.0f) for (size_t i = 0; i < n; i++) buf[i] *= scale;
@@ -89,7 +169,9 @@ void dist_allreduce_f64(double* buf, size_t n) {
     if (g_world > 1)
         for (size_t i = 0; i < n; i += CHUNK) {
             size_t k = n - i < CHUNK ? n - i : CHUNK;
-            MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Request rq;
+            MPI_Iallreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &rq);
+            dist_wait(&rq, "an all-reduce (fp64)");
         }
 #else
     (void)buf; (void)n;
@@ -98,7 +180,11 @@ void dist_allreduce_f64(double* buf, size_t n) {
 
 int dist_max_int(int x) {
 #ifdef USE_MPI
-    if (g_world > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (g_world > 1) {
+        MPI_Request rq;
+        MPI_Iallreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &rq);
+        dist_wait(&rq, "an all-reduce (max)");
+    }
 #endif
     return x;
 }
@@ -116,10 +202,14 @@ void dist_reduce_scatter_f32(float* send, float* recv, const size_t* counts, con
             c[r] = (int)counts[r];
         }
         if (in_place) { // MPI's in-place form leaves this rank's block at the start of the buffer
-            MPI_Reduce_scatter(MPI_IN_PLACE, send + displs[0], c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Request rq;
+            MPI_Ireduce_scatter(MPI_IN_PLACE, send + displs[0], c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
+            dist_wait(&rq, "a reduce-scatter");
             memmove(recv, send + displs[0], mine * sizeof(float));
         } else {
-            MPI_Reduce_scatter(send + displs[0], recv, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Request rq;
+            MPI_Ireduce_scatter(send + displs[0], recv, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
+            dist_wait(&rq, "a reduce-scatter");
         }
         free(c);
     } else
@@ -159,7 +249,9 @@ void dist_group_sum_f64(const DistGroup* g, double* buf, size_t n) {
 #ifdef USE_MPI
     CHECK(n * g->size <= INT_MAX);
     double* all = (double*)xmalloc(n * g->size * sizeof(double));
-    MPI_Allgather(buf, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, g->comm);
+    MPI_Request rq;
+    MPI_Iallgather(buf, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, g->comm, &rq);
+    dist_wait(&rq, "a group all-gather");
     for (size_t j = 0; j < n; j++) {
         double s = all[j];
         for (int r = 1; r < g->size; r++) s += all[(size_t)r * n + j];
@@ -190,7 +282,9 @@ void dist_allgather_bytes(void* buf, const size_t* counts, const size_t* displs,
             c[r] = (int)(counts[r] * elt);
             c[g_world + r] = (int)(displs[r] * elt);
         }
-        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c, c + g_world, MPI_BYTE, MPI_COMM_WORLD);
+        MPI_Request rq;
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c, c + g_world, MPI_BYTE, MPI_COMM_WORLD, &rq);
+        dist_wait(&rq, "an all-gather");
         free(c);
     }
 #else
@@ -203,7 +297,9 @@ void dist_bcast(void* buf, size_t bytes, int root) {
     if (g_world > 1)
         for (size_t i = 0; i < bytes; i += CHUNK) {
             size_t k = bytes - i < CHUNK ? bytes - i : CHUNK;
-            MPI_Bcast((char*)buf + i, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
+            MPI_Request rq;
+            MPI_Ibcast((char*)buf + i, (int)k, MPI_BYTE, root, MPI_COMM_WORLD, &rq);
+            dist_wait(&rq, "a broadcast");
         }
 #else
     (void)buf; (void)bytes; (void)root;
@@ -212,6 +308,10 @@ void dist_bcast(void* buf, size_t bytes, int root) {
 
 void dist_barrier(void) {
 #ifdef USE_MPI
-    if (g_world > 1) MPI_Barrier(MPI_COMM_WORLD);
+    if (g_world > 1) {
+        MPI_Request rq;
+        MPI_Ibarrier(MPI_COMM_WORLD, &rq);
+        dist_wait(&rq, "a barrier");
+    }
 #endif
 }

@@ -18,6 +18,10 @@
 extern "C" {
 #endif
 
+// No collective waits forever: one that has not completed after this many seconds (a rank stopped,
+// hung or died) names the ranks that do not answer and ends the job (MPI_Abort, exit 1).
+#define DIST_DEFAULT_TIMEOUT 300.0
+void dist_set_timeout(double seconds);   // -dist-timeout S
 // Starts MPI when launched by mpirun (else world 1, rank 0). Call first thing in main.
 void dist_init(int* argc, char*** argv);
 // Ends MPI (at a normal exit); harmless when MPI never started.

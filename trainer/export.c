@@ -31,7 +31,9 @@
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "trainer/export.h"
+#include "common/fileio.h"
 #include "common/util.h"
 
 typedef struct {
@@ -79,7 +81,22 @@ static const float* source(const ModelLayout* ml, const float* w, const ExportTe
     return w + ml->param_offsets[e->kind] + (e->layer < 0 ? 0 : (size_t)e->layer * per_layer);
 }
 
+int export_check_target(const char* path, int* replaces, char* err, size_t errlen) {
+    struct stat st;
+    *replaces = 0;
+    if (lstat(path, &st) != 0) return 0;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "-export %s is %s; it writes a regular file and replaces nothing else: choose another path",
+                 path, fileio_kind(st.st_mode));
+        return -1;
+    }
+    *replaces = 1;
+    return 0;
+}
+
 int export_safetensors(const char* path, const ModelLayout* ml, const float* w, char* err, size_t errlen) {
+    int replaces;
+    if (export_check_target(path, &replaces, err, errlen) != 0) return -1;
     const GPT2Config* c = &ml->config;
     int max = 4 + 12 * c->num_layers;
     ExportTensor* t = (ExportTensor*)xcalloc((size_t)max, sizeof(ExportTensor));
@@ -99,9 +116,12 @@ int export_safetensors(const char* path, const ModelLayout* ml, const float* w, 
     }
     len += (size_t)snprintf(hdr + len, cap - len, "}");
     while ((8 + len) % 8) hdr[len++] = ' '; // the tensors start 8-byte aligned
-    char tmp[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopen(tmp, "wb");
+    // a new temporary file of our own (never a planted PATH.tmp), renamed over PATH when whole: two
+    // exports to one PATH each write their own file, and PATH ends up one of them, never a mix
+    char tmp[1200];
+    int fd = fileio_create_temp(path, tmp, sizeof(tmp));
+    FILE* f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (fd >= 0 && !f) { close(fd); unlink(tmp); }
     int ok = f != NULL;
     if (ok) {
         unsigned char n8[8];
@@ -126,8 +146,8 @@ int export_safetensors(const char* path, const ModelLayout* ml, const float* w, 
     int e = errno;
     if (ok && rename(tmp, path) != 0) { ok = 0; e = errno; }
     if (!ok) {
-        snprintf(err, errlen, "cannot write %s: %s", f ? path : tmp, strerror(e));
-        unlink(tmp);
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(e));
+        if (fd >= 0) unlink(tmp);
     }
     free(hdr);
     free(t);
@@ -135,13 +155,18 @@ int export_safetensors(const char* path, const ModelLayout* ml, const float* w, 
 }
 
 int export_hf_config(const char* path, const GPT2Config* c, char* err, size_t errlen) {
-    char cfg[1100], tmp[1110];
+    char cfg[1100], tmp[1130];
     const char* slash = strrchr(path, '/');
     if (slash) snprintf(cfg, sizeof(cfg), "%.*s/config.json", (int)(slash - path), path);
     else snprintf(cfg, sizeof(cfg), "config.json");
-    snprintf(tmp, sizeof(tmp), "%s.tmp", cfg);
-    FILE* f = fopen(tmp, "w");
-    if (!f) { snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno)); return -1; }
+    // a new temporary name, created exclusively (common/fileio.h): never through a planted symlink or FIFO
+    int fd = fileio_create_temp(cfg, tmp, sizeof(tmp));
+    FILE* f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        snprintf(err, errlen, "cannot write %s: %s", cfg, strerror(errno));
+        if (fd >= 0) { close(fd); unlink(tmp); }
+        return -1;
+    }
     // GPT-2's own values where the shape does not decide: the tanh GELU (gelu_new, ours), LayerNorm eps
     // 1e-5, the tied LM head, <|endoftext|> = 50256; dropout 0 as this trainer trains (none)
     fprintf(f, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
@@ -163,12 +188,15 @@ void export_blobs(const char* path, const ModelLayout* ml, const CkptBlob* blobs
         if (!strcmp(blobs[i].name, "weights fp32")) w = (const float*)blobs[i].data;
     CHECK(w != NULL);
     char err[1300];
+    int replaces;
+    if (export_check_target(path, &replaces, err, sizeof(err)) != 0) user_error("%s", err);
     if (export_safetensors(path, ml, w, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: -export: %s\n", err);
         exit(5); // RUN_EXIT_WRITE (trainer/run.h)
     }
-    printf("exported %s: %d tensors, HuggingFace GPT-2 names, F32, vocabulary %d rows (the padding left out)\n",
-           path, 4 + 12 * ml->config.num_layers, ml->config.vocab_size);
+    printf("exported %s: %d tensors, HuggingFace GPT-2 names, F32, vocabulary %d rows (the padding left out)%s\n",
+           path, 4 + 12 * ml->config.num_layers, ml->config.vocab_size,
+           replaces ? "; the file that was there is replaced (atomically: a new file renamed over it)" : "");
     if (export_hf_config(path, &ml->config, err, sizeof(err)) != 0) {
         fprintf(stderr, "error: -export: %s\n", err);
         exit(5);

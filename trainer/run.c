@@ -17,6 +17,7 @@
 #include "common/ledger.h"
 #include "common/rng.h"
 #include "common/schedule.h"
+#include "common/fileio.h"
 #include "trainer/dist.h"
 #include "trainer/zero.h"
 
@@ -52,10 +53,11 @@ int run_check_args(Args* a, const GPT2Config* cfg, const Optimizer* opt, OptHype
         if (!isnan(bval[i]) && (float)bval[i] >= 1.0f)
             user_error("%s %.10g rounds to 1 in fp32, where the optimizer keeps its state: the average would never forget "
                        "(and a bias correction 1 - beta^t would divide by 0); use at most 0.9999999", bname[i], bval[i]);
-    if (!isnan(a->eps) && a->eps <= 0.0f && opt->defaults.eps > 0.0f)
-        user_error("-eps 0: %s divides by (a root of) its second moment plus eps, which is 0 wherever the gradient is 0; use a small eps such as %g", opt->name, opt->defaults.eps);
-    if (!isnan(a->eps2) && a->eps2 <= 0.0f && opt->defaults.eps2 > 0.0f && !strcmp(opt->name, "came"))
-        user_error("-eps2 0: came divides by its instability statistic plus eps2, which can be 0; use a small eps2 such as %g", opt->defaults.eps2);
+    // compared after rounding to fp32, the optimizer's precision: -eps 1e-46 is 0 there
+    if (!isnan(a->eps) && (float)a->eps <= 0.0f && opt->defaults.eps > 0.0f)
+        user_error("-eps %g is 0 in fp32: %s divides by (a root of) its second moment plus eps, which is 0 wherever the gradient is 0; use a small eps such as %g", a->eps, opt->name, opt->defaults.eps);
+    if (!isnan(a->eps2) && (float)a->eps2 <= 0.0f && opt->defaults.eps2 > 0.0f && !strcmp(opt->name, "came"))
+        user_error("-eps2 %g is 0 in fp32: came divides by its instability statistic plus eps2, which can be 0; use a small eps2 such as %g", a->eps2, opt->defaults.eps2);
     if (hyper->lr <= 0.0f && !hyper->relative_step) user_error("%s needs a learning rate > 0: pass -l", opt->name);
     return accum;
 }
@@ -210,6 +212,50 @@ static void lock_dir(const char* dir) {
     // fd stays open on purpose: the lock lasts until exit
 }
 
+// The run directory as this run found it (rank 0): held open for the life of the run, so that its
+// inode cannot be reused, and compared with what -o DIR names before every write (run_dir_replaced).
+static int g_dir_fd = -1;
+// This run's id: the config record's "run_id" and every checkpoint header's, so a checkpoint and a log
+// of different runs are never resumed together.
+static uint32_t g_run_id;
+// The step of the last checkpoint this run wrote or resumed from (-1: none), for the messages.
+static int g_last_ckpt = -1;
+
+static uint32_t new_run_id(void) {
+    uint32_t id = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) { if (read(fd, &id, sizeof(id)) != (ssize_t)sizeof(id)) id = 0; close(fd); }
+    if (!id) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        id = (uint32_t)(((uint64_t)ts.tv_nsec * 2654435761u) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 16));
+    }
+    return id ? id : 1;
+}
+
+// 1 when -o DIR no longer names the directory this run locked (deleted, or deleted and made again).
+static int run_dir_replaced(const Run* r) {
+    struct stat now, mine;
+    if (g_dir_fd < 0 || fstat(g_dir_fd, &mine) != 0) return 0;
+    return stat(r->a.out_dir, &now) != 0 || now.st_dev != mine.st_dev || now.st_ino != mine.st_ino;
+}
+
+// run_dir_replaced, said: 1 when the run must stop (checked after every step and right before a save).
+static int run_dir_gone(const Run* r, int step) {
+    if (!r->ckpt_path[0] || !run_dir_replaced(r)) return 0;
+    fprintf(stderr, "error: -o %s was deleted or replaced while this run used it (noticed after step %d); stopping "
+            "without writing into it, as it may be another run's now (this run's checkpoints and log went with the old one)\n",
+            r->a.out_dir, step);
+    return 1;
+}
+
+// What is saved, in words, for an error that stops the run after `step`.
+static void saved_note(int step, char* out, size_t n) {
+    if (g_last_ckpt == step) snprintf(out, n, "its checkpoint (step %d) is written", step);
+    else if (g_last_ckpt >= 0) snprintf(out, n, "the last checkpoint is of step %d", g_last_ckpt);
+    else snprintf(out, n, "no checkpoint was written");
+}
+
 static void open_run_dir(Run* r) {
     const Args* a = &r->a;
     r->ckpt_path[0] = 0;
@@ -221,11 +267,21 @@ static void open_run_dir(Run* r) {
     if (a->sample_only || a->eval_path || a->export_path) return; // reading only: no lock, nothing replaced
     if (r->rank != 0) return;                    // rank 0 owns the directory: lock, log, checkpoints
     lock_dir(a->out_dir);
+    g_dir_fd = open(a->out_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char log_path[1100];
     snprintf(log_path, sizeof(log_path), "%s/log.jsonl", a->out_dir);
+    fileio_remove_stale_temps(r->ckpt_path); // what a writer killed before its rename left (we hold the lock)
+    fileio_remove_stale_temps(log_path);
     if (!a->resume && !a->overwrite && (file_exists(log_path) || file_exists(r->ckpt_path)))
         user_error("-o %s holds another run (log.jsonl or checkpoint.bin): resume it with -y 1, choose another -o, "
                    "or pass -overwrite 1 to replace it", a->out_dir);
+    if (!a->resume && a->overwrite) {
+        // the old run's checkpoints go with its log: a later -y 1 must never resume them under this run's log
+        char prev[1100];
+        ckpt_prev_path(r->ckpt_path, prev, sizeof(prev));
+        int n = (unlink(r->ckpt_path) == 0) + (unlink(prev) == 0);
+        if (n) printf("-overwrite 1: removed the previous run's checkpoint%s in %s\n", n > 1 ? "s" : "", a->out_dir);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -272,8 +328,9 @@ static int record_step(Run* r, int step, float loss, float norm, float lr, doubl
     char el[32], eta[32];
     format_duration(s->wall_seconds, el, sizeof(el));
     format_duration(left * s->wall_seconds / done, eta, sizeof(eta));
-    printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s%s | %s, eta %s\n", step, a->steps, loss, lr, norm,
-           seconds * 1000.0, a->total_batch / seconds, extra ? extra : "", el, eta);
+    if (!skipped) // a skipped step has its SKIPPED line above
+        printf("step %5d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s%s | %s, eta %s\n", step, a->steps, loss, lr, norm,
+               seconds * 1000.0, a->total_batch / seconds, extra ? extra : "", el, eta);
     logger_write(&r->lg, "{\"type\":\"step\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f,\"skipped\":%d}",
                  step, isfinite(loss) ? loss : -1.0f, lr, isfinite(norm) ? norm : -1.0f, seconds * 1000.0, a->total_batch / seconds, skipped);
     return RUN_GO;
@@ -341,6 +398,7 @@ static void print_summary(Run* r, double peak_mib, const char* extra_json) {
 // The first record of a fresh run's log: everything needed to know what ran (and to rerun it).
 static void write_config_record(Run* r) {
     const Args* a = &r->a;
+    if (!g_run_id) g_run_id = new_run_id(); // a fresh run: its id, in this record and in its checkpoints
     const OptHyper* h = &r->hyper;
     char git[80] = "unknown", host[128] = "unknown", date[64], esc[4][1100];
     FILE* p = popen("git rev-parse --short=12 HEAD 2>/dev/null && (git diff --quiet HEAD 2>/dev/null || echo dirty)", "r");
@@ -367,13 +425,13 @@ static void write_config_record(Run* r) {
                  "\"steps\":%d,\"warmup\":%d,\"final_lr_frac\":%g,\"grad_clip\":%g,\"seed\":%llu,\"opt\":\"%s\",\"lr\":%.9g,"
                  "\"beta1\":%.9g,\"beta2\":%.9g,\"beta3\":%.9g,\"eps\":%.9g,\"eps2\":%.9g,\"weight_decay\":%.9g,\"momentum\":%.9g,"
                  "\"nesterov\":%d,\"relative_step\":%d,\"qblock\":%d,\"rho\":%.9g,\"hess_interval\":%d,\"state_bytes\":%zu,"
-                 "\"val_every\":%d,\"val_batches\":%d,\"ckpt_every\":%d,\"recompute\":%d,\"attn\":\"%s\"}",
+                 "\"val_every\":%d,\"val_batches\":%d,\"ckpt_every\":%d,\"recompute\":%d,\"attn\":\"%s\",\"world\":%d,\"run_id\":\"%08x\"}",
                  r->trainer, esc[3], git, host, date, a->model, c->num_layers, c->channels, c->num_heads, c->vocab_size,
                  r->layout->num_params, esc[0], esc[1], esc[2], a->precision == PRECISION_BF16 ? "bf16" : "fp32", a->sr, a->B, a->T,
                  a->total_batch, a->steps, a->warmup, a->final_lr_frac, a->grad_clip, (unsigned long long)a->seed, r->opt->name,
                  h->lr, h->beta1, h->beta2, h->beta3, h->eps, h->eps2, h->weight_decay, h->momentum, h->nesterov, h->relative_step,
                  h->qblock, h->rho, h->hess_interval, r->state_bytes, a->val_every, a->val_batches, a->ckpt_every, a->recompute,
-                 r->attn ? r->attn : "cpu");
+                 r->attn ? r->attn : "cpu", r->world, g_run_id);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -633,6 +691,7 @@ int run_setup(Run* r, int argc, char** argv, const char* trainer, int (*has_kern
     }
     if (advise_requested(argc, argv)) return advise_main(argc, argv); // the decision guide: no training
     parse_args(&r->a, argc, argv);
+    dist_set_timeout(r->a.dist_timeout);
     if (r->a.plan_world && r->world > 1)
         user_error("-plan-world plans a world of ranks without MPI: run it as one process, not under mpirun");
     if (!strcmp(r->a.opt_name, "list")) { run_list_optimizers(has_kernel); dist_finalize(); return 0; }
@@ -718,6 +777,41 @@ static void release_blobs(Run* r, CkptBlob* blobs, int n) {
     if (r->ops.ckpt_release) r->ops.ckpt_release(r->ops.model, blobs, n);
 }
 
+// Before a resume (rank 0): the checkpoint and DIR/log.jsonl must be of one run (their run ids), and a
+// run on another number of ranks than the one that wrote the checkpoint is said not to be bit-exact.
+// The log's config record gives its run id and world; its resume records up to the checkpoint's step
+// give the world of each restart. Older logs and checkpoints without ids are not compared.
+static void check_log_matches(Run* r, const CkptHeader* h, const char* chosen) {
+    char path[1100], line[16384];
+    snprintf(path, sizeof(path), "%s/log.jsonl", r->a.out_dir);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); // a FIFO there must not block
+    if (fd < 0) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); user_error("cannot resume: %s is not a regular file", path); }
+    fcntl(fd, F_SETFL, 0);
+    FILE* f = fdopen(fd, "r");
+    if (!f) { close(fd); return; }
+    int have_id = 0, world = 0;
+    uint32_t id = 0;
+    while (fgets(line, sizeof(line), f)) {
+        const char* p;
+        int config = strstr(line, "\"type\":\"config\"") != NULL;
+        if (config && (p = strstr(line, "\"run_id\":\"")) && !have_id) { id = (uint32_t)strtoul(p + 10, NULL, 16); have_id = 1; }
+        if (!config && !strstr(line, "\"type\":\"resume\"")) continue;
+        p = strstr(line, "\"step\":");
+        if (p && strtol(p + 7, NULL, 10) > h->step) continue;
+        if ((p = strstr(line, "\"world\":"))) world = (int)strtol(p + 8, NULL, 10);
+    }
+    fclose(f);
+    if (have_id && h->run_id && id != h->run_id)
+        user_error("cannot resume: %s belongs to run %08x, but %s belongs to run %08x (a fresh run that ended before its first "
+                   "checkpoint?): they are not one run; start afresh with -overwrite 1, or move one of them away",
+                   chosen, h->run_id, path, id);
+    if (world > 0 && world != r->world)
+        fprintf(stderr, "warning: %s was written by a run on %d rank%s, this run has %d: the resumed run is not bit-exact "
+                "(the ranks' gradient sums are added in another order)\n", chosen, world, world > 1 ? "s" : "", r->world);
+}
+
 static void resume(Run* r) {
     char err[1024];
     CkptHeader h, mine;
@@ -727,6 +821,7 @@ static void resume(Run* r) {
     if (ckpt_choose(r->ckpt_path, chosen, sizeof(chosen), warn, sizeof(warn), err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
     if (warn[0]) fprintf(stderr, "warning: %s\n", warn);
     if (ckpt_read_header(chosen, &h, err, sizeof(err)) != 0) user_error("cannot resume: %s", err);
+    if (r->rank == 0) check_log_matches(r, &h, chosen);
     model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
     run_ckpt_header(&mine, &r->stats, &r->a, 0, 0); // this run's flags, compared with the checkpoint's
     mine.run_B *= r->world; // the global micro-batch: 1 rank of -b 6 resumes 2 ranks of -b 3 and back
@@ -739,6 +834,9 @@ static void resume(Run* r) {
     if (r->ops.ckpt_from_host) r->ops.ckpt_from_host(r->ops.model, blobs, nb);
     release_blobs(r, blobs, nb);
     r->start_step = h.step;
+    g_last_ckpt = h.step;
+    if (h.run_id) g_run_id = h.run_id;
+    else if (!g_run_id) g_run_id = new_run_id(); // an older checkpoint: this run names itself from now on
     r->stats.skipped_total = h.skipped_steps;
     r->stats.tokens_seen = (long)h.tokens_seen;
     if (!r->a.new_data && dataloader_seek(&r->data.train, h.data_position) != 0)
@@ -753,25 +851,27 @@ static void resume(Run* r) {
 // stored in the same 16-tensor order as ours.
 static void load_weights(Run* r, const char* path) {
     char err[1024];
+    // the flag the file came from: -init, or (sampling, eval, export) the -o DIR's checkpoint
+    const char* fl = r->a.init_path && !strcmp(path, r->a.init_path) ? "-init" : "checkpoint";
     size_t P = r->layout->num_params;
     float* w = (float*)xmalloc(P * sizeof(float));
     int32_t hdr[256];
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) user_error("-init %s: not a readable file", path);
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) user_error("%s %s: not a readable file", fl, path);
     FILE* f = fopen(path, "rb");
-    if (!f) user_error("-init %s: %s", path, strerror(errno));
+    if (!f) user_error("%s %s: %s", fl, path, strerror(errno));
     int is_llmc = fread(hdr, sizeof(hdr), 1, f) == 1 && hdr[0] == 20240326;
     if (is_llmc) {
         // llm.c: 256 int32 (magic, version 3 fp32 / 5 bf16, maxT, V, L, NH, C, Vp), then the parameters
         const GPT2Config* c = &r->cfg;
-        if (hdr[1] != 3 && hdr[1] != 5) user_error("-init %s: llm.c checkpoint version %d; this trainer reads 3 (fp32) and 5 (bf16)", path, hdr[1]);
+        if (hdr[1] != 3 && hdr[1] != 5) user_error("%s %s: llm.c checkpoint version %d; this trainer reads 3 (fp32) and 5 (bf16)", fl, path, hdr[1]);
         if (hdr[2] != c->max_seq_len || hdr[3] != c->vocab_size || hdr[4] != c->num_layers || hdr[5] != c->num_heads ||
             hdr[6] != c->channels || hdr[7] != c->padded_vocab_size)
-            user_error("-init %s holds an llm.c model L=%d C=%d heads=%d (T=%d, V=%d, Vp=%d); this run is -model %d:%d:%d: use the same shape",
-                       path, hdr[4], hdr[6], hdr[5], hdr[2], hdr[3], hdr[7], c->num_layers, c->channels, c->num_heads);
+            user_error("%s %s holds an llm.c model L=%d C=%d heads=%d (T=%d, V=%d, Vp=%d); this run is -model %d:%d:%d: use the same shape",
+                       fl, path, hdr[4], hdr[6], hdr[5], hdr[2], hdr[3], hdr[7], c->num_layers, c->channels, c->num_heads);
         size_t elt = hdr[1] == 3 ? 4 : 2;
         if ((uint64_t)st.st_size != sizeof(hdr) + P * elt)
-            user_error("-init %s: %lld bytes, an llm.c file of this shape has %zu", path, (long long)st.st_size, sizeof(hdr) + P * elt);
+            user_error("%s %s: %lld bytes, an llm.c file of this shape has %zu", fl, path, (long long)st.st_size, sizeof(hdr) + P * elt);
         int ok = 1;
         if (elt == 4) ok = fread(w, 4, P, f) == P;
         else {
@@ -780,21 +880,21 @@ static void load_weights(Run* r, const char* path) {
             for (size_t i = 0; ok && i < P; i++) w[i] = bf16_to_f32(b[i]);
             free(b);
         }
-        if (!ok) user_error("-init %s is truncated", path);
+        if (!ok) user_error("%s %s is truncated", fl, path);
     }
     fclose(f);
     if (!is_llmc) {
         CkptHeader h, mine;
-        if (ckpt_read_header(path, &h, err, sizeof(err)) != 0) user_error("-init: %s", err);
+        if (ckpt_read_header(path, &h, err, sizeof(err)) != 0) user_error("%s: %s", fl, err);
         model_checkpoint_header(&mine, r->layout, r->a.precision, r->opt->name);
         if (h.num_layers != mine.num_layers || h.channels != mine.channels || h.num_heads != mine.num_heads ||
             h.vocab_size != mine.vocab_size || h.max_seq_len != mine.max_seq_len)
-            user_error("-init %s holds a model L=%d C=%d heads=%d; this run is L=%d C=%d heads=%d: use the same -model",
-                       path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
-        if (ckpt_load_blob(path, "weights fp32", w, P * sizeof(float), err, sizeof(err)) != 0) user_error("-init: %s", err);
+            user_error("%s %s holds a model L=%d C=%d heads=%d; this run is L=%d C=%d heads=%d: use the same -model",
+                       fl, path, h.num_layers, h.channels, h.num_heads, mine.num_layers, mine.channels, mine.num_heads);
+        if (ckpt_load_blob(path, "weights fp32", w, P * sizeof(float), err, sizeof(err)) != 0) user_error("%s: %s", fl, err);
     }
     for (size_t i = 0; i < P; i++)
-        if (!isfinite(w[i])) user_error("-init %s: weight %zu is not finite; this file cannot start a run", path, i);
+        if (!isfinite(w[i])) user_error("%s %s: weight %zu is not finite; this file cannot start a run", fl, path, i);
     r->ops.set_weights(r->ops.model, w);
     free(w);
     printf("weights from %s (%s; fresh optimizer state)\n", path, is_llmc ? "llm.c format" : "checkpoint");
@@ -808,6 +908,7 @@ static int save_checkpoint(Run* r, int step) {
     model_checkpoint_header(&h, r->layout, r->a.precision, r->opt->name);
     run_ckpt_header(&h, &r->stats, &r->a, step, dataloader_position(&r->data.train));
     h.run_B *= r->world; // recorded as the global micro-batch (-b x ranks)
+    h.run_id = g_run_id;
     int nb = gather_blobs(r, blobs);
     if (r->ops.ckpt_to_host) r->ops.ckpt_to_host(r->ops.model, blobs, nb);
     const float* w = (const float*)blobs[0].data; // "weights fp32"
@@ -820,6 +921,8 @@ static int save_checkpoint(Run* r, int step) {
                 file_exists(r->ckpt_path) ? "the last checkpoint is intact" : "there is no earlier checkpoint");
         logger_write(&r->lg, "{\"type\":\"failed\",\"step\":%d,\"why\":\"non-finite weights\"}", step);
         rc = RUN_EXIT_NONFINITE;
+    } else if (run_dir_gone(r, step)) { // again right before the save: val and sample took time since
+        rc = RUN_EXIT_WRITE;
     } else {
         run_flags_text(r);
         int saved = ckpt_save(r->ckpt_path, &h, blobs, with_run_flags(blobs, nb, g_run_flags), err, sizeof(err));
@@ -827,7 +930,10 @@ static int save_checkpoint(Run* r, int step) {
         if (saved != 0) {
             fprintf(stderr, "error: %s; stopping so that no work goes unsaved unnoticed\n", err);
             rc = RUN_EXIT_WRITE;
-        } else printf("checkpoint: %s (step %d)\n", r->ckpt_path, step);
+        } else {
+            printf("checkpoint: %s (step %d)\n", r->ckpt_path, step);
+            g_last_ckpt = step;
+        }
     }
     release_blobs(r, blobs, nb);
     return rc;
@@ -890,7 +996,7 @@ int run_start(Run* r, const ModelOps* ops) {
     else if (a->init_path) load_weights(r, a->init_path);
     if (r->rank == 0 && logger_open(&r->lg, a->out_dir, a->resume) != 0) user_error("cannot write %s/log.jsonl: %s", a->out_dir, strerror(errno));
     if (!a->resume) write_config_record(r);
-    else logger_write(&r->lg, "{\"type\":\"resume\",\"step\":%d}", r->start_step);
+    else logger_write(&r->lg, "{\"type\":\"resume\",\"step\":%d,\"world\":%d}", r->start_step, r->world);
     printf("batch: B=%d T=%d, %d tokens/step (%d micro-step%s), %d steps, warmup %d, final lr x%g, clip %g\n", a->B, a->T,
            a->total_batch, r->accum, r->accum > 1 ? "s" : "", a->steps, a->warmup, a->final_lr_frac, a->grad_clip);
     if (r->world > 1) printf("data parallel: %d ranks (%s), -b %d per rank\n", r->world, dist_backend(), a->B);
@@ -962,12 +1068,15 @@ int run_after_step(Run* r, int step, float loss, float norm, float lr, double se
 static int run_after_step_rank0(Run* r, int step, RunDue due, int sig) {
     const Args* a = &r->a;
     int rc;
+    if (run_dir_gone(r, step)) return RUN_EXIT_WRITE;
     if (due.val) record_val(r, step, run_evaluate(&r->ops, &r->data.val, a->val_batches, a->B, a->T));
     if (due.sample) run_sample(&r->ops, r->data.tok, r->cfg.vocab_size, a->sample_len, a->seed, step, a->T, stdout);
     if ((due.checkpoint || (sig && r->ckpt_path[0])) && (rc = save_checkpoint(r, step))) return rc;
     if (r->lg.failed) {
-        fprintf(stderr, "error: writing %s/log.jsonl failed (disk full?); stopping after step %d%s\n", a->out_dir, step,
-                r->ckpt_path[0] ? ", whose checkpoint is written" : "");
+        char note[128];
+        saved_note(step, note, sizeof(note));
+        fprintf(stderr, "error: writing %s/log.jsonl failed (disk full?); stopping after step %d: %s; the log ends with the last whole record\n",
+                a->out_dir, step, note);
         return RUN_EXIT_WRITE;
     }
     if (sig) {
@@ -987,11 +1096,20 @@ int run_finish(Run* r, int rc, const char* memory_lines, double peak_mib, const 
         int kib = dist_max_int((int)(peak_mib * 1024.0 + 0.5));
         peak_mib = kib / 1024.0;
     }
+    if ((rc == RUN_GO || rc == RUN_STOP) && r->stats.last_step > 0 && r->stats.nrecent == 0) {
+        // not one step applied: nothing trained, and no train loss to report
+        fprintf(stderr, "error: every step this run took (%d to %d) had a non-finite loss, gradient or update and was skipped; "
+                "nothing was trained\n", r->start_step + 1, r->stats.last_step);
+        logger_write(&r->lg, "{\"type\":\"failed\",\"step\":%d,\"why\":\"every step skipped\"}", r->stats.last_step);
+        rc = RUN_EXIT_NONFINITE;
+    }
     if ((rc == RUN_GO || rc == RUN_STOP || rc == RUN_EXIT_INTERRUPTED) && r->stats.last_step > 0) {
         fputs(memory_lines, stdout);
         print_summary(r, peak_mib, extra_json);
     }
     logger_close(&r->lg);
+    free(r->batch_buf); // the global micro-batch (more than one rank)
+    r->batch_buf = NULL;
     run_close_data(&r->data);
     ledger_free_all(&r->led);
     dist_finalize();

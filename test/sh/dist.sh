@@ -52,7 +52,7 @@ check() {
     d=$(compare "$TMP/$2/log.jsonl" "$TMP/$3/log.jsonl" 1e-4) && pass "$1 (max loss diff $d)" || fail "$1" "max loss diff $d"
 }
 # same NAME A B: the two runs' checkpoints byte for byte
-same() { cmp -s "$TMP/$2/checkpoint.bin" "$TMP/$3/checkpoint.bin" && pass "$1" || fail "$1" "checkpoints differ ($(cmp "$TMP/$2/checkpoint.bin" "$TMP/$3/checkpoint.bin" 2>&1 | head -c 120))"; }
+same() { same_checkpoint "$TMP/$2/checkpoint.bin" "$TMP/$3/checkpoint.bin" && pass "$1" || fail "$1" "checkpoints differ ($(cmp "$TMP/$2/checkpoint.bin" "$TMP/$3/checkpoint.bin" 2>&1 | head -c 120))"; }
 # every rank's shard line (trainer/zero.h): "rank start end master_bytes state_bytes"
 shards() { cat "$@" | sed -nE 's/^.*rank ([0-9]+)\/[0-9]+: -zero 1 shard of params \[([0-9]+), ([0-9]+)\) = [0-9]+ of [0-9]+, fp32 master ([0-9]+) bytes, optimizer state ([0-9]+) bytes.*/\1 \2 \3 \4 \5/p' | sort -n; }
 # formula OPT A B: the state bytes of flat parameters [A, B) of the model above, from the layouts that

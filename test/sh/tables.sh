@@ -69,7 +69,7 @@ cat > "$TMP/adv_main.c" <<'C'
 #include "trainer/advise.h"
 int main(int argc, char** argv) { return advise_main(argc, argv); }
 C
-if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" trainer/advise.c trainer/cli.c trainer/model.c trainer/zero.c trainer/dist.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
+if ${CC:-gcc} -O1 -std=gnu11 -I. "$TMP/adv_main.c" trainer/advise.c trainer/cli.c trainer/model.c trainer/zero.c trainer/dist.c optim/*.c cpu/*.c common/checkpoint.c common/crc32c.c common/fileio.c -lm -fopenmp -o "$ADV" 2> "$TMP/cc.err"; then
     out=$("$ADV" -advise 1 -model 32:4096:32 -mem 80)
     for o in $OPTS; do
         want=$(python3 - "$MT/ledger/7B__$o.txt" <<'PY'
