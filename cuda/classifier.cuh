@@ -20,18 +20,10 @@ __device__ __forceinline__ void softmax_merge(float& m, float& s, float m2, floa
     m = mn;
 }
 
-// The row's softmax statistics over its V real columns, on every thread of the block: m = max x,
-// s = sum exp(x - m). Per-thread online max/sum over a strided slice, the warps' trees, then the warps'
-// results merged in order (deterministic). Contains a __syncthreads: every thread of the block calls it.
-template <typename T>
-__device__ __forceinline__ void row_softmax_stats(const T* x, int V, float* m_out, float* s_out) {
+// Each thread's (max, sum) merged over the block: the warps' xor trees, then the warps' results in warp
+// order on every thread (deterministic). Contains a __syncthreads: every thread of the block calls it.
+__device__ __forceinline__ void block_softmax_merge(float m, float s, float* m_out, float* s_out) {
     __shared__ float sm[CLS_THREADS / 32], ss[CLS_THREADS / 32];
-    float m = -INFINITY, s = 0.0f;
-    for (int c = threadIdx.x; c < V; c += blockDim.x) {
-        float v = ldf(x[c]);
-        if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }
-        else s += expf(v - m);
-    }
     for (int o = 16; o > 0; o >>= 1) {
         float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
         softmax_merge(m, s, m2, s2);
@@ -43,6 +35,20 @@ __device__ __forceinline__ void row_softmax_stats(const T* x, int V, float* m_ou
     for (int w = 1; w < (int)(blockDim.x / 32); w++) softmax_merge(m, s, sm[w], ss[w]); // every thread, same order
     *m_out = m;
     *s_out = s;
+}
+
+// The row's softmax statistics over its V real columns, on every thread of the block: m = max x,
+// s = sum exp(x - m). Per-thread online max/sum over a strided slice, the warps' trees, then the warps'
+// results merged in order (deterministic). Contains a __syncthreads: every thread of the block calls it.
+template <typename T>
+__device__ __forceinline__ void row_softmax_stats(const T* x, int V, float* m_out, float* s_out) {
+    float m = -INFINITY, s = 0.0f;
+    for (int c = threadIdx.x; c < V; c += blockDim.x) {
+        float v = ldf(x[c]);
+        if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }
+        else s += expf(v - m);
+    }
+    block_softmax_merge(m, s, m_out, s_out);
 }
 
 template <typename T>
@@ -73,7 +79,6 @@ __global__ void __launch_bounds__(CLS_THREADS) classifier_kernel(T* logits, floa
 // the second read mostly hits L2 (a block's row is 100 KB at Vp = 50304 in bf16).
 template <typename T>
 __device__ __forceinline__ void row_softmax_stats_vec(const T* x, int V, int Vp, float* m_out, float* s_out) {
-    __shared__ float sm[CLS_THREADS / 32], ss[CLS_THREADS / 32];
     const int W = Pack<T>::N;
     float m = -INFINITY, s = 0.0f;
     const int nreal = (V + W - 1) / W; // vectors holding any real column
@@ -89,17 +94,7 @@ __device__ __forceinline__ void row_softmax_stats_vec(const T* x, int V, int Vp,
 #pragma unroll
         for (int j = 0; j < W; j++) if (j < cnt) s += expf(ldf(p.v[j]) - m);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        softmax_merge(m, s, m2, s2);
-    }
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) { sm[warp] = m; ss[warp] = s; }
-    __syncthreads();
-    m = sm[0]; s = ss[0];
-    for (int w = 1; w < (int)(blockDim.x / 32); w++) softmax_merge(m, s, sm[w], ss[w]); // every thread, same order
-    *m_out = m;
-    *s_out = s;
+    block_softmax_merge(m, s, m_out, s_out);
 }
 
 template <typename T>
