@@ -447,18 +447,24 @@ __global__ void sumsq_kernel(double* partial, const G* g, size_t n) {
     if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
 }
 
-// Sum of squares of the flat gradient elements [lo, hi): the whole model, or with the gradients
-// reduce-scattered (-zero 1) this rank's range, whose sums the caller adds over the ranks.
-static double grad_sumsq(GPT2* m, size_t lo, size_t hi) {
-    if (hi <= lo) return 0.0;
-    if (m->precision == PRECISION_BF16) PROF(PROF_NORM, 0, (hi - lo) * m->elt, sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)m->grads + lo, hi - lo));
-    else PROF(PROF_NORM, 0, (hi - lo) * m->elt, sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)m->grads + lo, hi - lo));
+// Sum of squares of n gradient elements of the storage type at g (double, fixed grid and order: sumsq_kernel):
+// the model's gradients (grad_sumsq) or one unit's in the fused backward's scratch (lomo, adalomo).
+static double device_sumsq(GPT2* m, const void* g, size_t n) {
+    if (m->precision == PRECISION_BF16) PROF(PROF_NORM, 0, n * m->elt, sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)g, n));
+    else PROF(PROF_NORM, 0, n * m->elt, sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)g, n));
     KERNEL_CHECK();
     double h[NORM_BLOCKS];
     CUDA_CHECK(cudaMemcpy(h, m->norm_partial, sizeof(h), cudaMemcpyDeviceToHost));
     double s = 0.0;
     for (int i = 0; i < NORM_BLOCKS; i++) s += h[i];
     return s;
+}
+
+// Sum of squares of the flat gradient elements [lo, hi): the whole model, or with the gradients
+// reduce-scattered (-zero 1) this rank's range, whose sums the caller adds over the ranks.
+static double grad_sumsq(GPT2* m, size_t lo, size_t hi) {
+    if (hi <= lo) return 0.0;
+    return device_sumsq(m, (const char*)m->grads + lo * m->elt, hi - lo);
 }
 
 // fp32 values (num_params, host) -> the device parameters: the master (bf16 mode; a sharded master takes
@@ -792,17 +798,6 @@ typedef struct {
     int nonfinite_units; // units whose gradient was not finite (their update is skipped)
 } FusedCtx;
 
-// Sum of squares of n gradient elements of the storage type at g (double, fixed order: sumsq_kernel).
-static double gscratch_sumsq(GPT2* m, const void* g, size_t n) {
-    if (m->precision == PRECISION_BF16) PROF(PROF_NORM, 0, n * m->elt, sumsq_kernel<bf16d><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const bf16d*)g, n));
-    else PROF(PROF_NORM, 0, n * m->elt, sumsq_kernel<float><<<NORM_BLOCKS, 256>>>(m->norm_partial, (const float*)g, n));
-    KERNEL_CHECK();
-    double h[NORM_BLOCKS];
-    CUDA_CHECK(cudaMemcpy(h, m->norm_partial, sizeof(h), cudaMemcpyDeviceToHost));
-    double s = 0.0;
-    for (int i = 0; i < NORM_BLOCKS; i++) s += h[i];
-    return s;
-}
 
 static void fused_unit_done(GPT2* m, int unit, void* vctx) {
     FusedCtx* c = (FusedCtx*)vctx;
@@ -810,7 +805,7 @@ static void fused_unit_done(GPT2* m, int unit, void* vctx) {
     const size_t n = unit_gscratch_elems(m, unit);
     const int bf = m->precision == PRECISION_BF16;
     gpu_dist_average_grads(c->d, g, n, bf); // nothing at one rank without -dist-force
-    const double s = gscratch_sumsq(m, g, n); // the padding between tensors is zero: the unit's tensors' sum
+    const double s = device_sumsq(m, g, n); // the padding between tensors is zero: the unit's tensors' sum
     c->sumsq += s;
     if (!c->norm_only) {
         if (!isfinite(s)) c->nonfinite_units++;
